@@ -1,0 +1,1 @@
+"""certctl benchmark workbench: seed, drive, analyse and record certctl load scenarios."""
