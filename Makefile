@@ -1,0 +1,31 @@
+# Two commands do everything on a fresh machine: `make bench` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install bench test lint benchmarks clean-target
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# The agent heartbeat storm, smoke profile, against the embedded stand-in.
+bench: $(STAMP)
+	$(BIN)/workbench target up
+	$(BIN)/workbench run agent_storm --profile smoke
+
+test: $(STAMP)
+	$(BIN)/ruff check workbench tests benchmarks
+	$(BIN)/python -m pytest
+	$(BIN)/workbench baseline render --check
+
+benchmarks: $(STAMP)
+	$(BIN)/python benchmarks/run.py
+
+clean-target: $(STAMP)
+	$(BIN)/workbench target down

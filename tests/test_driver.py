@@ -1,0 +1,92 @@
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from tests.loopback import LoopbackServer, free_port
+from workbench.driver import DriveSpec, RequestTemplate, drive, schedule_offsets_ns
+from workbench.errors import WorkbenchError
+
+
+@pytest.mark.parametrize("rate,duration", [(167, 10), (5, 300), (1000, 2.5), (0.5, 3), (333.3, 1)])
+def test_constant_schedule_has_r_times_d_evenly_spaced_arrivals(rate, duration):
+    offsets = schedule_offsets_ns(rate, duration)
+    assert abs(len(offsets) - rate * duration) <= 1
+    assert offsets[0] == 0
+    gaps = np.diff(offsets)
+    assert np.all(np.abs(gaps - 1e9 / rate) <= 1)  # rounding to whole ns only
+    assert offsets[-1] < duration * 1e9
+
+
+def _spec(url, path, **kw):
+    base = dict(base_url=url, templates=(RequestTemplate("GET", path, "t"),), rate=200,
+                duration_s=1.0)
+    return DriveSpec(**(base | kw))
+
+
+def test_response_time_counts_from_intended_start_and_service_time_from_send(tmp_path):
+    with LoopbackServer() as srv:
+        result = drive(_spec(srv.url, "/delay?ms=20"), tmp_path, echo=lambda _: None)
+    assert result["scheduled"] == 200 == result["completed"]
+    assert 20 <= result["service_time_ms"]["p50"] < 40
+    # response >= service, and the difference is exactly the schedule lag
+    table = pq.read_table(tmp_path / "requests.parquet").to_pandas()
+    response = table["end_ns"] - table["intended_ns"]
+    service = table["end_ns"] - table["send_ns"]
+    lag = table["send_ns"] - table["intended_ns"]
+    assert (response == service + lag).all()
+    assert (lag >= 0).all()
+    assert set(table.columns) >= {"intended_ns", "send_ns", "end_ns", "status", "error", "tag"}
+
+
+def test_invariant_holds_with_http_errors_connect_errors_and_drops(tmp_path):
+    dead = f"http://127.0.0.1:{free_port()}"
+    with LoopbackServer() as srv:
+        errors = drive(DriveSpec(base_url=srv.url, rate=100, duration_s=1.0, templates=(
+            RequestTemplate("GET", "/status/200", "ok"),
+            RequestTemplate("GET", "/status/500", "boom"),
+            RequestTemplate("POST", "/status/429", "limited", "{}"),
+            RequestTemplate("GET", "/status/404", "missing"))), tmp_path / "a",
+            echo=lambda _: None)
+        # one VU and a 200 ms response at 50/s: most arrivals find it busy
+        drops = drive(_spec(srv.url, "/delay?ms=200", rate=50, max_vus=1), tmp_path / "b",
+                      echo=lambda _: None)
+    refused = drive(_spec(dead, "/", rate=50), tmp_path / "c", echo=lambda _: None)
+    for r in (errors, drops, refused):
+        assert r["scheduled"] == r["completed"] + r["failed"] + r["dropped"]
+    assert errors["errors"] == {"http_5xx": 25, "http_429": 25, "http_4xx": 25}
+    assert errors["completed"] == 25 and errors["valid"]
+    assert drops["dropped"] > 30 and not drops["valid"]
+    assert any("dropped" in reason for reason in drops["invalid_reasons"])
+    assert refused["errors"] == {"connect": 50}
+    rows = pq.read_table(tmp_path / "b" / "requests.parquet").to_pandas()
+    assert len(rows) == drops["scheduled"]
+    assert (rows["error"] == "dropped").sum() == drops["dropped"]
+    assert rows.loc[rows["error"] == "dropped", "send_ns"].isna().all()
+
+
+def test_timeouts_are_counted_and_the_run_ends_on_time(tmp_path):
+    with LoopbackServer() as srv:
+        result = drive(_spec(srv.url, "/delay?ms=3000", rate=10, duration_s=1.0, timeout_s=0.3),
+                       tmp_path, echo=lambda _: None)
+    assert result["errors"] == {"timeout": 10}
+    assert result["driver"]["wall_s"] < 3
+
+
+def test_spec_with_token_never_writes_it(tmp_path, monkeypatch):
+    with LoopbackServer() as srv:
+        spec = _spec(srv.url, "/delay", rate=20, token_env="SECRET_TOKEN_ENV")
+        drive(spec, tmp_path, env={"SECRET_TOKEN_ENV": "tok-do-not-leak-7731"},
+              echo=lambda _: None)
+    for path in tmp_path.rglob("*"):
+        assert b"tok-do-not-leak-7731" not in path.read_bytes()
+    assert json.loads((tmp_path / "spec.json").read_text())["token_env"] == "SECRET_TOKEN_ENV"
+
+
+@pytest.mark.parametrize("field,value", [("rate", 0), ("rate", -5), ("duration_s", 0),
+                                         ("duration_s", -1), ("max_vus", 0)])
+def test_bad_load_shape_is_refused_before_anything_is_sent(tmp_path, field, value):
+    with pytest.raises(WorkbenchError, match=field.split("_")[0].replace("max", "VUs")):
+        drive(_spec("http://127.0.0.1:9", "/", **{field: value}), tmp_path)
+    assert not (tmp_path / "requests.parquet").exists()

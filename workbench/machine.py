@@ -1,0 +1,75 @@
+"""Facts about the machine a run was measured on, and a stable fingerprint of them."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import psutil
+
+# Packages whose versions can change a measurement.
+PACKAGES = ("aiohttp", "httpx", "numpy", "pandas", "pyarrow", "sqlalchemy", "psycopg",
+            "papermill", "pgserver")
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    m = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    return m.group(1).strip() if m else platform.processor() or "unknown"
+
+
+def _virtualisation() -> str:
+    if shutil.which("systemd-detect-virt"):
+        out = subprocess.run(["systemd-detect-virt"], capture_output=True, text=True)
+        if out.stdout.strip():
+            return out.stdout.strip()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown"
+    return "hypervisor" if re.search(r"^flags\s*:.*\bhypervisor\b", flags, re.MULTILINE) else "none"
+
+
+def facts() -> dict:
+    """CPU model, cores, memory, kernel and virtualisation, plus a fingerprint and a name.
+
+    The fingerprint hashes only what changes the numbers (CPU model, core count, memory, arch),
+    so two runs on like machines compare and the name stays stable across reboots and hostnames.
+    ``WORKBENCH_MACHINE`` overrides the name (an operator's canonical box).
+    """
+    cpu, cores = _cpu_model(), os.cpu_count() or 0
+    mem_gib = round(psutil.virtual_memory().total / 2**30)
+    arch = platform.machine()
+    fingerprint = hashlib.sha256(f"{cpu}|{cores}|{mem_gib}|{arch}".encode()).hexdigest()[:16]
+    name = os.environ.get("WORKBENCH_MACHINE") or f"{arch}-{cores}c-{mem_gib}g-{fingerprint[:8]}"
+    return {
+        "name": name,
+        "fingerprint": fingerprint,
+        "cpu_model": cpu,
+        "cores": cores,
+        "memory_gib": mem_gib,
+        "arch": arch,
+        "kernel": platform.release(),
+        "os": platform.platform(terse=True),
+        "virtualisation": _virtualisation(),
+    }
+
+
+def software() -> dict:
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": sys.version.split()[0], "packages": versions}
