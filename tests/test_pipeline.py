@@ -1,0 +1,53 @@
+"""End to end: the agent_storm notebook through papermill against the embedded target."""
+
+import json
+
+import nbformat
+import pyarrow.parquet as pq
+
+from workbench import run, target
+
+
+def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
+        embedded_env, embedded_target_state, monkeypatch):
+    token = target.read_token(embedded_target_state)
+    monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
+    run_dir, code = run.execute("agent_storm", "smoke",
+                                overrides={"duration_s": 3.0, "fleet_size": 200})
+    assert code == 0
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["status"] == "completed"
+    assert result["scheduled"] == 501 == result["completed"]  # 167/s for 3 s
+    assert result["failed"] == result["dropped"] == 0
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["target"]["kind"] == "stand-in" and record["passed"]
+    assert record["target"]["commit"] == target.workbench_commit()
+    assert record["endpoints"]["heartbeat"]["requests"] == 501
+    assert {t["threshold"] for t in record["thresholds"]} == {"p(99)<1000", "p(95)<500",
+                                                              "rate<0.001"}
+    html = (run_dir / "report.html").read_text()
+    assert "heartbeat" in html and "<img" in html and "run = Run(" not in html  # code hidden
+    nb = nbformat.read(run_dir / "agent_storm.ipynb", as_version=4)
+    assert nb.metadata.papermill.parameters["fleet_size"] == 200
+    assert len(pq.read_table(run_dir / "requests.parquet")) == 501
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+
+
+def test_a_breached_threshold_fails_the_notebook_but_keeps_the_record(embedded_env, tmp_path):
+    import papermill
+
+    out_dir = tmp_path / "breach"
+    raised = None
+    try:  # a 0.001 ms p95 cannot hold: the last cell raises, so papermill (and CI) fail
+        papermill.execute_notebook(
+            str(run.notebooks_dir() / "agent_storm.ipynb"), str(tmp_path / "breach.ipynb"),
+            kernel_name="python3", progress_bar=False,
+            parameters={"duration_s": 1.0, "fleet_size": 50, "run_dir": str(out_dir),
+                        "thresholds": {"http_req_duration": ["p(95)<0.001"]}})
+    except papermill.PapermillExecutionError as exc:
+        raised = exc.ename
+    assert raised == "ThresholdBreach"
+    record = json.loads((out_dir / "record.json").read_text())
+    assert record["passed"] is False and record["load"]["scheduled"] == 167
