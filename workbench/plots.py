@@ -5,10 +5,19 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from workbench.analysis import windows
 
 NINES = (0.5, 0.9, 0.99, 0.999, 0.9999)
+
+
+def _log_ms_axis(ax: plt.Axes) -> None:
+    """Log scale with plain millisecond labels (1, 2, 5, 10 ...), not powers of ten."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _title(what: str, scenario: str, target: str, date: str) -> str:
@@ -29,7 +38,7 @@ def percentile_plot(df: pd.DataFrame, scenario: str, target: str, date: str) -> 
     ax.set_xticklabels([f"{q * 100:g}%" for q in NINES])
     ax.set_xlabel("percentile")
     ax.set_ylabel("response time from intended start (ms)")
-    ax.set_yscale("log")
+    _log_ms_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(title="endpoint")
     ax.set_title(_title("latency by percentile", scenario, target, date))
@@ -46,7 +55,7 @@ def latency_over_time(df: pd.DataFrame, scenario: str, target: str, date: str,
     for col in ("p50", "p95", "p99"):
         ax.plot(w.index, w[col], label=col)
     ax.set_ylabel("latency (ms)")
-    ax.set_yscale("log")
+    _log_ms_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     ax.set_title(_title(f"latency over time ({seconds:g} s windows)", scenario, target, date))

@@ -1,0 +1,3 @@
+from workbench.standin.server import main
+
+raise SystemExit(main())

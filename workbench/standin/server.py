@@ -1,0 +1,458 @@
+"""The stand-in certctl server: certctl's HTTP contract for the load scenarios, on PostgreSQL.
+
+It is the workbench's embedded default target, not certctl: ``/api/v1/version`` says so
+(``"standin": true``) and results measured against it must never be reported as certctl's.
+What it reproduces, from ``certctl-contract.md``: the no-auth / auth dispatch, the Bearer-key
+error shapes, the handler error shape with ``request_id``, Go's mux 404/405 texts, the
+fire-and-forget ``audit_events`` INSERT per authenticated request, and the heartbeat's exact
+SQL sequence including its stale-row quirk. Each endpoint is one small handler registered in
+``_add_routes``; cross-cutting behaviour (request id, auth, audit, later a rate limiter) lives in
+middlewares, in certctl's order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import itertools
+import json
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http import HTTPStatus
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from aiohttp import web
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+log = logging.getLogger("workbench.standin")
+
+STANDIN_VERSION = "standin-0.1.0"
+KEY_NAME = "standin-key"  # the name certctl would give a named API key; shows up as audit actor
+POOL_MIN_SIZE = 5  # certctl: SetMaxIdleConns(5)
+POOL_MAX_SIZE = 25  # certctl: SetMaxOpenConns(25), shared by requests and audit inserts
+READY_PING_TIMEOUT_S = 2.0
+AUDIT_FLUSH_TIMEOUT_S = 10.0
+
+# certctl's outer dispatcher sends exactly these paths through the no-auth chain.
+PUBLIC_PATHS = frozenset({"/health", "/ready", "/api/v1/auth/info", "/api/v1/version"})
+# certctl's audit middleware skips these prefixes (so e.g. /healthz is authenticated, not audited).
+AUDIT_EXCLUDED_PREFIXES = ("/health", "/ready", "/api/v1/version")
+# certctl sets these on every response of both chains when its rate limiter is off.
+SECURITY_HEADERS = {
+    "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer-when-downgrade",
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; connect-src 'self'; frame-ancestors 'none'"
+    ),
+}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class StandinConfig:
+    dsn: str  # libpq conninfo or URI
+    api_key: str = field(repr=False)  # must never reach a log line or traceback
+    commit: str = "unknown"
+
+
+CONFIG = web.AppKey("config", StandinConfig)
+API_KEY_DIGEST = web.AppKey("api_key_digest", bytes)
+POOL = web.AppKey("pool", AsyncConnectionPool)
+AUDIT_TASKS = web.AppKey("audit_tasks", set)
+REQUEST_ID = web.RequestKey("request_id", str)
+API_USER = web.RequestKey("api_user", str)
+
+
+# --- responses in certctl's shapes -----------------------------------------------------------
+
+
+def json_response(status: int, payload: dict[str, Any]) -> web.Response:
+    """Go's json.NewEncoder output: compact, newline-terminated, ``application/json``.
+
+    Callers pass dicts in Go's key order: sorted for Go maps, field order for Go structs.
+    """
+    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False) + "\n"
+    return web.Response(status=status, body=body.encode(), content_type="application/json")
+
+
+def go_http_error(status: int, text: str) -> web.Response:
+    """Go's ``http.Error``: forces text/plain even when the text is JSON, adds a newline."""
+    response = web.Response(status=status, body=(text + "\n").encode())
+    response.headers["Content-Type"] = "text/plain; charset=utf-8"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+def handler_error(request: web.Request, status: int, message: str) -> web.Response:
+    """certctl's handler error body (``handler/response.go``), echoing the request id."""
+    return json_response(
+        status,
+        {
+            "error": HTTPStatus(status).phrase,
+            "message": message,
+            "request_id": request[REQUEST_ID],
+        },
+    )
+
+
+# --- middlewares, outermost first (certctl: RequestID, logger, recovery, ..., auth, audit) -----
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id, panic recovery and security headers, for both chains."""
+    request_id = str(uuid.uuid4())
+    request[REQUEST_ID] = request_id
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:  # aiohttp-level refusals, e.g. an oversized body
+        response = go_http_error(exc.status, exc.reason)
+    except Exception:
+        log.exception("handler failed: %s %s", request.method, request.path)
+        response = go_http_error(500, '{"error":"Internal Server Error"}')
+    response.headers["X-Request-ID"] = request_id
+    response.headers.update(SECURITY_HEADERS)
+    return response
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """certctl's Bearer API-key check; runs before routing, so unknown paths get 401 too."""
+    if request.path in PUBLIC_PATHS:
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    if not header:
+        response = go_http_error(401, '{"error":"Authorization header required"}')
+        response.headers["WWW-Authenticate"] = 'Bearer realm="certctl"'
+        return response
+    if len(header) < 8 or not header.startswith("Bearer "):
+        return go_http_error(
+            401, '{"error":"Invalid Authorization header format, expected: Bearer <token>"}'
+        )
+    # Compare SHA-256 digests in constant time, as certctl does, so timing leaks nothing.
+    presented = hashlib.sha256(header[7:].encode()).digest()
+    if not hmac.compare_digest(presented, request.app[API_KEY_DIGEST]):
+        return go_http_error(401, '{"error":"Invalid API key"}')
+    request[API_USER] = KEY_NAME
+    return await handler(request)
+
+
+_audit_counter = itertools.count(1)
+
+
+@web.middleware
+async def audit_api_call(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """certctl's API audit: one ``audit_events`` row per authenticated request, not awaited.
+
+    The INSERT competes with request queries for the 25-connection pool, as in certctl; the
+    response does not wait for it.
+    """
+    path = request.path
+    if API_USER not in request or path.startswith(AUDIT_EXCLUDED_PREFIXES):
+        return await handler(request)
+    started = time.perf_counter()
+    body = await request.read()  # aiohttp caches it, so the handler can read it again
+    body_hash = hashlib.sha256(body).hexdigest()[:16] if body else ""
+    response = await handler(request)
+    latency_ms = int((time.perf_counter() - started) * 1000)
+    details = {
+        "body_hash": body_hash,
+        "latency_ms": latency_ms,
+        "method": request.method,
+        "path": path,
+        "status": response.status,
+    }
+    task = asyncio.create_task(
+        _insert_audit_event(request.app[POOL], request[API_USER], request.method, path, details)
+    )
+    tasks = request.app[AUDIT_TASKS]
+    tasks.add(task)  # keep a reference so the task is not garbage-collected mid-flight
+    task.add_done_callback(tasks.discard)
+    return response
+
+
+async def _insert_audit_event(
+    pool: AsyncConnectionPool, actor: str, method: str, path: str, details: dict[str, Any]
+) -> None:
+    event_id = f"audit-{time.time_ns()}-{next(_audit_counter)}"  # certctl's generateID shape
+    try:
+        async with pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO audit_events"
+                " (id, actor, actor_type, action, resource_type, resource_id, details, timestamp)"
+                " VALUES (%s, %s, 'User', %s, 'api', %s, %s::jsonb, %s)",
+                (
+                    event_id,
+                    actor,
+                    f"api_{method.lower()}",  # certctl: fmt.Sprintf("api_%s", strings.ToLower(m))
+                    path,
+                    json.dumps(details),
+                    datetime.now(UTC),
+                ),
+            )
+    except Exception as exc:  # certctl only logs a failed audit insert
+        log.error("failed to record API audit event: %s %s: %s", method, path, exc)
+
+
+@web.middleware
+async def go_mux_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Answer unmatched paths and methods the way Go's ServeMux does (inside auth and audit)."""
+    try:
+        return await handler(request)
+    except web.HTTPMethodNotAllowed as exc:
+        response = go_http_error(405, "Method Not Allowed")
+        response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
+    except web.HTTPNotFound:
+        return go_http_error(404, "404 page not found")
+
+
+# --- no-auth handlers --------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    return json_response(200, {"status": "healthy"})
+
+
+async def ready(request: web.Request) -> web.Response:
+    try:
+        async with asyncio.timeout(READY_PING_TIMEOUT_S):
+            async with request.app[POOL].connection() as conn:
+                await conn.execute("SELECT 1")
+    except (TimeoutError, psycopg.Error) as exc:
+        error = str(exc) or "context deadline exceeded"
+        return json_response(503, {"error": error, "status": "db_unavailable"})
+    return json_response(200, {"db": "reachable", "status": "ready"})
+
+
+async def version(request: web.Request) -> web.Response:
+    # certctl's VersionInfo fields in struct order, plus the flag that marks the stand-in.
+    return json_response(
+        200,
+        {
+            "version": STANDIN_VERSION,
+            "commit": request.app[CONFIG].commit,
+            "modified": False,
+            "build_time": "",
+            "go_version": "",
+            "standin": True,
+        },
+    )
+
+
+async def auth_info(request: web.Request) -> web.Response:
+    return json_response(200, {"auth_type": "api-key", "required": True})
+
+
+# --- authenticated handlers --------------------------------------------------------------------
+
+
+async def auth_check(request: web.Request) -> web.Response:
+    return json_response(200, {"admin": True, "status": "authenticated", "user": request[API_USER]})
+
+
+_METADATA_FIELDS = ("version", "hostname", "os", "architecture", "ip_address")
+# Columns certctl scans into Go strings: a NULL in any of them fails the scan (a 500).
+_NOT_NULL_IN_GO = ("os", "architecture", "ip_address", "version")
+
+_SELECT_AGENT = (
+    "SELECT id, name, hostname, status, last_heartbeat_at, registered_at, api_key_hash,"
+    " os, architecture, ip_address, version, retired_at, retired_reason"
+    " FROM agents WHERE id = %s"
+)
+_TOUCH_HEARTBEAT = "UPDATE agents SET last_heartbeat_at = %s WHERE id = %s AND retired_at IS NULL"
+_TOUCH_HEARTBEAT_WITH_METADATA = (
+    "UPDATE agents SET last_heartbeat_at = %(now)s,"
+    " hostname = CASE WHEN %(hostname)s = '' THEN hostname ELSE %(hostname)s END,"
+    " os = CASE WHEN %(os)s = '' THEN os ELSE %(os)s END,"
+    " architecture = CASE WHEN %(architecture)s = '' THEN architecture ELSE %(architecture)s END,"
+    " ip_address = CASE WHEN %(ip_address)s = '' THEN ip_address ELSE %(ip_address)s END,"
+    " version = CASE WHEN %(version)s = '' THEN version ELSE %(version)s END"
+    " WHERE id = %(id)s AND retired_at IS NULL"
+)
+# certctl's AgentRepository.Update: the whole row, from the values the heartbeat read first.
+_REWRITE_AGENT = (
+    "UPDATE agents SET name = %(name)s, hostname = %(hostname)s, status = %(status)s,"
+    " last_heartbeat_at = %(last_heartbeat_at)s, api_key_hash = %(api_key_hash)s, os = %(os)s,"
+    " architecture = %(architecture)s, ip_address = %(ip_address)s, version = %(version)s"
+    " WHERE id = %(id)s"
+)
+
+
+def parse_heartbeat_metadata(body: bytes) -> dict[str, str] | None:
+    """The optional heartbeat body, decoded as Go's json.Decoder would.
+
+    Anything Go fails to decode (not an object, a non-string field) means "no metadata"; so does
+    an object whose five fields are all empty. Like Go, only the first JSON value is read, and
+    field names match case-insensitively.
+    """
+    try:
+        value, _ = json.JSONDecoder().raw_decode(body.decode("utf-8", "replace").lstrip())
+    except ValueError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    metadata = dict.fromkeys(_METADATA_FIELDS, "")
+    for key, field_value in value.items():
+        field = key.lower()
+        if field not in metadata or field_value is None:  # Go leaves a string unchanged on null
+            continue
+        if not isinstance(field_value, str):
+            return None
+        metadata[field] = field_value
+    return metadata if any(metadata.values()) else None
+
+
+async def agent_heartbeat(request: web.Request) -> web.Response:
+    """``POST /api/v1/agents/{id}/heartbeat``, with certctl's queries in certctl's order."""
+    agent_id = request.match_info["id"]
+    metadata = parse_heartbeat_metadata(await request.read())
+    pool = request.app[POOL]
+    try:
+        # Each statement takes its own pooled connection, as database/sql does without a tx.
+        async with pool.connection() as conn:
+            cursor = await conn.cursor(row_factory=dict_row).execute(_SELECT_AGENT, (agent_id,))
+            agent = await cursor.fetchone()
+        if agent is None:
+            return handler_error(request, 404, "Agent not found")
+        if any(agent[column] is None for column in _NOT_NULL_IN_GO):
+            raise ValueError(f"failed to scan agent {agent_id}: NULL in a string column")
+        if agent["retired_at"] is not None:
+            return handler_error(request, 410, "Agent has been retired")
+        now = datetime.now(UTC)  # certctl passes the Go clock, not SQL now()
+        async with pool.connection() as conn:
+            if metadata is None:
+                cursor = await conn.execute(_TOUCH_HEARTBEAT, (now, agent_id))
+            else:
+                cursor = await conn.execute(
+                    _TOUCH_HEARTBEAT_WITH_METADATA, {**metadata, "now": now, "id": agent_id}
+                )
+        if cursor.rowcount == 0:
+            return handler_error(request, 404, "Agent not found")
+    except (psycopg.Error, ValueError) as exc:
+        log.error("heartbeat failed: agent_id=%s: %s", agent_id, exc)
+        return handler_error(request, 500, "Failed to record heartbeat")
+
+    if agent["status"] != "Online":
+        # certctl quirk (contract surprise 11): flipping to Online rewrites the row read above,
+        # putting back the stale last_heartbeat_at and metadata. Failures are only logged.
+        try:
+            async with pool.connection() as conn:
+                await conn.execute(_REWRITE_AGENT, {**agent, "status": "Online"})
+        except psycopg.Error as exc:
+            log.error("failed to update agent status: agent_id=%s: %s", agent_id, exc)
+    return json_response(200, {"status": "heartbeat_recorded"})
+
+
+def _add_routes(app: web.Application) -> None:
+    """One line per endpoint; new scenarios (bulk-renew, ACME) add their handlers here."""
+    app.router.add_get("/health", health)
+    app.router.add_get("/ready", ready)
+    app.router.add_get("/api/v1/version", version)
+    app.router.add_get("/api/v1/auth/info", auth_info)
+    app.router.add_get("/api/v1/auth/check", auth_check)
+    app.router.add_post("/api/v1/agents/{id}/heartbeat", agent_heartbeat)
+
+
+# --- application lifecycle ---------------------------------------------------------------------
+
+
+def schema_sql() -> str:
+    return resources.files("workbench.standin").joinpath("schema.sql").read_text()
+
+
+async def _database(app: web.Application) -> AsyncIterator[None]:
+    """Open the pool and apply the schema on start; drain audit inserts and close on stop."""
+    pool = AsyncConnectionPool(
+        app[CONFIG].dsn,
+        min_size=POOL_MIN_SIZE,
+        max_size=POOL_MAX_SIZE,
+        kwargs={"autocommit": True},  # each statement its own transaction, like database/sql
+        open=False,
+        name="standin",
+    )
+    await pool.open(wait=True, timeout=15)
+    async with pool.connection() as conn:
+        await conn.execute(schema_sql())  # no parameters: one multi-statement implicit transaction
+    app[POOL] = pool
+    yield
+    pending = app[AUDIT_TASKS]
+    if pending:  # like certctl's audit Flush on shutdown
+        await asyncio.wait(pending, timeout=AUDIT_FLUSH_TIMEOUT_S)
+    await pool.close()
+
+
+def build_app(config: StandinConfig) -> web.Application:
+    app = web.Application(
+        middlewares=[request_context, authenticate, audit_api_call, go_mux_errors]
+    )
+    app[CONFIG] = config
+    app[API_KEY_DIGEST] = hashlib.sha256(config.api_key.encode()).digest()
+    app[AUDIT_TASKS] = set()
+    app.cleanup_ctx.append(_database)
+    _add_routes(app)
+    return app
+
+
+def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
+    """TLS 1.3 only, like certctl; ALPN offers http/1.1 (aiohttp cannot speak h2)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.set_alpn_protocols(["http/1.1"])
+    context.load_cert_chain(cert_file, key_file)
+    return context
+
+
+def _libpq_dsn(dsn: str) -> str:
+    """Accept a SQLAlchemy URL too (``postgresql+psycopg://...``); libpq wants ``postgresql://``."""
+    scheme, sep, rest = dsn.partition("://")
+    return f"{scheme.split('+')[0]}://{rest}" if sep and scheme.startswith("postgresql") else dsn
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m workbench.standin",
+        description="The workbench's stand-in certctl server (a test target, not certctl).",
+    )
+    parser.add_argument("--dsn", required=True, help="PostgreSQL conninfo, URI or SQLAlchemy URL")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8443)
+    parser.add_argument("--cert", required=True, help="server certificate chain (PEM)")
+    parser.add_argument("--key", required=True, help="server private key (PEM)")
+    parser.add_argument("--token-file", required=True, help="file holding the accepted API key")
+    parser.add_argument("--commit", default="unknown", help="reported as the version's commit")
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    log.setLevel(logging.INFO)
+
+    api_key = Path(args.token_file).read_text().strip()
+    if not api_key:
+        parser.error(f"{args.token_file} is empty")
+    app = build_app(StandinConfig(dsn=_libpq_dsn(args.dsn), api_key=api_key, commit=args.commit))
+    log.info("stand-in certctl listening on https://%s:%d", args.host, args.port)
+    web.run_app(
+        app,
+        host=args.host,
+        port=args.port,
+        ssl_context=tls_context(args.cert, args.key),
+        access_log=None,  # per-request logging would cost more than the handlers themselves
+        print=None,
+        backlog=1024,  # the ACME scenario opens ~200 connections at once
+        shutdown_timeout=5.0,
+    )
+    return 0
