@@ -52,6 +52,7 @@ def test_a_threshold_on_an_endpoint_with_no_samples_fails():
 def test_summary_excludes_dropped_and_counts_rate():
     df = frame([5.0] * 8 + [0, 0], errors=[""] * 8 + ["dropped", "dropped"])
     summary = analysis.summarize(df, duration_s=2.0)
-    row = summary.loc["all"]
+    assert list(summary.index) == ["hb"]  # no redundant "all" row for a single endpoint
+    row = summary.loc["hb"]
     assert row["requests"] == 8 and row["dropped"] == 2 and row["achieved_rps"] == 4.0
     assert row["p50"] == pytest.approx(5.0) and row["error_rate"] == 0.0

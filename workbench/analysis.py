@@ -104,9 +104,11 @@ def _pcts(values: np.ndarray) -> dict:
 
 
 def summarize(df: pd.DataFrame, duration_s: float) -> pd.DataFrame:
-    """One row per endpoint plus ``all``: counts, achieved rate, error rate, latency percentiles."""
+    """One row per endpoint (plus ``all`` when several): counts, achieved rate, error rate, latency percentiles."""
     rows = []
-    groups = [("all", df)] + [(tag, g) for tag, g in df.groupby("tag", sort=True)]
+    groups = [(tag, g) for tag, g in df.groupby("tag", sort=True)]
+    if len(groups) != 1:  # an "all" row only adds information over several endpoints
+        groups.insert(0, ("all", df))
     for tag, g in groups:
         sent = g[~g["dropped"]]
         rows.append({
