@@ -128,7 +128,7 @@ def test_driver_signalled_flushes_samples_and_says_interrupted(tmp_path, sig):
 
 
 def test_interrupting_the_caller_interrupts_the_driver_and_keeps_its_samples(tmp_path):
-    """What a Jupyter kernel interrupt does: KeyboardInterrupt in the process that called drive()."""
+    """A Jupyter kernel interrupt: KeyboardInterrupt in the process that called drive()."""
     with LoopbackServer() as srv:
         code = (
             "import sys; from pathlib import Path\n"
