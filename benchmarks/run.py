@@ -1,15 +1,24 @@
 """Benchmarks with targets, side by side in one run (absolute times on a shared box are noisy).
 
-    .venv/bin/python benchmarks/run.py        (or: make benchmarks)
+    .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis]
+                                       [--quick]        (or: make benchmarks)
 
-1. Seeding: 5,000 agents through SQLAlchemy into a fresh embedded PostgreSQL, first load and
-   re-seed; target under 2 s each.
-2. Driver schedule accuracy: open loop against a loopback server answering after a fixed 10 ms;
-   schedule-lag p99 and the error of the measured p50/p99 against the injected delay.
+Sections (details in each module's docstring):
+
+- capacity, accuracy, stall, memory: the driver's bars (``bench_driver.py``, issue 3);
+  external tools are found or installed by ``tools.py``, or their column says why not;
+- seeding: 5,000 agents through SQLAlchemy into a fresh embedded PostgreSQL, first load and
+  re-seed; target under 2 s each;
+- analysis: a 1,000,000-request run analysed (``bench_analysis.py``).
+
+Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
+``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
 """
 
 from __future__ import annotations
 
+import argparse
+import math
 import statistics
 import sys
 import tempfile
@@ -17,15 +26,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.loopback import LoopbackServer, free_port  # noqa: E402
+from benchmarks import bench_driver  # noqa: E402
+from tests.loopback import free_port  # noqa: E402
 from workbench import seed, target  # noqa: E402
-from workbench.driver import DriveSpec, RequestTemplate, drive  # noqa: E402
 
 SEED_TARGET_S = 2.0
-LAG_TARGET_MS = 1.0
+SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis")
 
 
-def bench_seeding(repeats: int = 3) -> list[tuple[str, float, float]]:
+def bench_seeding(repeats: int = 3) -> list[tuple[str, float, float, str]]:
     with tempfile.TemporaryDirectory() as state:
         info = target.up(Path(state), port=free_port())
         try:
@@ -33,33 +42,116 @@ def bench_seeding(repeats: int = 3) -> list[tuple[str, float, float]]:
             again = [seed.seed_agent_fleet(info.dsn, 5000)["seconds"] for _ in range(repeats)]
         finally:
             target.down(Path(state))
-    return [("seed 5,000 agents, first load (s)", first, SEED_TARGET_S),
-            ("seed 5,000 agents, re-seed median (s)", statistics.median(again), SEED_TARGET_S)]
+    return [("seed 5,000 agents, first load (s)", first, SEED_TARGET_S, "<="),
+            ("seed 5,000 agents, re-seed median (s)", statistics.median(again), SEED_TARGET_S,
+             "<=")]
 
 
-def bench_driver(rate: float, duration: float = 5.0) -> list[tuple[str, float, float]]:
-    with LoopbackServer() as srv, tempfile.TemporaryDirectory() as out:
-        spec = DriveSpec(base_url=srv.url, templates=(RequestTemplate("GET", "/delay?ms=10", "d"),),
-                         rate=rate, duration_s=duration)
-        r = drive(spec, Path(out), echo=lambda _: None)
-    return [
-        (f"{rate:g} req/s: schedule-lag p99 (ms)", r["schedule_lag_ms"]["p99"], LAG_TARGET_MS),
-        (f"{rate:g} req/s: |p50 - 10 ms| (ms)", abs(r["latency_ms"]["p50"] - 10), 1.0),
-        (f"{rate:g} req/s: |p99 - 10 ms| (ms)", abs(r["latency_ms"]["p99"] - 10), 1.0),
-        (f"{rate:g} req/s: dropped", r["dropped"], 0),
-    ]
+def bench_analysis_rows(quick: bool) -> list[tuple[str, float, float, str]]:
+    from benchmarks import bench_analysis
+
+    rows = bench_analysis.bench(n=100_000 if quick else bench_analysis.REQUESTS,
+                                repeats=1 if quick else 3)
+    return [(name, value, limit, "<=") for name, value, limit in rows]
 
 
-def main() -> int:
-    rows = bench_seeding() + bench_driver(167) + bench_driver(1000)
-    width = max(len(name) for name, _, _ in rows)
-    print(f"{'benchmark':<{width}}  {'measured':>10}  {'target':>8}  verdict")
-    failed = 0
-    for name, value, limit in rows:
-        ok = value <= limit
-        failed += not ok
-        print(f"{name:<{width}}  {value:>10.3f}  {limit:>8g}  {'ok' if ok else 'MISSED'}")
-    return 1 if failed else 0
+def _fmt(value: float, width: int = 10) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return f"{'-':>{width}}"
+    if abs(value) >= 1000:
+        return f"{value:>{width},.0f}"
+    return f"{value:>{width}.3f}"
+
+
+def print_capacity(rows: list[dict]) -> None:
+    print(f"\nCapacity: closed loop, {bench_driver.CONNECTIONS} connections, tiny responses; "
+          f"client on CPU {bench_driver.DRIVER_CPU}, server on CPU {bench_driver.SERVER_CPU}")
+    print(f"{'client':<28} {'req/s':>10} {'cores':>6} {'req/s/core':>11} {'ours/it':>8}"
+          f" {'server':>7}  version / note")
+    for r in rows:
+        if "skipped" in r:
+            print(f"{r['client']:<28} {'skipped':>10}  {r['skipped']}")
+            continue
+        print(f"{r['client']:<28} {r['rps']:>10,.0f} {r['cores']:>6.2f} {r['per_core']:>11,.0f}"
+              f" {r['ours_over_it']:>8.2f} {r['server_cores']:>7.2f}  {r['version'][:40]}")
+
+
+def print_accuracy(rows: list[dict]) -> None:
+    print("\nAccuracy: open loop vs exact injected delay; truth = the server's measured holds"
+          " (nominal in brackets); ms.\nisolated = driver and server also under SCHED_FIFO;"
+          " plain = as the shared machine gives it")
+    print(f"{'mode':<8} {'rate':>6} {'delay':<27} {'p50':>7} {'truth':>16} {'p99':>7} {'truth':>16}"
+          f" {'lag p50':>8} {'lag p99':>8} {'drops':>5} {'cpu':>5}")
+    for r in rows:
+        print(f"{r['mode']:<8} {r['rate']:>6,} {r['delay']:<27} {r['p50']:>7.3f}"
+              f" {r['truth_p50']:>7.3f} [{r['nominal_p50']:>6.2f}] {r['p99']:>7.3f}"
+              f" {r['truth_p99']:>7.3f} [{r['nominal_p99']:>6.2f}] {r['lag_p50']:>8.3f}"
+              f" {r['lag_p99']:>8.3f} {r['dropped']:>5} {r['cpu']:>5.2f}")
+
+
+def print_stall(r: dict) -> None:
+    print("\nCoordinated omission: 1,000 req/s for 10 s, server silent for 2 s from 4 s in")
+    print(f"  open loop p99 {r['p99']:.1f} ms, expected from the schedule {r['expected_p99']:.1f}"
+          f" ms; {r['share_in_stall']:.1%} of {r['open_loop_requests']:,} arrivals fell in the"
+          f" stall; schedule-lag p99 {r['lag_p99']:.3f} ms")
+    print(f"  closed loop (2 VUs) through the same stall: p99 {r['closed_loop_p99']:.1f} ms over"
+          f" {r['closed_loop_requests']:,} requests (the omission open loop corrects)")
+
+
+def print_memory(r: dict) -> None:
+    print(f"\nMemory: {r['recorded']:,} requests at {r['rate']:,.0f}/s (achieved "
+          f"{r['achieved_rate']:,.0f}/s, {r['dropped']} dropped, lag p99 {r['lag_p99']:.3f} ms,"
+          f" CPU {r['cpu']:.0%}): peak RSS {r['rss_peak_mib']:.0f} MiB, growth "
+          f"{r['bytes_per_request']:.1f} bytes per recorded request")
+
+
+def print_bars(bars: list[tuple[str, float, float, str]]) -> int:
+    width = max(len(name) for name, *_ in bars)
+    print(f"\n{'bar':<{width}}  {'measured':>10}  {'target':>10}  verdict")
+    missed = 0
+    for name, value, limit, op in bars:
+        ok = (value <= limit if op == "<=" else value >= limit) if not (
+            isinstance(value, float) and math.isnan(value)) else False
+        missed += not ok
+        print(f"{name:<{width}}  {_fmt(value)}  {op}{_fmt(limit, 8)}  {'ok' if ok else 'MISSED'}")
+    return missed
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--only", default=",".join(SECTIONS),
+                   help=f"comma-separated sections ({', '.join(SECTIONS)})")
+    p.add_argument("--quick", action="store_true", help="short windows: a smoke test only")
+    args = p.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        p.error(f"unknown section(s) {', '.join(sorted(unknown))}")
+    q = args.quick
+    bars: list[tuple[str, float, float, str]] = []
+    capacity = None
+    if "capacity" in chosen:
+        capacity = bench_driver.bench_capacity(*((1.0, 2.0) if q else ()))
+        print_capacity(capacity)
+        bars += bench_driver.capacity_bars(capacity)
+    if "accuracy" in chosen:
+        rows = bench_driver.bench_accuracy(duration_s=3.0 if q else 10.0)
+        print_accuracy(rows)
+        bars += bench_driver.accuracy_bars(rows)
+    if "stall" in chosen:
+        stall = bench_driver.bench_stall(**({"duration_s": 7.0, "stall_after_s": 2.0}
+                                            if q else {}))
+        print_stall(stall)
+        bars += bench_driver.stall_bars(stall)
+    if "memory" in chosen:
+        memory = bench_driver.bench_memory(*((100_000,) if q else ()))
+        print_memory(memory)
+        bars += bench_driver.memory_bars(memory)
+    if "seeding" in chosen:
+        bars += bench_seeding(1 if q else 3)
+    if "analysis" in chosen:
+        bars += bench_analysis_rows(q)
+    return 1 if print_bars(bars) else 0
 
 
 if __name__ == "__main__":

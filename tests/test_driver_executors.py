@@ -1,0 +1,151 @@
+"""Executors with a fake engine (the seam the driver offers): iterations, steps, think time,
+drops, success rules and response sums, exactly and without sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from hdrh.histogram import HdrHistogram
+
+from workbench import hdr
+from workbench.driver import DriveSpec, RequestTemplate, run_shard, summarize
+
+
+class FakeEngine:
+    """Answers every request after ``delay_s`` with the status its path names (/s/429)."""
+
+    name = "fake"
+
+    def __init__(self, delay_s: float = 0.001, body: bytes = b'{"n": 2, "m": 0.5}') -> None:
+        self.delay_s, self.body = delay_s, body
+        self.sent: list[str] = []
+        self.warm = None
+
+    def prepare(self, method, path, headers, body, want_body=False):
+        return path, want_body
+
+    async def start(self, warm: int = 0) -> None:
+        self.loop, self.warm = asyncio.get_running_loop(), warm
+
+    def send(self, request, done) -> None:
+        path, want_body = request
+        self.sent.append(path)
+        status = int(path.rsplit("/", 1)[1]) if path.startswith("/s/") else 200
+        ctype = b"application/problem+json" if status == 429 else b"application/json"
+        self.loop.call_later(self.delay_s, done, status, ctype, len(self.body),
+                             self.body if want_body else None, 0)
+
+    async def close(self) -> None:
+        pass
+
+
+def run_fake(tmp_path, spec: DriveSpec, engine: FakeEngine | None = None):
+    engine = engine or FakeEngine()
+    report = run_shard(spec, tmp_path, engine=engine, handle_signals=False)
+    result = summarize(spec, [report])
+    rows = pq.read_table(tmp_path / "requests.parquet").to_pandas()
+    return engine, result, rows.sort_values(["intended_ns", "send_ns"]).reset_index(drop=True)
+
+
+ABC = tuple(RequestTemplate("GET", f"/{c}", c) for c in "abc")
+
+
+def test_constant_vus_iterations_take_steps_in_turn_then_think(tmp_path):
+    spec = DriveSpec("http://fake", ABC, executor="constant-vus", vus=1, steps=2,
+                     sleep_s=0.05, duration_s=0.5)
+    engine, result, rows = run_fake(tmp_path, spec)
+    iterations = result["iterations"]["scheduled"]
+    assert 7 <= iterations <= 10  # 0.5 s / (2 x 1 ms + 50 ms)
+    assert result["scheduled"] == 2 * iterations == len(rows) == result["completed"]
+    # iteration k sends templates[(2k) % 3] and [(2k + 1) % 3]: a b | c a | b c | a b ...
+    assert engine.sent == ["/a", "/b", "/c"] * (iterations * 2 // 3) + ["/a", "/b", "/c"][
+        :iterations * 2 % 3]
+    # step 2 is intended when step 1 ended; the next iteration after the think time
+    first, second = rows.iloc[0::2].reset_index(drop=True), rows.iloc[1::2].reset_index(drop=True)
+    assert (second["intended_ns"] == first["end_ns"]).all()
+    gaps = first["intended_ns"].iloc[1:].to_numpy() - second["end_ns"].iloc[:-1].to_numpy()
+    assert (gaps >= 50_000_000).all()
+    assert engine.warm == 1 and result["offered_rate"] is None and result["valid"]
+
+
+def test_open_loop_iterations_with_steps_and_drops_keep_the_invariant(tmp_path):
+    # one VU, 50 ms per step: most arrivals at 100/s find it busy and drop both their steps
+    spec = DriveSpec("http://fake", ABC, rate=100, duration_s=0.5, steps=2, max_vus=1)
+    _, result, rows = run_fake(tmp_path, spec, FakeEngine(delay_s=0.05))
+    assert result["iterations"]["scheduled"] == 50 and result["planned"] == 100
+    assert result["scheduled"] == 100 == len(rows)
+    assert result["scheduled"] == result["completed"] + result["failed"] + result["dropped"]
+    assert result["dropped"] == 2 * result["iterations"]["dropped"] > 60
+    dropped = rows[rows["error"] == "dropped"]
+    assert dropped["send_ns"].isna().all() and dropped["end_ns"].isna().all()
+    # a dropped arrival i still names the templates it would have sent
+    assert set(dropped["tag"].astype(str)) == {"a", "b", "c"}
+    assert not result["valid"] and "dropped" in result["invalid_reasons"][0]
+
+
+def test_expect_decides_success_and_kinds_split_by_status_and_type(tmp_path):
+    templates = (RequestTemplate("GET", "/s/200", "plain"),
+                 RequestTemplate("GET", "/s/429", "acme", expect=(200, 429)),
+                 RequestTemplate("GET", "/s/200", "strict", expect=(201,)),
+                 RequestTemplate("GET", "/s/503", "down"))
+    _, result, _ = run_fake(tmp_path, DriveSpec("http://fake", templates, rate=80,
+                                                duration_s=0.5))
+    assert result["scheduled"] == 40
+    assert result["errors"] == {"http_5xx": 10, "unexpected_status": 10}
+    assert result["by_tag"]["acme"]["failed"] == 0 and result["by_tag"]["strict"]["failed"] == 10
+    assert result["response_kinds"]["acme"] == {"429 application/problem+json": 10}
+    assert result["response_kinds"]["down"] == {"503 application/json": 10}
+    assert set(result["histograms"]["acme"]) == {"4xx"}
+    assert set(result["histograms"]["down"]) == {"5xx"}
+
+
+def test_sum_fields_are_summed_per_tag(tmp_path):
+    templates = (RequestTemplate("POST", "/bulk", "bulk", "{}", sum_fields=("n", "m", "absent")),
+                 RequestTemplate("GET", "/other", "other"))
+    _, result, _ = run_fake(tmp_path, DriveSpec("http://fake", templates, rate=40,
+                                                duration_s=0.5))
+    assert result["response_totals"] == {"bulk": {"n": 20, "m": 5.0, "absent": 0}}
+
+
+def test_record_array_equals_record_value_one_by_one():
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.integers(0, 5000, 3000), rng.lognormal(9, 2, 3000).astype(int),
+                             [0, 1, 2047, 2048, 2049, 10**9, 3_600_000_000]])
+    by_loop, by_array = hdr.new(), hdr.new()
+    for v in values:
+        by_loop.record_value(int(v))
+    hdr.record_array(by_array, values)
+    assert by_array.get_total_count() == by_loop.get_total_count() == len(values)
+    assert by_array.get_min_value() == by_loop.get_min_value()
+    assert by_array.get_max_value() == by_loop.get_max_value()
+    assert by_array.equals(by_loop)
+    assert hdr.encode(by_array) == hdr.encode(by_loop)
+    for q in (50, 90, 99, 99.9):
+        assert by_array.get_value_at_percentile(q) == by_loop.get_value_at_percentile(q)
+
+
+def test_histograms_merge_by_adding_counts():
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(1, 10**6, 5000), rng.integers(1, 10**7, 3000)
+    ha, hb, hab = hdr.new(), hdr.new(), hdr.new()
+    hdr.record_array(ha, a)
+    hdr.record_array(hb, b)
+    hdr.record_array(hab, np.concatenate([a, b]))
+    merged = hdr.merge([hdr.encode(ha), hdr.encode(hb)])
+    assert merged.equals(hab) and isinstance(merged, HdrHistogram)
+    assert hdr.status_class(0) == "error" and hdr.status_class(204) == "2xx"
+    assert hdr.status_class(429) == "4xx" and hdr.status_class(503) == "5xx"
+
+
+@pytest.mark.parametrize("executor", ["constant-arrival-rate", "constant-vus"])
+def test_timing_identity_holds_for_every_row(tmp_path, executor):
+    spec = DriveSpec("http://fake", ABC, rate=200, vus=3, duration_s=0.3, executor=executor)
+    _, result, rows = run_fake(tmp_path, spec)
+    assert ((rows["end_ns"] - rows["intended_ns"])
+            == (rows["end_ns"] - rows["send_ns"]) + (rows["send_ns"] - rows["intended_ns"])).all()
+    assert (rows["send_ns"] >= rows["intended_ns"]).all()
+    # epoch nanoseconds: within a minute of the run's UTC start
+    assert abs(int(rows["intended_ns"].min()) - result["t0_epoch_ns"]) < 60e9

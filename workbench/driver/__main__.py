@@ -1,0 +1,3 @@
+from workbench.driver.process import main
+
+raise SystemExit(main())

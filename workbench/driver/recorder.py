@@ -1,0 +1,251 @@
+"""Per-request records: columns in memory for a moment, then Parquet and HDR histograms.
+
+The hot path appends seven integers to seven ``array.array`` columns (C integers: no object per
+request survives). Every ``FOLD_ROWS`` rows, and at each progress tick, the pending columns
+become numpy arrays without a copy and are folded, in one vectorized pass, into the run's HDR
+histograms (response time per tag and status class; service time; schedule lag) and per-tag
+counts by error class. Every ``CHUNK_ROWS``
+rows the columns go to a writer thread that appends them to ``requests.parquet`` as one row
+group, so memory stays bounded however long the run. The file is written under a temporary
+name and renamed when closed, so a reader never sees half a file.
+
+Times are ``time.perf_counter_ns()`` values while recording; Parquet holds UTC epoch
+nanoseconds (``epoch_offset_ns`` is added at write time: the anchor taken at run start).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from array import array
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+from workbench import hdr
+from workbench.driver.outcomes import DROPPED, ERROR_CLASSES
+
+FOLD_ROWS = 8192
+CHUNK_ROWS = 16_384  # one Parquet row group; the writer's working set is a few of these
+_CLASS_CODE = {"error": 0, "2xx": 2, "3xx": 3, "4xx": 4, "5xx": 5}
+_CLASS_NAME = {code: name for name, code in _CLASS_CODE.items()}
+# column name, array.array type code, numpy dtype
+_COLUMNS = (("intended", "q", np.int64), ("send", "q", np.int64), ("end", "q", np.int64),
+            ("status", "h", np.int16), ("nbytes", "i", np.int32), ("error", "b", np.int8),
+            ("tag", "h", np.int16))
+
+
+def schema(tags: list[str]):
+    """The Parquet schema of ``requests.parquet`` (pyarrow is imported on first write)."""
+    import pyarrow as pa
+
+    return pa.schema([
+        ("intended_ns", pa.int64()), ("send_ns", pa.int64()), ("end_ns", pa.int64()),
+        ("status", pa.int16()), ("bytes", pa.int32()),
+        ("error", pa.dictionary(pa.int8(), pa.string())),
+        ("tag", pa.dictionary(pa.int16(), pa.string())),
+    ])
+
+
+class Recorder:
+    """Columnar samples of one shard, their histograms and counters."""
+
+    def __init__(self, tags: list[str], parquet_path: Path) -> None:
+        self.tags = tags
+        self.path = parquet_path
+        self.epoch_offset_ns = 0
+        self._new_columns()
+        self._pieces: list[tuple[np.ndarray, ...]] = []
+        self._piece_rows = 0
+        # (tag code, class code) -> histogram of response time in us, made up front: creating
+        # one costs milliseconds that must not fall inside the measured run
+        self.response = {(t, c): hdr.new() for t in range(len(tags)) for c in _CLASS_NAME}
+        self.response_all = hdr.new()
+        self.service = hdr.new()
+        self.lag = hdr.new()
+        self.counts = np.zeros((len(tags), len(ERROR_CLASSES)), np.int64)
+        self.kinds: dict[tuple[int, int, bytes | None], int] = {}
+        self.totals: list[dict[str, int | float]] = [{} for _ in tags]
+        self.rows = 0
+        self.first_intended_ns: int | None = None
+        self.last_end_ns = 0
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="parquet")
+        self._writing: Future | None = None
+        self._writer = None  # pyarrow.parquet.ParquetWriter, opened on the first chunk
+        self._lock = threading.Lock()
+        self._tmp = parquet_path.with_name(parquet_path.name + ".tmp")
+
+    def _new_columns(self) -> None:
+        self._cols = tuple(array(code) for _, code, _ in _COLUMNS)
+        (self._intended, self._send, self._end, self._status, self._nbytes, self._error,
+         self._tag) = (c.append for c in self._cols)
+
+    def warm_up(self) -> None:
+        """Run the fold and write paths once on scratch data, before t0.
+
+        Their first calls cost milliseconds (numpy set-up) and tens of MiB of RSS (the Parquet
+        library's code, paged in on first use; the writer thread's allocator arenas, sized by
+        a chunk): a fixed working set that must neither delay the schedule nor count as memory
+        per recorded request.
+        """
+        import pyarrow as pa
+
+        sink = pa.BufferOutputStream()
+        chunk = [tuple(np.zeros(CHUNK_ROWS, dtype) for _, _, dtype in _COLUMNS)]
+        for _ in range(2):  # in the writer thread: its allocator arenas are part of the set
+            self._pool.submit(self._write, chunk, 0, sink).result()
+        self._writer.close()
+        self._writer = None
+        scratch = hdr.new()
+        hdr.record_array(scratch, np.arange(1, 5000, dtype=np.int64))
+        hdr.encode(scratch)
+        hdr.percentiles_ms(hdr.decode(hdr.encode(scratch)), (95,))
+        np.unique(np.arange(10, dtype=np.int64))
+
+    # -- hot path -------------------------------------------------------------------------
+    def record(self, intended: int, send: int, end: int, status: int, nbytes: int, error: int,
+               tag: int) -> None:
+        """One finished request (times in perf_counter ns)."""
+        self._intended(intended)
+        self._send(send)
+        self._end(end)
+        self._status(status)
+        self._nbytes(nbytes)
+        self._error(error)
+        self._tag(tag)
+        if len(self._cols[0]) >= FOLD_ROWS:
+            self.fold()
+
+    def dropped(self, intended: int, tag: int) -> None:
+        """One arrival that found no free VU: no send, no end."""
+        self.record(intended, 0, 0, 0, 0, DROPPED, tag)
+
+    def kind(self, tag: int, status: int, content_type: bytes | None) -> None:
+        key = (tag, status, content_type)
+        self.kinds[key] = self.kinds.get(key, 0) + 1
+
+    def add_totals(self, tag: int, body: bytes, fields: tuple[str, ...]) -> None:
+        """Sum the numeric top-level JSON ``fields`` of a response body into the tag's totals."""
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return
+        if not isinstance(doc, dict):
+            return
+        totals = self.totals[tag]
+        for name in fields:
+            value = doc.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                totals[name] = totals.get(name, 0) + value
+
+    # -- folding and flushing -------------------------------------------------------------
+    def fold(self) -> None:
+        """Turn pending rows into numpy columns and add them to histograms and counters."""
+        if not self._cols[0]:
+            return
+        cols = tuple(np.frombuffer(c, dtype) for c, (_, _, dtype) in zip(
+            self._cols, _COLUMNS, strict=True))  # views: the old columns now belong to them
+        self._new_columns()
+        intended, send, end, status, _, error, tag = cols
+        self.counts += np.bincount(
+            tag.astype(np.int64) * len(ERROR_CLASSES) + error, minlength=self.counts.size
+        ).reshape(self.counts.shape)
+        sent = error != DROPPED
+        if self.first_intended_ns is None:
+            self.first_intended_ns = int(intended.min())
+        if sent.any():
+            s_int, s_send, s_end = intended[sent], send[sent], end[sent]
+            self.last_end_ns = max(self.last_end_ns, int(s_end.max()))
+            response = (s_end - s_int + 500) // 1000
+            hdr.record_array(self.response_all, response)
+            hdr.record_array(self.service, (s_end - s_send + 500) // 1000)
+            hdr.record_array(self.lag, np.maximum(s_send - s_int, 0) // 1000)
+            s_status = status[sent].astype(np.int64)
+            klass = np.where(s_status > 0, np.clip(s_status // 100, 2, 5), 0)
+            key = tag[sent].astype(np.int64) * 8 + klass
+            for k in np.unique(key):
+                hdr.record_array(self.response[(int(k) // 8, int(k) % 8)], response[key == k])
+        self._pieces.append(cols)
+        self._piece_rows += len(intended)
+        self.rows += len(intended)
+        if self._piece_rows >= CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pieces:
+            return
+        pieces, self._pieces, self._piece_rows = self._pieces, [], 0
+        if self._writing is not None:
+            self._writing.result()  # at most one chunk waits for the disk: bounded memory
+        self._writing = self._pool.submit(self._write, pieces, self.epoch_offset_ns)
+
+    def _write(self, pieces: list[tuple[np.ndarray, ...]], offset: int, sink=None) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        intended, send, end, status, nbytes, error, tag = (
+            np.concatenate([p[i] for p in pieces]) for i in range(7))
+        order = np.argsort(intended, kind="stable")
+        intended, send, end, status, nbytes, error, tag = (
+            a[order] for a in (intended, send, end, status, nbytes, error, tag))
+        dropped = error == DROPPED
+        table = pa.table({
+            "intended_ns": pa.array(intended + offset),
+            "send_ns": pa.array(send + offset, mask=dropped),
+            "end_ns": pa.array(end + offset, mask=dropped),
+            "status": pa.array(status),
+            "bytes": pa.array(nbytes),
+            "error": pa.DictionaryArray.from_arrays(pa.array(error),
+                                                    pa.array(list(ERROR_CLASSES), pa.string())),
+            "tag": pa.DictionaryArray.from_arrays(pa.array(tag), pa.array(self.tags, pa.string())),
+        }, schema=schema(self.tags))
+        with self._lock:
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(sink or self._tmp, table.schema)
+            self._writer.write_table(table)
+
+    def close(self) -> None:
+        """Fold and write everything left, close the file and give it its final name."""
+        self.fold()
+        self._flush()
+        if self._writing is not None:
+            self._writing.result()
+        self._pool.shutdown()
+        import pyarrow.parquet as pq
+
+        with self._lock:
+            if self._writer is None:
+                self._writer = pq.ParquetWriter(self._tmp, schema(self.tags))
+            self._writer.close()
+        self._tmp.replace(self.path)
+
+    # -- summaries ------------------------------------------------------------------------
+    def error_counts(self) -> dict[str, dict[str, int]]:
+        """``{tag: {error class ("" is success): count}}``, zeros left out."""
+        return {tag: {ERROR_CLASSES[e]: int(n) for e, n in enumerate(row) if n}
+                for tag, row in zip(self.tags, self.counts, strict=True)}
+
+    def histograms(self) -> dict[str, dict[str, str]]:
+        """``{tag: {status class: base64 histoblob}}`` of response times in microseconds."""
+        out: dict[str, dict[str, str]] = {}
+        for (tag, klass), hist in sorted(self.response.items()):
+            if hist.get_total_count() == 0:
+                continue
+            out.setdefault(self.tags[tag], {})[_CLASS_NAME[klass]] = hdr.encode(hist)
+        return out
+
+    def response_kinds(self) -> dict[str, dict[str, int]]:
+        """``{tag: {"<status> <content type>": count}}`` ("-" when there was no type)."""
+        out: dict[str, dict[str, int]] = {}
+        for (tag, status, ctype), n in sorted(self.kinds.items(), key=lambda kv: (
+                kv[0][0], kv[0][1], kv[0][2] or b"")):
+            kind = f"{status} {ctype.decode('latin-1') if ctype else '-'}"
+            per_tag = out.setdefault(self.tags[tag], {})
+            per_tag[kind] = per_tag.get(kind, 0) + n
+        return out
+
+    def response_totals(self, fields_by_tag: dict[str, tuple[str, ...]]) -> dict:
+        """``{tag: {field: sum}}`` for every tag that asked for sums (0 when never seen)."""
+        return {tag: {f: self.totals[self.tags.index(tag)].get(f, 0) for f in fields}
+                for tag, fields in fields_by_tag.items() if fields}

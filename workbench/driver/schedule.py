@@ -1,0 +1,97 @@
+"""Intended start times: the schedule of an open-loop executor, computed in closed form.
+
+Offsets are nanoseconds from the run's start. Arrival i starts when the integral of the rate
+curve reaches i (k6's ``ramping-arrival-rate`` and vegeta's pacers do the same), so a constant
+rate gives ``i / rate``. Offsets are computed for any block of arrival indices on demand, so a
+long run never holds its whole schedule in memory, and a shard computes only its own arrivals
+(arrival i belongs to shard ``i mod N``, like k6's striped execution segments).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from workbench.driver.spec import DriveSpec
+
+
+def schedule_offsets_ns(rate: float, duration_s: float) -> np.ndarray:
+    """Intended start offsets of a constant arrival rate: ``i / rate`` for ``i/rate < D``."""
+    count = math.ceil(rate * duration_s - 1e-9)
+    return np.round(np.arange(count, dtype=np.float64) * (1e9 / rate)).astype(np.int64)
+
+
+def ramping_offsets_ns(start_rate: float, stages, indices: np.ndarray | None = None
+                       ) -> np.ndarray:
+    """Intended offsets of a piecewise-linear rate curve, for ``indices`` (default: all).
+
+    The curve starts at ``start_rate`` and each stage ``(seconds, target)`` moves linearly to
+    ``target``. Arrival i is at the time t where the cumulative count ``N(t)`` equals i; inside
+    a stage starting at rate r with slope k, ``t = 2*d / (r + sqrt(r*r + 2*k*d))`` past the
+    stage start, where d is what is left of i after the earlier stages (exact, also when k or r
+    is 0).
+    """
+    starts, rates0, slopes, cum0, total = _segments(start_rate, stages)
+    if indices is None:
+        indices = np.arange(ramping_count(start_rate, stages), dtype=np.int64)
+    x = indices.astype(np.float64)
+    seg = np.clip(np.searchsorted(cum0, x, side="right") - 1, 0, len(starts) - 1)
+    d = x - cum0[seg]
+    r, k = rates0[seg], slopes[seg]
+    denom = r + np.sqrt(np.maximum(r * r + 2 * k * d, 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tau = np.where(denom > 0, 2 * d / np.where(denom > 0, denom, 1.0), 0.0)
+    return np.round((starts[seg] + tau) * 1e9).astype(np.int64)
+
+
+def ramping_count(start_rate: float, stages) -> int:
+    """How many arrivals a ramp schedules: those with ``N(t) = i`` before the last stage ends."""
+    *_, total = _segments(start_rate, stages)
+    return math.ceil(total - 1e-9)
+
+
+def _segments(start_rate: float, stages):
+    """Per segment of positive duration: start time, start rate, slope, arrivals before it."""
+    starts, rates0, slopes, cum0 = [], [], [], []
+    t, rate, cum = 0.0, float(start_rate), 0.0
+    for seconds, target in stages:
+        seconds, target = float(seconds), float(target)
+        if seconds > 0:  # a 0 s stage is a jump in rate
+            starts.append(t)
+            rates0.append(rate)
+            slopes.append((target - rate) / seconds)
+            cum0.append(cum)
+            cum += seconds * (rate + target) / 2
+            t += seconds
+        rate = target
+    if not starts:
+        starts, rates0, slopes, cum0 = [0.0], [rate], [0.0], [0.0]
+    return (np.array(starts), np.array(rates0), np.array(slopes), np.array(cum0), cum)
+
+
+def planned_arrivals(spec: DriveSpec) -> int:
+    """Arrivals (iterations) an open-loop spec schedules in total, over all shards."""
+    if spec.executor == "ramping-arrival-rate":
+        return ramping_count(spec.start_rate, spec.stages)
+    return math.ceil(spec.rate * spec.duration_s - 1e-9)
+
+
+def shard_arrivals(total: int, shard: int, shards: int) -> int:
+    """How many of ``total`` arrivals fall to ``shard`` of ``shards`` (arrival i -> i mod N)."""
+    return max(0, (total - shard + shards - 1) // shards)
+
+
+def offsets_for(spec: DriveSpec, indices: np.ndarray) -> np.ndarray:
+    """Intended offsets (ns from the start) of the global arrival ``indices`` of ``spec``."""
+    if spec.executor == "ramping-arrival-rate":
+        return ramping_offsets_ns(spec.start_rate, spec.stages, indices)
+    return np.round(indices.astype(np.float64) * (1e9 / spec.rate)).astype(np.int64)
+
+
+def blocks(spec: DriveSpec, shard: int = 0, shards: int = 1, size: int = 4096):
+    """Yield ``(indices, offsets_ns)`` blocks of one shard's arrivals, in order."""
+    total = planned_arrivals(spec)
+    for first in range(shard, total, size * shards):
+        indices = np.arange(first, min(total, first + size * shards), shards, dtype=np.int64)
+        yield indices, offsets_for(spec, indices)

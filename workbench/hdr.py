@@ -1,0 +1,91 @@
+"""HDR histograms of response times, shared by the driver, its shards and the baselines.
+
+One configuration everywhere, so histograms from any shard or machine merge exactly: values in
+MICROseconds, lowest 1, highest 3,600,000,000 (one hour), 3 significant digits (package
+``hdrhistogram``, module ``hdrh``). Encoded form: HdrHistogram's compressed V2 "histoblob",
+base64, as text (what ``HdrHistogram.encode()`` returns).
+
+The driver never calls ``record_value`` per request (about 1 us of Python each): it keeps raw
+samples in columns and folds a whole block at once with :func:`record_array`, which computes
+the same counts index as ``record_value`` with numpy. Percentiles are read from merged
+histograms only; averaging percentiles across shards or windows is wrong and never done.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+
+LOWEST_US = 1
+HIGHEST_US = 3_600_000_000
+SIGNIFICANT_DIGITS = 3
+CONFIG = {"unit": "us", "lowest": LOWEST_US, "highest": HIGHEST_US,
+          "significant_digits": SIGNIFICANT_DIGITS}
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")
+
+
+def new() -> HdrHistogram:
+    """An empty histogram in the workbench's one configuration."""
+    return HdrHistogram(LOWEST_US, HIGHEST_US, SIGNIFICANT_DIGITS)
+
+
+def status_class(status: int) -> str:
+    """"2xx" ... "5xx" for a response, "error" when there was none (status 0)."""
+    if status <= 0:
+        return "error"
+    return f"{min(max(status // 100, 2), 5)}xx"  # 1xx is never final; treat as 2xx
+
+
+def record_array(hist: HdrHistogram, values_us: np.ndarray) -> None:
+    """Add every value of ``values_us`` (integer microseconds) to ``hist`` in one numpy pass.
+
+    Equivalent to ``hist.record_value(v)`` for each value, except that values above the
+    histogram's range are clamped to its highest value instead of being lost.
+    """
+    if values_us.size == 0:
+        return
+    v = np.clip(values_us.astype(np.int64, copy=False), 0, hist.highest_trackable_value)
+    # bit length of (v | mask), exact for integers below 2**53
+    _, pow2ceiling = np.frexp((v | hist.sub_bucket_mask).astype(np.float64))
+    bucket = pow2ceiling.astype(np.int64) - hist.unit_magnitude - (
+        hist.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = v >> (bucket + hist.unit_magnitude)
+    index = ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + (
+        sub_bucket - hist.sub_bucket_half_count)
+    counts = np.ctypeslib.as_array(hist.counts)
+    counts += np.bincount(index, minlength=hist.counts_len).astype(counts.dtype)
+    hist.total_count += int(v.size)
+    hist.min_value = min(hist.min_value, int(v.min()))
+    hist.max_value = max(hist.max_value, int(v.max()))
+
+
+def encode(hist: HdrHistogram) -> str:
+    """The base64 histoblob of ``hist`` as text."""
+    blob = hist.encode()
+    return blob.decode("ascii") if isinstance(blob, bytes) else blob
+
+
+def decode(blob: str) -> HdrHistogram:
+    """A histogram from its base64 histoblob."""
+    return HdrHistogram.decode(blob.encode("ascii") if isinstance(blob, str) else blob)
+
+
+def merge(blobs) -> HdrHistogram:
+    """One histogram holding every count of the encoded histograms ``blobs`` (a sum, exact)."""
+    total = new()
+    for blob in blobs:
+        if blob:
+            total.decode_and_add(blob.encode("ascii") if isinstance(blob, str) else blob)
+    return total
+
+
+def percentiles_ms(hist: HdrHistogram, qs=(50, 90, 95, 99)) -> dict:
+    """``{"p50": ms, ..., "max": ms}`` from a histogram of microseconds; None when empty.
+
+    Each value is the highest value equivalent to the recorded one (within 0.1 %).
+    """
+    if hist.get_total_count() == 0:
+        return {f"p{q}": None for q in qs} | {"max": None}
+    out = {f"p{q}": hist.get_value_at_percentile(q) / 1000 for q in qs}
+    out["max"] = hist.get_max_value() / 1000
+    return out
