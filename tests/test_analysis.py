@@ -56,3 +56,137 @@ def test_summary_excludes_dropped_and_counts_rate():
     row = summary.loc["hb"]
     assert row["requests"] == 8 and row["dropped"] == 2 and row["achieved_rps"] == 4.0
     assert row["p50"] == pytest.approx(5.0) and row["error_rate"] == 0.0
+
+
+def mixed_frame():
+    """Two endpoints, every status class, drops, at 10 requests per second for 10 s."""
+    n = 100
+    latency = np.arange(1, n + 1, dtype=float)  # 1 .. 100 ms
+    status = np.array([200] * 70 + [404] * 10 + [503] * 10 + [0] * 5 + [0] * 5)
+    errors = [""] * 70 + ["http_4xx"] * 10 + ["http_5xx"] * 10 + ["timeout"] * 5 + ["dropped"] * 5
+    tags = np.where(np.arange(n) % 2 == 0, "directory", "new-nonce")
+    df = frame(latency, errors=errors)
+    df["status"] = status
+    df["tag"] = tags
+    return analysis.with_derived(df[["intended_ns", "send_ns", "end_ns", "status", "bytes",
+                                     "error", "tag"]])
+
+
+def test_percentiles_per_endpoint_and_status_class_with_intervals():
+    df = frame(np.arange(1, 1001, dtype=float))  # 1 .. 1000 ms, one endpoint
+    table = analysis.percentiles(df, "agent_storm")
+    assert list(table.index) == [("agent_storm", "hb", "all"), ("agent_storm", "hb", "2xx")]
+    row = table.loc[("agent_storm", "hb", "all")]
+    assert row["count"] == 1000 and row["max"] == 1000
+    assert [row["p50"], row["p99"], row["p99.9"]] == [500, 990, 999]
+    lo, hi = analysis.stats.ci_ranks(1000, 50)
+    assert (row["p50_lo"], row["p50_hi"]) == (lo[0], hi[0])  # value of rank k is k ms here
+    assert np.isnan(row["p99.9_hi"])  # 1000 samples cannot bound p99.9 from above
+
+
+def test_status_classes_and_the_all_rows():
+    table = analysis.percentiles(mixed_frame(), "acme_burst")
+    counts = table["count"].droplevel("scenario")
+    assert counts[("all", "all")] == 95  # dropped arrivals were never sent
+    assert {c: counts[("all", c)] for c in ("2xx", "4xx", "5xx", "error")} == {
+        "2xx": 70, "4xx": 10, "5xx": 10, "error": 5}
+    assert counts[("directory", "all")] + counts[("new-nonce", "all")] == 95
+    assert table.loc[("acme_burst", "all", "4xx"), "max"] == 80
+
+
+def test_load_errors_windows_and_validity():
+    df = mixed_frame()
+    load = analysis.load(df, offered_rate=10.0, duration_s=10.0)
+    assert load.loc["all", "offered_rps"] == 10.0 and load.loc["all", "achieved_rps"] == 9.5
+    assert load.loc["directory", "offered_rps"] == 5.0 and load.loc["all", "failed"] == 25
+    errors = analysis.errors(df)
+    assert errors.loc["all", ["http_4xx", "http_5xx", "timeout", "dropped"]].tolist() == [
+        10, 10, 5, 5]
+    assert errors.loc["all", "error_rate"] == pytest.approx(25 / 95)
+    w = analysis.windows(df, seconds=0.5)  # 50 requests per window
+    assert w["requests"].tolist() == [50, 45] and w["dropped"].tolist() == [0, 5]
+    assert w.loc[0.0, "p50"] == 25 and w.loc[0.0, "max"] == 50
+    by_ep = analysis.windows(df, seconds=0.5, by_endpoint=True)
+    assert by_ep.loc[("directory", 0.0), "requests"] == 25
+    checks = analysis.validity(df, 10.0, 10.0).set_index("check")
+    assert not checks.loc["dropped arrivals", "ok"]
+    assert checks.loc["achieved / offered", "ok"]  # 95 % of the offered rate is the limit
+
+
+def test_analyse_bundles_everything_and_reports_validity():
+    df = frame(np.full(100, 2.0))
+    result = analysis.analyse(df, "agent_storm", offered_rate=100.0, duration_s=1.0,
+                              reported={"status": "completed", "valid": True,
+                                        "invalid_reasons": []})
+    assert result.valid and result.invalid_reasons == []
+    assert result.window_s == pytest.approx(0.1)  # a tenth of a short run
+    assert len(result.windows) == 10
+    late = frame(np.full(100, 2.0))
+    late["lag_ms"] = 5.0  # the driver sent everything 5 ms late
+    result = analysis.analyse(late, "agent_storm", 100.0, 1.0)
+    assert not result.valid and "schedule-lag" in result.invalid_reasons[0]
+
+
+def test_load_requests_keeps_nanoseconds_exact(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    t0 = 1_780_000_000_123_456_789  # an epoch in ns: a float64 would round it
+    table = pa.table({
+        "intended_ns": pa.array([t0, t0 + 1000]),
+        "send_ns": pa.array([t0 + 7, None], type=pa.int64()),
+        "end_ns": pa.array([t0 + 1_234_567, None], type=pa.int64()),
+        "status": pa.array(np.array([200, 0], np.int16)),
+        "bytes": pa.array(np.array([10, 0], np.int32)),
+        "error": pa.DictionaryArray.from_arrays(pa.array(np.array([0, 1], np.int8)),
+                                                pa.array(["", "dropped"])),
+        "tag": pa.DictionaryArray.from_arrays(pa.array(np.array([0, 0], np.int16)),
+                                              pa.array(["hb"])),
+    })
+    pq.write_table(table, tmp_path / "requests.parquet")
+    df = analysis.load_requests(tmp_path)
+    assert df["latency_ms"].iloc[0] == 1.234567 and df["lag_ms"].iloc[0] == 0.000007
+    assert df["dropped"].tolist() == [False, True] and np.isnan(df["latency_ms"].iloc[1])
+
+
+@pytest.fixture()
+def close_figures():
+    import matplotlib.pyplot as plt
+
+    yield
+    plt.close("all")
+
+
+def test_every_figure_is_titled_with_scenario_target_and_date(close_figures):
+    from tests.synthetic import make_record, requests_frame
+    from workbench import compare, plots
+
+    df = mixed_frame()
+    args = ("acme_burst", "stand-in standin-0.1 @ https://127.0.0.1:1", "2026-11-26 12:00 UTC")
+    figures = [plots.percentile_plot(df, *args), plots.cdf_plot(df, *args),
+               plots.latency_over_time(df, *args),
+               plots.throughput_and_errors(df, *args, offered_rate=10.0),
+               plots.percentile_plot(requests_frame(np.array([]), 10.0), *args)]
+    a, b = make_record(seed=1), make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2)
+    comparison = compare.compare([a], [b])
+    figures.append(plots.compare_percentiles(comparison))
+    figures.append(plots.trend_plot(compare.trend([a, b]), "agent_storm"))
+    for fig in figures:
+        title = fig.axes[0].get_title()
+        assert fig.axes[0].get_title() and "\n" in title
+        scenario, rest = title.split(": ", 1)
+        assert scenario in ("acme_burst", "agent_storm") and " · " in rest.splitlines()[1]
+    assert "2026-11-26 12:00 UTC" in figures[0].axes[0].get_title()
+    assert "stand-in" in figures[-2].axes[0].get_title()
+    assert "2026-11-26" in figures[-1].axes[0].get_title()
+    errors = figures[3].axes[1].get_legend()
+    assert {t.get_text() for t in errors.get_texts()} == {"http_4xx", "http_5xx", "timeout",
+                                                         "dropped"}
+
+
+def test_a_closed_loop_run_offers_no_rate():
+    df = frame(np.full(50, 3.0))
+    result = analysis.analyse(df, "acme_flow", offered_rate=None, duration_s=1.0)
+    assert result.valid and "achieved / offered" not in set(result.validity["check"])
+    assert np.isnan(result.load.loc["hb", "offered_rps"])
+    assert result.load.loc["hb", "achieved_rps"] == 50.0

@@ -1,27 +1,22 @@
 import json
+import re
 import subprocess
 
+import numpy as np
 import pytest
 
-from workbench import baseline
+from tests.synthetic import make_record
+from workbench import baseline, hdr, stats
+from workbench import record as schema
 from workbench.errors import WorkbenchError
 
 
 def record(run_id="20261126T120000Z_agent_storm_1a2b3c4d", valid=True, passed=True, p95=3.5):
-    return {
-        "schema_version": 1, "run_id": run_id, "scenario": "agent_storm", "profile": "smoke",
-        "parameters": {"rate": 167.0}, "parameters_hash": "x",
-        "target": {"url": "https://127.0.0.1:8443", "kind": "stand-in", "version": "standin-0.1",
-                   "commit": "0123456789abcdef0123", "modified": False, "dsn": None},
-        "workbench": {"git_sha": "f" * 40, "clean": True},
-        "run": {"started_at": "2026-11-26T12:00:00.123+00:00",
-                "ended_at": "2026-11-26T12:00:10.200+00:00", "status": "completed"},
-        "machine": {"name": "x86_64-2c-24g-abcd1234", "fingerprint": "abcd"},
-        "endpoints": {"heartbeat": {"p50": 1.5, "p95": p95, "p99": 7.25, "error_rate": 0.0,
-                                    "achieved_rps": 167.0}},
-        "validity": {"valid": valid, "reasons": [] if valid else ["3 arrivals dropped"]},
-        "thresholds": [], "passed": passed,
-    }
+    """A real record of a synthetic run, with the table's numbers pinned."""
+    rec = make_record(run_id, valid=valid, passed=passed)
+    rec["endpoints"]["heartbeat"] |= {"p50": 1.5, "p95": p95, "p99": 7.25, "error_rate": 0.0,
+                                      "achieved_rps": 167.0}
+    return rec
 
 
 def git(repo, *args):
@@ -61,7 +56,8 @@ def test_commit_files_the_record_renders_the_table_and_commits_without_pushing(r
     assert "0123456789ab" in log and "2026-11-26T12:00:00" in log
     assert git(repo, "status", "--porcelain") == ""
     table = (repo / "baselines" / "README.md").read_text()
-    assert "| agent_storm | heartbeat | 1.50 | 3.50 | 7.25 |" in table
+    assert "| agent_storm | heartbeat | 1.50 | 3.50 | 7.25 | 0.0000 | 167.0 | 2026-11-26 12:00 |" \
+        " 0123456789ab | stand-in | x86_64-2c-24g-abcd1234 | measured | yes |" in table
     assert git(repo, "remote") == ""  # nothing to push to, and nothing tried
 
 
@@ -101,8 +97,108 @@ def test_render_is_deterministic_and_check_detects_staleness(repo):
     assert not baseline.render(repo, check=True)
 
 
+def test_render_twice_is_byte_identical_and_independent_of_file_order(repo):
+    for i in range(3):
+        baseline.commit(write_run(repo, record(run_id=f"2026112{i}T120000Z_agent_storm_0000000{i}",
+                                               p95=3.0 + i)), repo)
+    first = baseline.render_table(repo).encode()
+    assert baseline.render_table(repo).encode() == first
+    assert "generated at" not in first.decode().lower()
+    rows = [line for line in first.decode().splitlines() if line.startswith("| agent_storm")]
+    assert [r.split(" | ")[3] for r in rows] == ["3.00", "4.00", "5.00"]  # date order
+
+
 def test_unknown_schema_version_is_refused(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps(record() | {"schema_version": 99}))
     with pytest.raises(WorkbenchError, match="schema version 99"):
         baseline.load_record(path)
+
+
+def test_schema_round_trips(tmp_path):
+    rec = make_record(tags=("directory", "new-nonce"), n=2000, rate=200.0)
+    path = tmp_path / "r.json"
+    baseline.write_json_atomic(path, rec, exclusive=True)
+    loaded = baseline.load_record(path)
+    assert loaded == json.loads(json.dumps(rec))  # nothing lost or altered but tuples
+    baseline.write_json_atomic(tmp_path / "again.json", loaded, exclusive=True)
+    assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
+    assert set(loaded) == set(schema.REQUIRED)
+    # percentiles with intervals per endpoint and status class
+    group = next(g for g in loaded["percentiles"]["groups"]
+                 if (g["endpoint"], g["status_class"]) == ("directory", "2xx"))
+    lo, value, hi = group["p99"]["ci"][0], group["p99"]["value"], group["p99"]["ci"][1]
+    assert lo <= value <= hi and group["count"] == 1000
+    assert group["p99.9"]["ci"][1] is None  # 1000 samples cannot bound p99.9 from above
+    # HDR histograms decode to every request, and the windows add up to them
+    hist = hdr.decode(loaded["histograms"]["by_endpoint"]["directory"]["2xx"])
+    assert hist.get_total_count() == 1000
+    assert hist.get_value_at_percentile(50) / 1000 == pytest.approx(
+        loaded["endpoints"]["directory"]["p50"], rel=1e-3)
+    windows = loaded["windows"]["by_endpoint"]["directory"]
+    assert sum(w["requests"] for w in windows) == 1000 and len(windows) == 10
+    merged = stats.bucket_counts(hdr.merge(w["histogram"] for w in windows))
+    np.testing.assert_array_equal(merged[1], stats.bucket_counts(hist)[1])
+    assert loaded["endpoints"]["all"]["requests"] == 2000
+    assert loaded["database"]["settings"]["synchronous_commit"] == "on"
+
+
+def test_records_are_written_once_and_atomically(tmp_path):
+    path = tmp_path / "baselines" / "r.json"
+    baseline.write_json_atomic(path, {"a": 1}, exclusive=True)
+    with pytest.raises(WorkbenchError, match="immutable"):
+        baseline.write_json_atomic(path, {"a": 2}, exclusive=True)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary file left
+
+
+def test_an_older_schema_version_is_migrated(tmp_path, monkeypatch):
+    old = record()
+    old["schema_version"] = 0
+    old["machine_name"] = old.pop("machine")["name"]  # pretend version 0 kept a flat name
+
+    def to_v1(rec):
+        rec = dict(rec)
+        rec["machine"] = {"name": rec.pop("machine_name"), "fingerprint": None}
+        return rec | {"schema_version": 1}
+
+    monkeypatch.setitem(schema.MIGRATIONS, 0, to_v1)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps(old))
+    assert baseline.load_record(path)["machine"]["name"] == "x86_64-2c-24g-abcd1234"
+    monkeypatch.delitem(schema.MIGRATIONS, 0)
+    with pytest.raises(WorkbenchError, match="no migration from baseline schema version 0"):
+        baseline.load_record(path)
+
+
+def test_an_incomplete_record_is_refused(tmp_path):
+    rec = record()
+    del rec["histograms"]
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(rec))
+    with pytest.raises(WorkbenchError, match="lacks 'histograms'"):
+        baseline.load_record(path)
+
+
+def test_database_facts_are_read_from_the_target_database(embedded_target):
+    from workbench.run import database_facts
+
+    facts = database_facts(embedded_target.dsn)
+    assert re.match(r"^\d+\.\d+", facts["server_version"])
+    assert set(facts["settings"]) == {"shared_buffers", "max_connections", "synchronous_commit"}
+    assert database_facts(None) is None
+    unreachable = database_facts("postgresql+psycopg://loadtest:s3cret-pw@127.0.0.1:1/certctl")
+    assert unreachable["server_version"] is None and unreachable["error"]
+    assert "s3cret-pw" not in json.dumps(unreachable)
+
+
+def test_commit_date_of_the_measured_commit():
+    from workbench.paths import project_root
+    from workbench.run import commit_date
+
+    head = subprocess.run(["git", "-C", str(project_root()), "rev-parse", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    if head:
+        assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", commit_date(head))
+    assert commit_date("f" * 40) is None and commit_date("--help") is None
+    assert commit_date(None) is None and commit_date("unknown") is None

@@ -1,5 +1,11 @@
 """Latency analysis and thresholds: DataFrame in, DataFrame out, no I/O except loading.
 
+:func:`analyse` turns a run's per-request frame into the tables a reader needs: percentiles
+p50/p90/p95/p99/p99.9/max per scenario, endpoint and status class with distribution-free 95%
+confidence intervals (:mod:`workbench.stats`), achieved against offered load, errors by class,
+per-window percentiles and rates, and the validity verdict. A million requests take about a
+second (``benchmarks/bench_analysis.py``).
+
 Thresholds use k6's syntax so certctl's plan carries over unchanged::
 
     {"http_req_duration": ["p(99)<1000", "p(95)<500"],
@@ -16,15 +22,19 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from workbench import stats
+from workbench.driver import ERROR_CLASSES, MAX_SCHEDULE_LAG_P99_MS, MIN_ACHIEVED_RATIO
 from workbench.errors import WorkbenchError
 
-PERCENTILES = (50, 90, 95, 99)  # reported for every endpoint, plus max
+PERCENTILES = stats.PERCENTILES  # p50, p90, p95, p99, p99.9; reported with max
+ALL = "all"  # the row pooling every endpoint or every status class
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")  # "error": no response (transport)
 
 _AGG = r"p\((?P<q>\d+(?:\.\d+)?)\)|avg|min|max|med|rate|count"
 _EXPR = re.compile(
@@ -33,7 +43,8 @@ _METRIC = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<key>[a-z_]+):(?P<tag>[^}]+)\})
 _OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
         "==": operator.eq, "!=": operator.ne}
 METRICS = {"http_req_duration": "latency_ms", "http_req_failed": "failed",
-           "http_req_service_time": "service_ms"}
+           "http_req_service_time": "service_ms",
+           "http_req_server_error": "server_error"}  # share of sent requests answered 5xx
 
 
 class ThresholdBreach(AssertionError):
@@ -77,40 +88,89 @@ def parse_thresholds(spec: Mapping[str, list[str] | str]) -> list[Threshold]:
 
 
 def load_requests(run_dir: Path | str) -> pd.DataFrame:
-    """Read ``requests.parquet`` and add derived columns (milliseconds, seconds into the run)."""
-    df = pd.read_parquet(Path(run_dir) / "requests.parquet")
-    return with_derived(df)
+    """Read ``requests.parquet`` and add derived columns (milliseconds, seconds into the run).
+
+    Times stay exact int64 nanoseconds: the send and end times of dropped arrivals are null in
+    the file and become 0 here (``dropped`` marks them), never float NaN that would round an
+    epoch-nanosecond value to 256 ns.
+    """
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(Path(run_dir) / "requests.parquet")
+    columns = {}
+    for name in table.column_names:
+        col = table[name]
+        if name in ("send_ns", "end_ns"):
+            col = pc.fill_null(col, 0)
+        columns[name] = col.to_pandas()
+    return with_derived(pd.DataFrame(columns))
 
 
 def with_derived(df: pd.DataFrame) -> pd.DataFrame:
+    """Add ``dropped``, ``failed``, ``status_class``, ``latency_ms``, ``service_ms``, ``lag_ms``
+    and ``t_s`` (seconds from the first intended start) to a frame of raw request columns."""
     df = df.copy()
-    df["error"] = df["error"].astype(str)
-    df["tag"] = df["tag"].astype(str)
-    df["dropped"] = df["error"] == "dropped"
-    df["failed"] = (df["error"] != "") & ~df["dropped"]
-    df["latency_ms"] = (df["end_ns"] - df["intended_ns"]) / 1e6
-    df["service_ms"] = (df["end_ns"] - df["send_ns"]) / 1e6
-    df["lag_ms"] = (df["send_ns"] - df["intended_ns"]) / 1e6
-    t0 = df["intended_ns"].min() if len(df) else 0
-    df["t_s"] = (df["intended_ns"] - t0) / 1e9
+    df["error"] = df["error"].astype("category")
+    df["tag"] = df["tag"].astype("category")
+    dropped = (df["error"] == "dropped").to_numpy()
+    df["dropped"] = dropped
+    df["failed"] = (df["error"] != "").to_numpy() & ~dropped
+    status = df["status"].to_numpy().astype(np.int64)
+    code = np.where(status <= 0, 4, np.clip(status // 100, 2, 5) - 2)  # index in STATUS_CLASSES
+    df["status_class"] = pd.Categorical.from_codes(np.where(dropped, -1, code),
+                                                   categories=list(STATUS_CLASSES))
+    df["server_error"] = (status >= 500) & ~dropped
+    intended = df["intended_ns"].to_numpy()
+    for column, start, end in (("latency_ms", intended, df["end_ns"].to_numpy()),
+                               ("service_ms", df["send_ns"].to_numpy(), df["end_ns"].to_numpy()),
+                               ("lag_ms", intended, df["send_ns"].to_numpy())):
+        df[column] = np.where(dropped, np.nan, (end - start) / 1e6)
+    t0 = intended.min() if len(df) else 0
+    df["t_s"] = (intended - t0) / 1e9
     return df
 
 
+def _codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
+    """Integer codes of a categorical or string column, numbering its observed values sorted."""
+    if not isinstance(series.dtype, pd.CategoricalDtype):
+        names, codes = np.unique(series.astype(str).to_numpy(), return_inverse=True)
+        return codes.astype(np.int64), [str(n) for n in names]
+    cat = series.cat.remove_unused_categories()
+    names = np.asarray(cat.cat.categories, dtype=str)
+    order = np.argsort(names)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[cat.cat.codes.to_numpy().astype(np.int64)], [str(n) for n in names[order]]
+
+
+def _recode(series: pd.Series, categories: tuple[str, ...], other: str) -> np.ndarray:
+    """Index into ``categories`` of each value (``other``'s index for an unknown value)."""
+    cat = series.astype("category")
+    lookup = np.array([categories.index(c) if c in categories else categories.index(other)
+                       for c in np.asarray(cat.cat.categories, dtype=str)], dtype=np.int64)
+    return lookup[cat.cat.codes.to_numpy()] if lookup.size else np.zeros(len(series), np.int64)
+
+
+def _sent(df: pd.DataFrame) -> pd.DataFrame:
+    return df[~df["dropped"].to_numpy()]
+
+
 def _pcts(values: np.ndarray) -> dict:
-    if values.size == 0:
-        return {f"p{q}": np.nan for q in PERCENTILES} | {"max": np.nan}
-    qs = np.percentile(values, PERCENTILES, method="inverted_cdf")
-    return {f"p{q}": v for q, v in zip(PERCENTILES, qs, strict=True)} | {"max": values.max()}
+    """Nearest-rank percentiles and max of one sample, without intervals."""
+    ordered = np.sort(np.asarray(values, dtype=np.float64))
+    out = stats.grouped_percentiles(ordered, np.array([ordered.size]), PERCENTILES, None)
+    return {k: float(v[0]) for k, v in out.items()}
 
 
 def summarize(df: pd.DataFrame, duration_s: float) -> pd.DataFrame:
-    """One row per endpoint (plus ``all`` when several): counts, achieved rate, error rate, latency percentiles."""
+    """One row per endpoint (plus ``all`` when several): counts, rates, latency percentiles."""
     rows = []
-    groups = [(tag, g) for tag, g in df.groupby("tag", sort=True)]
+    groups = [(str(tag), g) for tag, g in df.groupby("tag", sort=True, observed=True)]
     if len(groups) != 1:  # an "all" row only adds information over several endpoints
-        groups.insert(0, ("all", df))
+        groups.insert(0, (ALL, df))
     for tag, g in groups:
-        sent = g[~g["dropped"]]
+        sent = _sent(g)
         rows.append({
             "endpoint": tag,
             "requests": len(sent),
@@ -123,20 +183,225 @@ def summarize(df: pd.DataFrame, duration_s: float) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("endpoint")
 
 
-def windows(df: pd.DataFrame, seconds: float = 1.0) -> pd.DataFrame:
-    """Per-window request rate, error count and latency percentiles (by intended start)."""
-    sent = df[~df["dropped"]]
-    w = (sent["t_s"] // seconds) * seconds
-    grouped = sent.groupby(w)["latency_ms"]
+def percentiles(df: pd.DataFrame, scenario: str = "", confidence: float = stats.CONFIDENCE,
+                by_status_class: bool = True) -> pd.DataFrame:
+    """Latency percentiles with order-statistic confidence intervals.
+
+    Index ``(scenario, endpoint, status_class)``; ``all`` pools every endpoint (only when there
+    are several) or every status class. Columns ``count``, then for each percentile its value
+    and ``_lo``/``_hi`` bounds (NaN where n samples cannot bound it), then ``max``; milliseconds.
+    A ``scenario`` column in ``df`` (several scenarios in one frame) overrides ``scenario``.
+    """
+    sent = _sent(df)
+    frames = []
+    if "scenario" in sent.columns:
+        parts = [(str(k), g) for k, g in sent.groupby("scenario", sort=True, observed=True)]
+    else:
+        parts = [(scenario, sent)]
+    for name, part in parts:
+        frames.append(_percentiles_one(part, name, confidence, by_status_class))
+    if not frames:
+        return _percentiles_one(sent.iloc[:0], scenario, confidence, by_status_class)
+    return pd.concat(frames)
+
+
+def _percentiles_one(sent: pd.DataFrame, scenario: str, confidence: float,
+                     by_status_class: bool) -> pd.DataFrame:
+    latency = sent["latency_ms"].to_numpy(dtype=np.float64)
+    order = np.argsort(latency, kind="stable")
+    latency = latency[order]
+    ep, ep_names = _codes(sent["tag"])
+    ep = ep[order]
+    cls = sent["status_class"].cat.codes.to_numpy().astype(np.int64)[order]
+    n_cls = len(STATUS_CLASSES)
+    endpoints = ([ALL] if len(ep_names) > 1 else []) + ep_names
+    classes = [ALL] + (list(STATUS_CLASSES) if by_status_class else [])
+    # groupings: (endpoint, class) codes over the sorted latencies; "all" rows pool a level
+    groupings = [(np.zeros_like(ep), [(ALL, ALL)])] if len(ep_names) > 1 else []
+    groupings.append((ep, [(e, ALL) for e in ep_names]))
+    if by_status_class:
+        if len(ep_names) > 1:
+            groupings.append((cls, [(ALL, c) for c in STATUS_CLASSES]))
+        groupings.append((ep * n_cls + cls, [(e, c) for e in ep_names for c in STATUS_CLASSES]))
+    rows: dict[tuple[str, str], dict] = {}
+    for codes, keys in groupings:
+        values, counts = stats.group_sort(latency, codes, len(keys), presorted=True)
+        table = stats.grouped_percentiles(values, counts, PERCENTILES, confidence)
+        for i, key in enumerate(keys):
+            if counts[i]:
+                rows[key] = {"count": int(counts[i])} | {k: float(v[i]) for k, v in table.items()}
+    keys = [(e, c) for e in endpoints for c in classes if (e, c) in rows]
+    index = pd.MultiIndex.from_tuples([(scenario, e, c) for e, c in keys],
+                                      names=["scenario", "endpoint", "status_class"])
+    columns = ["count"] + [f"{stats.label(p)}{s}" for p in PERCENTILES
+                           for s in ("", "_lo", "_hi")] + ["max"]
+    return pd.DataFrame([rows[k] for k in keys], index=index, columns=columns)
+
+
+def load(df: pd.DataFrame, offered_rate: float | None, duration_s: float) -> pd.DataFrame:
+    """Offered against achieved load per endpoint (``all`` first when several).
+
+    An endpoint's offered rate is its share of the scheduled arrivals times the run's offered
+    rate (NaN for a closed loop, which offers none); achieved counts every request sent
+    (completed or failed) over the planned duration.
+    """
+    rows = []
+    groups = [(str(tag), g) for tag, g in df.groupby("tag", sort=True, observed=True)]
+    total = max(len(df), 1)
+    if len(groups) != 1:
+        groups.insert(0, (ALL, df))
+    for tag, g in groups:
+        dropped = int(g["dropped"].sum())
+        failed = int(g["failed"].sum())
+        sent = len(g) - dropped
+        offered = offered_rate * len(g) / total if offered_rate else np.nan
+        achieved = sent / duration_s if duration_s else np.nan
+        rows.append({"endpoint": tag, "scheduled": len(g), "sent": sent,
+                     "completed": sent - failed, "failed": failed, "dropped": dropped,
+                     "offered_rps": offered, "achieved_rps": achieved,
+                     "achieved_ratio": achieved / offered if offered else np.nan})
+    return pd.DataFrame(rows, columns=["endpoint", "scheduled", "sent", "completed", "failed",
+                                       "dropped", "offered_rps", "achieved_rps",
+                                       "achieved_ratio"]).set_index("endpoint")
+
+
+def errors(df: pd.DataFrame) -> pd.DataFrame:
+    """Errors by class per endpoint (``all`` first when several): counts and the error rate.
+
+    ``error_rate`` is failed over sent, as k6's ``http_req_failed``; ``dropped`` arrivals were
+    never sent and are counted beside, not in the rate.
+    """
+    classes = [c for c in ERROR_CLASSES if c]
+    ep, names = _codes(df["tag"])
+    err = _recode(df["error"], ERROR_CLASSES, "other")
+    counts = np.bincount(ep * len(ERROR_CLASSES) + err,
+                         minlength=len(names) * len(ERROR_CLASSES)).reshape(len(names), -1)
+    table = pd.DataFrame(counts[:, 1:], index=pd.Index(names, name="endpoint"), columns=classes)
+    if len(names) != 1:
+        table = pd.concat([table.sum().to_frame(ALL).T, table])
+        table.index.name = "endpoint"
+    sent = counts.sum(axis=1) - counts[:, ERROR_CLASSES.index("dropped")]
+    sent = np.concatenate([[sent.sum()], sent]) if len(names) != 1 else sent
+    failed = table.drop(columns="dropped").sum(axis=1).to_numpy()
+    table.insert(0, "error_rate", np.where(sent > 0, failed / np.maximum(sent, 1), np.nan))
+    table.insert(0, "failed", failed)
+    table.insert(0, "sent", sent)
+    return table
+
+
+def window_seconds(duration_s: float) -> float:
+    """Window length for per-window statistics: 10 s, or a tenth of a shorter run.
+
+    At least ten windows let a Mann-Whitney test over per-window percentiles reach p < 0.002.
+    """
+    return 10.0 if duration_s >= 100 else max(duration_s / 10, 0.1)
+
+
+def windows(df: pd.DataFrame, seconds: float = 10.0, by_endpoint: bool = False) -> pd.DataFrame:
+    """Per-window (by intended start) request rate, errors, drops and latency percentiles.
+
+    Index ``t_s`` (window start, seconds into the run), or ``(endpoint, t_s)`` with
+    ``by_endpoint``. Columns: ``requests`` sent, ``rps``, ``errors``, ``dropped``, p50 ... p99.9,
+    ``max`` (ms). Windows in which nothing was sent have NaN percentiles.
+    """
+    window = np.floor(df["t_s"].to_numpy() / seconds).astype(np.int64)
+    n_win = int(window.max()) + 1 if window.size else 0
+    if by_endpoint:
+        ep, names = _codes(df["tag"])
+    else:
+        ep, names = np.zeros(len(df), dtype=np.int64), [ALL]
+    group = ep * n_win + window
+    n_groups = len(names) * n_win
+    dropped = df["dropped"].to_numpy()
+    failed = df["failed"].to_numpy()
+    sent_group = group[~dropped]
+    latency = df["latency_ms"].to_numpy(dtype=np.float64)[~dropped]
+    values, counts = stats.group_sort(latency, sent_group, n_groups)
+    pct = stats.grouped_percentiles(values, counts, PERCENTILES, None)
+    present = np.bincount(group, minlength=n_groups) > 0
     out = pd.DataFrame({
-        "rps": grouped.size() / seconds,
-        "errors": sent.groupby(w)["failed"].sum(),
-        "p50": grouped.quantile(0.50),
-        "p95": grouped.quantile(0.95),
-        "p99": grouped.quantile(0.99),
+        "requests": counts,
+        "rps": counts / seconds,
+        "errors": np.bincount(group, weights=failed, minlength=n_groups).astype(np.int64),
+        "dropped": np.bincount(group, weights=dropped, minlength=n_groups).astype(np.int64),
+        **pct,
     })
-    out.index.name = "t_s"
-    return out
+    index = pd.MultiIndex.from_product([names, np.arange(n_win) * seconds],
+                                       names=["endpoint", "t_s"])
+    out = out.set_axis(index)[present]
+    return out if by_endpoint else out.droplevel("endpoint")
+
+
+def validity(df: pd.DataFrame, offered_rate: float | None, duration_s: float,
+             reported: Mapping | None = None) -> pd.DataFrame:
+    """The validity checks of a run, recomputed from its requests, plus the driver's verdict.
+
+    A run whose driver was the bottleneck measured the driver, not the target: drops, a
+    schedule-lag p99 above the driver's limit, or (open loop only) an achieved rate below its
+    share of the offered one. ``reported`` is the driver's ``result.json`` (status and verdict).
+    Columns: ``check``, ``measured``, ``limit``, ``ok``.
+    """
+    dropped = int(df["dropped"].sum())
+    lag = _sent(df)["lag_ms"].to_numpy(dtype=np.float64)
+    lag_p99 = _pcts(lag)["p99"] if lag.size else np.nan
+    sent = len(df) - dropped
+    rows = [
+        ("dropped arrivals", dropped, 0, dropped == 0),
+        ("schedule-lag p99 (ms)", lag_p99, MAX_SCHEDULE_LAG_P99_MS,
+         bool(np.isfinite(lag_p99) and lag_p99 <= MAX_SCHEDULE_LAG_P99_MS)),
+    ]
+    if offered_rate:  # a closed loop (constant VUs) offers no rate to fall short of
+        ratio = sent / duration_s / offered_rate if duration_s else np.nan
+        rows.append(("achieved / offered", ratio, MIN_ACHIEVED_RATIO,
+                     bool(np.isfinite(ratio) and ratio >= MIN_ACHIEVED_RATIO)))
+    if reported is not None:
+        status = reported.get("status", "unknown")
+        rows.append(("run status", status, "completed", status == "completed"))
+        reasons = "; ".join(reported.get("invalid_reasons") or []) or "valid"
+        rows.append(("driver verdict", reasons, "valid", bool(reported.get("valid"))))
+    return pd.DataFrame(rows, columns=["check", "measured", "limit", "ok"])
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Everything :func:`analyse` derives from one run's requests (each a DataFrame)."""
+
+    scenario: str
+    offered_rate: float | None
+    duration_s: float
+    window_s: float
+    summary: pd.DataFrame = field(repr=False)
+    percentiles: pd.DataFrame = field(repr=False)
+    load: pd.DataFrame = field(repr=False)
+    errors: pd.DataFrame = field(repr=False)
+    windows: pd.DataFrame = field(repr=False)
+    validity: pd.DataFrame = field(repr=False)
+
+    @property
+    def valid(self) -> bool:
+        """True when every validity check passed."""
+        return bool(self.validity["ok"].all())
+
+    @property
+    def invalid_reasons(self) -> list[str]:
+        """One line per failed validity check."""
+        return [f"{r.check}: {r.measured} (limit {r.limit})"
+                for r in self.validity.itertuples() if not r.ok]
+
+
+def analyse(df: pd.DataFrame, scenario: str, offered_rate: float | None, duration_s: float,
+            window_s: float | None = None, reported: Mapping | None = None) -> Analysis:
+    """Analyse one run: ``df`` from :func:`load_requests` (or :func:`with_derived`)."""
+    window_s = window_s or window_seconds(duration_s)
+    return Analysis(
+        scenario=scenario, offered_rate=offered_rate, duration_s=duration_s, window_s=window_s,
+        summary=summarize(df, duration_s),
+        percentiles=percentiles(df, scenario),
+        load=load(df, offered_rate, duration_s),
+        errors=errors(df),
+        windows=windows(df, window_s, by_endpoint=True),
+        validity=validity(df, offered_rate, duration_s, reported),
+    )
 
 
 def _aggregate(values: pd.Series, t: Threshold) -> float:

@@ -5,8 +5,11 @@ Layout (asv's ``results/``, one file per run)::
     baselines/<machine>/<scenario>/<UTC start>_<measured sha12>_<run8>.json
     baselines/README.md   generated from those files, deterministically
 
-Committing uses the git CLI, refuses a tree with changes outside ``baselines/`` and ``runs/``
-(the record must name the code that measured it), and never pushes.
+Records follow :mod:`workbench.record` (schema version 1); older versions are migrated on load.
+Every file is written atomically (a temporary file, then a hard link that fails if the name is
+taken), so a record is never half-written and never overwritten. Committing uses the git CLI,
+refuses a tree with changes outside ``baselines/`` and ``runs/`` (the record must name the code
+that measured it), and never pushes.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import subprocess
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.record import RECORD_FILE, SCHEMA_VERSION, migrate, validate
 
-SCHEMA_VERSION = 1
-RECORD_FILE = "record.json"
+__all__ = ["RECORD_FILE", "SCHEMA_VERSION", "commit", "load_record", "render", "render_table",
+           "write_json_atomic"]
+
 TABLE_HEADER = ("scenario", "endpoint", "p50 ms", "p95 ms", "p99 ms", "error rate", "req/s",
-                "date (UTC)", "commit", "target", "machine", "valid")
+                "date (UTC)", "commit", "target", "machine", "source", "valid")
 
 
 def git(root: Path, *args: str, check: bool = True) -> str:
@@ -44,19 +49,44 @@ def dirty_paths(root: Path) -> list[str]:
     return [p for p in paths if not p.startswith(("baselines/", "runs/", '"baselines/'))]
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
+def dumps(data: dict) -> str:
+    """The one JSON layout of every file the workbench writes: sorted keys, stable bytes."""
+    return json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_json_atomic(path: Path, data: dict, exclusive: bool = False) -> None:
+    """Write ``data`` to ``path`` atomically; with ``exclusive``, never replace an existing file.
+
+    The text goes to a temporary file in the same folder, is flushed to disk, and then takes
+    its name in one step: ``os.replace``, or for an immutable file ``os.link``, which fails
+    if the name exists (no check-then-write race).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    tmp.replace(path)
+    try:
+        with open(tmp, "w") as fh:
+            fh.write(dumps(data))
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise WorkbenchError(f"{path} already exists; records are immutable") from None
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_record(path: Path) -> dict:
-    record = json.loads(path.read_text())
-    version = record.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise WorkbenchError(f"{path}: baseline schema version {version!r} is not "
-                             f"{SCHEMA_VERSION}; upgrade the workbench")
+    """Read a baseline record, migrating an older schema version and validating it."""
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise WorkbenchError(f"cannot read baseline record {path}: {exc}") from None
+    record = migrate(record, str(path))
+    validate(record, str(path))
     return record
 
 
@@ -72,6 +102,16 @@ def _fmt(value, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
 
+def _source(record: dict) -> str:
+    source = record["source"]
+    return f"{source['tool']} import" if source.get("imported") else "measured"
+
+
+def _valid(record: dict) -> str:
+    valid = record["validity"]["valid"]
+    return "n/a" if valid is None else "yes" if valid else "no"
+
+
 def render_table(root: Path) -> str:
     """The Markdown table of every record, in a stable order, with no generation timestamp."""
     rows = []
@@ -82,15 +122,17 @@ def render_table(root: Path) -> str:
                          _fmt(e["error_rate"], 4), _fmt(e["achieved_rps"], 1),
                          r["run"]["started_at"][:16].replace("T", " "),
                          (r["target"].get("commit") or "unknown")[:12], r["target"]["kind"],
-                         r["machine"]["name"], "yes" if r["validity"]["valid"] else "no"))
-    rows.sort(key=lambda row: (row[0], row[1], row[7], row[10]))
+                         r["machine"]["name"], _source(r), _valid(r)))
+    rows.sort(key=lambda row: (row[0], row[1], row[7], row[10]))  # stable: ties keep path order
     lines = [
         "# Measured baselines",
         "",
         "Generated by `workbench baseline render` from the JSON records beside this file; do not",
         "edit by hand. Latency is response time from the intended start (coordinated omission",
         "corrected). Rows whose target is `stand-in` were measured against the workbench's",
-        "embedded stand-in, not certctl, and say nothing about certctl's performance.",
+        "embedded stand-in, not certctl, and say nothing about certctl's performance. Rows whose",
+        "source is `k6 import` came from a k6 summary: k6 times each request from its send, so",
+        "they are not corrected for coordinated omission, and their machine is unknown.",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
         "|" + "|".join("---" for _ in TABLE_HEADER) + "|",
@@ -135,7 +177,7 @@ def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
     dest = baseline_path(root, record)
     if dest.exists():
         raise WorkbenchError(f"{dest.relative_to(root)} already exists; records are immutable")
-    write_json_atomic(dest, record)
+    write_json_atomic(dest, record, exclusive=True)
     render(root)
     rel = [str(dest.relative_to(root)), "baselines/README.md"]
     git(root, "add", "--", *rel)
@@ -144,5 +186,5 @@ def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
                f"Measured {record['target']['kind']} at commit {sha12} "
                f"({record['target'].get('version')}) on {record['run']['started_at']}.\n"
                f"Workbench {record['workbench']['git_sha']}; run {record['run_id']}.")
-    git(root, "commit", "--quiet", "-m", message, "--", *rel)
+    git(root, "commit", "--quiet", "--only", "-m", message, "--", *rel)
     return dest

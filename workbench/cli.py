@@ -1,4 +1,4 @@
-"""``workbench`` command line: target, run, drive, baseline."""
+"""``workbench`` command line: target, run, drive, baseline, compare, import-k6."""
 
 from __future__ import annotations
 
@@ -47,7 +47,9 @@ def print_summary(run_dir: Path) -> None:
     lat = r["latency_ms"]
     print(f"\n{r['scenario']}: {r['status']}, {r['scheduled']} scheduled = {r['completed']} "
           f"completed + {r['failed']} failed + {r['dropped']} dropped")
-    print(f"  offered {r['offered_rate']:.1f} req/s, achieved {r['achieved_rate']:.1f} req/s,"
+    offered = (f"offered {r['offered_rate']:.1f} req/s" if r.get("offered_rate") is not None
+               else f"closed loop, {r.get('driver', {}).get('vus')} VUs")
+    print(f"  {offered}, achieved {r['achieved_rate']:.1f} req/s,"
           f" error rate {r['error_rate'] or 0:.4f}")
     if lat["p50"] is not None:
         print(f"  latency ms: p50 {lat['p50']:.2f}  p90 {lat['p90']:.2f}  p95 {lat['p95']:.2f}"
@@ -75,13 +77,21 @@ def cmd_run(args) -> int:
 
     overrides = {k: v for k, v in (("rate", args.rate), ("duration_s", args.duration),
                                    ("fleet_size", args.fleet_size)) if v is not None}
+    if args.scenario == "all":
+        from workbench import suite
+
+        suite_dir, code = suite.run_all(args.profile, args.target, args.ca_file, args.insecure,
+                                        overrides, strict=args.strict)
+        suite.print_summary(suite_dir)
+        return code
     run_dir, code = run.execute(args.scenario, args.profile, args.target, args.ca_file,
-                                args.insecure, overrides)
+                                args.insecure, overrides, strict=args.strict)
     print_summary(run_dir)
     return code
 
 
 def cmd_drive(args) -> int:
+    """Ad-hoc open-loop load on one URL; writes requests.parquet and result.json like a run."""
     from urllib.parse import urlsplit
 
     from workbench import driver, preflight
@@ -103,7 +113,12 @@ def cmd_drive(args) -> int:
         ca_file=args.ca_file, insecure=args.insecure,
         token_env=preflight.TOKEN_ENV, scenario="adhoc")
     out = Path(args.out) if args.out else runs_dir() / f"adhoc_{secrets.token_hex(4)}"
-    driver.drive(spec, out, echo=lambda line: print(line, file=sys.stderr))
+    try:
+        driver.drive(spec, out, echo=lambda line: print(line, file=sys.stderr, flush=True),
+                     shards=args.shards, cluster=args.cluster)
+    except KeyboardInterrupt:
+        print_summary(out)  # the driver flushed what it recorded before stopping
+        raise
     print_summary(out)
     return 0
 
@@ -127,6 +142,37 @@ def cmd_baseline(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from workbench import compare
+
+    if args.vs:
+        a, b = args.paths, args.vs
+    elif len(args.paths) == 2:
+        a, b = args.paths[:1], args.paths[1:]
+    else:
+        raise WorkbenchError("compare takes two records (workbench compare A B) or two sets "
+                             "(workbench compare A1 A2 ... --vs B1 B2 ...)")
+    result = compare.compare_paths(a, b, factor=args.factor, alpha=args.alpha, force=args.force,
+                                   n_boot=args.resamples)
+    if not result.comparable and not args.force:
+        raise WorkbenchError("not comparable: " + "; ".join(result.reasons)
+                             + "; pass --force to compare anyway")
+    print(result.text())
+    return 1 if args.fail_on_slower and result.verdict == "slower" else 0
+
+
+def cmd_import_k6(args) -> int:
+    from workbench import k6import
+
+    run_dir = k6import.import_summary(args.summary, args.scenario, machine=args.machine,
+                                      commit=args.commit, version=args.target_version,
+                                      started_at=args.started_at, target_kind=args.target_kind)
+    print(f"imported {args.summary} as {run_dir}")
+    print(f"  record: {run_dir / 'record.json'}  (commit it: workbench baseline commit "
+          f"{run_dir})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -136,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--port", type=int, default=8443)
     t.set_defaults(func=cmd_target)
 
-    r = sub.add_parser("run", help="run a scenario notebook through papermill")
-    r.add_argument("scenario")
+    r = sub.add_parser("run", help="run a scenario notebook through papermill (or all of them)")
+    r.add_argument("scenario", help="a scenario name, or all (seed once, one combined report)")
     r.add_argument("--profile", default="smoke")
     r.add_argument("--target", help="certctl base URL (default: the embedded stand-in)")
     r.add_argument("--ca-file", help="CA certificate for the target's TLS")
@@ -145,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rate", type=float, help="override the profile's arrival rate")
     r.add_argument("--duration", type=float, help="override the profile's duration (s)")
     r.add_argument("--fleet-size", type=int, help="override the profile's fixture size")
+    r.add_argument("--strict", action="store_true",
+                   help="refuse the target when preflight finds one of certctl's traps")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("drive", help="ad-hoc open-loop load on any URL (like vegeta attack)")
@@ -159,6 +207,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--ca-file")
     d.add_argument("--insecure", action="store_true")
     d.add_argument("--out", help="output folder (default: runs/adhoc_<id>)")
+    d.add_argument("--shards", type=_positive(int),
+                   help="driver processes; arrival i goes to shard i mod N (default: automatic)")
+    d.add_argument("--cluster", metavar="tcp://HOST:8786",
+                   help="run the shards on this Dask scheduler's workers, one shard each")
     d.set_defaults(func=cmd_drive)
 
     b = sub.add_parser("baseline", help="record and render baselines")
@@ -167,6 +219,32 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--force", action="store_true", help="commit an invalid or failed run")
     b.add_argument("--check", action="store_true", help="fail if baselines/README.md is stale")
     b.set_defaults(func=cmd_baseline)
+
+    c = sub.add_parser("compare", help="compare runs or baselines (asv's rule, per endpoint)")
+    c.add_argument("paths", nargs="+", metavar="A",
+                   help="run folder, baseline .json or folder of them; A B, or a set with --vs")
+    c.add_argument("--vs", nargs="+", metavar="B", help="the other set of runs or baselines")
+    c.add_argument("--factor", type=_positive(float), default=1.10,
+                   help="minimum ratio to call a change (default 1.10)")
+    c.add_argument("--alpha", type=_positive(float), default=0.002,
+                   help="Mann-Whitney significance level (default 0.002)")
+    c.add_argument("--resamples", type=_positive(int), default=1000,
+                   help="bootstrap resamples for the intervals (default 1000)")
+    c.add_argument("--force", action="store_true",
+                   help="compare across machines, parameters or fixture sizes")
+    c.add_argument("--fail-on-slower", action="store_true", help="exit 1 when B is slower")
+    c.set_defaults(func=cmd_compare)
+
+    k = sub.add_parser("import-k6", help="import a k6 summary JSON as a run (marked imported)")
+    k.add_argument("summary", help="k6 --summary-export or handleSummary JSON file")
+    k.add_argument("--scenario", required=True, help="scenario name for the table (api_tier)")
+    k.add_argument("--machine", help="name of the machine that ran k6 (unknown otherwise)")
+    k.add_argument("--commit", help="the certctl commit k6 measured")
+    k.add_argument("--target-version", help="the certctl version k6 measured")
+    k.add_argument("--target-kind", default="certctl", choices=("certctl", "stand-in"))
+    k.add_argument("--started-at", help="when the k6 run started (ISO 8601 with zone); "
+                   "default: the file's modification time minus the test duration")
+    k.set_defaults(func=cmd_import_k6)
     return p
 
 

@@ -1,6 +1,20 @@
-"""Figures for a run: every one titled with scenario, target and date; no global state."""
+"""Figures for runs, comparisons and trends, in one style; every one titled with scenario,
+target and date. No global state: the style is applied to each figure as it is made (never
+through ``rcParams``, whose restoring would also undo the notebook backend's set-up), and
+each function returns its figure.
+
+* :func:`percentile_plot` latency by percentile on a log "nines" axis, one line per endpoint
+  (HdrHistogram's plot);
+* :func:`cdf_plot` the cumulative distribution per endpoint, log latency axis;
+* :func:`latency_over_time` every request (sampled) and per-window p50/p95/p99;
+* :func:`throughput_and_errors` offered against achieved rate, errors by class per window;
+* :func:`compare_percentiles` A against B by percentile, per endpoint;
+* :func:`trend_plot` p95 and p99 across baselines in commit order.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,62 +24,260 @@ from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 from workbench.analysis import windows
 
 NINES = (0.5, 0.9, 0.99, 0.999, 0.9999)
-
-
-def _log_ms_axis(ax: plt.Axes) -> None:
-    """Log scale with plain millisecond labels (1, 2, 5, 10 ...), not powers of ten."""
-    ax.set_yscale("log")
-    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
-    ax.yaxis.set_major_formatter(ScalarFormatter())
-    ax.yaxis.set_minor_formatter(NullFormatter())
+FIGSIZE = (8.0, 4.5)
+TITLE_SIZE, LABEL_SIZE, TICK_SIZE, LEGEND_SIZE = 11, 10, 9, 9
+COLORS = plt.get_cmap("tab10").colors
+ERROR_COLORS = {"connect": "tab:purple", "timeout": "tab:orange", "reset": "tab:brown",
+                "tls": "tab:pink", "http_4xx": "tab:olive", "http_5xx": "tab:red",
+                "http_429": "gold", "other": "tab:gray", "dropped": "black"}
+MAX_POINTS = 20_000  # scatter points drawn per figure; the rest are sampled away
+CURVE_POINTS = 2_000  # positions drawn along a percentile curve
 
 
 def _title(what: str, scenario: str, target: str, date: str) -> str:
     return f"{scenario}: {what}\n{target} · {date}"
 
 
+def _figure(nrows: int = 1, figsize: tuple[float, float] = FIGSIZE, **kw):
+    """A new figure in the workbench style: light grid, no top or right spine, small ticks."""
+    fig, axes = plt.subplots(nrows, 1, figsize=figsize, **kw)
+    for ax in np.atleast_1d(axes):
+        ax.grid(True, alpha=0.3)
+        ax.spines[["top", "right"]].set_visible(False)
+        ax.tick_params(labelsize=TICK_SIZE)
+        ax.xaxis.label.set_size(LABEL_SIZE)
+        ax.yaxis.label.set_size(LABEL_SIZE)
+    return fig, axes
+
+
+def _finish(fig: plt.Figure, ax: plt.Axes, heading: str, **legend) -> plt.Figure:
+    ax.set_title(heading, fontsize=TITLE_SIZE)
+    if legend.pop("show", True) and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=LEGEND_SIZE, title_fontsize=LEGEND_SIZE, **legend)
+    fig.tight_layout()
+    return fig
+
+
+def _log_ms_axis(ax: plt.Axes, axis: str = "y") -> None:
+    """Log scale with plain millisecond labels (1, 2, 5, 10 ...), not powers of ten."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    target.set_major_formatter(ScalarFormatter())
+    target.set_minor_formatter(NullFormatter())
+
+
+def _nines_axis(ax: plt.Axes, top: float) -> None:
+    ticks = [q for q in NINES if q <= top + 1e-12] or [NINES[0]]
+    ax.set_xticks([-np.log10(1 - q) for q in ticks])
+    ax.set_xticklabels([f"{q * 100:g}%" for q in ticks])
+    ax.set_xlabel("percentile")
+
+
+def _color(names: Sequence[str], name: str):
+    return COLORS[sorted(names).index(name) % len(COLORS)]
+
+
+def _curve(sorted_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points of a percentile curve: x = -log10(1 - q) up to 1 - 1/n, y = latency at q."""
+    n = sorted_ms.size
+    x = np.linspace(0, np.log10(n), min(n, CURVE_POINTS))
+    q = 1 - 10.0 ** -x
+    rank = np.clip(np.ceil(q * n).astype(np.int64), 1, n)
+    return x, sorted_ms[rank - 1]
+
+
+def _sent(df: pd.DataFrame) -> pd.DataFrame:
+    return df[~df["dropped"].to_numpy()]
+
+
 def percentile_plot(df: pd.DataFrame, scenario: str, target: str, date: str) -> plt.Figure:
     """Latency by percentile on a log 'nines' axis (HdrHistogram's plot), one line per endpoint."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    sent = df[~df["dropped"]]
-    for tag, g in sent.groupby("tag", sort=True):
+    fig, ax = _figure()
+    sent = _sent(df)
+    names = [str(t) for t in sent["tag"].unique()]
+    top = 0.0
+    for tag, g in sent.groupby("tag", sort=True, observed=True):
         lat = np.sort(g["latency_ms"].to_numpy())
         if lat.size < 2:
             continue
-        q = (np.arange(lat.size) + 0.5) / lat.size  # plotting positions, never reaching 1
-        ax.plot(-np.log10(1 - q), lat, label=str(tag))
-    ax.set_xticks([-np.log10(1 - q) for q in NINES])
-    ax.set_xticklabels([f"{q * 100:g}%" for q in NINES])
-    ax.set_xlabel("percentile")
+        x, y = _curve(lat)
+        ax.plot(x, y, label=str(tag), color=_color(names, str(tag)))
+        top = max(top, 1 - 1 / lat.size)
+    _nines_axis(ax, top)
     ax.set_ylabel("response time from intended start (ms)")
     _log_ms_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(title="endpoint")
-    ax.set_title(_title("latency by percentile", scenario, target, date))
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, _title("latency by percentile", scenario, target, date),
+                   title="endpoint")
+
+
+def cdf_plot(df: pd.DataFrame, scenario: str, target: str, date: str) -> plt.Figure:
+    """Cumulative distribution of latency per endpoint (log latency axis)."""
+    fig, ax = _figure()
+    sent = _sent(df)
+    names = [str(t) for t in sent["tag"].unique()]
+    for tag, g in sent.groupby("tag", sort=True, observed=True):
+        lat = np.sort(g["latency_ms"].to_numpy())
+        if lat.size == 0:
+            continue
+        idx = np.unique(np.linspace(0, lat.size - 1, min(lat.size, CURVE_POINTS)).astype(int))
+        ax.step(lat[idx], (idx + 1) / lat.size, where="post", label=str(tag),
+                color=_color(names, str(tag)))
+    for q in (0.5, 0.95, 0.99):
+        ax.axhline(q, color="gray", lw=0.8, ls=":")
+        ax.annotate(f"p{q * 100:g}", (0, q), xycoords=("axes fraction", "data"), fontsize=8,
+                    color="gray", va="bottom")
+    ax.set_ylim(0, 1.005)
+    ax.set_xlabel("response time from intended start (ms)")
+    ax.set_ylabel("share of requests at or below")
+    if len(sent):
+        _log_ms_axis(ax, "x")
+    return _finish(fig, ax, _title("cumulative distribution", scenario, target, date),
+                   title="endpoint", loc="lower right")
+
+
+def _auto_seconds(df: pd.DataFrame) -> float:
+    span = float(df["t_s"].max()) if len(df) else 1.0
+    return max(1.0, round(span / 60))  # about 60 windows, at least one second each
 
 
 def latency_over_time(df: pd.DataFrame, scenario: str, target: str, date: str,
-                      seconds: float = 1.0) -> plt.Figure:
-    """Per-window p50/p95/p99 latency above, achieved rate and errors below."""
+                      seconds: float | None = None) -> plt.Figure:
+    """Every request (a sample of at most 20,000) by intended start, and per-window percentiles.
+
+    Failed requests are drawn in red: a fast failure can flatter a percentile.
+    """
+    seconds = seconds or _auto_seconds(df)
+    fig, ax = _figure()
+    sent = _sent(df)
+    if len(sent) > MAX_POINTS:
+        sent = sent.sample(MAX_POINTS, random_state=0)
+    failed = sent["failed"].to_numpy()
+    ax.scatter(sent["t_s"][~failed], sent["latency_ms"][~failed], s=2, alpha=0.25,
+               color="tab:gray", label="request", rasterized=True, linewidths=0)
+    if failed.any():
+        ax.scatter(sent["t_s"][failed], sent["latency_ms"][failed], s=4, alpha=0.6,
+                   color="tab:red", label="failed request", rasterized=True, linewidths=0)
     w = windows(df, seconds)
-    fig, (ax, ax2) = plt.subplots(2, 1, figsize=(8, 5.5), sharex=True,
-                                  gridspec_kw={"height_ratios": [2, 1]})
-    for col in ("p50", "p95", "p99"):
-        ax.plot(w.index, w[col], label=col)
-    ax.set_ylabel("latency (ms)")
-    _log_ms_axis(ax)
+    for col, color in (("p50", "tab:blue"), ("p95", "tab:orange"), ("p99", "tab:green")):
+        ax.plot(w.index + seconds / 2, w[col], label=f"{col} per {seconds:g} s", color=color,
+                lw=1.6)
+    ax.set_xlabel("seconds into the run (intended start)")
+    ax.set_ylabel("response time (ms)")
+    if len(sent):
+        _log_ms_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
-    ax.set_title(_title(f"latency over time ({seconds:g} s windows)", scenario, target, date))
-    ax2.plot(w.index, w["rps"], label="requests/s", color="tab:blue")
-    ax2.set_ylabel("requests/s")
+    return _finish(fig, ax, _title("latency over time", scenario, target, date),
+                   loc="upper right", markerscale=4)
+
+
+def throughput_and_errors(df: pd.DataFrame, scenario: str, target: str, date: str,
+                          offered_rate: float | None = None,
+                          seconds: float | None = None) -> plt.Figure:
+    """Offered against achieved requests/s per window above; errors by class below."""
+    seconds = seconds or _auto_seconds(df)
+    fig, (ax, ax2) = _figure(2, figsize=(8, 5.5), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 2]})
+    w = windows(df, seconds)
+    x = w.index + seconds / 2
+    ax.plot(x, w["rps"], label="sent (by intended start)", color="tab:blue", marker=".")
+    done = _sent(df)
+    done = done[~done["failed"].to_numpy()]
+    t0 = df["intended_ns"].min() if len(df) else 0
+    finished = np.floor((done["end_ns"].to_numpy() - t0) / 1e9 / seconds) * seconds
+    per_window = pd.Series(finished).value_counts().sort_index()
+    ax.plot(per_window.index + seconds / 2, per_window.to_numpy() / seconds, color="tab:green",
+            lw=1, label="completed without error (by end)")
+    if offered_rate:
+        ax.axhline(offered_rate, color="black", ls="--", lw=1, label="offered")
+    ax.set_ylabel("requests/s")
+    ax.set_ylim(bottom=0)
+    win = np.floor(df["t_s"].to_numpy() / seconds) * seconds
+    error = df["error"].astype(str).to_numpy()
+    failed = error != ""
+    by_class = pd.crosstab(win[failed], error[failed])
+    bottom = np.zeros(len(by_class))
+    for cls in by_class.columns:
+        ax2.bar(by_class.index + seconds / 2, by_class[cls], width=seconds * 0.8, bottom=bottom,
+                label=cls, color=ERROR_COLORS.get(cls, "tab:gray"))
+        bottom += by_class[cls].to_numpy()
+    if len(by_class.columns):
+        ax2.legend(title="error class", loc="upper right", ncol=3, fontsize=LEGEND_SIZE,
+                   title_fontsize=LEGEND_SIZE)
+    else:
+        ax2.text(0.5, 0.5, "no errors, no drops", transform=ax2.transAxes, ha="center",
+                 va="center", color="gray")
+    ax2.set_ylabel("errors per window")
     ax2.set_xlabel("seconds into the run (intended start)")
-    errs = ax2.twinx()
-    errs.bar(w.index, w["errors"], width=seconds * 0.8, color="tab:red", alpha=0.5,
-             label="errors")
-    errs.set_ylabel("errors")
-    ax2.grid(True, alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, _title(f"throughput and errors ({seconds:g} s windows)", scenario,
+                                   target, date), loc="lower right")
+
+
+def compare_percentiles(comparison, target: str | None = None,
+                        date: str | None = None) -> plt.Figure:
+    """A (dashed) against B (solid) by percentile, one colour per endpoint."""
+    fig, ax = _figure()
+    names = list(comparison.curves)
+    top = 0.0
+    for endpoint, sides in comparison.curves.items():
+        for side, ls in (("A", "--"), ("B", "-")):
+            values, counts = sides[side]
+            keep = counts > 0
+            values, counts = values[keep], counts[keep]
+            total = counts.sum()
+            if total < 2:
+                continue
+            below = np.cumsum(counts) - counts  # requests strictly below each bucket
+            x = -np.log10(1 - (below + 0.5 * counts) / total)
+            ax.step(x, values, where="post", ls=ls, color=_color(names, endpoint),
+                    label=f"{endpoint} {side}")
+            top = max(top, 1 - 1 / total)
+    _nines_axis(ax, top)
+    ax.set_ylabel("response time (ms)")
+    if names:
+        _log_ms_axis(ax)
+    else:
+        ax.text(0.5, 0.5, "nothing to compare", transform=ax.transAxes, ha="center",
+                color="gray")
+    ax.grid(True, which="both", alpha=0.3)
+    title = _title(f"A vs B by percentile ({comparison.verdict})", comparison.scenario,
+                   target or comparison.targets, date or comparison.dates)
+    return _finish(fig, ax, title, ncol=2)
+
+
+def trend_plot(trend: pd.DataFrame, scenario: str, target: str | None = None,
+               date: str | None = None) -> plt.Figure:
+    """p95 (solid) and p99 (dashed) with their intervals across baselines, in commit order."""
+    trend = trend[trend["scenario"] == scenario] if len(trend) else trend
+    machines = ", ".join(sorted(trend["machine"].unique())) if len(trend) else "no baselines"
+    target = target or f"baselines on {machines}"
+    if date is None:
+        date = (f"{trend['started_at'].min()[:10]} to {trend['started_at'].max()[:10]}"
+                if len(trend) else "")
+    fig, ax = _figure()
+    names = sorted(trend["endpoint"].unique()) if len(trend) else []
+    for endpoint in names:
+        rows = trend[trend["endpoint"] == endpoint]
+        for stat, ls, marker in (("p95", "-", "o"), ("p99", "--", "s")):
+            y = rows[stat].astype(float).to_numpy()
+            lo = rows[f"{stat}_lo"].astype(float).to_numpy()
+            hi = rows[f"{stat}_hi"].astype(float).to_numpy()
+            err = np.vstack([np.where(np.isnan(lo), 0, y - lo), np.where(np.isnan(hi), 0, hi - y)])
+            ax.errorbar(rows["position"], y, yerr=err, ls=ls, marker=marker, capsize=3,
+                        color=_color(names, endpoint), label=f"{endpoint} {stat}")
+    if len(trend):
+        ticks = trend.drop_duplicates("position").sort_values("position")
+        ax.set_xticks(ticks["position"])
+        ax.set_xticklabels([f"{c[:8]}\n{(d or s)[:10]}" for c, d, s in
+                            zip(ticks["commit"], ticks["commit_date"], ticks["started_at"],
+                                strict=True)], fontsize=8)
+        _log_ms_axis(ax)
+    else:
+        ax.text(0.5, 0.5, f"no baselines of {scenario} yet", transform=ax.transAxes,
+                ha="center", color="gray")
+    ax.set_xlabel("measured commit (commit order)")
+    ax.set_ylabel("response time (ms)")
+    ax.grid(True, which="both", alpha=0.3)
+    return _finish(fig, ax, _title("p95 and p99 across baselines", scenario, target, date),
+                   ncol=2)

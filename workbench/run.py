@@ -7,9 +7,10 @@ run directory is free of secrets: the token reaches the driver process through i
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
+import re
 import secrets
+import subprocess
 import sys
 import time
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench import analysis, baseline, driver, machine, preflight, scenarios
+from workbench import analysis, baseline, driver, machine, preflight, record, scenarios, seed
 from workbench.errors import WorkbenchError
 from workbench.paths import notebooks_dir, project_root, runs_dir
 
@@ -29,8 +30,7 @@ def new_run_id(scenario: str) -> str:
     return f"{stamp}_{scenario}_{secrets.token_hex(4)}"
 
 
-def params_hash(params: dict) -> str:
-    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+params_hash = record.params_hash  # kept for callers of the old name
 
 
 class Run:
@@ -39,21 +39,24 @@ class Run:
     def __init__(self, scenario: str, params: dict, thresholds: dict,
                  target_url: str | None = None, ca_file: str | None = None,
                  insecure: bool = False, run_dir: str | Path | None = None,
-                 profile: str | None = None) -> None:
+                 profile: str | None = None, seed_fixtures: bool = True) -> None:
         self.scenario = scenarios.get(scenario)
         scenarios.validate_params(params)
         self.params = dict(params)
         self.thresholds = analysis.parse_thresholds(thresholds)
         self.threshold_spec = thresholds
         self.profile = profile
+        self.seed_fixtures = seed_fixtures  # False: `workbench run all` seeded already
         self.target = preflight.resolve_target(target_url, ca_file, insecure)
         self._token = preflight.token_for(self.target)
-        self.identity = preflight.preflight(self.target, self._token)
+        self.identity = preflight.preflight(self.target, self._token,
+                                            **self.scenario.preflight_args(self.params))
         self.dir = Path(run_dir) if run_dir else runs_dir() / new_run_id(scenario)
         self.run_id = self.dir.name
         self.dir.mkdir(parents=True, exist_ok=True)
         self.fixtures: dict = {}
         self.result: dict | None = None
+        self._requests: pd.DataFrame | None = None
 
     def __repr__(self) -> str:  # shown in the notebook: nothing secret in it
         return (f"Run({self.scenario.name}, {self.run_id}, target={self.target.url} "
@@ -63,15 +66,16 @@ class Run:
         if not self.target.dsn:
             raise WorkbenchError(f"no database to seed: export {preflight.DSN_ENV}=<DSN> "
                                  "for the target's database")
-        self.fixtures = self.scenario.seed(self.target.dsn, self.params)
+        if self.seed_fixtures or self.scenario.reset is None:
+            self.fixtures = self.scenario.seed(self.target.dsn, self.params)
+        else:  # seeded once by `workbench run all`: only undo what earlier runs changed
+            self.fixtures = self.scenario.reset(self.target.dsn, self.params)
         return self.fixtures
 
     def drive(self) -> dict:
         spec = driver.DriveSpec(
             base_url=self.target.url, templates=self.scenario.templates(self.params),
-            rate=float(self.params["rate"]), duration_s=float(self.params["duration_s"]),
-            max_vus=int(self.params.get("max_vus", 200)),
-            timeout_s=float(self.params.get("timeout_s", 10.0)),
+            **self.scenario.executor_settings(self.params),
             ca_file=self.target.ca_file, insecure=self.target.insecure,
             token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
         self.result = driver.drive(spec, self.dir, env={_DRIVER_TOKEN_ENV: self._token},
@@ -79,7 +83,19 @@ class Run:
         return self.result
 
     def requests(self) -> pd.DataFrame:
-        return analysis.load_requests(self.dir)
+        """This run's requests (``requests.parquet`` with derived columns), read once."""
+        if self._requests is None:
+            self._requests = analysis.load_requests(self.dir)
+        return self._requests
+
+    def analyse(self, window_s: float | None = None) -> analysis.Analysis:
+        """Percentiles with intervals, load, errors, windows and validity of this run."""
+        if self.result is None:
+            raise WorkbenchError("drive() has not run; nothing to analyse")
+        return analysis.analyse(self.requests(), self.scenario.name,
+                                self.result.get("offered_rate"),  # None: closed loop
+                                float(self.params["duration_s"]),
+                                window_s, reported=self.result)
 
     def title(self) -> tuple[str, str, str]:
         """Scenario, target label and date for figure titles."""
@@ -87,70 +103,136 @@ class Run:
         date = (self.result or {}).get("started_at", "")[:16].replace("T", " ") + " UTC"
         return self.scenario.name, target, date
 
-    def record(self, summary: pd.DataFrame, verdicts: pd.DataFrame) -> dict:
-        """Write ``record.json``: the baseline record of this run (schema version 1)."""
+    def record(self, result: analysis.Analysis | pd.DataFrame | None,
+               verdicts: pd.DataFrame) -> dict:
+        """Write ``record.json``: this run's baseline record (schema version 1), once.
+
+        ``result`` is this run's :class:`~workbench.analysis.Analysis` (an older notebook's
+        summary frame, or None, has it computed here). The database facts are read from the
+        target's database now, with the password never leaving the DSN.
+        """
         if self.result is None:
             raise WorkbenchError("drive() has not run; nothing to record")
+        if not isinstance(result, analysis.Analysis):
+            result = self.analyse()
         r = self.result
-        endpoints = {
-            str(tag): {k: _num(row[k]) for k in
-                       ("requests", "failed", "dropped", "achieved_rps", "error_rate",
-                        "p50", "p90", "p95", "p99", "max")}
-            for tag, row in summary.iterrows()
-        }
-        record = {
-            "schema_version": baseline.SCHEMA_VERSION,
+        target = {k: self.identity.get(k) for k in ("url", "kind", "version", "commit",
+                                                    "modified", "dsn")}
+        target["commit_date"] = commit_date(self.identity.get("commit"))
+        software = machine.software()
+        software["packages"] |= _versions(("scipy", "hdrhistogram", "matplotlib"))
+        context = {
             "run_id": self.run_id,
             "scenario": self.scenario.name,
             "profile": self.profile,
             "parameters": self.params,
-            "parameters_hash": params_hash(self.params),
-            "target": {k: self.identity[k] for k in ("url", "kind", "version", "commit",
-                                                     "modified", "dsn")},
+            "target": target,
             "workbench": baseline.workbench_revision(project_root()),
             "run": {"started_at": r["started_at"], "ended_at": r["ended_at"],
                     "status": r["status"]},
             "machine": machine.facts(),
-            "software": machine.software(),
-            "fixtures": self.scenario.fixtures(self.params) | {"seed": self.fixtures},
-            "load": {k: r[k] for k in ("offered_rate", "achieved_rate", "duration_s",
-                                       "scheduled", "completed", "failed", "dropped")},
-            "endpoints": endpoints,
-            "validity": {"valid": r["valid"], "reasons": r["invalid_reasons"],
-                         "schedule_lag_ms": r["schedule_lag_ms"],
-                         "driver_cpu_fraction": r["driver"]["cpu_fraction"]},
-            "thresholds": [{k: _num(v) for k, v in row.items()}
-                           for row in verdicts.to_dict("records")],
-            "passed": bool(verdicts["ok"].all()),
+            "software": software,
+            "database": database_facts(self.target.dsn),
+            "fixtures": {"sizes": self.scenario.fixtures(self.params), "seeded": self.fixtures},
+            "load": {k: r.get(k) for k in ("offered_rate", "achieved_rate", "duration_s",
+                                           "scheduled", "completed", "failed", "dropped",
+                                           "error_rate")}
+                    | {"max_vus": int(self.params.get("max_vus", 200)),
+                       "engine": (r.get("driver") or {}).get("engine")},
         }
-        baseline.write_json_atomic(self.dir / baseline.RECORD_FILE, record)
-        return record
+        rec = record.build(context, result, self.requests(), verdicts, reported=r)
+        baseline.write_json_atomic(self.dir / record.RECORD_FILE, rec, exclusive=True)
+        return rec
 
 
-def _num(value):
-    """JSON-safe scalars: numpy to Python, NaN to None."""
-    if hasattr(value, "item"):
-        value = value.item()
-    if isinstance(value, float) and value != value:
+def _versions(names: tuple[str, ...]) -> dict:
+    from importlib import metadata
+
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+_SHA = re.compile(r"[0-9a-fA-F]{7,40}")
+
+
+def commit_date(commit: str | None) -> str | None:
+    """The committer date (ISO 8601) of the measured commit, when a local clone knows it.
+
+    Looked up in the workbench's own repository (the stand-in's commit is the workbench's) and
+    in ``CERTCTL_REPO`` (a clone of certctl) when set; None when neither has it.
+    """
+    if not commit or not _SHA.fullmatch(commit):
         return None
-    return value
+    for repo in (project_root(), os.environ.get("CERTCTL_REPO")):
+        if not repo:
+            continue
+        out = subprocess.run(["git", "-C", str(repo), "show", "-s", "--format=%cI",
+                              f"{commit}^{{commit}}"], capture_output=True, text=True)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    return None
+
+
+DB_SETTINGS = ("shared_buffers", "max_connections", "synchronous_commit")
+
+
+def database_facts(dsn: str | None) -> dict | None:
+    """``server_version`` and key settings read from the target's database, or None without one.
+
+    Read-only (``SHOW``), so a remote database is fine; an unreachable one is recorded as such
+    rather than failing the run that already happened. The DSN itself is never recorded here.
+    """
+    if not dsn:
+        return None
+    import sqlalchemy as sa
+
+    try:
+        engine = seed.engine_for(dsn, allow_remote=True)
+        try:
+            with engine.connect() as conn:
+                facts = {name: conn.execute(sa.text(f"SHOW {name}")).scalar_one()
+                         for name in ("server_version", *DB_SETTINGS)}
+        finally:
+            engine.dispose()
+    except (WorkbenchError, sa.exc.SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return {"server_version": None, "settings": {}, "error": seed.redact_dsn(reason)
+                if "://" in reason else reason}
+    return {"server_version": facts.pop("server_version"), "settings": facts}
+
+
+def scenario_params(spec: scenarios.Scenario, profile: str, overrides: dict | None) -> dict:
+    """A profile's parameters with the overrides, validated."""
+    params = scenarios.profile_params(spec, profile) | (overrides or {})
+    scenarios.validate_params(params)
+    return params
 
 
 def execute(scenario: str, profile: str, target_url: str | None = None,
             ca_file: str | None = None, insecure: bool = False,
-            overrides: dict | None = None) -> tuple[Path, int]:
+            overrides: dict | None = None, strict: bool = False,
+            seed_fixtures: bool = True, warn: bool = True) -> tuple[Path, int]:
     """Run a scenario's notebook through papermill, then render the HTML report.
 
     Returns the run directory and an exit code: 0 passed, 1 thresholds breached or run failed.
-    Bad input and an unfit target are refused before the notebook starts.
+    Bad input and an unfit target are refused before the notebook starts; certctl's traps are
+    printed as warnings first (refused with ``strict``). ``seed_fixtures=False`` only resets
+    fixtures an earlier run changed (``workbench run all`` seeds once).
     """
     import papermill
 
     spec = scenarios.get(scenario)
-    params = scenarios.profile_params(spec, profile) | (overrides or {})
-    scenarios.validate_params(params)
+    params = scenario_params(spec, profile, overrides)
     target = preflight.resolve_target(target_url, ca_file, insecure)
-    preflight.preflight(target, preflight.token_for(target))  # fail fast, before papermill
+    identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
+                                   **spec.preflight_args(params))  # fail fast, before papermill
+    for warning in identity["warnings"] if warn else ():
+        print(f"warning: {warning}", file=sys.stderr)
     run_dir = runs_dir() / new_run_id(scenario)
     run_dir.mkdir(parents=True)
     out_nb = run_dir / spec.notebook
@@ -160,7 +242,8 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
         papermill.execute_notebook(
             str(notebooks_dir() / spec.notebook), str(out_nb),
             parameters={"target_url": target_url, "ca_file": ca_file, "insecure": insecure,
-                        "profile": profile, "run_dir": str(run_dir), **params},
+                        "profile": profile, "run_dir": str(run_dir),
+                        "seed_fixtures": seed_fixtures, **params},
             kernel_name="python3", progress_bar=False, log_output=False,
             stdout_file=sys.stdout, stderr_file=sys.stderr, cwd=str(project_root()))
     except papermill.PapermillExecutionError as exc:

@@ -1,0 +1,67 @@
+"""Synthetic runs for analysis, record and comparison tests: known latencies, real code paths.
+
+A synthetic run is the frame the driver's ``requests.parquet`` would give, turned into a
+version-1 record by the same :func:`workbench.record.build` that ``Run.record`` calls; only
+the provenance facts (machine, target, database) are given here instead of measured.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from workbench import analysis, record
+
+T0 = 1_780_000_000 * 10**9  # 2026-05-28, in epoch ns
+
+
+def requests_frame(latency_ms: np.ndarray, rate: float, tags: tuple[str, ...] = ("heartbeat",),
+                   start_ns: int = T0) -> pd.DataFrame:
+    """An open-loop run at ``rate``: arrival i at i / rate, answered after latency_ms[i]."""
+    n = len(latency_ms)
+    intended = start_ns + np.round(np.arange(n) * 1e9 / rate).astype(np.int64)
+    end = intended + np.round(np.asarray(latency_ms) * 1e6).astype(np.int64)
+    return analysis.with_derived(pd.DataFrame({
+        "intended_ns": intended, "send_ns": intended + 20_000, "end_ns": end,
+        "status": np.full(n, 200, np.int16), "bytes": np.full(n, 64, np.int32),
+        "error": [""] * n, "tag": [tags[i % len(tags)] for i in range(n)]}))
+
+
+def make_record(run_id: str = "20261126T120000Z_agent_storm_1a2b3c4d", *, scale: float = 1.0,
+                seed: int = 0, n: int = 3000, rate: float = 100.0,
+                tags: tuple[str, ...] = ("heartbeat",), machine: str = "x86_64-2c-24g-abcd1234",
+                fingerprint: str = "abcd1234abcd1234", params: dict | None = None,
+                fleet_size: int = 500, started_at: str = "2026-11-26T12:00:00.123+00:00",
+                commit: str = "0123456789abcdef0123", commit_date: str | None = None,
+                valid: bool = True, passed: bool = True) -> dict:
+    """A complete record of a synthetic run: log-normal latencies (median 2 ms x ``scale``)."""
+    rng = np.random.default_rng(seed)
+    latency = rng.lognormal(np.log(2.0 * scale), 0.4, n)
+    df = requests_frame(latency, rate, tags)
+    duration = n / rate
+    params = params or {"rate": rate, "duration_s": duration, "fleet_size": fleet_size}
+    reported = {"status": "completed", "valid": valid,
+                "invalid_reasons": [] if valid else ["3 arrivals dropped: all 200 VUs were busy"],
+                "schedule_lag_ms": {"p50": 0.02, "p99": 0.05},
+                "driver": {"cpu_fraction": 0.1, "engine": "aiohttp"}}
+    result = analysis.analyse(df, "agent_storm", rate, duration, reported=reported)
+    verdicts = analysis.evaluate_thresholds(
+        df, {"http_req_duration": ["p(95)<500" if passed else "p(95)<0.001"]})
+    context = {
+        "run_id": run_id, "scenario": "agent_storm", "profile": "smoke", "parameters": params,
+        "target": {"url": "https://127.0.0.1:8443", "kind": "stand-in", "version": "standin-0.1",
+                   "commit": commit, "modified": False, "commit_date": commit_date,
+                   "dsn": "postgresql+psycopg://postgres@/certctl"},
+        "workbench": {"git_sha": "f" * 40, "clean": True},
+        "run": {"started_at": started_at, "ended_at": started_at, "status": "completed"},
+        "machine": {"name": machine, "fingerprint": fingerprint, "cpu_model": "test CPU",
+                    "cores": 2, "memory_gib": 24, "arch": "x86_64", "kernel": "6.1",
+                    "virtualisation": "kvm"},
+        "software": {"python": "3.11.9", "packages": {"numpy": "2"}},
+        "database": {"server_version": "16.4", "settings": {
+            "shared_buffers": "128MB", "max_connections": "100", "synchronous_commit": "on"}},
+        "fixtures": {"sizes": {"agents": fleet_size}, "seeded": {"agents": fleet_size}},
+        "load": {"offered_rate": rate, "achieved_rate": rate, "duration_s": duration,
+                 "scheduled": n, "completed": n, "failed": 0, "dropped": 0, "error_rate": 0.0},
+    }
+    return record.build(context, result, df, verdicts, reported=reported)

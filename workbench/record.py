@@ -1,0 +1,258 @@
+"""The baseline record, schema version 1: one JSON per run, self-describing and comparable.
+
+A record holds what was measured and everything needed to trust and compare it::
+
+    schema_version    1; older files are migrated on load (MIGRATIONS), newer ones refused
+    run_id, source    workbench run or import ({"tool": "k6", "imported": true, ...})
+    scenario, profile, parameters, parameters_hash
+    target            url, kind (certctl | stand-in), version, commit, modified, commit_date, dsn
+                      (password removed)
+    workbench         the workbench's git SHA and whether its tree was clean
+    run               started_at, ended_at (UTC ISO 8601), status
+    machine           CPU model, cores, memory, kernel, virtualisation, fingerprint, name
+    software          Python and package versions
+    database          server_version and settings read from the target database, or null
+    fixtures          sizes (what comparability checks) and what seeding reported
+    load              offered and achieved rate, duration, scheduled/completed/failed/dropped
+    latency_basis     what the latency numbers measure
+    endpoints         per endpoint (and "all"): counts, rates, errors, p50 ... p99.9, max (ms)
+    percentiles       per endpoint and status class: value and 95% interval [lo, hi] (null when
+                      not identifiable)
+    histograms        HdrHistogram encodings per endpoint and status class (µs)
+    windows           per endpoint, per time window: counts, percentiles and an encoded histogram,
+                      so two records can be compared statistically without the raw samples
+    validity          valid, reasons, the checks behind them
+    thresholds, passed  k6-style threshold verdicts
+
+Building a record is pure (DataFrames and dicts in, a dict out); :mod:`workbench.run` gathers
+the facts that need I/O.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from workbench import hdr, stats
+from workbench.analysis import ALL, PERCENTILES, Analysis
+from workbench.errors import WorkbenchError
+
+SCHEMA_VERSION = 1
+RECORD_FILE = "record.json"
+LATENCY_BASIS = "response time from the intended start (coordinated omission corrected)"
+HISTOGRAM_ENCODING = "HdrHistogram V2 compressed histoblob, base64"
+WINDOW_PERCENTILES = (50.0, 95.0, 99.0)
+
+# Top-level keys of a version-1 record and their JSON types (None: null allowed).
+REQUIRED: dict[str, tuple[type, ...]] = {
+    "schema_version": (int,), "run_id": (str,), "source": (dict,), "scenario": (str,),
+    "profile": (str, type(None)), "parameters": (dict,), "parameters_hash": (str,),
+    "target": (dict,), "workbench": (dict,), "run": (dict,), "machine": (dict,),
+    "software": (dict,), "database": (dict, type(None)), "fixtures": (dict,), "load": (dict,),
+    "latency_basis": (str,), "endpoints": (dict,), "percentiles": (dict,),
+    "histograms": (dict,), "windows": (dict, type(None)), "validity": (dict,),
+    "thresholds": (list,), "passed": (bool,),
+}
+_NESTED = {"target": ("kind", "version", "commit", "commit_date"),
+           "run": ("started_at", "ended_at"), "machine": ("name", "fingerprint"),
+           "validity": ("valid", "reasons"), "fixtures": ("sizes",),
+           "source": ("tool", "imported")}
+
+# Version n -> n + 1. A later schema adds its step here, so files already committed stay
+# readable (asv's api_version and update_json).
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+
+
+def params_hash(params: Mapping) -> str:
+    """A short stable hash of a run's parameters (key order does not matter)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def validate(record: Mapping, where: str = "record") -> None:
+    """Refuse a record that is not a complete version-1 record, naming the first problem."""
+    if not isinstance(record, Mapping):
+        raise WorkbenchError(f"{where}: a baseline record must be a JSON object")
+    for key, types in REQUIRED.items():
+        if key not in record:
+            raise WorkbenchError(f"{where}: baseline record lacks {key!r}; it was not written "
+                                 "by this workbench (re-record the run)")
+        if not isinstance(record[key], types):
+            raise WorkbenchError(f"{where}: baseline record field {key!r} has the wrong type "
+                                 f"({type(record[key]).__name__})")
+    for section, keys in _NESTED.items():
+        missing = [k for k in keys if k not in record[section]]
+        if missing:
+            raise WorkbenchError(f"{where}: baseline record section {section!r} lacks "
+                                 f"{', '.join(missing)}")
+
+
+def migrate(record: dict, where: str = "record") -> dict:
+    """Bring a record of an older schema version up to :data:`SCHEMA_VERSION`."""
+    version = record.get("schema_version") if isinstance(record, Mapping) else None
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise WorkbenchError(f"{where}: baseline schema version {version!r} is not "
+                             f"{SCHEMA_VERSION}; upgrade the workbench")
+    while version < SCHEMA_VERSION:
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise WorkbenchError(f"{where}: no migration from baseline schema version "
+                                 f"{version}; this workbench reads version {SCHEMA_VERSION}")
+        record = step(record)
+        version = record["schema_version"]
+    return record
+
+
+def num(value):
+    """A JSON-safe scalar: numpy to Python, NaN and infinities to None."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _latency_us(df: pd.DataFrame) -> np.ndarray:
+    """Response times in integer microseconds, exact from the nanosecond columns."""
+    return (df["end_ns"].to_numpy().astype(np.int64)
+            - df["intended_ns"].to_numpy().astype(np.int64)) // 1000
+
+
+def _encode(values_us: np.ndarray) -> str:
+    hist = hdr.new()
+    hdr.record_array(hist, values_us)
+    return hdr.encode(hist)
+
+
+def latency_sections(requests: pd.DataFrame, window_s: float,
+                     driver_histograms: Mapping | None = None) -> dict:
+    """The ``histograms`` and ``windows`` sections from a run's requests.
+
+    Per-endpoint histograms come from the driver's ``result.json`` when it wrote them, else
+    from ``requests.parquet`` with the same configuration (the encoding does not depend on
+    which). Windows are cut by intended start, as :func:`workbench.analysis.windows` cuts them.
+    """
+    sent = requests[~requests["dropped"].to_numpy()]
+    latency_us = _latency_us(sent)
+    tags = sent["tag"].astype(str).to_numpy()
+    classes = sent["status_class"].astype(str).to_numpy()
+    window = np.floor(sent["t_s"].to_numpy() / window_s).astype(np.int64)
+    failed = sent["failed"].to_numpy()
+    if driver_histograms:
+        by_endpoint = {str(t): {str(c): b for c, b in sorted(h.items())}
+                       for t, h in sorted(driver_histograms.items())}
+        source = "driver"
+    else:
+        by_endpoint = {}
+        for tag in sorted(set(tags)):
+            mine = tags == tag
+            by_endpoint[tag] = {c: _encode(latency_us[mine & (classes == c)])
+                                for c in sorted(set(classes[mine]))}
+        source = "requests.parquet"
+    windows: dict[str, list] = {}
+    order = np.lexsort((latency_us, window, tags))
+    tags_o, window_o = tags[order], window[order]
+    lat_o, failed_o = latency_us[order], failed[order]
+    new_group = (tags_o[1:] != tags_o[:-1]) | (window_o[1:] != window_o[:-1])
+    bounds = np.r_[0, np.flatnonzero(new_group) + 1, len(order)] if len(order) else np.r_[0]
+    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+        values = lat_o[start:end]  # sorted: percentiles by nearest rank
+        entry = {"t_s": float(window_o[start] * window_s), "requests": int(end - start),
+                 "errors": int(failed_o[start:end].sum())}
+        for p in WINDOW_PERCENTILES:
+            rank = int(stats.nearest_rank(values.size, p))
+            entry[stats.label(p)] = float(values[rank - 1]) / 1000
+        entry["histogram"] = _encode(values)
+        windows.setdefault(str(tags_o[start]), []).append(entry)
+    return {
+        "histograms": {"encoding": HISTOGRAM_ENCODING, **hdr.CONFIG, "source": source,
+                       "by_endpoint": by_endpoint},
+        "windows": {"seconds": window_s, "by": "intended start", "by_endpoint": windows},
+    }
+
+
+def percentile_section(table: pd.DataFrame, confidence: float = stats.CONFIDENCE) -> dict:
+    """``percentiles`` from :func:`workbench.analysis.percentiles`: value and [lo, hi] in ms."""
+    groups = []
+    for (_, endpoint, status_class), row in table.iterrows():
+        entry = {"endpoint": endpoint, "status_class": status_class, "count": int(row["count"])}
+        for p in PERCENTILES:
+            key = stats.label(p)
+            entry[key] = {"value": num(row[key]),
+                          "ci": [num(row[f"{key}_lo"]), num(row[f"{key}_hi"])]}
+        entry["max"] = num(row["max"])
+        groups.append(entry)
+    return {"unit": "ms", "confidence": confidence,
+            "method": "nearest rank; distribution-free order-statistic interval (binomial)",
+            "groups": groups}
+
+
+def endpoint_section(result: Analysis) -> dict:
+    """``endpoints``: the per-endpoint numbers the baselines table shows."""
+    out = {}
+    errors = result.errors
+    for tag, row in result.summary.iterrows():
+        entry = {k: num(row[k]) for k in ("requests", "failed", "dropped", "achieved_rps",
+                                          "error_rate")}
+        entry["offered_rps"] = num(result.load.loc[tag, "offered_rps"])
+        entry |= {stats.label(p): num(row[stats.label(p)]) for p in PERCENTILES}
+        entry["max"] = num(row["max"])
+        by_class = errors.loc[tag].drop(["sent", "failed", "error_rate"])
+        entry["errors"] = {str(k): int(v) for k, v in by_class.items() if v}
+        out[str(tag)] = entry
+    return out
+
+
+def validity_section(result: Analysis, reported: Mapping | None) -> dict:
+    """``validity``: the driver's verdict, and the analysis checks behind it.
+
+    The reasons are the driver's; a check that only the analysis failed adds its own line.
+    """
+    reported = reported or {}
+    reasons = list(reported.get("invalid_reasons") or [])
+    if not reasons:
+        reasons = [r for r in result.invalid_reasons
+                   if not r.startswith(("driver verdict", "run status"))]
+    checks = [{"check": r.check, "measured": num(r.measured), "limit": num(r.limit),
+               "ok": bool(r.ok)} for r in result.validity.itertuples()]
+    return {"valid": not reasons and result.valid, "reasons": reasons, "checks": checks,
+            "schedule_lag_ms": reported.get("schedule_lag_ms"),
+            "driver_cpu_fraction": (reported.get("driver") or {}).get("cpu_fraction")}
+
+
+def threshold_section(verdicts: pd.DataFrame) -> list[dict]:
+    return [{k: num(v) for k, v in row.items()} for row in verdicts.to_dict("records")]
+
+
+def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: pd.DataFrame,
+          reported: Mapping | None = None) -> dict:
+    """A complete version-1 record of a workbench run.
+
+    ``context`` holds the provenance gathered with I/O (run_id, scenario, profile, parameters,
+    target, workbench, run, machine, software, database, fixtures, load); ``reported`` is the
+    driver's ``result.json``.
+    """
+    record = {
+        "schema_version": SCHEMA_VERSION,
+        "source": {"tool": "workbench", "imported": False},
+        **context,
+        "parameters_hash": params_hash(context["parameters"]),
+        "latency_basis": LATENCY_BASIS,
+        "endpoints": endpoint_section(result),
+        "percentiles": percentile_section(result.percentiles),
+        **latency_sections(requests, result.window_s, (reported or {}).get("histograms")),
+        "validity": validity_section(result, reported),
+        "thresholds": threshold_section(verdicts),
+        "passed": bool(verdicts["ok"].all()) if len(verdicts) else True,
+    }
+    validate(record)
+    return record
+
+
+def endpoints_with_all(record: Mapping) -> list[str]:
+    """The record's endpoint names, ``all`` first when present."""
+    names = sorted(record["endpoints"])
+    return ([ALL] if ALL in names else []) + [n for n in names if n != ALL]

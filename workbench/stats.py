@@ -1,0 +1,220 @@
+"""Pure statistics: percentiles with order-statistic intervals, HDR buckets, bootstrap, tests.
+
+No I/O and no pandas: numpy arrays in, numpy arrays out (asv's ``_stats.py`` is the model).
+
+Percentiles are *nearest rank*: the p-th percentile of n sorted values is the value of rank
+``ceil(p/100 * n)`` (1-based), always an observed value, as ``np.percentile(...,
+method="inverted_cdf")`` and the driver compute it. Ranks are computed in integers so that
+``p(95)`` of 100 values is rank 95, not 96 through floating-point noise.
+
+Confidence interval of a percentile (distribution-free, Hahn & Meeker): the number B of samples
+at or below the true q-quantile is Binomial(n, q), so with ``r = F⁻¹(α/2)`` and
+``s = F⁻¹(1-α/2) + 1`` (F the binomial CDF) the order statistics ``[X(r), X(s)]`` cover it with
+probability ``F(s-1) - F(r-1) >= 1-α``. When ``r < 1`` or ``s > n`` that bound is not
+identifiable from n samples and is reported as missing (NaN here, ``null`` in JSON).
+
+Bootstrap and comparison work on HdrHistogram bucket counts (``workbench.hdr``'s one
+configuration), so runs and committed baselines, which keep only encoded histograms, are
+compared the same way.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hdrh.histogram import HdrHistogram
+from scipy import stats as sps
+
+PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+CONFIDENCE = 0.95
+_MILLI = 1000  # percentiles are exact to 1/1000 of a percent (p99.999)
+
+
+def label(p: float) -> str:
+    """``p50``, ``p99.9``: the column and JSON key of a percentile."""
+    return f"p{p:g}"
+
+
+def nearest_rank(n: np.ndarray | int, p: float) -> np.ndarray:
+    """1-based rank of the p-th percentile among n values (0 where n is 0)."""
+    n = np.asarray(n, dtype=np.int64)
+    pm = int(round(p * _MILLI))
+    rank = (n * pm + 100 * _MILLI - 1) // (100 * _MILLI)
+    return np.where(n > 0, np.clip(rank, 1, np.maximum(n, 1)), 0)
+
+
+def ci_ranks(n: np.ndarray | int, p: float,
+             confidence: float = CONFIDENCE) -> tuple[np.ndarray, np.ndarray]:
+    """1-based ranks ``(r, s)`` of the order-statistic interval; 0 where a bound is unidentifiable.
+
+    The interval is conservative: its exact coverage :func:`ci_coverage` is at least
+    ``confidence``.
+    """
+    n = np.atleast_1d(np.asarray(n, dtype=np.int64))
+    q = p / 100.0
+    alpha = 1.0 - confidence
+    safe_n = np.maximum(n, 1)
+    lo = sps.binom.ppf(alpha / 2, safe_n, q).astype(np.int64)  # r = smallest k with F(k) >= α/2
+    hi = sps.binom.ppf(1 - alpha / 2, safe_n, q).astype(np.int64) + 1
+    lo = np.where((n > 0) & (lo >= 1), lo, 0)
+    hi = np.where((n > 0) & (hi <= n), hi, 0)
+    return lo, hi
+
+
+def ci_coverage(n: int, p: float, confidence: float = CONFIDENCE) -> float:
+    """Exact coverage probability of :func:`ci_ranks` for a continuous distribution.
+
+    An unidentifiable bound counts as infinite (the interval is open on that side).
+    """
+    lo, hi = (int(x[0]) for x in ci_ranks(n, p, confidence))
+    q = p / 100.0
+    upper = sps.binom.cdf(hi - 1, n, q) if hi else 1.0
+    lower = sps.binom.cdf(lo - 1, n, q) if lo else 0.0
+    return float(upper - lower)
+
+
+def grouped_percentiles(sorted_values: np.ndarray, counts: np.ndarray,
+                        percentiles: tuple[float, ...] = PERCENTILES,
+                        confidence: float | None = CONFIDENCE) -> dict[str, np.ndarray]:
+    """Percentiles (and intervals) of consecutive groups of an already group-wise sorted array.
+
+    ``sorted_values`` holds group 0's values ascending, then group 1's, ...; ``counts`` gives each
+    group's size. Returns arrays of one entry per group: ``p50`` ..., ``p50_lo``/``p50_hi`` when
+    ``confidence`` is given, and ``max``; NaN for empty groups and unidentifiable bounds.
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    starts = np.cumsum(counts) - counts
+    values = np.asarray(sorted_values, dtype=np.float64)
+    empty = counts == 0
+
+    def pick(rank: np.ndarray) -> np.ndarray:
+        idx = np.clip(starts + rank - 1, 0, max(values.size - 1, 0))
+        out = values[idx] if values.size else np.full(counts.shape, np.nan)
+        return np.where((rank > 0) & ~empty, out, np.nan)
+
+    out: dict[str, np.ndarray] = {}
+    for p in percentiles:
+        key = label(p)
+        out[key] = pick(nearest_rank(counts, p))
+        if confidence is not None:
+            lo, hi = ci_ranks(counts, p, confidence)
+            out[f"{key}_lo"] = pick(lo)
+            out[f"{key}_hi"] = pick(hi)
+    out["max"] = pick(counts)
+    return out
+
+
+def group_sort(values: np.ndarray, codes: np.ndarray, n_groups: int,
+               presorted: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Values ordered by group code, ascending within each group; and the group sizes.
+
+    With ``presorted`` the values are already ascending, so a stable sort by the small integer
+    codes (a radix sort in numpy) keeps them ascending inside each group.
+    """
+    codes = np.asarray(codes)
+    if presorted:
+        order = np.argsort(codes, kind="stable")
+    else:
+        order = np.lexsort((values, codes))
+    return values[order], np.bincount(codes, minlength=n_groups)
+
+
+# --- HdrHistogram buckets (the layout lives in workbench.hdr) ----------------------------------
+
+
+def bucket_counts(hist: HdrHistogram) -> tuple[np.ndarray, np.ndarray]:
+    """Non-empty buckets of a histogram: sorted counts-array indices and their counts."""
+    counts = np.ctypeslib.as_array(hist.counts).astype(np.int64)
+    nonzero = np.flatnonzero(counts)
+    return nonzero.astype(np.int64), counts[nonzero]
+
+
+def bucket_values_us(hist: HdrHistogram, index: np.ndarray) -> np.ndarray:
+    """Highest value equivalent to each counts index (what HdrHistogram reports), in µs."""
+    index = np.asarray(index, dtype=np.int64)
+    half_mag, half = hist.sub_bucket_half_count_magnitude, hist.sub_bucket_half_count
+    bucket = (index >> half_mag) - 1
+    sub = (index & (half - 1)) + half
+    first = bucket < 0
+    sub = np.where(first, sub - half, sub)
+    bucket = np.where(first, 0, bucket) + hist.unit_magnitude
+    return (sub << bucket) + (np.int64(1) << bucket) - 1
+
+
+def percentiles_from_counts(counts: np.ndarray, values: np.ndarray,
+                            percentiles: tuple[float, ...]) -> np.ndarray:
+    """Nearest-rank percentiles of each row of a bucket-count matrix (rows x buckets).
+
+    ``values`` are the bucket values in ascending order; rows with no count give NaN.
+    Returns an array of shape (rows, len(percentiles)).
+    """
+    counts = np.atleast_2d(counts)
+    cum = np.cumsum(counts, axis=1)
+    total = np.rint(cum[:, -1]).astype(np.int64) if cum.size else np.zeros(len(counts), np.int64)
+    out = np.full((len(counts), len(percentiles)), np.nan)
+    for j, p in enumerate(percentiles):
+        rank = nearest_rank(total, p)
+        idx = (cum >= rank[:, None] - 1e-9).argmax(axis=1)  # first bucket reaching the rank
+        out[:, j] = np.where(total > 0, values[idx], np.nan)
+    return out
+
+
+def bootstrap_ratio_ci(a_units: np.ndarray, b_units: np.ndarray, values: np.ndarray,
+                       percentiles: tuple[float, ...], n_boot: int = 1000,
+                       confidence: float = CONFIDENCE, seed: int = 0,
+                       chunk: int = 100) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile bootstrap interval of ``percentile(B) / percentile(A)``, resampling units.
+
+    A unit is a row of bucket counts: one time window or one whole run, never one request,
+    because requests within a run are autocorrelated and an i.i.d. bootstrap over them would
+    understate the uncertainty. Each replicate draws as many units as each side has, with
+    replacement, pools their counts and takes the percentile of the pool (never an average of
+    percentiles). Returns ``(low, high)`` arrays, one entry per percentile.
+    """
+    rng = np.random.default_rng(seed)
+    a_units, b_units = np.atleast_2d(a_units), np.atleast_2d(b_units)
+    ratios = np.empty((n_boot, len(percentiles)))
+    for start in range(0, n_boot, chunk):
+        size = min(chunk, n_boot - start)
+        wa = rng.multinomial(len(a_units), np.full(len(a_units), 1 / len(a_units)), size=size)
+        wb = rng.multinomial(len(b_units), np.full(len(b_units), 1 / len(b_units)), size=size)
+        qa = percentiles_from_counts(wa @ a_units, values, percentiles)
+        qb = percentiles_from_counts(wb @ b_units, values, percentiles)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratios[start:start + size] = qb / qa
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.nanpercentile(ratios, [tail, 100 - tail], axis=0)
+    return low, high
+
+
+def min_attainable_p(n: int, m: int) -> float:
+    """Smallest two-sided p-value a Mann-Whitney U test can give for samples of n and m."""
+    if n < 1 or m < 1:
+        return 1.0
+    return min(1.0, 2.0 / math.comb(n + m, n))
+
+
+def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided Mann-Whitney U p-value (NaN-free inputs); 1.0 when a side is empty."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size == 0 or b.size == 0:
+        return 1.0
+    if np.all(a == a[0]) and np.all(b == a[0]):
+        return 1.0  # identical constants: scipy would warn and return NaN
+    return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+
+
+def verdict(ratio: float, p_value: float, factor: float, alpha: float) -> str:
+    """asv's rule: a change needs both a minimum effect and significance.
+
+    ``slower`` when ``ratio > factor`` and ``p < alpha``; ``faster`` when ``ratio < 1/factor``
+    and ``p < alpha``; otherwise ``no change``.
+    """
+    if not (np.isfinite(ratio) and np.isfinite(p_value)) or p_value >= alpha:
+        return "no change"
+    if ratio > factor:
+        return "slower"
+    if ratio < 1 / factor:
+        return "faster"
+    return "no change"
