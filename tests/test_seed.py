@@ -1,6 +1,10 @@
+import re
+
+import pytest
 import sqlalchemy as sa
 
 from workbench import seed
+from workbench.errors import WorkbenchError
 
 
 def agents(dsn, where="id LIKE 'ag-loadtest-%'"):
@@ -69,3 +73,184 @@ def test_the_fixture_file_has_only_statements_and_bind_parameters():
     statements = seed.split_statements((seed.seed_dir() / seed.AGENT_FLEET_SQL).read_text())
     assert [s.split()[0] for s in statements] == ["DELETE", "INSERT"]
     assert all(":fleet_size" in s for s in statements)
+
+
+# --- certificate fixtures: bulk renewal, ARI, api_tier cleanup ---------------------------------
+
+
+def certs(dsn, where):
+    engine = sa.create_engine(dsn)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT id, name, common_name, sans, environment, owner_id, team_id, issuer_id,"
+            " renewal_policy_id, status, expires_at, tags, created_at, source, now() AS now"
+            f" FROM managed_certificates WHERE {where} ORDER BY id")).all()
+    engine.dispose()
+    return rows
+
+
+def scalar(dsn, sql, **params):
+    engine = sa.create_engine(dsn)
+    with engine.connect() as conn:
+        value = conn.execute(sa.text(sql), params).scalar_one()
+    engine.dispose()
+    return value
+
+
+BULK = "id LIKE 'mc-loadtest-bulk-%' AND name LIKE 'loadtest-bulk-%'"
+FOREIGN_CERTS = "id IN ('mc-foreign-1', 'mc-loadtest-bulk-99999x', 'mc-foreign-api')"
+
+
+def test_bulk_fleet_has_certctl_shape(embedded_target):
+    report = seed.seed_bulk_renewal(embedded_target.dsn, 300)
+    assert report["certificates"] == 300 and report["fixture"] == "01_bulk_renewal_certs.sql"
+    rows = certs(embedded_target.dsn, BULK)
+    assert len(rows) == 300
+    first = rows[0]
+    assert (first.id, first.name, first.common_name, first.sans) == (
+        "mc-loadtest-bulk-00001", "loadtest-bulk-00001", "loadtest-bulk-00001.example.test",
+        ["loadtest-bulk-00001.example.test"])
+    assert {(r.status, r.environment, r.owner_id, r.team_id, r.issuer_id, r.renewal_policy_id,
+             r.source) for r in rows} == {("Active", "production", "o-alice", "t-platform",
+                                           "iss-local", "rp-standard", "")}
+    assert all(r.tags == {"batch": "bulk-renewal"} for r in rows)
+    days = sorted((r.expires_at - r.now).total_seconds() / 86400 for r in rows)
+    assert 0 < days[0] < 0.1 and 29.9 < days[-1] < 30  # spread over the next 30 days
+    ages = [(r.now - r.created_at).days for r in rows]
+    assert min(ages) >= 699  # older than the demo seed's certificates: criteria mode sees them
+    assert [r.id for r in sorted(rows, key=lambda r: r.created_at)] == [r.id for r in rows]
+    assert seed.bulk_certificate_ids(3) == [r.id for r in rows[:3]]
+
+
+def test_bulk_seed_and_reset_restore_status_and_remove_fixture_jobs_only(embedded_target):
+    dsn = embedded_target.dsn
+    seed.seed_bulk_renewal(dsn, 120)
+    execute(dsn, "INSERT INTO managed_certificates (id, name, common_name, environment,"
+                 " owner_id, team_id, issuer_id, renewal_policy_id, status, expires_at) VALUES"
+                 " ('mc-foreign-1', 'prod-cert-1', 'p.example.test', 'production', 'o-alice',"
+                 " 't-platform', 'iss-local', 'rp-standard', 'RenewalInProgress', now()),"
+                 " ('mc-loadtest-bulk-99999x', 'not-loadtest', 'n.example.test', 'production',"
+                 " 'o-alice', 't-platform', 'iss-local', 'rp-standard', 'Revoked', now())"
+                 " ON CONFLICT (id) DO NOTHING")
+    execute(dsn, "INSERT INTO jobs (id, type, certificate_id, status) VALUES"
+                 " ('job-fixture-1', 'Renewal', 'mc-loadtest-bulk-00003', 'AwaitingCSR'),"
+                 " ('job-foreign-1', 'Renewal', 'mc-foreign-1', 'AwaitingCSR')")
+    execute(dsn, "UPDATE managed_certificates SET status = 'RenewalInProgress'"
+                 " WHERE id IN ('mc-loadtest-bulk-00003', 'mc-loadtest-bulk-00004')")
+    try:
+        before = certs(dsn, FOREIGN_CERTS)
+        report = seed.reset_bulk_renewal(dsn)
+        assert report["certificates"] == 120
+        assert {r.status for r in certs(dsn, BULK)} == {"Active"}
+        jobs = scalar(dsn, "SELECT string_agg(id, ',' ORDER BY id) FROM jobs WHERE id LIKE"
+                           " 'job-f%'")
+        assert jobs == "job-foreign-1"
+        execute(dsn, "UPDATE managed_certificates SET status = 'Expired', tags = '{}'"
+                     " WHERE id = 'mc-loadtest-bulk-00007'")
+        seed.seed_bulk_renewal(dsn, 120)  # seeding again resets every column too
+        again = certs(dsn, "id = 'mc-loadtest-bulk-00007'")[0]
+        assert (again.status, again.tags) == ("Active", {"batch": "bulk-renewal"})
+        seed.seed_bulk_renewal(dsn, 40)  # a smaller fleet removes the surplus
+        assert len(certs(dsn, BULK)) == 40
+        assert [r[:14] for r in certs(dsn, FOREIGN_CERTS)] == [r[:14] for r in before]
+    finally:
+        execute(dsn, "DELETE FROM managed_certificates WHERE id IN ('mc-foreign-1',"
+                     " 'mc-loadtest-bulk-99999x')")
+
+
+def test_ari_certificates_have_unpadded_lowercase_serials(embedded_target):
+    dsn = embedded_target.dsn
+    report = seed.seed_ari_certs(dsn, 20)
+    assert report["versions"] == 20
+    engine = sa.create_engine(dsn)
+    with engine.connect() as conn:
+        versions = conn.execute(sa.text(
+            "SELECT cv.id, cv.certificate_id, cv.serial_number, cv.not_after, mc.expires_at,"
+            " mc.issuer_id, mc.status, cv.fingerprint_sha256 FROM certificate_versions cv"
+            " JOIN managed_certificates mc ON mc.id = cv.certificate_id"
+            " WHERE cv.id LIKE 'cv-loadtest-ari-%' ORDER BY cv.id")).all()
+    engine.dispose()
+    assert len(versions) == 20
+    for i, v in enumerate(versions, start=1):
+        assert v.serial_number == seed.ari_serial(i) == f"{int(v.serial_number, 16):x}"
+        assert v.certificate_id == f"mc-loadtest-ari-{i:05d}"
+        assert v.not_after == v.expires_at and v.issuer_id == "iss-local"
+    assert len({v.fingerprint_sha256 for v in versions}) == 20
+    seed.seed_ari_certs(dsn, 20)  # idempotent
+    seed.seed_ari_certs(dsn, 5)  # shrinks; versions go with their certificates
+    assert scalar(dsn, "SELECT count(*) FROM certificate_versions"
+                       " WHERE id LIKE 'cv-loadtest-ari-%'") == 5
+
+
+def test_ari_cert_ids_encode_the_fixture_serials():
+    import base64
+
+    for i, cert_id in enumerate(seed.ari_cert_ids(3), start=1):
+        aki, serial = cert_id.split(".")
+        assert "=" not in cert_id
+        raw = base64.urlsafe_b64decode(serial + "=" * (-len(serial) % 4))
+        assert raw.hex() == seed.ari_serial(i)
+        assert base64.urlsafe_b64decode(aki + "=" * (-len(aki) % 4)) == seed.ARI_AKI
+
+
+def test_api_tier_reset_removes_only_its_certificates(embedded_target):
+    dsn = embedded_target.dsn
+    execute(dsn, "INSERT INTO managed_certificates (id, name, common_name, environment,"
+                 " owner_id, team_id, issuer_id, renewal_policy_id, status, expires_at) VALUES"
+                 " ('cert-1-1', 'loadtest-api-abc-000001', 'a.example.test', 'production',"
+                 " 'o-alice', 't-platform', 'iss-local', 'rp-standard', 'Pending', now()),"
+                 " ('mc-foreign-api', 'loadtest-apiary', 'b.example.test', 'production',"
+                 " 'o-alice', 't-platform', 'iss-local', 'rp-standard', 'Pending', now())")
+    try:
+        report = seed.reset_api_tier(dsn)
+        assert report["api_certificates"] == 0
+        assert [r.id for r in certs(dsn, "id IN ('cert-1-1', 'mc-foreign-api')")] == [
+            "mc-foreign-api"]
+    finally:
+        execute(dsn, "DELETE FROM managed_certificates WHERE id IN ('cert-1-1',"
+                     " 'mc-foreign-api')")
+
+
+def test_missing_parent_rows_are_refused_with_the_fix(embedded_target):
+    """A fresh certctl-shaped database without the demo seed's teams, owners, ..."""
+    from workbench.standin import schema_sql
+
+    admin = sa.create_engine(embedded_target.dsn, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text("DROP DATABASE IF EXISTS wb_no_parents"))
+        conn.execute(sa.text("CREATE DATABASE wb_no_parents"))
+    dsn = embedded_target.dsn.replace("/certctl?", "/wb_no_parents?")
+    try:
+        bare = sa.create_engine(dsn)
+        with bare.begin() as conn:
+            conn.exec_driver_sql(schema_sql())
+            conn.exec_driver_sql("DELETE FROM owners; DELETE FROM teams;"
+                                 " DELETE FROM renewal_policies WHERE id = 'rp-standard'")
+        bare.dispose()
+        with pytest.raises(WorkbenchError, match=r"lacks: teams.t-platform, owners.o-alice,"
+                                                 r" renewal_policies.rp-standard; start certctl"
+                                                 r" with CERTCTL_DEMO_SEED=true"):
+            seed.seed_bulk_renewal(dsn, 10)
+        assert scalar(dsn, "SELECT count(*) FROM managed_certificates") == 0
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text("DROP DATABASE IF EXISTS wb_no_parents WITH (FORCE)"))
+        admin.dispose()
+
+
+@pytest.mark.parametrize("size", [0, -1, 100_000, 2.5, True, "10"])
+def test_fixture_sizes_are_checked_before_any_write(size):
+    with pytest.raises(WorkbenchError, match="bulk_size must be an integer in 1..99999"):
+        seed.seed_bulk_renewal("postgresql+psycopg://nobody@/nowhere", size)
+
+
+def test_every_fixture_file_is_plain_statements_with_its_bind_parameters():
+    expected = {seed.BULK_RENEWAL_SQL: ("bulk_size", ["DELETE", "DELETE", "INSERT"]),
+                seed.BULK_RENEWAL_RESET_SQL: (None, ["DELETE", "UPDATE"]),
+                seed.ARI_CERTS_SQL: ("ari_size", ["DELETE", "INSERT", "INSERT"]),
+                seed.API_TIER_RESET_SQL: (None, ["DELETE"])}
+    for name, (param, verbs) in expected.items():
+        statements = seed.split_statements((seed.seed_dir() / name).read_text())
+        assert [s.split()[0] for s in statements] == verbs, name
+        binds = {m for s in statements for m in re.findall(r"(?<![:\w]):([a-z_]+)", s)}
+        assert binds == ({param} if param else set()), name

@@ -199,15 +199,16 @@ def test_heartbeat_with_unparseable_body_only_touches_the_timestamp(
     assert {**after, "last_heartbeat_at": None} == {**before, "last_heartbeat_at": None}
 
 
-def test_heartbeat_for_unknown_agent_is_404_in_handler_shape(
+def test_heartbeat_for_unknown_agent_is_500_as_a_running_certctl_answers(
     client: httpx.Client, auth: dict[str, str]
 ) -> None:
+    """certctl's code says 404, its running build says 500 (docs/certctl-verified.md)."""
     response = client.post(HEARTBEAT.format("test-agent-does-not-exist"), headers=auth)
-    assert response.status_code == 404
+    assert response.status_code == 500
     assert response.headers["content-type"] == "application/json"
     assert response.json() == {
-        "error": "Not Found",
-        "message": "Agent not found",
+        "error": "Internal Server Error",
+        "message": "Failed to record heartbeat",
         "request_id": response.headers["x-request-id"],
     }
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import ssl
+import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
@@ -20,6 +21,12 @@ from workbench.seed import redact_dsn
 TOKEN_ENV = "CERTCTL_TOKEN"
 DSN_ENV = "CERTCTL_DSN"
 CA_ENV = "CERTCTL_CA_FILE"
+DEFAULT_ACME_PROFILE = "prof-standard-tls"
+# certctl's traps preflight knows; a scenario names the ones that can spoil it.
+TRAPS = ("rate_limit", "acme", "issuers", "fixture_parents", "renewal_check", "agent_health")
+# The limiter probe stops once certctl's default limiter (50 req/s, burst 100) would have
+# refused; a 429 before that means a limiter is on.
+LIMITER_RPS, LIMITER_BURST, PROBE_MARGIN, PROBE_MAX = 50.0, 100, 20, 250
 
 
 @dataclass(frozen=True)
@@ -81,10 +88,14 @@ def token_for(target: Target) -> str:
                          "CERTCTL_AUTH_SECRET keys)")
 
 
-def preflight(target: Target, token: str) -> dict:
+def preflight(target: Target, token: str, strict: bool = False,
+              acme_profiles: tuple[str, ...] = (DEFAULT_ACME_PROFILE,),
+              traps: tuple[str, ...] = TRAPS) -> dict:
     """Check reachability, TLS, identity and the token; returns the target's identity.
 
-    Each failure is one sentence naming the problem and the fix, raised before any load.
+    Each failure is one sentence naming the problem and the fix, raised before any load. Then
+    the certctl ``traps`` a scenario cares about are checked (:func:`trap_warnings`); they are
+    returned in ``identity["warnings"]``, or refused all at once with ``strict``.
     """
     try:
         with httpx.Client(base_url=target.url, verify=target.verify(), timeout=5.0) as client:
@@ -110,6 +121,9 @@ def preflight(target: Target, token: str) -> dict:
     if auth.status_code != 200:
         raise WorkbenchError(f"auth check answered {auth.status_code}: {auth.text[:200]}")
     identity = version.json()
+    warnings = trap_warnings(target, token, acme_profiles, traps)
+    if strict and warnings:
+        raise WorkbenchError(f"--strict refuses {target.url}: " + "; ".join(warnings))
     return {
         "url": target.url,
         "kind": target.kind,
@@ -118,4 +132,111 @@ def preflight(target: Target, token: str) -> dict:
         "modified": identity.get("modified"),
         "standin": bool(identity.get("standin")),
         "dsn": target.safe_dsn,
+        "warnings": warnings,
     }
+
+
+# --- certctl's traps (contract section 11): warnings with the fix ------------------------------
+
+
+def trap_warnings(target: Target, token: str,
+                  acme_profiles: tuple[str, ...] = (DEFAULT_ACME_PROFILE,),
+                  traps: tuple[str, ...] = TRAPS) -> list[str]:
+    """One sentence per certctl trap (of ``traps``) this target shows, each naming the fix."""
+    warnings = []
+    with httpx.Client(base_url=target.url, verify=target.verify(), timeout=5.0) as client:
+        refused_after = probe_rate_limiter(client) if "rate_limit" in traps else None
+        if refused_after is not None:
+            warnings.append(
+                f"certctl's REST rate limiter is on (429 after {refused_after} quick requests to"
+                " /health): it is keyed by source IP, so one load host gets 50 req/s in total"
+                " across every endpoint; set CERTCTL_RATE_LIMIT_ENABLED=false on the server for"
+                " capacity runs")
+        for profile in dict.fromkeys(acme_profiles) if "acme" in traps else ():
+            acme = _acme_warning(client, token, profile)
+            if acme:
+                warnings.append(acme)
+    if target.dsn and set(traps) - {"rate_limit", "acme"}:
+        warnings.extend(database_warnings(target.dsn, traps))
+    return warnings
+
+
+def probe_rate_limiter(client: httpx.Client) -> int | None:
+    """Requests sent before the first 429 on ``/health`` (certctl's no-auth chain, whose limiter
+    has the same settings as the API's but its own buckets), or None if none came in time."""
+    started = time.monotonic()
+    for sent in range(1, PROBE_MAX + 1):
+        if client.get("/health").status_code == 429:
+            return sent
+        if sent > LIMITER_BURST + LIMITER_RPS * (time.monotonic() - started) + PROBE_MARGIN:
+            return None
+    return None
+
+
+def _acme_warning(client: httpx.Client, token: str, profile: str) -> str | None:
+    path = f"/acme/profile/{profile}/directory"
+    response = client.get(path, headers={"Authorization": f"Bearer {token}"})
+    kind = response.headers.get("content-type", "")
+    if kind.startswith("text/html"):
+        return (f"{path} answers HTML: certctl's dashboard shadows /acme/* when web/index.html "
+                "or web/dist/index.html exists in its working directory; start it from a "
+                "directory without web/")
+    if response.status_code == 401:
+        return (f"{path} answers 401: certctl serves /acme/* behind the Bearer API key; check "
+                f"that {TOKEN_ENV} is one of its keys")
+    if response.status_code in (404, 500) and kind.startswith("application/problem+json"):
+        # certctl's code answers a missing profile 404; the running server answers 500.
+        return (f"{path} answers {response.status_code} ({response.json().get('detail')!r}):"
+                f" the ACME profile {profile!r} most likely does not exist; start certctl with "
+                "CERTCTL_DEMO_SEED=true or create it, or pass -p profile_id <existing profile>")
+    if response.status_code == 404:
+        return f"{path} answers 404 ({response.text[:40].strip()!r}): this server has no ACME"
+    return None
+
+
+def database_warnings(dsn: str, traps: tuple[str, ...] = TRAPS) -> list[str]:
+    """Traps visible in certctl's database: issuers, fixture parents, scheduler traces."""
+    import sqlalchemy as sa
+
+    from workbench import seed
+
+    try:
+        engine = seed.engine_for(dsn, allow_remote=True)  # read-only queries
+        try:
+            with engine.connect() as conn:
+                issuers = conn.execute(sa.text(
+                    "SELECT id FROM issuers WHERE enabled ORDER BY id")).scalars().all()
+                touched = conn.execute(sa.text(
+                    "SELECT count(*) FROM managed_certificates WHERE name LIKE 'loadtest-%'"
+                    " AND (status IN ('Expiring', 'Expired') OR id IN (SELECT certificate_id"
+                    " FROM jobs WHERE type = 'Renewal' AND status = 'Pending'))")).scalar_one()
+                offline = conn.execute(sa.text(
+                    "SELECT count(*) FROM agents WHERE id LIKE 'ag-loadtest-%'"
+                    " AND status = 'Offline'")).scalar_one()
+            missing = seed.missing_fixture_parents(engine)
+        finally:
+            engine.dispose()
+    except (WorkbenchError, sa.exc.SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        return [f"database checks skipped ({redact_dsn(reason) if '://' in reason else reason});"
+                f" check {DSN_ENV}"]
+    warnings = []
+    if len(issuers) > 1 and "issuers" in traps:
+        warnings.append(
+            f"{len(issuers)} enabled issuers ({', '.join(issuers)}): certctl's ARI looks a"
+            " certificate up under one picked at random, so fixtures on iss-local answer 200"
+            f" about 1 time in {len(issuers)}; disable the others (UPDATE issuers SET"
+            " enabled=false WHERE id <> 'iss-local') and restart certctl")
+    if missing and "fixture_parents" in traps:
+        warnings.append(f"fixture parent rows missing: {', '.join(missing)}; start certctl with"
+                        " CERTCTL_DEMO_SEED=true (or create them) before seeding")
+    if touched and "renewal_check" in traps:
+        warnings.append(
+            f"certctl's scheduler renewal check has touched {touched} loadtest certificates"
+            " (Expiring/Expired or Pending renewal jobs): set"
+            " CERTCTL_SCHEDULER_RENEWAL_CHECK_INTERVAL=720h, restart, then reseed")
+    if offline and "agent_health" in traps:
+        warnings.append(
+            f"{offline} loadtest agents are Offline (certctl's agent-health sweep): set"
+            " CERTCTL_SCHEDULER_AGENT_HEALTH_CHECK_INTERVAL=24h and restart")
+    return warnings

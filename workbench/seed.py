@@ -7,7 +7,9 @@ transaction: a failure leaves the database as it was.
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import os
 import re
 import time
 from pathlib import Path
@@ -18,12 +20,22 @@ from sqlalchemy.engine import make_url
 from workbench.errors import WorkbenchError
 from workbench.paths import seed_dir
 
+BULK_RENEWAL_SQL = "01_bulk_renewal_certs.sql"
+BULK_RENEWAL_RESET_SQL = "01_bulk_renewal_reset.sql"
 AGENT_FLEET_SQL = "02_agent_fleet.sql"
+ARI_CERTS_SQL = "03_ari_certs.sql"
+API_TIER_RESET_SQL = "04_api_tier_reset.sql"
 MAX_FLEET = 99_999  # ids are zero-padded to five digits
+MAX_FIXTURE = 99_999
+
+# Parent rows the certificate fixtures reference (certctl's demo seed creates them).
+FIXTURE_PARENTS = (("teams", "t-platform"), ("owners", "o-alice"), ("issuers", "iss-local"),
+                   ("renewal_policies", "rp-standard"))
+ARI_AKI = b"loadtest"  # certctl ignores the AKI half of an ARI cert-id; any bytes do
 
 # Tables certctl creates that the fixtures rely on; a database lacking them is not certctl's.
 CERTCTL_TABLES = ("agents", "teams", "owners", "issuers", "renewal_policies",
-                  "managed_certificates", "jobs")
+                  "managed_certificates", "certificate_versions", "jobs")
 
 
 def redact_dsn(dsn: str) -> str:
@@ -43,8 +55,16 @@ def _is_loopback(host: str | None) -> bool:
         return False
 
 
+ALLOW_REMOTE_ENV = "WORKBENCH_ALLOW_REMOTE_DB"  # set by --allow-remote-db; reaches the kernel
+
+
 def engine_for(dsn: str, allow_remote: bool = False) -> sa.Engine:
-    """An engine for ``dsn``; a non-loopback host needs ``allow_remote`` before any write."""
+    """An engine for ``dsn``; a non-loopback host needs consent before any write.
+
+    Consent is ``allow_remote`` or ``WORKBENCH_ALLOW_REMOTE_DB=1`` (what ``--allow-remote-db``
+    sets, so it reaches the notebook kernel without becoming a notebook parameter).
+    """
+    allow_remote = allow_remote or os.environ.get(ALLOW_REMOTE_ENV) == "1"
     try:
         url = make_url(dsn)
     except Exception as exc:  # noqa: BLE001
@@ -96,6 +116,96 @@ def check_certctl_schema(engine: sa.Engine) -> None:
                              " point the DSN at certctl's database (or start the stand-in)")
 
 
+def missing_fixture_parents(engine: sa.Engine) -> list[str]:
+    """``table.id`` of each parent row the certificate fixtures need that does not exist."""
+    missing = []
+    with engine.connect() as conn:
+        for table, row_id in FIXTURE_PARENTS:
+            found = conn.execute(sa.text(f"SELECT 1 FROM {table} WHERE id = :id"),
+                                 {"id": row_id}).first()
+            if found is None:
+                missing.append(f"{table}.{row_id}")
+    return missing
+
+
+def _check_parents(engine: sa.Engine) -> None:
+    missing = missing_fixture_parents(engine)
+    if missing:
+        raise WorkbenchError(f"the fixtures reference rows this database lacks: "
+                             f"{', '.join(missing)}; start certctl with CERTCTL_DEMO_SEED=true "
+                             "(or create them) before seeding")
+
+
+def _check_size(name: str, size: object) -> None:
+    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_FIXTURE:
+        raise WorkbenchError(f"{name} must be an integer in 1..{MAX_FIXTURE}, got {size!r}")
+
+
+def _count(engine: sa.Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(sql)).scalar_one()
+
+
+def seed_bulk_renewal(dsn: str, bulk_size: int, allow_remote: bool = False) -> dict:
+    """Create or reset the ``loadtest-bulk-NNNNN`` certificates (all Active, no jobs)."""
+    _check_size("bulk_size", bulk_size)
+    engine = engine_for(dsn, allow_remote)
+    try:
+        check_certctl_schema(engine)
+        _check_parents(engine)
+        seconds = run_sql_file(engine, seed_dir() / BULK_RENEWAL_SQL, {"bulk_size": bulk_size})
+        count = _count(engine, "SELECT count(*) FROM managed_certificates"
+                               " WHERE id LIKE 'mc-loadtest-bulk-%' AND status = 'Active'")
+    finally:
+        engine.dispose()
+    return {"fixture": BULK_RENEWAL_SQL, "bulk_size": bulk_size, "certificates": count,
+            "seconds": round(seconds, 3)}
+
+
+def reset_bulk_renewal(dsn: str, allow_remote: bool = False) -> dict:
+    """Put the bulk fleet back between runs: fixture jobs deleted, status Active again."""
+    engine = engine_for(dsn, allow_remote)
+    try:
+        check_certctl_schema(engine)
+        seconds = run_sql_file(engine, seed_dir() / BULK_RENEWAL_RESET_SQL, {})
+        count = _count(engine, "SELECT count(*) FROM managed_certificates"
+                               " WHERE id LIKE 'mc-loadtest-bulk-%' AND status = 'Active'")
+    finally:
+        engine.dispose()
+    return {"fixture": BULK_RENEWAL_RESET_SQL, "certificates": count,
+            "seconds": round(seconds, 3)}
+
+
+def seed_ari_certs(dsn: str, ari_size: int, allow_remote: bool = False) -> dict:
+    """Create or reset the ``loadtest-ari-NNNNN`` certificates and their versions."""
+    _check_size("ari_size", ari_size)
+    engine = engine_for(dsn, allow_remote)
+    try:
+        check_certctl_schema(engine)
+        _check_parents(engine)
+        seconds = run_sql_file(engine, seed_dir() / ARI_CERTS_SQL, {"ari_size": ari_size})
+        count = _count(engine, "SELECT count(*) FROM certificate_versions"
+                               " WHERE id LIKE 'cv-loadtest-ari-%'")
+    finally:
+        engine.dispose()
+    return {"fixture": ARI_CERTS_SQL, "ari_size": ari_size, "versions": count,
+            "seconds": round(seconds, 3)}
+
+
+def reset_api_tier(dsn: str, allow_remote: bool = False) -> dict:
+    """Delete the certificates earlier api_tier runs created (``loadtest-api-*``)."""
+    engine = engine_for(dsn, allow_remote)
+    try:
+        check_certctl_schema(engine)
+        seconds = run_sql_file(engine, seed_dir() / API_TIER_RESET_SQL, {})
+        left = _count(engine, "SELECT count(*) FROM managed_certificates"
+                              " WHERE name LIKE 'loadtest-api-%'")
+    finally:
+        engine.dispose()
+    return {"fixture": API_TIER_RESET_SQL, "api_certificates": left,
+            "seconds": round(seconds, 3)}
+
+
 def seed_agent_fleet(dsn: str, fleet_size: int, allow_remote: bool = False) -> dict:
     """Create or reset the ``loadtest-agent-NNNNN`` fleet; returns what was seeded, how fast."""
     if not isinstance(fleet_size, int) or not 1 <= fleet_size <= MAX_FLEET:
@@ -116,3 +226,23 @@ def seed_agent_fleet(dsn: str, fleet_size: int, allow_remote: bool = False) -> d
 def agent_ids(fleet_size: int) -> list[str]:
     """The fixture's agent ids, in seeding order."""
     return [f"ag-loadtest-{i:05d}" for i in range(1, fleet_size + 1)]
+
+
+def bulk_certificate_ids(bulk_size: int) -> list[str]:
+    """The bulk fixture's certificate ids, oldest ``created_at`` first."""
+    return [f"mc-loadtest-bulk-{i:05d}" for i in range(1, bulk_size + 1)]
+
+
+def ari_serial(i: int) -> str:
+    """Serial of ARI fixture ``i`` as stored: lowercase hex, never a leading zero."""
+    return f"ace0{i:012x}"
+
+
+def _b64url(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def ari_cert_ids(ari_size: int) -> list[str]:
+    """RFC 9773 cert-ids (``base64url(AKI).base64url(serial)``) of the ARI fixture."""
+    aki = _b64url(ARI_AKI)
+    return [f"{aki}.{_b64url(bytes.fromhex(ari_serial(i)))}" for i in range(1, ari_size + 1)]

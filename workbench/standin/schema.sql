@@ -287,3 +287,74 @@ VALUES ('prof-standard-tls', 'Standard TLS', 'Default profile for web-facing TLS
         '[{"algorithm": "ECDSA", "min_size": 256}, {"algorithm": "RSA", "min_size": 2048}]'::jsonb,
         7776000, '["serverAuth"]'::jsonb, '[]'::jsonb, '', false, true)
 ON CONFLICT (id) DO NOTHING;
+
+-- certctl's ACME server tables (migration 000025). None of the foreign keys cascade.
+CREATE TABLE IF NOT EXISTS acme_accounts (
+    account_id     TEXT PRIMARY KEY,
+    jwk_thumbprint TEXT NOT NULL,
+    jwk_pem        TEXT NOT NULL,
+    contact        TEXT[],
+    status         TEXT NOT NULL,
+    profile_id     TEXT NOT NULL REFERENCES certificate_profiles (id),
+    owner_id       TEXT REFERENCES owners (id),
+    created_at     TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    updated_at     TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    UNIQUE (profile_id, jwk_thumbprint)
+);
+CREATE INDEX IF NOT EXISTS idx_acme_accounts_jwk_thumb ON acme_accounts (profile_id, jwk_thumbprint);
+CREATE INDEX IF NOT EXISTS idx_acme_accounts_status ON acme_accounts (status) WHERE status = 'valid';
+
+CREATE TABLE IF NOT EXISTS acme_orders (
+    order_id       TEXT PRIMARY KEY,
+    account_id     TEXT NOT NULL REFERENCES acme_accounts (account_id),
+    identifiers    JSONB NOT NULL,
+    status         TEXT NOT NULL,
+    expires_at     TIMESTAMPTZ NOT NULL,
+    not_before     TIMESTAMPTZ,
+    not_after      TIMESTAMPTZ,
+    error          JSONB,
+    csr_pem        TEXT,
+    certificate_id TEXT REFERENCES managed_certificates (id),
+    created_at     TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    updated_at     TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_acme_orders_account ON acme_orders (account_id);
+CREATE INDEX IF NOT EXISTS idx_acme_orders_status
+    ON acme_orders (status) WHERE status IN ('pending', 'ready', 'processing');
+CREATE INDEX IF NOT EXISTS idx_acme_orders_expires ON acme_orders (expires_at);
+
+CREATE TABLE IF NOT EXISTS acme_authorizations (
+    authz_id   TEXT PRIMARY KEY,
+    order_id   TEXT NOT NULL REFERENCES acme_orders (order_id),
+    identifier JSONB NOT NULL,
+    status     TEXT NOT NULL,
+    expires_at TIMESTAMPTZ NOT NULL,
+    wildcard   BOOLEAN NOT NULL DEFAULT FALSE,
+    created_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_acme_authz_order ON acme_authorizations (order_id);
+CREATE INDEX IF NOT EXISTS idx_acme_authz_status
+    ON acme_authorizations (status) WHERE status IN ('pending', 'processing');
+
+CREATE TABLE IF NOT EXISTS acme_challenges (
+    challenge_id TEXT PRIMARY KEY,
+    authz_id     TEXT NOT NULL REFERENCES acme_authorizations (authz_id),
+    type         TEXT NOT NULL,
+    status       TEXT NOT NULL,
+    token        TEXT NOT NULL,
+    validated_at TIMESTAMPTZ,
+    error        JSONB,
+    created_at   TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+CREATE INDEX IF NOT EXISTS idx_acme_challenges_authz ON acme_challenges (authz_id);
+
+-- Nonces are global across profiles; used or expired rows stay until certctl's GC (which runs
+-- only with CERTCTL_ACME_SERVER_ENABLED=true) deletes them. The stand-in has no GC.
+CREATE TABLE IF NOT EXISTS acme_nonces (
+    nonce      TEXT PRIMARY KEY,
+    issued_at  TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+    expires_at TIMESTAMPTZ NOT NULL,
+    used       BOOLEAN NOT NULL DEFAULT FALSE
+);
+CREATE INDEX IF NOT EXISTS idx_acme_nonces_expires ON acme_nonces (expires_at) WHERE used = FALSE;

@@ -2,12 +2,16 @@
 
 It is the workbench's embedded default target, not certctl: ``/api/v1/version`` says so
 (``"standin": true``) and results measured against it must never be reported as certctl's.
-What it reproduces, from ``certctl-contract.md``: the no-auth / auth dispatch, the Bearer-key
-error shapes, the handler error shape with ``request_id``, Go's mux 404/405 texts, the
-fire-and-forget ``audit_events`` INSERT per authenticated request, and the heartbeat's exact
-SQL sequence including its stale-row quirk. Each endpoint is one small handler registered in
-``_add_routes``; cross-cutting behaviour (request id, auth, audit, later a rate limiter) lives in
-middlewares, in certctl's order.
+What it reproduces, from ``certctl-contract.md``: the no-auth / auth dispatch, the REST rate
+limiter (``ratelimit.py``), the Bearer-key error shapes, the handler error shape with
+``request_id``, Go's mux 404/405 texts, the fire-and-forget ``audit_events`` INSERT per
+authenticated request, the heartbeat's exact SQL sequence including its stale-row quirk, the
+certificate endpoints (``certificates.py``) and the ACME reads (``acme.py``). Cross-cutting
+behaviour lives in middlewares, in certctl's order: request id and recovery, rate limiter,
+auth, audit, router.
+
+Configuration uses certctl's own variable names (``CERTCTL_RATE_LIMIT_*``,
+``CERTCTL_KEYGEN_MODE``, ``CERTCTL_ACME_SERVER_*``); see ``core.config_from_env``.
 """
 
 from __future__ import annotations
@@ -16,39 +20,55 @@ import argparse
 import asyncio
 import hashlib
 import hmac
-import itertools
 import json
 import logging
 import ssl
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http import HTTPStatus
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import psycopg
 from aiohttp import web
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-log = logging.getLogger("workbench.standin")
+from workbench.standin import acme, certificates
+from workbench.standin.core import (
+    API_KEY_DIGEST,
+    API_USER,
+    AUDIT_TASKS,
+    CONFIG,
+    ISSUERS,
+    KEY_NAME,
+    POOL,
+    REQUEST_ID,
+    BodyTooLarge,
+    StandinConfig,
+    config_from_env,
+    go_http_error,
+    handler_error,
+    json_response,
+    log,
+    read_body,
+    record_audit_event,
+)
+from workbench.standin.ratelimit import KeyedRateLimiter, source_ip_key, too_many_requests
 
-STANDIN_VERSION = "standin-0.1.0"
-KEY_NAME = "standin-key"  # the name certctl would give a named API key; shows up as audit actor
+STANDIN_VERSION = "standin-0.2.0"
 POOL_MIN_SIZE = 5  # certctl: SetMaxIdleConns(5)
 POOL_MAX_SIZE = 25  # certctl: SetMaxOpenConns(25), shared by requests and audit inserts
 READY_PING_TIMEOUT_S = 2.0
 AUDIT_FLUSH_TIMEOUT_S = 10.0
+MAX_BODY_BYTES = 1 << 20  # certctl: CERTCTL_MAX_BODY_SIZE default 1 MiB
 
 # certctl's outer dispatcher sends exactly these paths through the no-auth chain.
 PUBLIC_PATHS = frozenset({"/health", "/ready", "/api/v1/auth/info", "/api/v1/version"})
 # certctl's audit middleware skips these prefixes (so e.g. /healthz is authenticated, not audited).
 AUDIT_EXCLUDED_PREFIXES = ("/health", "/ready", "/api/v1/version")
-# certctl sets these on every response of both chains when its rate limiter is off.
+# certctl sets these on the no-auth chain always, on the auth chain only with its limiter off.
 SECURITY_HEADERS = {
     "Strict-Transport-Security": "max-age=31536000; includeSubDomains",
     "X-Frame-Options": "DENY",
@@ -61,53 +81,7 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class StandinConfig:
-    dsn: str  # libpq conninfo or URI
-    api_key: str = field(repr=False)  # must never reach a log line or traceback
-    commit: str = "unknown"
-
-
-CONFIG = web.AppKey("config", StandinConfig)
-API_KEY_DIGEST = web.AppKey("api_key_digest", bytes)
-POOL = web.AppKey("pool", AsyncConnectionPool)
-AUDIT_TASKS = web.AppKey("audit_tasks", set)
-REQUEST_ID = web.RequestKey("request_id", str)
-API_USER = web.RequestKey("api_user", str)
-
-
-# --- responses in certctl's shapes -----------------------------------------------------------
-
-
-def json_response(status: int, payload: dict[str, Any]) -> web.Response:
-    """Go's json.NewEncoder output: compact, newline-terminated, ``application/json``.
-
-    Callers pass dicts in Go's key order: sorted for Go maps, field order for Go structs.
-    """
-    body = json.dumps(payload, separators=(",", ":"), ensure_ascii=False) + "\n"
-    return web.Response(status=status, body=body.encode(), content_type="application/json")
-
-
-def go_http_error(status: int, text: str) -> web.Response:
-    """Go's ``http.Error``: forces text/plain even when the text is JSON, adds a newline."""
-    response = web.Response(status=status, body=(text + "\n").encode())
-    response.headers["Content-Type"] = "text/plain; charset=utf-8"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    return response
-
-
-def handler_error(request: web.Request, status: int, message: str) -> web.Response:
-    """certctl's handler error body (``handler/response.go``), echoing the request id."""
-    return json_response(
-        status,
-        {
-            "error": HTTPStatus(status).phrase,
-            "message": message,
-            "request_id": request[REQUEST_ID],
-        },
-    )
+LIMITERS = web.AppKey("limiters", dict)  # chain name -> KeyedRateLimiter, empty when disabled
 
 
 # --- middlewares, outermost first (certctl: RequestID, logger, recovery, ..., auth, audit) -----
@@ -126,8 +100,21 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         log.exception("handler failed: %s %s", request.method, request.path)
         response = go_http_error(500, '{"error":"Internal Server Error"}')
     response.headers["X-Request-ID"] = request_id
-    response.headers.update(SECURITY_HEADERS)
+    # certctl's rate-limited auth chain is built without its security-headers middleware.
+    if request.path in PUBLIC_PATHS or not request.app[LIMITERS]:
+        response.headers.update(SECURITY_HEADERS)
     return response
+
+
+@web.middleware
+async def rate_limit(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """certctl's REST limiter: before auth, so keyed by source IP; one instance per chain."""
+    limiters = request.app[LIMITERS]
+    if limiters:
+        chain = "no-auth" if request.path in PUBLIC_PATHS else "auth"
+        if not limiters[chain].allow(source_ip_key(request)):
+            return too_many_requests()
+    return await handler(request)
 
 
 @web.middleware
@@ -152,9 +139,6 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
     return await handler(request)
 
 
-_audit_counter = itertools.count(1)
-
-
 @web.middleware
 async def audit_api_call(request: web.Request, handler: Handler) -> web.StreamResponse:
     """certctl's API audit: one ``audit_events`` row per authenticated request, not awaited.
@@ -166,7 +150,10 @@ async def audit_api_call(request: web.Request, handler: Handler) -> web.StreamRe
     if API_USER not in request or path.startswith(AUDIT_EXCLUDED_PREFIXES):
         return await handler(request)
     started = time.perf_counter()
-    body = await request.read()  # aiohttp caches it, so the handler can read it again
+    try:
+        body = await read_body(request)  # cached, so the handler can read it again
+    except BodyTooLarge:
+        body = b""  # the handler answers it (400 on bulk-renew, as certctl does)
     body_hash = hashlib.sha256(body).hexdigest()[:16] if body else ""
     response = await handler(request)
     latency_ms = int((time.perf_counter() - started) * 1000)
@@ -177,36 +164,14 @@ async def audit_api_call(request: web.Request, handler: Handler) -> web.StreamRe
         "path": path,
         "status": response.status,
     }
-    task = asyncio.create_task(
-        _insert_audit_event(request.app[POOL], request[API_USER], request.method, path, details)
-    )
+    # certctl: action fmt.Sprintf("api_%s", strings.ToLower(method)), resource type "api".
+    task = asyncio.create_task(record_audit_event(
+        request.app[POOL], request[API_USER], f"api_{request.method.lower()}", "api", path,
+        details))
     tasks = request.app[AUDIT_TASKS]
     tasks.add(task)  # keep a reference so the task is not garbage-collected mid-flight
     task.add_done_callback(tasks.discard)
     return response
-
-
-async def _insert_audit_event(
-    pool: AsyncConnectionPool, actor: str, method: str, path: str, details: dict[str, Any]
-) -> None:
-    event_id = f"audit-{time.time_ns()}-{next(_audit_counter)}"  # certctl's generateID shape
-    try:
-        async with pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO audit_events"
-                " (id, actor, actor_type, action, resource_type, resource_id, details, timestamp)"
-                " VALUES (%s, %s, 'User', %s, 'api', %s, %s::jsonb, %s)",
-                (
-                    event_id,
-                    actor,
-                    f"api_{method.lower()}",  # certctl: fmt.Sprintf("api_%s", strings.ToLower(m))
-                    path,
-                    json.dumps(details),
-                    datetime.now(UTC),
-                ),
-            )
-    except Exception as exc:  # certctl only logs a failed audit insert
-        log.error("failed to record API audit event: %s %s: %s", method, path, exc)
 
 
 @web.middleware
@@ -321,7 +286,11 @@ def parse_heartbeat_metadata(body: bytes) -> dict[str, str] | None:
 async def agent_heartbeat(request: web.Request) -> web.Response:
     """``POST /api/v1/agents/{id}/heartbeat``, with certctl's queries in certctl's order."""
     agent_id = request.match_info["id"]
-    metadata = parse_heartbeat_metadata(await request.read())
+    try:
+        metadata = parse_heartbeat_metadata(await read_body(request))
+    except BodyTooLarge:
+        metadata = None  # certctl's decode fails, which it treats as "no metadata"
+
     pool = request.app[POOL]
     try:
         # Each statement takes its own pooled connection, as database/sql does without a tx.
@@ -329,7 +298,9 @@ async def agent_heartbeat(request: web.Request) -> web.Response:
             cursor = await conn.cursor(row_factory=dict_row).execute(_SELECT_AGENT, (agent_id,))
             agent = await cursor.fetchone()
         if agent is None:
-            return handler_error(request, 404, "Agent not found")
+            # A running certctl answers 500, not its coded 404: its repository wraps
+            # sql.ErrNoRows before comparing (docs/certctl-verified.md).
+            return handler_error(request, 500, "Failed to record heartbeat")
         if any(agent[column] is None for column in _NOT_NULL_IN_GO):
             raise ValueError(f"failed to scan agent {agent_id}: NULL in a string column")
         if agent["retired_at"] is not None:
@@ -360,13 +331,15 @@ async def agent_heartbeat(request: web.Request) -> web.Response:
 
 
 def _add_routes(app: web.Application) -> None:
-    """One line per endpoint; new scenarios (bulk-renew, ACME) add their handlers here."""
+    """One line per endpoint here; certificates and ACME register theirs in their modules."""
     app.router.add_get("/health", health)
     app.router.add_get("/ready", ready)
     app.router.add_get("/api/v1/version", version)
     app.router.add_get("/api/v1/auth/info", auth_info)
     app.router.add_get("/api/v1/auth/check", auth_check)
     app.router.add_post("/api/v1/agents/{id}/heartbeat", agent_heartbeat)
+    certificates.add_routes(app)
+    acme.add_routes(app)
 
 
 # --- application lifecycle ---------------------------------------------------------------------
@@ -389,6 +362,9 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await pool.open(wait=True, timeout=15)
     async with pool.connection() as conn:
         await conn.execute(schema_sql())  # no parameters: one multi-statement implicit transaction
+        # certctl builds its issuer registry once at boot from the enabled issuers.
+        cursor = await conn.execute("SELECT id FROM issuers WHERE enabled ORDER BY id")
+        app[ISSUERS] = [row[0] for row in await cursor.fetchall()]
     app[POOL] = pool
     yield
     pending = app[AUDIT_TASKS]
@@ -399,9 +375,14 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
 
 def build_app(config: StandinConfig) -> web.Application:
     app = web.Application(
-        middlewares=[request_context, authenticate, audit_api_call, go_mux_errors]
+        middlewares=[request_context, rate_limit, authenticate, audit_api_call, go_mux_errors],
+        client_max_size=MAX_BODY_BYTES,
     )
     app[CONFIG] = config
+    limit = config.rate_limit
+    app[LIMITERS] = ({"auth": KeyedRateLimiter(limit), "no-auth": KeyedRateLimiter(limit)}
+                     if limit.enabled else {})
+    app[ISSUERS] = []
     app[API_KEY_DIGEST] = hashlib.sha256(config.api_key.encode()).digest()
     app[AUDIT_TASKS] = set()
     app.cleanup_ctx.append(_database)
@@ -436,6 +417,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key", required=True, help="server private key (PEM)")
     parser.add_argument("--token-file", required=True, help="file holding the accepted API key")
     parser.add_argument("--commit", default="unknown", help="reported as the version's commit")
+    parser.add_argument(
+        "--rate-limit", choices=("on", "off"),
+        help="certctl's REST limiter (default: CERTCTL_RATE_LIMIT_ENABLED, else off); its rate "
+             "and burst come from CERTCTL_RATE_LIMIT_RPS / _BURST (50 and 100)")
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log.setLevel(logging.INFO)
@@ -443,8 +428,13 @@ def main(argv: list[str] | None = None) -> int:
     api_key = Path(args.token_file).read_text().strip()
     if not api_key:
         parser.error(f"{args.token_file} is empty")
-    app = build_app(StandinConfig(dsn=_libpq_dsn(args.dsn), api_key=api_key, commit=args.commit))
-    log.info("stand-in certctl listening on https://%s:%d", args.host, args.port)
+    config = config_from_env(_libpq_dsn(args.dsn), api_key, args.commit,
+                             rate_limit_enabled=None if args.rate_limit is None
+                             else args.rate_limit == "on")
+    app = build_app(config)
+    limit = config.rate_limit
+    log.info("stand-in certctl listening on https://%s:%d (rate limiter %s)", args.host,
+             args.port, f"on: {limit.rps:g} req/s, burst {limit.burst}" if limit.enabled else "off")
     web.run_app(
         app,
         host=args.host,

@@ -1,0 +1,259 @@
+"""The scenario registry, certctl-trap preflight, and `workbench run all` end to end."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+import pandas as pd
+import papermill
+import pytest
+import sqlalchemy as sa
+
+from workbench import analysis, preflight, scenarios, seed, suite, target
+from workbench.driver import DriveSpec
+from workbench.errors import WorkbenchError
+from workbench.paths import notebooks_dir
+
+# --- registry ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(scenarios.SCENARIOS))
+def test_each_notebook_declares_its_parameters_and_thresholds(name):
+    """Thin notebooks: a parameters cell whose defaults are valid and whose thresholds parse."""
+    spec = scenarios.get(name)
+    path = notebooks_dir() / spec.notebook
+    defaults = {k: v["default"] for k, v in papermill.inspect_notebook(str(path)).items()}
+    assert {"target_url", "ca_file", "insecure", "profile", "run_dir", "seed_fixtures",
+            "thresholds", "duration_s"} <= set(defaults)
+    params = {k: eval(defaults[k]) for k in spec.profiles["smoke"]}  # noqa: S307 - our literals
+    scenarios.validate_params(params)
+    assert analysis.parse_thresholds(eval(defaults["thresholds"]))  # noqa: S307
+    source = path.read_text()
+    assert f'Run(\\"{name}\\"' in source and '"outputs": []' in source
+    assert '"execution_count": null' in source  # committed without outputs
+
+
+@pytest.mark.parametrize("name", sorted(scenarios.SCENARIOS))
+@pytest.mark.parametrize("profile", ["smoke", "canonical"])
+def test_every_profile_makes_a_valid_drive_spec(name, profile):
+    spec = scenarios.get(name)
+    params = scenarios.profile_params(spec, profile)
+    scenarios.validate_params(params)
+    drive = DriveSpec(base_url="https://127.0.0.1:1", templates=spec.templates(params),
+                      **spec.executor_settings(params))
+    drive.validate()
+    assert drive.executor == spec.executor and drive.steps == spec.steps
+
+
+def test_bulk_templates_criteria_and_ids_modes():
+    criteria = scenarios.get("bulk_renewal").templates({"bulk_size": 200, "mode": "criteria"})
+    assert len(criteria) == 1
+    assert json.loads(criteria[0].body) == {"team_id": "t-platform", "issuer_id": "iss-local"}
+    assert criteria[0].expect == (200,) and criteria[0].sum_fields == scenarios.BULK_TOTALS
+    ids = scenarios.get("bulk_renewal").templates({"bulk_size": 120, "mode": "ids",
+                                                   "ids_per_request": 50})
+    batches = [json.loads(t.body)["certificate_ids"] for t in ids]
+    assert [len(b) for b in batches] == [50, 50, 20]
+    assert sum(batches, []) == seed.bulk_certificate_ids(120)
+
+
+def test_acme_iterations_cycle_through_the_ari_fixture():
+    templates = scenarios.get("acme_burst").templates({"ari_size": 3, "profile_id": "p"})
+    assert [(t.method, t.tag) for t in templates[:3]] == [
+        ("GET", "directory"), ("HEAD", "new_nonce"), ("GET", "renewal_info")]
+    assert [t.path.rsplit("/", 1)[1] for t in templates[2::3]] == seed.ari_cert_ids(3)
+    flow = scenarios.get("acme_flow").templates({"profile_id": "prof-standard-tls"})
+    assert flow[2].path.endswith("/renewal-info/aaaa.bbbb") and flow[2].expect == (400, 404)
+
+
+def test_api_tier_alternates_create_and_list_with_fresh_names():
+    templates = scenarios.get("api_tier").templates({"rate": 10.0, "duration_s": 2.0})
+    creates = [t for t in templates if t.tag == "issuance_acceptance"]
+    assert [t.tag for t in templates[:2]] == ["issuance_acceptance", "list_certificates"]
+    assert len(creates) >= 10 and templates[1].path == "/api/v1/certificates?per_page=50"
+    names = [json.loads(t.body)["name"] for t in creates]
+    assert len(set(names)) == len(names) and all(n.startswith("loadtest-api-") for n in names)
+
+
+@pytest.mark.parametrize(("params", "needle"), [
+    ({"mode": "all"}, "mode must be one of criteria, ids"),
+    ({"profile_id": "../x"}, "profile_id must be a non-empty name"),
+    ({"vus": 0}, "vus must be positive"),
+    ({"sleep_s": -1}, "sleep_s must be positive"),
+    ({"bulk_size": 2.5}, "bulk_size must be an integer"),
+])
+def test_bad_parameters_are_refused_by_name(params, needle):
+    with pytest.raises(WorkbenchError, match=needle):
+        scenarios.validate_params(params)
+    scenarios.validate_params({"sleep_s": 0})  # a burst without think time is fine
+
+
+def test_response_totals_and_429_counters_read_the_driver_result():
+    result = {"response_totals": {"bulk_renew": {"total_matched": 100, "total_enqueued": 50,
+                                                 "total_skipped": 50, "total_failed": 0}},
+              "response_kinds": {"directory": {"200 application/json": 7,
+                                               "429 text/plain; charset=utf-8": 3},
+                                 "new_nonce": {"429 application/problem+json": 2}}}
+    totals = scenarios.response_totals(result)
+    assert totals.loc["bulk_renew"].to_dict() == {"matched": 100, "enqueued": 50,
+                                                  "skipped": 50, "failed": 0}
+    counters = scenarios.rate_limited(result)
+    assert counters.to_dict("index") == {
+        "directory": {"acme_rate_limited": 0, "rest_rate_limited": 3},
+        "new_nonce": {"acme_rate_limited": 2, "rest_rate_limited": 0}}
+
+
+# --- preflight: certctl's traps ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "ctype", "body", "needle"), [
+    (200, "text/html; charset=utf-8", "<!doctype html>", "dashboard shadows /acme/*"),
+    (401, "text/plain; charset=utf-8", '{"error":"Invalid API key"}', "behind the Bearer"),
+    (404, "application/problem+json", '{"detail":"profile not found"}', "does not exist"),
+    (500, "application/problem+json", '{"detail":"ACME server error"}', "does not exist"),
+    (404, "text/plain; charset=utf-8", "404 page not found", "has no ACME"),
+    (200, "application/json", "{}", None),
+])
+def test_acme_reachability_traps(status, ctype, body, needle):
+    """What certctl answers in each case, played by httpx's MockTransport."""
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == "Bearer k"
+        return httpx.Response(status, headers={"content-type": ctype}, text=body)
+
+    with httpx.Client(base_url="https://certctl.test",
+                      transport=httpx.MockTransport(handler)) as client:
+        warning = preflight._acme_warning(client, "k", "prof-standard-tls")
+    assert (warning is None) if needle is None else (needle in warning)
+
+
+@pytest.fixture
+def trapped_database(embedded_target):
+    """A second enabled issuer, an Offline fixture agent and an Expiring fixture certificate."""
+    engine = sa.create_engine(embedded_target.dsn)
+    seed.seed_agent_fleet(embedded_target.dsn, 5)
+    seed.seed_bulk_renewal(embedded_target.dsn, 60)
+    with engine.begin() as conn:
+        conn.execute(sa.text("INSERT INTO issuers (id, name, type, enabled) VALUES"
+                             " ('iss-loadtest-extra', 'extra issuer', 'GenericCA', true)"))
+        conn.execute(sa.text("UPDATE agents SET status = 'Offline'"
+                             " WHERE id = 'ag-loadtest-00002'"))
+        conn.execute(sa.text("UPDATE managed_certificates SET status = 'Expiring'"
+                             " WHERE id = 'mc-loadtest-bulk-00005'"))
+    yield embedded_target
+    with engine.begin() as conn:
+        conn.execute(sa.text("DELETE FROM issuers WHERE id = 'iss-loadtest-extra'"))
+    seed.seed_agent_fleet(embedded_target.dsn, 5)
+    seed.seed_bulk_renewal(embedded_target.dsn, 60)
+    engine.dispose()
+
+
+def test_database_traps_are_warned_with_their_fixes(trapped_database):
+    warnings = preflight.database_warnings(trapped_database.dsn)
+    text = " | ".join(warnings)
+    assert len(warnings) == 3, text
+    assert "2 enabled issuers (iss-loadtest-extra, iss-local)" in text
+    assert "about 1 time in 2" in text and "restart certctl" in text
+    assert "touched 1 loadtest certificates" in text
+    assert "CERTCTL_SCHEDULER_RENEWAL_CHECK_INTERVAL=720h" in text
+    assert "1 loadtest agents are Offline" in text
+    assert "CERTCTL_SCHEDULER_AGENT_HEALTH_CHECK_INTERVAL=24h" in text
+
+
+def test_strict_refuses_before_any_load_in_one_line(trapped_database, embedded_env, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "run", "acme_burst", "--strict"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert out.stderr.startswith("error: --strict refuses ") and out.stderr.count("\n") == 1
+    assert "2 enabled issuers" in out.stderr and "UPDATE issuers SET enabled=false" in out.stderr
+    assert not (tmp_path / "runs").exists()  # nothing ran, nothing written
+
+
+def test_each_scenario_is_refused_only_for_the_traps_that_spoil_it(trapped_database,
+                                                                   embedded_env):
+    target_, token = preflight.resolve_target(), target.read_token()
+    checks = scenarios.get("agent_storm").preflight_args({})
+    with pytest.raises(WorkbenchError) as refused:
+        preflight.preflight(target_, token, strict=True, **checks)
+    assert "Offline" in str(refused.value) and "issuers" not in str(refused.value)
+    flow = scenarios.get("acme_flow").preflight_args({"profile_id": "prof-standard-tls"})
+    assert preflight.preflight(target_, token, strict=True, **flow)["warnings"] == []
+
+
+def test_without_strict_the_warnings_are_printed_and_the_run_goes_ahead(
+        trapped_database, embedded_env):
+    token = target.read_token()
+    identity = preflight.preflight(preflight.resolve_target(), token)
+    assert len(identity["warnings"]) == 3
+
+
+# --- workbench run all --------------------------------------------------------------------------
+
+
+def test_run_all_smoke_seeds_once_runs_every_scenario_and_writes_one_report(
+        embedded_env, embedded_target_state, tmp_path, monkeypatch):
+    token = target.read_token(embedded_target_state)
+    monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "run", "all", "--profile",
+                          "smoke", "--duration", "2"], capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    runs = tmp_path / "runs"
+    [suite_dir] = [d for d in runs.iterdir() if "_all_" in d.name]
+    summary = pd.read_csv(suite_dir / "summary.csv")
+    pairs = set(zip(summary["scenario"], summary["endpoint"], strict=True))
+    assert pairs == {("bulk_renewal", "bulk_renew"), ("agent_storm", "heartbeat"),
+                     *{(s, e) for s in ("acme_burst", "acme_flow")
+                       for e in ("all", "directory", "new_nonce", "renewal_info")},
+                     *{("api_tier", e) for e in ("all", "issuance_acceptance",
+                                                 "list_certificates")}}
+    assert summary["passed"].all() and (summary["exit_code"] == 0).all()
+    assert (summary["failed"] == 0).all() and (summary["requests"] > 0).all()
+    report = json.loads((suite_dir / "summary.json").read_text())
+    assert report["passed"] and report["target"]["kind"] == "stand-in"
+    assert "bulk_renew" in out.stdout and (suite_dir / "report.html").exists()
+
+    results = {name: json.loads((runs / next(d.name for d in runs.iterdir()
+                                             if f"_{name}_" in d.name) / "result.json")
+                                .read_text()) for name in suite.ORDER}
+    # bulk_renewal: criteria mode matches the 50 oldest on every call; totals add up.
+    bulk = results["bulk_renewal"]
+    totals = bulk["response_totals"]["bulk_renew"]
+    assert totals["total_matched"] == 50 * bulk["completed"] == 50 * 10  # 5/s for 2 s
+    assert totals["total_matched"] == totals["total_enqueued"] + totals["total_skipped"]
+    assert totals["total_enqueued"] >= 50 and totals["total_failed"] == 0
+    assert "enqueued=" in summary.set_index("scenario").loc["bulk_renewal", "notes"]
+    # acme_burst: every renewal-info found its fixture; no 429 of either kind.
+    burst = results["acme_burst"]
+    assert burst["response_kinds"]["renewal_info"] == {
+        "200 application/json": burst["by_tag"]["renewal_info"]["count"]}
+    assert burst["executor"] == "constant-vus" and burst["offered_rate"] is None
+    # acme_flow: k6's synthetic id answers 404, the expected status.
+    flow = results["acme_flow"]["response_kinds"]["renewal_info"]
+    assert list(flow) == ["404 application/problem+json"]
+    # api_tier: every create landed, with the run's own names.
+    created = results["api_tier"]["by_tag"]["issuance_acceptance"]["count"]
+    engine = sa.create_engine(embedded_env.dsn)
+    with engine.connect() as conn:
+        stored = conn.execute(sa.text("SELECT count(*) FROM managed_certificates"
+                                      " WHERE name LIKE 'loadtest-api-%'")).scalar_one()
+    engine.dispose()
+    assert stored == created == 20  # 20/s for 2 s, every other request a create
+    for path in runs.rglob("*"):
+        if path.is_file():
+            assert token.encode() not in path.read_bytes(), path
+
+
+def test_run_all_exits_non_zero_when_a_scenario_breaches(embedded_env, monkeypatch, capsys):
+    """acme_flow against a profile that does not exist: preflight warns, the run breaches."""
+    monkeypatch.setattr(suite, "ORDER", ("acme_flow",))
+    suite_dir, code = suite.run_all("smoke", overrides={"profile_id": "prof-missing",
+                                                        "duration_s": 2.0})
+    assert code == 1
+    assert "ACME profile 'prof-missing' most likely does not exist" in capsys.readouterr().err
+    report = json.loads((suite_dir / "summary.json").read_text())
+    assert report["passed"] is False
+    assert {r["exit_code"] for r in report["rows"]} == {1}
+    assert "FAILED" in (suite_dir / "report.html").read_text()

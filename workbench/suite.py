@@ -1,0 +1,148 @@
+"""``workbench run all``: seed once, run every scenario in turn, write one combined report.
+
+The combined report (``runs/<stamp>_all_<id>/``) has one row per scenario and endpoint:
+requests, failures, achieved rate, percentiles, the scenario's threshold verdict and validity,
+bulk-renew's response totals and the two 429 counters. ``summary.csv`` and ``summary.json``
+hold the table, ``report.html`` shows it with a link to each scenario's own report.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from workbench import analysis, preflight, run, scenarios
+from workbench.errors import WorkbenchError
+from workbench.paths import runs_dir
+
+ORDER = ("bulk_renewal", "acme_burst", "agent_storm", "api_tier", "acme_flow")
+SUMMARY_SCHEMA_VERSION = 1
+COLUMNS = ("scenario", "endpoint", "requests", "failed", "dropped", "error_rate", "achieved_rps",
+           "p50", "p95", "p99", "max", "passed", "valid", "exit_code", "notes", "run_dir")
+
+
+def run_all(profile: str, target_url: str | None = None, ca_file: str | None = None,
+            insecure: bool = False, overrides: dict | None = None,
+            strict: bool = False) -> tuple[Path, int]:
+    """Every registered scenario at ``profile``; returns the report folder and an exit code
+    (0 all passed, 1 any breached or failed). Bad input is refused before any load."""
+    overrides = overrides or {}
+    plan, traps, acme_profiles = {}, {}, {}
+    for name in ORDER:
+        spec = scenarios.get(name)
+        own = scenarios.profile_params(spec, profile)
+        plan[name] = {k: v for k, v in overrides.items() if k in own}  # e.g. --rate: open loops
+        checks = spec.preflight_args(run.scenario_params(spec, profile, plan[name]))
+        traps |= dict.fromkeys(checks["traps"])  # validated all before any load
+        acme_profiles |= dict.fromkeys(checks["acme_profiles"])
+    target = preflight.resolve_target(target_url, ca_file, insecure)
+    identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
+                                   acme_profiles=tuple(acme_profiles), traps=tuple(traps))
+    for warning in identity["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not target.dsn:
+        raise WorkbenchError(f"no database to seed: export {preflight.DSN_ENV}=<DSN> for the "
+                             "target's database")
+    for name in ORDER:  # seed once; each notebook then only resets what earlier runs changed
+        spec = scenarios.get(name)
+        seeded = spec.seed(target.dsn, run.scenario_params(spec, profile, plan[name]))
+        print(f"[workbench] seeded {name}: {seeded}", file=sys.stderr)
+
+    suite_dir = runs_dir() / run.new_run_id("all")
+    suite_dir.mkdir(parents=True)
+    outcomes = []
+    for name in ORDER:
+        run_dir, code = run.execute(name, profile, target_url, ca_file, insecure, plan[name],
+                                    seed_fixtures=False, warn=False)
+        outcomes.append((name, run_dir, code))
+    summary = combined_summary(outcomes)
+    write_report(suite_dir, summary, identity, profile)
+    return suite_dir, int(any(code != 0 for _, _, code in outcomes))
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def _notes(result: dict, tag: str) -> str:
+    """Response totals (bulk renew) and 429 counts of one endpoint, as short text."""
+    notes = []
+    totals = (result.get("response_totals") or {}).get(tag)
+    if totals:
+        notes.append(" ".join(f"{k.removeprefix('total_')}={v}" for k, v in totals.items()))
+    kinds = (result.get("response_kinds") or {}).get(tag, {})
+    acme = kinds.get(scenarios.ACME_429_KIND, 0)
+    rest = sum(n for k, n in kinds.items() if k.startswith(scenarios.REST_429_PREFIX))
+    if acme or rest:
+        notes.append(f"429 rateLimited={acme} 429 text/plain={rest}")
+    return "; ".join(notes)
+
+
+def combined_summary(outcomes: list[tuple[str, Path, int]]) -> pd.DataFrame:
+    """One row per scenario and endpoint, from each run's requests, result and record."""
+    rows = []
+    for name, run_dir, code in outcomes:
+        result = _read_json(run_dir / "result.json")
+        record = _read_json(run_dir / "record.json")
+        common = {"scenario": name, "passed": record.get("passed", False) and code == 0,
+                  # the record's verdict (the analysis's) over the driver's own
+                  "valid": (record.get("validity") or {}).get("valid", result.get("valid", False)),
+                  "exit_code": code,
+                  "run_dir": str(run_dir)}
+        if not (run_dir / "requests.parquet").exists():
+            rows.append(common | {"endpoint": "-", "notes": "no requests recorded"})
+            continue
+        frame = analysis.summarize(analysis.load_requests(run_dir),
+                                   float(result.get("duration_s") or 0.0))
+        for endpoint, stats in frame.iterrows():
+            rows.append(common | {"endpoint": str(endpoint), "notes": _notes(result, endpoint),
+                                  **{k: stats.get(k) for k in COLUMNS if k in stats}})
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def write_report(suite_dir: Path, summary: pd.DataFrame, identity: dict, profile: str) -> None:
+    """``summary.csv``, ``summary.json`` and ``report.html`` (no secret: no token, DSN redacted)."""
+    summary.to_csv(suite_dir / "summary.csv", index=False)
+    payload = {"schema_version": SUMMARY_SCHEMA_VERSION, "profile": profile,
+               "target": {k: identity.get(k) for k in ("url", "kind", "version", "commit")},
+               "warnings": identity.get("warnings", []),
+               "passed": bool(len(summary)) and bool(summary["passed"].all()),
+               "rows": json.loads(summary.to_json(orient="records"))}
+    (suite_dir / "summary.json").write_text(json.dumps(payload, indent=1) + "\n")
+    table = summary.drop(columns=["run_dir"]).to_html(index=False, float_format="{:.2f}".format,
+                                                      na_rep="")
+    links = "".join(
+        f'<li><a href="../{html.escape(Path(d).name)}/report.html">{html.escape(s)}</a></li>'
+        for s, d in summary.drop_duplicates("scenario")[["scenario", "run_dir"]].itertuples(
+            index=False))
+    target = payload["target"]
+    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in payload["warnings"])
+    (suite_dir / "report.html").write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>workbench run all</title>"
+        "</head><body>"
+        f"<h1>All scenarios, profile {html.escape(profile)}: "
+        f"{'passed' if payload['passed'] else 'FAILED'}</h1>"
+        f"<p>Target {html.escape(str(target['kind']))} {html.escape(str(target['version']))}"
+        f" commit {html.escape(str(target['commit']))} at {html.escape(str(target['url']))}.</p>"
+        + (f"<h2>Preflight warnings</h2><ul>{warnings}</ul>" if warnings else "")
+        + f"{table}<h2>Scenario reports</h2><ul>{links}</ul></body></html>\n")
+
+
+def print_summary(suite_dir: Path) -> None:
+    """The combined table on stdout, and where the report is."""
+    summary = pd.read_csv(suite_dir / "summary.csv")
+    shown = summary[["scenario", "endpoint", "requests", "failed", "p95", "p99", "passed",
+                     "notes"]].copy()
+    for column in ("requests", "failed"):  # NaN (a scenario without requests) made them floats
+        shown[column] = shown[column].astype("Int64")
+    shown = shown.astype(object).fillna("")
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(shown.to_string(index=False, float_format="{:.2f}".format))
+    print(f"  report: {suite_dir / 'report.html'}")
