@@ -73,3 +73,60 @@ def test_drive_ad_hoc_writes_parquet_and_result(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "50 scheduled = 50 completed" in out.stdout
     assert (tmp_path / "adhoc" / "requests.parquet").exists()
+
+
+@pytest.fixture()
+def real_target_env(embedded_env, embedded_target_state, monkeypatch):
+    """The embedded target addressed as a real certctl would be: URL, CA file, token, DSN."""
+    from workbench import target
+
+    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    return ["--target", embedded_env.url, "--ca-file", embedded_env.ca_file]
+
+
+def _create_database(dsn: str, name: str, ddl: str = "") -> str:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(dsn, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name}"))
+        conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    other = sa.engine.make_url(dsn).set(database=name)
+    if ddl:
+        engine = sa.create_engine(other)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(ddl)
+        engine.dispose()
+    return other.render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize("case,needle", [
+    ("unreachable", "database unreachable"),
+    ("not_certctl", "not certctl's: missing tables agents, teams"),
+    ("no_parents", "lacks the fixtures' parent rows owners.o-alice, issuers.iss-local"),
+    ("unset", "no database to seed: export CERTCTL_DSN"),
+    ("remote", "is not on this machine; pass --allow-remote-db"),  # refused before connecting
+])
+def test_unfit_database_is_refused_before_any_load(real_target_env, embedded_env, monkeypatch,
+                                                    tmp_path, case, needle):
+    from workbench.standin import schema_sql
+
+    if case == "unreachable":
+        dead = f"postgresql+psycopg://certctl@127.0.0.1:{free_port()}/x"
+        monkeypatch.setenv("CERTCTL_DSN", dead)
+    elif case == "not_certctl":
+        monkeypatch.setenv("CERTCTL_DSN", _create_database(embedded_env.dsn, "wb_empty"))
+    elif case == "no_parents":
+        ddl = schema_sql() + "\nDELETE FROM owners; DELETE FROM issuers;"
+        dsn = _create_database(embedded_env.dsn, "wb_noparents", ddl)
+        monkeypatch.setenv("CERTCTL_DSN", dsn)
+    elif case == "remote":
+        monkeypatch.setenv("CERTCTL_DSN", "postgresql+psycopg://certctl:pw@203.0.113.5/certctl")
+    before = baselines_listing()
+    out = workbench("run", "bulk_renewal", *real_target_env)
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr
+    assert out.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+    assert baselines_listing() == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 from pathlib import Path
@@ -73,7 +74,10 @@ def print_summary(run_dir: Path) -> None:
 
 
 def cmd_run(args) -> int:
-    from workbench import run
+    from workbench import run, seed
+
+    if args.allow_remote_db:  # the environment reaches the notebook kernel; a parameter would not
+        os.environ[seed.ALLOW_REMOTE_ENV] = "1"
 
     overrides = {k: v for k, v in (("rate", args.rate), ("duration_s", args.duration),
                                    ("fleet_size", args.fleet_size)) if v is not None}
@@ -191,6 +195,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rate", type=float, help="override the profile's arrival rate")
     r.add_argument("--duration", type=float, help="override the profile's duration (s)")
     r.add_argument("--fleet-size", type=int, help="override the profile's fixture size")
+    r.add_argument("--allow-remote-db", action="store_true",
+                   help="consent to writing fixtures to a database not on this machine")
     r.add_argument("--strict", action="store_true",
                    help="refuse the target when preflight finds one of certctl's traps")
     r.set_defaults(func=cmd_run)

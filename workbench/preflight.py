@@ -136,6 +136,29 @@ def preflight(target: Target, token: str, strict: bool = False,
     }
 
 
+def check_database(target: Target, parents: bool = True) -> None:
+    """Refuse, before any load, a database the fixtures cannot be written to.
+
+    Unreachable, not certctl's (missing tables named), or missing the fixtures' parent rows
+    (``iss-local``, ``o-alice``, ``t-platform``, ``rp-standard``): one line with the fix. A host
+    that is not on this machine needs ``--allow-remote-db`` first.
+    """
+    from workbench import seed
+
+    if not target.dsn:
+        raise WorkbenchError(f"no database to seed: export {DSN_ENV}=<SQLAlchemy DSN of the "
+                             "target's database>, e.g. postgresql+psycopg://certctl@127.0.0.1/certctl")
+    engine = seed.engine_for(target.dsn)
+    try:
+        seed.check_certctl_schema(engine)
+        missing = seed.missing_fixture_parents(engine) if parents else []
+    finally:
+        engine.dispose()
+    if missing:
+        raise WorkbenchError(f"the database lacks the fixtures' parent rows {', '.join(missing)};"
+                             " start certctl with CERTCTL_DEMO_SEED=true (or create them)")
+
+
 # --- certctl's traps (contract section 11): warnings with the fix ------------------------------
 
 
@@ -213,7 +236,6 @@ def database_warnings(dsn: str, traps: tuple[str, ...] = TRAPS) -> list[str]:
                 offline = conn.execute(sa.text(
                     "SELECT count(*) FROM agents WHERE id LIKE 'ag-loadtest-%'"
                     " AND status = 'Offline'")).scalar_one()
-            missing = seed.missing_fixture_parents(engine)
         finally:
             engine.dispose()
     except (WorkbenchError, sa.exc.SQLAlchemyError) as exc:
@@ -227,9 +249,6 @@ def database_warnings(dsn: str, traps: tuple[str, ...] = TRAPS) -> list[str]:
             " certificate up under one picked at random, so fixtures on iss-local answer 200"
             f" about 1 time in {len(issuers)}; disable the others (UPDATE issuers SET"
             " enabled=false WHERE id <> 'iss-local') and restart certctl")
-    if missing and "fixture_parents" in traps:
-        warnings.append(f"fixture parent rows missing: {', '.join(missing)}; start certctl with"
-                        " CERTCTL_DEMO_SEED=true (or create them) before seeding")
     if touched and "renewal_check" in traps:
         warnings.append(
             f"certctl's scheduler renewal check has touched {touched} loadtest certificates"

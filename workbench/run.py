@@ -233,6 +233,8 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
                                    **spec.preflight_args(params))  # fail fast, before papermill
     for warning in identity["warnings"] if warn else ():
         print(f"warning: {warning}", file=sys.stderr)
+    if spec.seed is not scenarios.no_fixture:
+        preflight.check_database(target, parents="fixture_parents" in spec.traps)
     run_dir = runs_dir() / new_run_id(scenario)
     run_dir.mkdir(parents=True)
     out_nb = run_dir / spec.notebook

@@ -162,7 +162,8 @@ def _api_tier_seed(dsn: str, params: dict) -> dict:
     return seed.reset_api_tier(dsn)
 
 
-def _no_fixture(dsn: str, params: dict) -> dict:
+def no_fixture(dsn: str, params: dict) -> dict:
+    """For scenarios that need no fixture (and so no database)."""
     return {}
 
 
@@ -236,7 +237,7 @@ SCENARIOS: dict[str, Scenario] = {
                           "profile_id": DEFAULT_ACME_PROFILE},
         },
         templates=_acme_flow_templates,
-        seed=_no_fixture,
+        seed=no_fixture,
         fixtures=lambda p: {},
         executor=CONSTANT_VUS,
         steps=3,

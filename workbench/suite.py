@@ -16,7 +16,6 @@ from pathlib import Path
 import pandas as pd
 
 from workbench import analysis, preflight, run, scenarios
-from workbench.errors import WorkbenchError
 from workbench.paths import runs_dir
 
 ORDER = ("bulk_renewal", "acme_burst", "agent_storm", "api_tier", "acme_flow")
@@ -44,9 +43,7 @@ def run_all(profile: str, target_url: str | None = None, ca_file: str | None = N
                                    acme_profiles=tuple(acme_profiles), traps=tuple(traps))
     for warning in identity["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    if not target.dsn:
-        raise WorkbenchError(f"no database to seed: export {preflight.DSN_ENV}=<DSN> for the "
-                             "target's database")
+    preflight.check_database(target, parents="fixture_parents" in traps)
     for name in ORDER:  # seed once; each notebook then only resets what earlier runs changed
         spec = scenarios.get(name)
         seeded = spec.seed(target.dsn, run.scenario_params(spec, profile, plan[name]))
