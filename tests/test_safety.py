@@ -64,3 +64,62 @@ def test_a_non_loopback_database_needs_explicit_consent_before_any_write(host):
                                  "postgresql://u@localhost/x", "postgresql://u@/x?host=/tmp/s"])
 def test_loopback_and_socket_databases_need_no_consent(dsn):
     seed.engine_for(dsn).dispose()
+
+
+FOREIGN = {  # rows a real certctl database holds that are not the workbench's
+    "agents": ("INSERT INTO agents (id, name, hostname, status, api_key_hash, os, architecture,"
+               " ip_address, version) VALUES ('ag-prod-1', 'prod-agent-1', 'h', 'Offline', 'k',"
+               " 'linux', 'amd64', '', ''), ('ag-loadtest-x1', 'not-a-fixture', 'h', 'Degraded',"
+               " 'k', '', '', '', '')"),
+    "managed_certificates": (
+        "INSERT INTO managed_certificates (id, name, common_name, environment, owner_id, team_id,"
+        " issuer_id, renewal_policy_id, status, expires_at) VALUES ('mc-prod-1', 'prod-cert-1',"
+        " 'prod.example.test', 'production', 'o-alice', 't-platform', 'iss-local', 'rp-standard',"
+        " 'RenewalInProgress', now() + interval '3 days'), ('mc-loadtest-bulk-x', 'lookalike',"
+        " 'l.example.test', 'production', 'o-alice', 't-platform', 'iss-local', 'rp-standard',"
+        " 'Expired', now())"),
+    "certificate_versions": (
+        "INSERT INTO certificate_versions (id, certificate_id, serial_number, not_before,"
+        " not_after, fingerprint_sha256, pem_chain) VALUES ('cv-prod-1', 'mc-prod-1', 'abc123',"
+        " now(), now() + interval '3 days', 'fp-prod-1', 'pem')"),
+    "jobs": ("INSERT INTO jobs (id, type, certificate_id, status) VALUES"
+             " ('job-prod-1', 'Renewal', 'mc-prod-1', 'AwaitingCSR'),"
+             " ('job-prod-2', 'Renewal', 'mc-loadtest-bulk-x', 'Pending')"),
+}
+FOREIGN_IDS = {"agents": ("ag-prod-1", "ag-loadtest-x1"),
+               "managed_certificates": ("mc-prod-1", "mc-loadtest-bulk-x"),
+               "certificate_versions": ("cv-prod-1",), "jobs": ("job-prod-1", "job-prod-2")}
+
+
+def test_seeding_and_resetting_every_scenario_leaves_foreign_rows_untouched(embedded_target):
+    import sqlalchemy as sa
+
+    from workbench import scenarios
+
+    engine = sa.create_engine(embedded_target.dsn)
+
+    def snapshot() -> dict:
+        with engine.connect() as conn:
+            return {table: conn.execute(sa.text(f"SELECT * FROM {table} WHERE id = ANY(:ids)"
+                                                " ORDER BY id"), {"ids": list(ids)}).all()
+                    for table, ids in FOREIGN_IDS.items()}
+
+    with engine.begin() as conn:
+        for sql in FOREIGN.values():
+            conn.execute(sa.text(sql))
+    try:
+        before = snapshot()
+        assert all(len(rows) == len(FOREIGN_IDS[t]) for t, rows in before.items())
+        for spec in scenarios.SCENARIOS.values():
+            params = scenarios.profile_params(spec, "smoke")
+            spec.seed(embedded_target.dsn, params)
+            spec.seed(embedded_target.dsn, params)  # again: idempotent
+            if spec.reset:
+                spec.reset(embedded_target.dsn, params)
+        assert snapshot() == before
+    finally:
+        with engine.begin() as conn:
+            for table in ("jobs", "certificate_versions", "managed_certificates", "agents"):
+                conn.execute(sa.text(f"DELETE FROM {table} WHERE id = ANY(:ids)"),
+                             {"ids": list(FOREIGN_IDS[table])})
+        engine.dispose()
