@@ -120,3 +120,17 @@ def test_429_shapes_are_told_apart_and_bulk_totals_add_up(tmp_path):
     merged = sum(hdr.decode(b).get_total_count() for per in result["histograms"].values()
                  for b in per.values())
     assert merged == result["completed"] + result["failed"]
+
+
+def test_hdr_percentiles_use_the_same_nearest_rank_as_the_exact_analysis():
+    from workbench import hdr
+
+    rng = np.random.default_rng(7)
+    for n in (1, 7, 100, 1670, 5001):
+        values = rng.integers(1, 2_000_000, n)
+        hist = hdr.new()
+        hdr.record_array(hist, values)
+        for q in (50, 90, 95, 99, 99.9):
+            exact = np.percentile(values, q, method="inverted_cdf")
+            got = hdr.value_at_percentile(hist, q)
+            assert exact <= got <= exact * 1.001 + 1, (n, q, exact, got)
