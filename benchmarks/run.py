@@ -1,6 +1,7 @@
 """Benchmarks with targets, side by side in one run (absolute times on a shared box are noisy).
 
-    .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis]
+    .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
+                                               acme_orders]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -9,7 +10,9 @@ Sections (details in each module's docstring):
   external tools are found or installed by ``tools.py``, or their column says why not;
 - seeding: 5,000 agents through SQLAlchemy into a fresh embedded PostgreSQL, first load and
   re-seed; target under 2 s each;
-- analysis: a 1,000,000-request run analysed (``bench_analysis.py``).
+- analysis: a 1,000,000-request run analysed (``bench_analysis.py``);
+- acme_orders: signed ACME orders per driver core and the signing cost per request, ES256
+  against RS256 and EdDSA (``bench_acme_orders.py``, issue 6).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -31,7 +34,7 @@ from tests.loopback import free_port  # noqa: E402
 from workbench import seed, target  # noqa: E402
 
 SEED_TARGET_S = 2.0
-SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis")
+SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders")
 
 
 def bench_seeding(repeats: int = 3) -> list[tuple[str, float, float, str]]:
@@ -151,6 +154,12 @@ def main(argv: list[str] | None = None) -> int:
         bars += bench_seeding(1 if q else 3)
     if "analysis" in chosen:
         bars += bench_analysis_rows(q)
+    if "acme_orders" in chosen:
+        from benchmarks import bench_acme_orders
+
+        orders = bench_acme_orders.bench(q)
+        bench_acme_orders.print_tables(orders)
+        bars += bench_acme_orders.bars(orders)
     return 1 if print_bars(bars) else 0
 
 

@@ -208,7 +208,9 @@ def test_run_all_smoke_seeds_once_runs_every_scenario_and_writes_one_report(
                      *{(s, e) for s in ("acme_burst", "acme_flow")
                        for e in ("all", "directory", "new_nonce", "renewal_info")},
                      *{("api_tier", e) for e in ("all", "issuance_acceptance",
-                                                 "list_certificates")}}
+                                                 "list_certificates")},
+                     *{("acme_orders", e) for e in ("all", "new_nonce", "new_account",
+                                                    "new_order", "order", "authz")}}
     assert summary["passed"].all() and (summary["exit_code"] == 0).all()
     assert (summary["failed"] == 0).all() and (summary["requests"] > 0).all()
     report = json.loads((suite_dir / "summary.json").read_text())

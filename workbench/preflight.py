@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from workbench import acme_orders
 from workbench import target as embedded
 from workbench.errors import WorkbenchError
 from workbench.seed import redact_dsn
@@ -24,6 +25,9 @@ CA_ENV = "CERTCTL_CA_FILE"
 DEFAULT_ACME_PROFILE = "prof-standard-tls"
 # certctl's traps preflight knows; a scenario names the ones that can spoil it.
 TRAPS = ("rate_limit", "acme", "issuers", "fixture_parents", "renewal_check", "agent_health")
+# Checked only when a scenario names them: a signed-ACME probe (per-account limits, challenge
+# mode) and the note on certctl's failing finalize (workbench.acme_orders).
+ACME_ORDER_TRAPS = ("acme_orders", "acme_finalize")
 # The limiter probe stops once certctl's default limiter (50 req/s, burst 100) would have
 # refused; a 429 before that means a limiter is on.
 LIMITER_RPS, LIMITER_BURST, PROBE_MARGIN, PROBE_MAX = 50.0, 100, 20, 250
@@ -179,7 +183,11 @@ def trap_warnings(target: Target, token: str,
             acme = _acme_warning(client, token, profile)
             if acme:
                 warnings.append(acme)
-    if target.dsn and set(traps) - {"rate_limit", "acme"}:
+            elif "acme_orders" in traps:
+                warnings.extend(acme_orders.probe_warnings(client, token, profile))
+    if "acme_finalize" in traps:
+        warnings.append(acme_orders.FINALIZE_WARNING)
+    if target.dsn and set(traps) - {"rate_limit", "acme", *ACME_ORDER_TRAPS}:
         warnings.extend(database_warnings(target.dsn, traps))
     return warnings
 

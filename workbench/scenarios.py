@@ -1,8 +1,9 @@
 """The scenario registry: what each scenario sends, seeds and checks, its executor and profiles.
 
-Scenarios come from certctl's scale tier (bulk_renewal, acme_burst, agent_storm) and from its
-older k6 harness (api_tier, acme_flow; contract section 10). Each is a notebook in
-``notebooks/`` that builds a :class:`workbench.run.Run`; this module says what that run sends.
+Scenarios come from certctl's scale tier (bulk_renewal, acme_burst, agent_storm), from its
+older k6 harness (api_tier, acme_flow; contract section 10) and beyond k6 (acme_orders: JWS-signed
+ACME orders, scripted in ``workbench.acme_orders``). Each is a notebook in ``notebooks/`` that
+builds a :class:`workbench.run.Run`; this module says what that run sends.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from workbench import seed
+from workbench import acme_orders, seed
 from workbench.driver import RequestTemplate
 from workbench.errors import WorkbenchError
 
@@ -44,11 +45,13 @@ class Scenario:
     executor: str = ARRIVAL_RATE
     steps: int = 1  # templates per iteration (constant-vus: one user's sequence)
     traps: tuple[str, ...] = ("rate_limit",)  # certctl traps that spoil it (preflight.TRAPS)
+    script: str = ""  # package.module:factory of scripted VUs (constant-vus only)
 
     def preflight_args(self, params: dict) -> dict:
         """What preflight checks for this scenario: its traps and ACME profile."""
         acme = (params.get("profile_id", DEFAULT_ACME_PROFILE),) if "acme" in self.traps else ()
-        return {"traps": self.traps, "acme_profiles": acme}
+        traps = self.traps + (("acme_finalize",) if params.get("finalize") else ())
+        return {"traps": traps, "acme_profiles": acme}
 
     def executor_settings(self, params: dict) -> dict:
         """The DriveSpec fields of this scenario's executor, from its parameters."""
@@ -58,6 +61,10 @@ class Scenario:
         if self.executor == CONSTANT_VUS:
             vus = int(params["vus"])
             settings |= {"vus": vus, "max_vus": vus, "sleep_s": float(params["sleep_s"])}
+            if self.script:
+                settings |= {"script": self.script,
+                             "script_params": {k: params[k] for k in SCRIPT_PARAMS
+                                               if k in params}}
         else:
             settings |= {"rate": float(params["rate"]),
                          "max_vus": int(params.get("max_vus", 200))}
@@ -167,6 +174,35 @@ def no_fixture(dsn: str, params: dict) -> dict:
     return {}
 
 
+# --- acme_orders (beyond k6: JWS-signed new-account / new-order) -------------------------------
+
+SCRIPT_PARAMS = ("profile_id", "alg", "fetch_order", "fetch_authz", "finalize")
+JWS_PROBLEMS = ("badNonce", "unauthorized", "malformed", "badSignatureAlgorithm",
+                "accountDoesNotExist")  # a signing or nonce bug in the client, not the server
+
+
+def _acme_orders_templates(params: dict) -> tuple[RequestTemplate, ...]:
+    """The requests the scripted VU may send, by tag (paths show the shapes; the script fills
+    in ids). Only the steps the parameters enable, so every tag gets requests."""
+    base = acme_orders.profile_base(params.get("profile_id", DEFAULT_ACME_PROFILE))
+    jose = (("Content-Type", "application/jose+json"),)
+    steps = [RequestTemplate("HEAD", f"{base}/new-nonce", "new_nonce", expect=(200,)),
+             RequestTemplate("POST", f"{base}/new-account", "new_account", headers=jose,
+                             expect=(200, 201)),
+             RequestTemplate("POST", f"{base}/new-order", "new_order", headers=jose,
+                             expect=(201,))]
+    if params.get("fetch_order"):
+        steps.append(RequestTemplate("POST", f"{base}/order/{{id}}", "order", headers=jose,
+                                     expect=(200,)))
+    if params.get("fetch_authz"):
+        steps.append(RequestTemplate("POST", f"{base}/authz/{{id}}", "authz", headers=jose,
+                                     expect=(200,)))
+    if params.get("finalize"):
+        steps.append(RequestTemplate("POST", f"{base}/order/{{id}}/finalize", "finalize",
+                                     headers=jose, expect=(200,)))
+    return tuple(steps)
+
+
 SCENARIOS: dict[str, Scenario] = {
     "bulk_renewal": Scenario(
         name="bulk_renewal",
@@ -243,15 +279,36 @@ SCENARIOS: dict[str, Scenario] = {
         steps=3,
         traps=("rate_limit", "acme"),
     ),
+    "acme_orders": Scenario(
+        name="acme_orders",
+        notebook="acme_orders.ipynb",
+        description="VUs with their own ACME account keys looping JWS-signed new-order (kid), "
+                    "order and authz reads",
+        profiles={
+            "smoke": {"vus": 4, "duration_s": 3.0, "sleep_s": 0.1, "alg": "ES256",
+                      "fetch_order": True, "fetch_authz": True, "finalize": False,
+                      "profile_id": DEFAULT_ACME_PROFILE},
+            "canonical": {"vus": 50, "duration_s": 300.0, "sleep_s": 0.0, "alg": "ES256",
+                          "fetch_order": True, "fetch_authz": True, "finalize": False,
+                          "profile_id": DEFAULT_ACME_PROFILE},
+        },
+        templates=_acme_orders_templates,
+        seed=lambda dsn, p: seed.reset_acme_orders(dsn),
+        fixtures=lambda p: {"acme_accounts": p["vus"]},
+        executor=CONSTANT_VUS,
+        traps=("rate_limit", "acme", "acme_orders"),
+        script="workbench.acme_orders:script",
+    ),
 }
 
 # Parameters the scenarios accept, with their types (papermill passes them through YAML/JSON).
 PARAM_TYPES = {"rate": (int, float), "duration_s": (int, float), "fleet_size": int,
                "max_vus": int, "timeout_s": (int, float), "bulk_size": int, "ari_size": int,
                "vus": int, "sleep_s": (int, float), "ids_per_request": int,
-               "mode": str, "profile_id": str, "team_id": str, "issuer_id": str}
+               "mode": str, "profile_id": str, "team_id": str, "issuer_id": str,
+               "alg": str, "fetch_order": bool, "fetch_authz": bool, "finalize": bool}
 ZERO_ALLOWED = frozenset({"sleep_s"})  # a closed loop without think time is a valid burst
-CHOICES = {"mode": ("criteria", "ids")}
+CHOICES = {"mode": ("criteria", "ids"), "alg": ("ES256", "RS256", "EdDSA")}
 _ID = re.compile(r"^[A-Za-z0-9._-]+$")  # ids go into URL paths and JSON bodies verbatim
 
 
@@ -275,6 +332,10 @@ def validate_params(params: dict) -> None:
         if name not in params:
             continue
         value = params[name]
+        if types is bool:
+            if not isinstance(value, bool):
+                raise WorkbenchError(f"parameter {name} must be true or false, got {value!r}")
+            continue
         if types is str:
             if not isinstance(value, str) or not _ID.match(value):
                 raise WorkbenchError(f"parameter {name} must be a non-empty name of letters, "
@@ -298,6 +359,26 @@ def response_totals(result: dict, tag: str = "bulk_renew") -> pd.DataFrame:
     totals = (result.get("response_totals") or {}).get(tag, {})
     row = {field.removeprefix("total_"): totals.get(field, 0) for field in BULK_TOTALS}
     return pd.DataFrame([row], index=pd.Index([tag], name="endpoint"))
+
+
+def acme_problems(result: dict) -> pd.DataFrame:
+    """Problem responses per endpoint and ACME type (badNonce, unauthorized, rateLimited,
+    serverInternal, ...), with ``jws`` marking the types a client's signing or nonce bug causes."""
+    rows = [{"endpoint": tag, "type": kind, "count": n, "jws": kind in JWS_PROBLEMS}
+            for tag, per in sorted((result.get("problems") or {}).items())
+            for kind, n in sorted(per.items())]
+    return pd.DataFrame(rows, columns=["endpoint", "type", "count", "jws"])
+
+
+def client_costs(result: dict) -> pd.DataFrame:
+    """The driver's own per-request work, apart from server latency: signing (``sign_ms``) and
+    CSR building (``csr_ms``), in milliseconds, with their counts."""
+    names = ((result.get("script") or {}).get("timing_histograms") or {})
+    rows = {name: result[f"{name}_ms"] for name in sorted(names) if f"{name}_ms" in result}
+    frame = pd.DataFrame.from_dict(rows, orient="index",
+                                   columns=["count", "mean", "p50", "p90", "p99", "max"])
+    frame.index.name = "client work"
+    return frame
 
 
 def rate_limited(result: dict) -> pd.DataFrame:

@@ -25,6 +25,8 @@ BULK_RENEWAL_RESET_SQL = "01_bulk_renewal_reset.sql"
 AGENT_FLEET_SQL = "02_agent_fleet.sql"
 ARI_CERTS_SQL = "03_ari_certs.sql"
 API_TIER_RESET_SQL = "04_api_tier_reset.sql"
+ACME_ORDERS_RESET_SQL = "05_acme_orders_reset.sql"
+ACME_LOADTEST_CONTACT = "mailto:loadtest-acme@example.test"  # marks acme_orders' accounts
 MAX_FLEET = 99_999  # ids are zero-padded to five digits
 MAX_FIXTURE = 99_999
 
@@ -203,6 +205,20 @@ def reset_api_tier(dsn: str, allow_remote: bool = False) -> dict:
     finally:
         engine.dispose()
     return {"fixture": API_TIER_RESET_SQL, "api_certificates": left,
+            "seconds": round(seconds, 3)}
+
+
+def reset_acme_orders(dsn: str, allow_remote: bool = False) -> dict:
+    """Delete the ACME accounts (and their orders, authzs, challenges) acme_orders created."""
+    engine = engine_for(dsn, allow_remote)
+    try:
+        check_certctl_schema(engine)
+        seconds = run_sql_file(engine, seed_dir() / ACME_ORDERS_RESET_SQL, {})
+        left = _count(engine, "SELECT count(*) FROM acme_accounts WHERE"
+                              f" '{ACME_LOADTEST_CONTACT}' = ANY (contact)")
+    finally:
+        engine.dispose()
+    return {"fixture": ACME_ORDERS_RESET_SQL, "acme_accounts": left,
             "seconds": round(seconds, 3)}
 
 

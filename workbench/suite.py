@@ -18,7 +18,7 @@ import pandas as pd
 from workbench import analysis, preflight, run, scenarios
 from workbench.paths import runs_dir
 
-ORDER = ("bulk_renewal", "acme_burst", "agent_storm", "api_tier", "acme_flow")
+ORDER = ("bulk_renewal", "acme_burst", "agent_storm", "api_tier", "acme_flow", "acme_orders")
 SUMMARY_SCHEMA_VERSION = 1
 COLUMNS = ("scenario", "endpoint", "requests", "failed", "dropped", "error_rate", "achieved_rps",
            "p50", "p95", "p99", "max", "passed", "valid", "exit_code", "notes", "run_dir")
@@ -79,6 +79,9 @@ def _notes(result: dict, tag: str) -> str:
     rest = sum(n for k, n in kinds.items() if k.startswith(scenarios.REST_429_PREFIX))
     if acme or rest:
         notes.append(f"429 rateLimited={acme} 429 text/plain={rest}")
+    problems = (result.get("problems") or {}).get(tag)  # scripted ACME: per problem type
+    if problems:
+        notes.append("problems " + " ".join(f"{k}={n}" for k, n in sorted(problems.items())))
     return "; ".join(notes)
 
 

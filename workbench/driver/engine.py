@@ -11,7 +11,9 @@ Contract with the executor (a fake engine in a test implements the same three me
 - ``engine.send(request, done)`` starts one request and returns at once; later, and never from
   inside ``send``, ``done(status, content_type, nbytes, body, error)`` is called exactly once:
   ``status`` 0 and ``error`` > 0 when there was no response (see ``outcomes``), ``body`` only
-  when the request asked for it, ``content_type`` lowercase without parameters (bytes);
+  when the request asked for it, ``content_type`` lowercase without parameters (bytes); a
+  request prepared with ``want_head`` also gets the response head (status line and headers,
+  as received) as a sixth argument when a response arrived;
 - ``await engine.close()`` aborts what is still in flight (``done`` gets ``cancelled``).
 
 Per-request timeouts are enforced by a sweep over open connections a few times per timeout,
@@ -43,6 +45,7 @@ class PreparedRequest:
     wire: bytes
     head_only: bool  # HEAD: the response has no body whatever its headers say
     want_body: bool  # keep the body for the caller (JSON fields to sum)
+    want_head: bool = False  # pass the response head to ``done`` (scripted virtual users)
 
 
 def ssl_context(base_url: str, ca_file: str | None, insecure: bool) -> ssl.SSLContext | None:
@@ -94,14 +97,14 @@ class HttpEngine:
         self._ctypes: dict[bytes, bytes] = {}
 
     def prepare(self, method: str, path: str, headers: dict[str, str], body: bytes | None,
-                want_body: bool = False) -> PreparedRequest:
+                want_body: bool = False, want_head: bool = False) -> PreparedRequest:
         """Serialize a request once; ``headers`` may carry the token (kept in memory only)."""
         lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.authority}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body or b'')}")
         wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-        return PreparedRequest(wire, method == "HEAD", want_body)
+        return PreparedRequest(wire, method == "HEAD", want_body, want_head)
 
     async def start(self, warm: int = 0) -> None:
         """Start the timeout sweep and open ``warm`` connections (failures are left to send)."""
@@ -192,7 +195,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = ("engine", "transport", "buf", "closed", "done", "state", "status", "ctype",
                  "nbytes", "remaining", "keep_alive", "head_only", "want_body", "parts",
-                 "sent_ns")
+                 "sent_ns", "want_head", "head")
 
     def __init__(self, engine: HttpEngine) -> None:
         self.engine = engine
@@ -212,6 +215,7 @@ class _Connection(asyncio.Protocol):
         self.state = _HEAD
         self.head_only = request.head_only
         self.want_body = request.want_body
+        self.want_head = request.want_head
         self.status = 0
         self.ctype = None
         self.nbytes = 0
@@ -249,6 +253,7 @@ class _Connection(asyncio.Protocol):
                     continue
                 low = head.lower()
                 self.status = status
+                self.head = head
                 self.ctype = self.engine.content_type(_header(low, b"\r\ncontent-type:"))
                 connection = _header(low, b"\r\nconnection:")
                 self.keep_alive = (connection != b"close" if head[5:8] == b"1.1"
@@ -326,7 +331,10 @@ class _Connection(asyncio.Protocol):
             self.engine.release(self)  # first, so the callback's next request can reuse it
         else:
             self.close()
-        done(self.status, self.ctype, self.nbytes, body, 0)
+        if self.want_head:
+            done(self.status, self.ctype, self.nbytes, body, 0, self.head)
+        else:
+            done(self.status, self.ctype, self.nbytes, body, 0)
 
     def fail(self, error: int) -> None:
         """End the request in flight, if any, with ``error``; the connection is not reused."""

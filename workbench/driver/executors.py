@@ -127,7 +127,7 @@ class ShardRun:
         else:
             self._start_closed(loop)
         await self.schedule_done
-        if self.in_flight == 0 and not self.drained.done():
+        if self._idle() and not self.drained.done():
             self.drained.set_result(None)
         if self.stopping:
             try:
@@ -144,6 +144,10 @@ class ShardRun:
         self.rss_peak = max(self.rss_peak, proc.memory_info().rss)
         gc.set_threshold(*thresholds)  # a Dask worker process outlives its shard
         gc.unfreeze()
+
+    def _idle(self) -> bool:
+        """Nothing left to wait for once the schedule is done (scripted VUs add their tasks)."""
+        return self.in_flight == 0
 
     def stop(self, status: str = "interrupted") -> None:
         """Stop scheduling now (SIGINT/SIGTERM); in-flight requests get a short grace."""

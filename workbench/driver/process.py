@@ -65,8 +65,11 @@ def run_shard(spec: DriveSpec, out_dir: Path, shard: int = 0, shards: int = 1, *
     if engine is None:
         engine = HttpEngine(spec.base_url, ca_file=spec.ca_file, insecure=spec.insecure,
                             timeout_s=spec.timeout_s)
-    run = ShardRun(spec, engine, recorder, shard=shard, shards=shards, token=token,
-                   progress=progress)
+    run_class = ShardRun
+    if spec.script:
+        from workbench.driver.scripted import ScriptedRun as run_class
+    run = run_class(spec, engine, recorder, shard=shard, shards=shards, token=token,
+                    progress=progress)
     if start is None:
         async def start():
             return start_epoch_ns

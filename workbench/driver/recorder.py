@@ -66,6 +66,8 @@ class Recorder:
         self.lag = hdr.new()
         self.counts = np.zeros((len(tags), len(ERROR_CLASSES)), np.int64)
         self.kinds: dict[tuple[int, int, bytes | None], int] = {}
+        self.problems: dict[tuple[int, str], int] = {}  # (tag, problem type) -> count
+        self.timings: dict[str, array] = {}  # a script's own costs (e.g. signing), ns samples
         self.totals: list[dict[str, int | float]] = [{} for _ in tags]
         self.rows = 0
         self.first_intended_ns: int | None = None
@@ -124,6 +126,18 @@ class Recorder:
     def kind(self, tag: int, status: int, content_type: bytes | None) -> None:
         key = (tag, status, content_type)
         self.kinds[key] = self.kinds.get(key, 0) + 1
+
+    def problem(self, tag: int, kind: str) -> None:
+        """One RFC 7807 problem response of type ``kind`` (ACME's URN prefix removed)."""
+        key = (tag, kind)
+        self.problems[key] = self.problems.get(key, 0) + 1
+
+    def timing(self, name: str, ns: int) -> None:
+        """One sample of a client-side cost that is not server latency (e.g. signing)."""
+        samples = self.timings.get(name)
+        if samples is None:
+            samples = self.timings[name] = array("q")
+        samples.append(ns)
 
     def add_totals(self, tag: int, body: bytes, fields: tuple[str, ...]) -> None:
         """Sum the numeric top-level JSON ``fields`` of a response body into the tag's totals."""
@@ -243,6 +257,24 @@ class Recorder:
             kind = f"{status} {ctype.decode('latin-1') if ctype else '-'}"
             per_tag = out.setdefault(self.tags[tag], {})
             per_tag[kind] = per_tag.get(kind, 0) + n
+        return out
+
+    def problem_counts(self) -> dict[str, dict[str, int]]:
+        """``{tag: {problem type: count}}`` of the problem responses seen."""
+        out: dict[str, dict[str, int]] = {}
+        for (tag, kind), n in sorted(self.problems.items()):
+            out.setdefault(self.tags[tag], {})[kind] = n
+        return out
+
+    def timing_histograms(self) -> dict[str, dict]:
+        """``{name: {"hist": base64 histoblob (us), "count", "sum_ns"}}`` of the timings."""
+        out = {}
+        for name, samples in sorted(self.timings.items()):
+            values = np.frombuffer(samples, np.int64)
+            hist = hdr.new()
+            hdr.record_array(hist, (values + 500) // 1000)
+            out[name] = {"hist": hdr.encode(hist), "count": int(values.size),
+                         "sum_ns": int(values.sum())}
         return out
 
     def response_totals(self, fields_by_tag: dict[str, tuple[str, ...]]) -> dict:

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from workbench.errors import WorkbenchError
 
 EXECUTORS = ("constant-arrival-rate", "ramping-arrival-rate", "constant-vus")
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods, header names
+_SCRIPT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:factory
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,10 @@ class DriveSpec:
     busy throughout. Open loop: at most ``max_vus`` iterations in flight, an arrival that finds
     them all busy is dropped; ``pre_allocated_vus`` connections are opened before the start
     (0: a few, from the rate).
+
+    ``script`` (``package.module:factory``, constant-vus only) replaces the fixed steps with
+    Python per iteration (``workbench.driver.scripted``); ``factory(script_params)`` builds it
+    in each driver process. The templates then name the requests the script may send, by tag.
     """
 
     base_url: str
@@ -66,6 +72,8 @@ class DriveSpec:
     steps: int = 1
     sleep_s: float = 0.0
     pre_allocated_vus: int = 0
+    script: str = ""
+    script_params: dict[str, Any] = field(default_factory=dict)  # JSON values, never a secret
 
     @property
     def open_loop(self) -> bool:
@@ -125,6 +133,23 @@ class DriveSpec:
             raise WorkbenchError("no request to send: the scenario produced no request templates")
         for t in self.templates:
             _validate_template(t)
+        if self.script:
+            self._validate_script()
+
+    def _validate_script(self) -> None:
+        if self.executor != "constant-vus":
+            raise WorkbenchError(f"script {self.script!r} needs the constant-vus executor, not "
+                                 f"{self.executor}")
+        if not isinstance(self.script, str) or not _SCRIPT.match(self.script):
+            raise WorkbenchError(f"script {self.script!r} must name a factory as "
+                                 "package.module:function")
+        try:
+            json.dumps(self.script_params)
+        except (TypeError, ValueError):
+            raise WorkbenchError("script_params must hold JSON values only") from None
+        from workbench.driver.scripted import load_factory
+
+        load_factory(self.script)
 
     def _validate_stages(self) -> None:
         if not self.stages:

@@ -99,6 +99,8 @@ def summarize(spec: DriveSpec, reports: list[dict], started_at: str | None = Non
 
     kinds = _add_nested(r["response_kinds"] for r in reports)
     totals = _add_nested(r["response_totals"] for r in reports)
+    problems = _add_nested(r.get("problems", {}) for r in reports)
+    script = _script_summary(spec, reports)
 
     active_s = max((r["active_s"] for r in reports), default=0.0)
     sent = total["completed"] + total["failed"]
@@ -148,6 +150,7 @@ def summarize(spec: DriveSpec, reports: list[dict], started_at: str | None = Non
         "hdr": hdr.CONFIG,
         "response_kinds": kinds,
         "response_totals": totals,
+        "problems": problems,
         "t0_epoch_ns": t0,
         "t0_utc": iso(t0),
         "started_at": started_at,
@@ -173,4 +176,25 @@ def summarize(spec: DriveSpec, reports: list[dict], started_at: str | None = Non
         } for r in reports],
         "valid": not reasons,
         "invalid_reasons": reasons,
-    }
+    } | script
+
+
+def _script_summary(spec: DriveSpec, reports: list[dict]) -> dict:
+    """A scripted run's extras: ``script`` (factory, setup time, timing histograms) and one
+    ``<name>_ms`` summary per client-side timing (e.g. ``sign_ms``), merged over shards."""
+    if not spec.script:
+        return {}
+    out: dict = {}
+    histograms = {}
+    for name in sorted({n for r in reports for n in r.get("script_timings", {})}):
+        parts = [r["script_timings"][name] for r in reports if name in r.get("script_timings", {})]
+        merged = hdr.merge(p["hist"] for p in parts)
+        count = sum(p["count"] for p in parts)
+        histograms[name] = hdr.encode(merged)
+        mean = sum(p["sum_ns"] for p in parts) / count / 1e6 if count else None
+        out[f"{name}_ms"] = hdr.percentiles_ms(merged, (50, 90, 99)) | {"count": count,
+                                                                        "mean": mean}
+    out["script"] = {"factory": spec.script, "params": spec.script_params,
+                     "setup_s": max(r.get("setup_s", 0.0) for r in reports),
+                     "timing_histograms": histograms}
+    return out

@@ -46,6 +46,10 @@ class StandinConfig:
     ari_poll_interval_s: int = 21600  # Retry-After on ARI 200s (certctl: ARI_POLL_INTERVAL 6h)
     nonce_ttl_s: float = 300.0
     acme_default_profile: str = ""  # enables the /acme/* shorthand, as in certctl
+    acme_orders_per_hour: int = 0  # per-account new-order bucket; 0 is off (certctl: 100)
+    acme_concurrent_orders: int = 0  # per-account active-order cap; 0 is off (certctl: 5)
+    acme_order_ttl_s: float = 86400.0
+    acme_authz_ttl_s: float = 86400.0
 
 
 # --- certctl's environment parsing (contract section 2.4) ----------------------------------------
@@ -86,10 +90,14 @@ def config_from_env(dsn: str, api_key: str, commit: str,
                     rate_limit_enabled: bool | None = None) -> StandinConfig:
     """The stand-in's settings from certctl's own variable names, parsed by certctl's rules.
 
-    One deliberate difference: with ``CERTCTL_RATE_LIMIT_ENABLED`` unset the limiter is off
+    Two deliberate differences: with ``CERTCTL_RATE_LIMIT_ENABLED`` unset the limiter is off
     (certctl's default is on), because a single load host gets 50 req/s in total from it and
     every scenario above that would measure the limiter, not the server. ``rate_limit_enabled``
-    (the ``--rate-limit`` flag) overrides the environment.
+    (the ``--rate-limit`` flag) overrides the environment. Likewise the per-account ACME limits
+    are off unless ``CERTCTL_ACME_SERVER_RATE_LIMIT_ORDERS_PER_HOUR`` or ``..._CONCURRENT_ORDERS``
+    is set; then both follow certctl (100 and 5 when unset or unparseable, 0 disables one).
+    Orders never finalize on certctl, so its 5-order cap stops every account at its sixth
+    order: with the limits on, acme_orders would measure 429s.
     """
     env = os.environ if environ is None else environ
     enabled = go_bool(env.get("CERTCTL_RATE_LIMIT_ENABLED"), False)
@@ -101,6 +109,9 @@ def config_from_env(dsn: str, api_key: str, commit: str,
         burst=go_number(env.get("CERTCTL_RATE_LIMIT_BURST"), 100, int),
     )
     keygen = env.get("CERTCTL_KEYGEN_MODE") or "agent"
+    per_hour, concurrent = (env.get(f"CERTCTL_ACME_SERVER_RATE_LIMIT_{name}")
+                            for name in ("ORDERS_PER_HOUR", "CONCURRENT_ORDERS"))
+    acme_limits = bool(per_hour or concurrent)
     return StandinConfig(
         dsn=dsn, api_key=api_key, commit=commit, rate_limit=rate_limit,
         keygen_mode=keygen if keygen in ("agent", "server") else "agent",
@@ -109,6 +120,10 @@ def config_from_env(dsn: str, api_key: str, commit: str,
                                               21600.0)),
         nonce_ttl_s=go_duration_s(env.get("CERTCTL_ACME_SERVER_NONCE_TTL"), 300.0),
         acme_default_profile=env.get("CERTCTL_ACME_SERVER_DEFAULT_PROFILE_ID", ""),
+        acme_orders_per_hour=go_number(per_hour, 100, int) if acme_limits else 0,
+        acme_concurrent_orders=go_number(concurrent, 5, int) if acme_limits else 0,
+        acme_order_ttl_s=go_duration_s(env.get("CERTCTL_ACME_SERVER_ORDER_TTL"), 86400.0),
+        acme_authz_ttl_s=go_duration_s(env.get("CERTCTL_ACME_SERVER_AUTHZ_TTL"), 86400.0),
     )  # fmt: skip
 
 

@@ -6,9 +6,9 @@ What it reproduces, from ``certctl-contract.md``: the no-auth / auth dispatch, t
 limiter (``ratelimit.py``), the Bearer-key error shapes, the handler error shape with
 ``request_id``, Go's mux 404/405 texts, the fire-and-forget ``audit_events`` INSERT per
 authenticated request, the heartbeat's exact SQL sequence including its stale-row quirk, the
-certificate endpoints (``certificates.py``) and the ACME reads (``acme.py``). Cross-cutting
-behaviour lives in middlewares, in certctl's order: request id and recovery, rate limiter,
-auth, audit, router.
+certificate endpoints (``certificates.py``), the ACME reads (``acme.py``) and the signed ACME
+endpoints (``acme_orders.py``). Cross-cutting behaviour lives in middlewares, in certctl's
+order: request id and recovery, rate limiter, auth, audit, router.
 
 Configuration uses certctl's own variable names (``CERTCTL_RATE_LIMIT_*``,
 ``CERTCTL_KEYGEN_MODE``, ``CERTCTL_ACME_SERVER_*``); see ``core.config_from_env``.
@@ -35,7 +35,7 @@ from aiohttp import web
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from workbench.standin import acme, certificates
+from workbench.standin import acme, acme_orders, certificates
 from workbench.standin.core import (
     API_KEY_DIGEST,
     API_USER,
@@ -340,6 +340,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/agents/{id}/heartbeat", agent_heartbeat)
     certificates.add_routes(app)
     acme.add_routes(app)
+    acme_orders.add_routes(app)
 
 
 # --- application lifecycle ---------------------------------------------------------------------
@@ -433,8 +434,11 @@ def main(argv: list[str] | None = None) -> int:
                              else args.rate_limit == "on")
     app = build_app(config)
     limit = config.rate_limit
-    log.info("stand-in certctl listening on https://%s:%d (rate limiter %s)", args.host,
-             args.port, f"on: {limit.rps:g} req/s, burst {limit.burst}" if limit.enabled else "off")
+    log.info("stand-in certctl listening on https://%s:%d (rate limiter %s; ACME per-account"
+             " limits %s)", args.host, args.port,
+             f"on: {limit.rps:g} req/s, burst {limit.burst}" if limit.enabled else "off",
+             f"{config.acme_orders_per_hour}/h, {config.acme_concurrent_orders} concurrent"
+             if config.acme_orders_per_hour or config.acme_concurrent_orders else "off")
     web.run_app(
         app,
         host=args.host,
