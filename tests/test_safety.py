@@ -85,10 +85,19 @@ FOREIGN = {  # rows a real certctl database holds that are not the workbench's
     "jobs": ("INSERT INTO jobs (id, type, certificate_id, status) VALUES"
              " ('job-prod-1', 'Renewal', 'mc-prod-1', 'AwaitingCSR'),"
              " ('job-prod-2', 'Renewal', 'mc-loadtest-bulk-x', 'Pending')"),
+    "acme_accounts": ("INSERT INTO acme_accounts (account_id, jwk_thumbprint, jwk_pem, contact,"
+                      " status, profile_id) VALUES ('acme-acc-prod', 'tp-prod', 'pem',"
+                      " ARRAY['mailto:ops@example.test'], 'valid', 'prof-standard-tls')"),
+    "acme_orders": ("INSERT INTO acme_orders (order_id, account_id, identifiers, status,"
+                    " expires_at) VALUES ('ord-prod-1', 'acme-acc-prod',"
+                    " '[{\"type\":\"dns\",\"value\":\"prod.example.test\"}]', 'ready',"
+                    " now() + interval '1 day')"),
 }
 FOREIGN_IDS = {"agents": ("ag-prod-1", "ag-loadtest-x1"),
                "managed_certificates": ("mc-prod-1", "mc-loadtest-bulk-x"),
-               "certificate_versions": ("cv-prod-1",), "jobs": ("job-prod-1", "job-prod-2")}
+               "certificate_versions": ("cv-prod-1",), "jobs": ("job-prod-1", "job-prod-2"),
+               "acme_accounts": ("acme-acc-prod",), "acme_orders": ("ord-prod-1",)}
+KEY = {"acme_accounts": "account_id", "acme_orders": "order_id"}  # others: id
 
 
 def test_seeding_and_resetting_every_scenario_leaves_foreign_rows_untouched(embedded_target):
@@ -100,8 +109,9 @@ def test_seeding_and_resetting_every_scenario_leaves_foreign_rows_untouched(embe
 
     def snapshot() -> dict:
         with engine.connect() as conn:
-            return {table: conn.execute(sa.text(f"SELECT * FROM {table} WHERE id = ANY(:ids)"
-                                                " ORDER BY id"), {"ids": list(ids)}).all()
+            return {table: conn.execute(sa.text(
+                        f"SELECT * FROM {table} WHERE {KEY.get(table, 'id')} = ANY(:ids)"
+                        f" ORDER BY {KEY.get(table, 'id')}"), {"ids": list(ids)}).all()
                     for table, ids in FOREIGN_IDS.items()}
 
     with engine.begin() as conn:
@@ -119,7 +129,8 @@ def test_seeding_and_resetting_every_scenario_leaves_foreign_rows_untouched(embe
         assert snapshot() == before
     finally:
         with engine.begin() as conn:
-            for table in ("jobs", "certificate_versions", "managed_certificates", "agents"):
-                conn.execute(sa.text(f"DELETE FROM {table} WHERE id = ANY(:ids)"),
-                             {"ids": list(FOREIGN_IDS[table])})
+            for table in ("acme_orders", "acme_accounts", "jobs", "certificate_versions",
+                          "managed_certificates", "agents"):
+                conn.execute(sa.text(f"DELETE FROM {table} WHERE {KEY.get(table, 'id')}"
+                                     " = ANY(:ids)"), {"ids": list(FOREIGN_IDS[table])})
         engine.dispose()

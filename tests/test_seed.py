@@ -248,7 +248,8 @@ def test_every_fixture_file_is_plain_statements_with_its_bind_parameters():
     expected = {seed.BULK_RENEWAL_SQL: ("bulk_size", ["DELETE", "DELETE", "INSERT"]),
                 seed.BULK_RENEWAL_RESET_SQL: (None, ["DELETE", "UPDATE"]),
                 seed.ARI_CERTS_SQL: ("ari_size", ["DELETE", "INSERT", "INSERT"]),
-                seed.API_TIER_RESET_SQL: (None, ["DELETE"])}
+                seed.API_TIER_RESET_SQL: (None, ["DELETE"]),
+                seed.ACME_ORDERS_RESET_SQL: (None, ["DELETE"] * 4)}
     for name, (param, verbs) in expected.items():
         statements = seed.split_statements((seed.seed_dir() / name).read_text())
         assert [s.split()[0] for s in statements] == verbs, name
