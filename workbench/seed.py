@@ -143,100 +143,75 @@ def _check_size(name: str, size: object) -> None:
         raise WorkbenchError(f"{name} must be an integer in 1..{MAX_FIXTURE}, got {size!r}")
 
 
-def _count(engine: sa.Engine, sql: str) -> int:
-    with engine.connect() as conn:
-        return conn.execute(sa.text(sql)).scalar_one()
+def load_fixture(dsn: str, fixture: str, params: dict, count: tuple[str, str],
+                 parents: bool = False, allow_remote: bool = False) -> dict:
+    """Run one fixture file: the one seeding path every scenario uses.
+
+    Checks the database is certctl's (and, with ``parents``, that the rows the certificate
+    fixtures reference exist), runs ``fixture`` in one transaction, then reports
+    ``{count[0]: <count[1] query result>}`` beside the parameters and the seconds taken.
+    """
+    engine = engine_for(dsn, allow_remote)
+    try:
+        check_certctl_schema(engine)
+        if parents:
+            _check_parents(engine)
+        seconds = run_sql_file(engine, seed_dir() / fixture, params)
+        with engine.connect() as conn:
+            counted = conn.execute(sa.text(count[1])).scalar_one()
+    finally:
+        engine.dispose()
+    return {"fixture": fixture, **params, count[0]: counted, "seconds": round(seconds, 3)}
+
+
+_ACTIVE_BULK = ("certificates", "SELECT count(*) FROM managed_certificates"
+                " WHERE id LIKE 'mc-loadtest-bulk-%' AND status = 'Active'")
 
 
 def seed_bulk_renewal(dsn: str, bulk_size: int, allow_remote: bool = False) -> dict:
     """Create or reset the ``loadtest-bulk-NNNNN`` certificates (all Active, no jobs)."""
     _check_size("bulk_size", bulk_size)
-    engine = engine_for(dsn, allow_remote)
-    try:
-        check_certctl_schema(engine)
-        _check_parents(engine)
-        seconds = run_sql_file(engine, seed_dir() / BULK_RENEWAL_SQL, {"bulk_size": bulk_size})
-        count = _count(engine, "SELECT count(*) FROM managed_certificates"
-                               " WHERE id LIKE 'mc-loadtest-bulk-%' AND status = 'Active'")
-    finally:
-        engine.dispose()
-    return {"fixture": BULK_RENEWAL_SQL, "bulk_size": bulk_size, "certificates": count,
-            "seconds": round(seconds, 3)}
+    return load_fixture(dsn, BULK_RENEWAL_SQL, {"bulk_size": bulk_size}, _ACTIVE_BULK,
+                        parents=True, allow_remote=allow_remote)
 
 
 def reset_bulk_renewal(dsn: str, allow_remote: bool = False) -> dict:
     """Put the bulk fleet back between runs: fixture jobs deleted, status Active again."""
-    engine = engine_for(dsn, allow_remote)
-    try:
-        check_certctl_schema(engine)
-        seconds = run_sql_file(engine, seed_dir() / BULK_RENEWAL_RESET_SQL, {})
-        count = _count(engine, "SELECT count(*) FROM managed_certificates"
-                               " WHERE id LIKE 'mc-loadtest-bulk-%' AND status = 'Active'")
-    finally:
-        engine.dispose()
-    return {"fixture": BULK_RENEWAL_RESET_SQL, "certificates": count,
-            "seconds": round(seconds, 3)}
+    return load_fixture(dsn, BULK_RENEWAL_RESET_SQL, {}, _ACTIVE_BULK, allow_remote=allow_remote)
 
 
 def seed_ari_certs(dsn: str, ari_size: int, allow_remote: bool = False) -> dict:
     """Create or reset the ``loadtest-ari-NNNNN`` certificates and their versions."""
     _check_size("ari_size", ari_size)
-    engine = engine_for(dsn, allow_remote)
-    try:
-        check_certctl_schema(engine)
-        _check_parents(engine)
-        seconds = run_sql_file(engine, seed_dir() / ARI_CERTS_SQL, {"ari_size": ari_size})
-        count = _count(engine, "SELECT count(*) FROM certificate_versions"
-                               " WHERE id LIKE 'cv-loadtest-ari-%'")
-    finally:
-        engine.dispose()
-    return {"fixture": ARI_CERTS_SQL, "ari_size": ari_size, "versions": count,
-            "seconds": round(seconds, 3)}
+    return load_fixture(dsn, ARI_CERTS_SQL, {"ari_size": ari_size},
+                        ("versions", "SELECT count(*) FROM certificate_versions"
+                                     " WHERE id LIKE 'cv-loadtest-ari-%'"),
+                        parents=True, allow_remote=allow_remote)
 
 
 def reset_api_tier(dsn: str, allow_remote: bool = False) -> dict:
     """Delete the certificates earlier api_tier runs created (``loadtest-api-*``)."""
-    engine = engine_for(dsn, allow_remote)
-    try:
-        check_certctl_schema(engine)
-        seconds = run_sql_file(engine, seed_dir() / API_TIER_RESET_SQL, {})
-        left = _count(engine, "SELECT count(*) FROM managed_certificates"
-                              " WHERE name LIKE 'loadtest-api-%'")
-    finally:
-        engine.dispose()
-    return {"fixture": API_TIER_RESET_SQL, "api_certificates": left,
-            "seconds": round(seconds, 3)}
+    return load_fixture(dsn, API_TIER_RESET_SQL, {},
+                        ("api_certificates", "SELECT count(*) FROM managed_certificates"
+                                             " WHERE name LIKE 'loadtest-api-%'"),
+                        allow_remote=allow_remote)
 
 
 def reset_acme_orders(dsn: str, allow_remote: bool = False) -> dict:
     """Delete the ACME accounts (and their orders, authzs, challenges) acme_orders created."""
-    engine = engine_for(dsn, allow_remote)
-    try:
-        check_certctl_schema(engine)
-        seconds = run_sql_file(engine, seed_dir() / ACME_ORDERS_RESET_SQL, {})
-        left = _count(engine, "SELECT count(*) FROM acme_accounts WHERE"
-                              f" '{ACME_LOADTEST_CONTACT}' = ANY (contact)")
-    finally:
-        engine.dispose()
-    return {"fixture": ACME_ORDERS_RESET_SQL, "acme_accounts": left,
-            "seconds": round(seconds, 3)}
+    return load_fixture(dsn, ACME_ORDERS_RESET_SQL, {},
+                        ("acme_accounts", "SELECT count(*) FROM acme_accounts WHERE"
+                                          f" '{ACME_LOADTEST_CONTACT}' = ANY (contact)"),
+                        allow_remote=allow_remote)
 
 
 def seed_agent_fleet(dsn: str, fleet_size: int, allow_remote: bool = False) -> dict:
     """Create or reset the ``loadtest-agent-NNNNN`` fleet; returns what was seeded, how fast."""
     if not isinstance(fleet_size, int) or not 1 <= fleet_size <= MAX_FLEET:
         raise WorkbenchError(f"fleet size must be an integer in 1..{MAX_FLEET}, got {fleet_size!r}")
-    engine = engine_for(dsn, allow_remote)
-    try:
-        check_certctl_schema(engine)
-        seconds = run_sql_file(engine, seed_dir() / AGENT_FLEET_SQL, {"fleet_size": fleet_size})
-        with engine.connect() as conn:
-            count = conn.execute(sa.text(
-                "SELECT count(*) FROM agents WHERE id LIKE 'ag-loadtest-%'")).scalar_one()
-    finally:
-        engine.dispose()
-    return {"fixture": AGENT_FLEET_SQL, "fleet_size": fleet_size, "agents": count,
-            "seconds": round(seconds, 3)}
+    return load_fixture(dsn, AGENT_FLEET_SQL, {"fleet_size": fleet_size},
+                        ("agents", "SELECT count(*) FROM agents WHERE id LIKE 'ag-loadtest-%'"),
+                        allow_remote=allow_remote)
 
 
 def agent_ids(fleet_size: int) -> list[str]:
