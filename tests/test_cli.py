@@ -130,3 +130,24 @@ def test_unfit_database_is_refused_before_any_load(real_target_env, embedded_env
     assert out.stderr.strip().splitlines()[-1].startswith("error: ")
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
     assert baselines_listing() == before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "agent_storm", "-p", "nonsense", "1"], "agent_storm takes no parameter nonsense"),
+    (["run", "agent_storm", "-p", "run_dir", "/tmp/x"], "takes no parameter run_dir"),
+    (["run", "acme_burst", "--rate", "5"], "acme_burst takes no parameter rate"),
+    (["run", "agent_storm", "-p", "thresholds", '{"http_req_duration": ["p95<1"]}'],
+     "malformed threshold 'p95<1'"),
+    (["run", "agent_storm", "-p", "fleet_size", "ten"], "fleet_size must be an integer"),
+])
+def test_bad_parameter_overrides_are_refused(embedded_env, args, needle):
+    out = workbench(*args)
+    assert out.returncode == 2, out.stderr
+    assert needle in out.stderr and out.stderr.startswith("error: ")
+
+
+def test_a_parameter_override_reaches_the_notebook(embedded_env):
+    out = workbench("run", "agent_storm", "--duration", "1", "--fleet-size", "20",
+                    "-p", "thresholds", '{"http_req_duration": ["p(95)<0.001"]}')
+    assert out.returncode == 1, out.stderr  # the tightened threshold was applied and breached
+    assert "FAIL http_req_duration p(95)<0.001" in out.stdout

@@ -81,6 +81,11 @@ def cmd_run(args) -> int:
 
     overrides = {k: v for k, v in (("rate", args.rate), ("duration_s", args.duration),
                                    ("fleet_size", args.fleet_size)) if v is not None}
+    for name, value in args.param:
+        try:  # JSON where it parses (numbers, true, objects), else the plain string
+            overrides[name] = json.loads(value)
+        except ValueError:
+            overrides[name] = value
     if args.scenario == "all":
         from workbench import suite
 
@@ -195,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--rate", type=float, help="override the profile's arrival rate")
     r.add_argument("--duration", type=float, help="override the profile's duration (s)")
     r.add_argument("--fleet-size", type=int, help="override the profile's fixture size")
+    r.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                   metavar=("NAME", "VALUE"),
+                   help="set a notebook parameter, as papermill -p (JSON values parsed), e.g. "
+                        "-p alg EdDSA or -p thresholds '{\"http_req_failed\": [\"rate<0.01\"]}'")
     r.add_argument("--allow-remote-db", action="store_true",
                    help="consent to writing fixtures to a database not on this machine")
     r.add_argument("--strict", action="store_true",

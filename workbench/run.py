@@ -206,11 +206,29 @@ def database_facts(dsn: str | None) -> dict | None:
     return {"server_version": facts.pop("server_version"), "settings": facts}
 
 
+# Set by `workbench run` itself, never by -p: they locate the target and the run.
+_RESERVED_PARAMS = ("target_url", "ca_file", "insecure", "profile", "run_dir", "seed_fixtures")
+
+
 def scenario_params(spec: scenarios.Scenario, profile: str, overrides: dict | None) -> dict:
     """A profile's parameters with the overrides, validated."""
     params = scenarios.profile_params(spec, profile) | (overrides or {})
     scenarios.validate_params(params)
     return params
+
+
+def check_overrides(spec: scenarios.Scenario, overrides: dict) -> None:
+    """Refuse an override the scenario's notebook does not take, naming the ones it does."""
+    import papermill
+
+    takes = [n for n in papermill.inspect_notebook(str(notebooks_dir() / spec.notebook))
+             if n not in _RESERVED_PARAMS]
+    unknown = sorted(set(overrides) - set(takes))
+    if unknown:
+        raise WorkbenchError(f"{spec.name} takes no parameter {', '.join(unknown)}; it takes "
+                             f"{', '.join(takes)}")
+    if "thresholds" in overrides:
+        analysis.parse_thresholds(overrides["thresholds"])
 
 
 def execute(scenario: str, profile: str, target_url: str | None = None,
@@ -227,6 +245,7 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
     import papermill
 
     spec = scenarios.get(scenario)
+    check_overrides(spec, overrides or {})
     params = scenario_params(spec, profile, overrides)
     target = preflight.resolve_target(target_url, ca_file, insecure)
     identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
