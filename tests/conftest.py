@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.loopback import free_port
 from workbench import target
@@ -41,3 +44,24 @@ def embedded_env(embedded_target: TargetInfo, embedded_target_state: Path, tmp_p
     monkeypatch.delenv("CERTCTL_TOKEN", raising=False)
     monkeypatch.delenv("CERTCTL_DSN", raising=False)
     return embedded_target
+
+
+# Shared by the stand-in contract tests: HTTPS verified with the target's own CA, the token,
+# and the target's database.
+@pytest.fixture(scope="module")
+def client(embedded_target: TargetInfo) -> Iterator[httpx.Client]:
+    verify = ssl.create_default_context(cafile=embedded_target.ca_file)
+    with httpx.Client(base_url=embedded_target.url, verify=verify, timeout=10.0) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def auth(target_token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {target_token}"}
+
+
+@pytest.fixture(scope="module")
+def engine(embedded_target: TargetInfo) -> Iterator[sa.Engine]:
+    engine = sa.create_engine(embedded_target.dsn)
+    yield engine
+    engine.dispose()

@@ -1,6 +1,8 @@
-"""A tiny aiohttp server on loopback, in a thread, for driver tests.
+"""A small aiohttp server on loopback, in a thread, for driver and fault tests.
 
-``GET /delay?ms=N`` answers after N ms; ``/status/CODE`` answers CODE; ``/slow`` sleeps 2 s.
+It answers the response shapes the scenarios meet: ``/delay?ms=N`` after N ms, ``/status/CODE``,
+``POST /bulk`` (JSON with numeric fields), ``/problem429`` (RFC 7807 problem+json), ``/text429``
+(certctl's text/plain 429) and ``/chunked``.
 """
 
 from __future__ import annotations
@@ -19,12 +21,16 @@ def free_port() -> int:
 
 
 class LoopbackServer:
+    """/delay?ms=N, /status/CODE, POST /bulk, /problem429, /text429 and /chunked."""
+
     def __init__(self) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
+        self.bulk_headers: dict[str, str] = {}
+        self.bulk_bodies: list[bytes] = []
 
     async def _delay(self, request: web.Request) -> web.Response:
         await asyncio.sleep(float(request.query.get("ms", "0")) / 1000)
@@ -33,15 +39,42 @@ class LoopbackServer:
     async def _status(self, request: web.Request) -> web.Response:
         return web.Response(status=int(request.match_info["code"]), text="x")
 
+    async def _bulk(self, request: web.Request) -> web.Response:
+        self.bulk_headers = dict(request.headers)
+        self.bulk_bodies.append(await request.read())
+        return web.json_response({"total_matched": 10, "total_enqueued": 7,
+                                  "total_skipped": 2, "total_failed": 1, "note": "x"})
+
+    async def _problem(self, request: web.Request) -> web.Response:
+        return web.Response(status=429, text='{"type":"urn:ietf:params:acme:error:rateLimited"}',
+                            content_type="application/problem+json")
+
+    async def _text429(self, request: web.Request) -> web.Response:
+        return web.Response(status=429, text="rate limit exceeded\n", content_type="text/plain",
+                            charset="utf-8")
+
+    async def _chunked(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse()
+        resp.enable_chunked_encoding()
+        resp.content_type = "application/json"
+        await resp.prepare(request)
+        for part in (b'{"total_matched": ', b"5", b"}"):
+            await resp.write(part)
+        await resp.write_eof()
+        return resp
+
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         app = web.Application()
         app.router.add_get("/delay", self._delay)
         app.router.add_route("*", "/status/{code}", self._status)
+        app.router.add_post("/bulk", self._bulk)
+        app.router.add_get("/problem429", self._problem)
+        app.router.add_get("/text429", self._text429)
+        app.router.add_get("/chunked", self._chunked)
         self._runner = web.AppRunner(app, access_log=None)
         self._loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
-        self._loop.run_until_complete(site.start())
+        self._loop.run_until_complete(web.TCPSite(self._runner, "127.0.0.1", self.port).start())
         self._ready.set()
         self._loop.run_forever()
 
@@ -51,8 +84,6 @@ class LoopbackServer:
         return self
 
     def __exit__(self, *exc) -> None:
-        async def stop() -> None:
-            await self._runner.cleanup()
-        asyncio.run_coroutine_threadsafe(stop(), self._loop).result(10)
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)

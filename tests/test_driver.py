@@ -97,14 +97,14 @@ def test_bad_load_shape_is_refused_before_anything_is_sent(tmp_path, field, valu
 
 
 def test_429_shapes_are_told_apart_and_bulk_totals_add_up(tmp_path):
-    from tests.test_driver_servers import ShapesServer
+    from tests.loopback import LoopbackServer
 
     fields = ("total_matched", "total_enqueued", "total_skipped", "total_failed")
     templates = (RequestTemplate("POST", "/bulk", "bulk_renew", "{}", sum_fields=fields),
                  RequestTemplate("GET", "/problem429", "acme", expect=(200,)),
                  RequestTemplate("GET", "/text429", "rest"),
                  RequestTemplate("GET", "/chunked", "chunked", sum_fields=("total_matched",)))
-    with ShapesServer() as srv:
+    with LoopbackServer() as srv:
         result = drive(DriveSpec(base_url=srv.url, templates=templates, rate=80, duration_s=0.5),
                        tmp_path, echo=lambda _: None)
     assert result["scheduled"] == 40 and result["errors"] == {"http_429": 20}

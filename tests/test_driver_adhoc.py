@@ -10,7 +10,7 @@ import time
 
 import pyarrow.parquet as pq
 
-from tests.test_driver_servers import ShapesServer
+from tests.loopback import LoopbackServer
 
 RESULT_KEYS = {"scheduled", "completed", "failed", "dropped", "offered_rate", "achieved_rate",
                "latency_ms", "service_time_ms", "schedule_lag_ms", "valid"}
@@ -23,7 +23,7 @@ def workbench(*args, timeout=120):
 
 
 def test_adhoc_drive_sends_the_request_and_writes_the_documented_files(tmp_path):
-    with ShapesServer() as srv:
+    with LoopbackServer() as srv:
         out = workbench("drive", f"{srv.url}/bulk", "--method", "post", "--body", '{"a": 1}',
                         "--header", "X-Trace: adhoc-7", "--rate", "40", "--duration", "1",
                         "--vus", "10", "--out", str(tmp_path / "adhoc"))
@@ -42,7 +42,7 @@ def test_adhoc_drive_sends_the_request_and_writes_the_documented_files(tmp_path)
 
 
 def test_adhoc_drive_with_shards_prints_progress_and_merges(tmp_path):
-    with ShapesServer() as srv:
+    with LoopbackServer() as srv:
         out = workbench("drive", f"{srv.url}/status/200", "--rate", "100", "--duration", "2.5",
                         "--shards", "2", "--out", str(tmp_path / "run"))
     assert out.returncode == 0, out.stderr
@@ -68,7 +68,7 @@ def test_adhoc_bad_input_is_one_line_before_any_load(tmp_path):
 
 
 def test_interrupted_sharded_run_flushes_readable_parquet_and_says_so(tmp_path):
-    with ShapesServer() as srv:
+    with LoopbackServer() as srv:
         proc = subprocess.Popen(
             [sys.executable, "-m", "workbench.cli", "drive", f"{srv.url}/delay?ms=2", "--rate",
              "200", "--duration", "60", "--shards", "2", "--out", str(tmp_path / "run")],

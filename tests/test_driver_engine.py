@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from tests.loopback import free_port
-from tests.test_driver_servers import RawServer, ShapesServer
+from tests.loopback import LoopbackServer, free_port
+from tests.test_driver_servers import RawServer
 from workbench.driver import ERROR_CLASSES, HttpEngine
 from workbench.driver.process import _loop_factory
 
@@ -98,7 +98,7 @@ def test_transport_failures_are_classified():
 
 
 def test_a_request_past_its_timeout_ends_as_timeout_and_promptly():
-    with ShapesServer() as srv:
+    with LoopbackServer() as srv:
         (outcome, fine), took = fetch(srv.url, [("GET", "/delay?ms=3000"), ("GET", "/delay")],
                                       timeout_s=0.3)
     assert outcome[4] == err("timeout") and fine[0] == 200

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.test_driver_servers import ShapesServer
+from tests.loopback import LoopbackServer
 from workbench import hdr, shards
 from workbench.driver import DriveSpec, RequestTemplate, drive
 from workbench.errors import WorkbenchError
@@ -26,7 +26,7 @@ def rows_of(run_dir):
 
 
 def test_two_shards_merge_to_the_single_process_result(tmp_path):
-    with ShapesServer() as srv:
+    with LoopbackServer() as srv:
         spec = DriveSpec(srv.url, MIX, rate=160, duration_s=1.0)
         one = drive(spec, tmp_path / "one", shards=1, **QUIET)
         two = drive(spec, tmp_path / "two", shards=2, **QUIET)
@@ -68,7 +68,7 @@ def test_dask_local_cluster_runs_the_shards_and_they_merge(tmp_path):
     from distributed import LocalCluster
 
     secret = "tok-dask-never-written-5521"
-    with ShapesServer() as srv, LocalCluster(
+    with LoopbackServer() as srv, LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
             scheduler_port=0, silence_logs=logging.ERROR) as cluster:
         spec = DriveSpec(srv.url, (

@@ -25,25 +25,6 @@ HEARTBEAT = "/api/v1/agents/{}/heartbeat"
 AGENT_COLUMNS = "status, last_heartbeat_at, hostname, os, architecture, ip_address, version"
 
 
-@pytest.fixture(scope="module")
-def client(embedded_target: TargetInfo) -> Iterator[httpx.Client]:
-    verify = ssl.create_default_context(cafile=embedded_target.ca_file)
-    with httpx.Client(base_url=embedded_target.url, verify=verify, timeout=10.0) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def auth(target_token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {target_token}"}
-
-
-@pytest.fixture(scope="module")
-def engine(embedded_target: TargetInfo) -> Iterator[sa.Engine]:
-    engine = sa.create_engine(embedded_target.dsn)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
 def make_agent(engine: sa.Engine) -> Iterator[Callable[..., str]]:
     """Insert ``test-agent-*`` rows directly; delete them after the test."""

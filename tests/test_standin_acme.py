@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ssl
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -21,18 +19,6 @@ from workbench.target import TargetInfo
 PROFILE = "prof-standard-tls"
 BASE = f"/acme/profile/{PROFILE}"
 PROBLEM = "application/problem+json"
-
-
-@pytest.fixture(scope="module")
-def client(embedded_target: TargetInfo) -> Iterator[httpx.Client]:
-    verify = ssl.create_default_context(cafile=embedded_target.ca_file)
-    with httpx.Client(base_url=embedded_target.url, verify=verify, timeout=10.0) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
-def auth(target_token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {target_token}"}
 
 
 @pytest.fixture(scope="module")

@@ -69,13 +69,6 @@ class Account:
 
 
 @pytest.fixture(scope="module")
-def client(embedded_target: TargetInfo) -> Iterator[httpx.Client]:
-    verify = ssl.create_default_context(cafile=embedded_target.ca_file)
-    with httpx.Client(base_url=embedded_target.url, verify=verify, timeout=10.0) as client:
-        yield client
-
-
-@pytest.fixture(scope="module")
 def db(embedded_target: TargetInfo) -> Iterator[sa.Engine]:
     engine = sa.create_engine(embedded_target.dsn)
     yield engine

@@ -28,11 +28,6 @@ def client(embedded_target: TargetInfo) -> Iterator[httpx.Client]:
         yield client
 
 
-@pytest.fixture(scope="module")
-def auth(target_token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {target_token}"}
-
-
 @pytest.fixture(scope="module", autouse=True)
 def engine(embedded_target: TargetInfo) -> Iterator[sa.Engine]:
     """The database, with TEAM created for this module and removed (with its rows) after it."""

@@ -252,13 +252,12 @@ class ShardRun:
         self.scheduled += 1
         self.in_flight += 1
         send = self.now()
-        self.engine.send(self.prepared[t], partial(self._done, intended, send, base, step))
+        self.engine.send(self.prepared[t], partial(self._done, intended, send, base, step, t))
 
-    def _done(self, intended: int, send: int, base: int, step: int, status: int,
+    def _done(self, intended: int, send: int, base: int, step: int, t: int, status: int,
               content_type: bytes | None, nbytes: int, body: bytes | None, error: int) -> None:
         end = self.now()
         self.in_flight -= 1
-        t = (base + step) % self.n_templates
         tag = self.tag_of[t]
         if error == OK:
             error = classify_status(status, self.expect[t])
