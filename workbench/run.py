@@ -20,6 +20,7 @@ import pandas as pd
 
 from workbench import analysis, baseline, driver, machine, preflight, record, scenarios, seed
 from workbench.errors import WorkbenchError
+from workbench.jsonio import write_json
 from workbench.paths import notebooks_dir, project_root, runs_dir
 
 _DRIVER_TOKEN_ENV = "WORKBENCH_DRIVER_TOKEN"
@@ -141,7 +142,7 @@ class Run:
                        "engine": (r.get("driver") or {}).get("engine")},
         }
         rec = record.build(context, result, self.requests(), verdicts, reported=r)
-        baseline.write_json_atomic(self.dir / record.RECORD_FILE, rec, exclusive=True)
+        write_json(self.dir / record.RECORD_FILE, rec, exclusive=True)
         return rec
 
 
