@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from workbench import analysis, record
+from workbench.driver import DriveSpec, RequestTemplate
+from workbench.driver.result import validity_checks
 
 T0 = 1_780_000_000 * 10**9  # 2026-05-28, in epoch ns
 
@@ -40,10 +42,15 @@ def make_record(run_id: str = "20261126T120000Z_agent_storm_1a2b3c4d", *, scale:
     df = requests_frame(latency, rate, tags)
     duration = n / rate
     params = params or {"rate": rate, "duration_s": duration, "fleet_size": fleet_size}
-    reported = {"status": "completed", "valid": valid,
-                "invalid_reasons": [] if valid else ["3 arrivals dropped: all 200 VUs were busy"],
+    spec = DriveSpec("https://127.0.0.1:8443", tuple(RequestTemplate("GET", f"/{t}", t)
+                                                     for t in tags), rate=rate,
+                     duration_s=n / rate)
+    checks, reasons = validity_checks(spec, "completed", 0 if valid else 3, 0.05, rate, rate,
+                                      0.1, False)  # the driver's own judgement
+    reported = {"status": "completed", "valid": valid, "invalid_reasons": reasons,
+                "checks": checks, "histograms": None,
                 "schedule_lag_ms": {"p50": 0.02, "p99": 0.05},
-                "driver": {"cpu_fraction": 0.1, "engine": "aiohttp"}}
+                "driver": {"cpu_fraction": 0.1, "engine": "workbench-http1"}}
     result = analysis.analyse(df, "agent_storm", rate, duration, reported=reported)
     verdicts = analysis.evaluate_thresholds(
         df, {"http_req_duration": ["p(95)<500" if passed else "p(95)<0.001"]})

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from workbench import acme_orders, driver, preflight, run, scenarios, seed, target
-from workbench.driver import DriveSpec, RequestTemplate, run_shard, summarize
+from workbench.driver import DriveSpec, RequestTemplate, merge_reports, run_shard
 from workbench.driver.scripted import Response
 from workbench.errors import WorkbenchError
 
@@ -27,6 +27,7 @@ class HeadEngine:
     and a problem document for 4xx; records what was sent."""
 
     name = "fake"
+    authority = "fake.test"
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, bytes | None]] = []
@@ -88,7 +89,7 @@ def test_scripted_vus_record_every_request_like_the_template_executors(tmp_path)
     spec = scripted_spec()
     engine = HeadEngine()
     report = run_shard(spec, tmp_path, engine=engine, handle_signals=False)
-    result = summarize(spec, [report])
+    result = merge_reports(spec, [report])
     rows = pq.read_table(tmp_path / "requests.parquet").to_pandas()
     iterations = result["iterations"]["scheduled"]
     assert result["status"] == "completed" and iterations >= 6
@@ -116,7 +117,7 @@ def test_scripted_vus_record_every_request_like_the_template_executors(tmp_path)
 def test_a_broken_script_fails_the_run_with_its_reason(tmp_path, where, needle):
     spec = scripted_spec(fail_in=where)
     report = run_shard(spec, tmp_path, engine=HeadEngine(), handle_signals=False)
-    result = summarize(spec, [report])
+    result = merge_reports(spec, [report])
     assert result["status"].startswith("failed") and needle in result["status"]
     assert result["scheduled"] == result["completed"] + result["failed"]
     assert not result["valid"]

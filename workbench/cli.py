@@ -40,16 +40,21 @@ def cmd_target(args) -> int:
 
 
 def print_summary(run_dir: Path) -> None:
-    result_path, record_path = run_dir / "result.json", run_dir / "record.json"
-    if not result_path.exists():
+    """The run's outcome in a few lines: counts, load, latency, lag, validity, thresholds."""
+    from workbench.baseline import load_record
+    from workbench.driver.result import RESULT_FILE, load_result
+    from workbench.record import RECORD_FILE
+
+    if not (run_dir / RESULT_FILE).exists():
         print(f"no result in {run_dir}")
         return
-    r = json.loads(result_path.read_text())
+    r = load_result(run_dir)
+    record_path = run_dir / RECORD_FILE
     lat = r["latency_ms"]
     print(f"\n{r['scenario']}: {r['status']}, {r['scheduled']} scheduled = {r['completed']} "
           f"completed + {r['failed']} failed + {r['dropped']} dropped")
-    offered = (f"offered {r['offered_rate']:.1f} req/s" if r.get("offered_rate") is not None
-               else f"closed loop, {r.get('driver', {}).get('vus')} VUs")
+    offered = (f"offered {r['offered_rate']:.1f} req/s" if r["offered_rate"] is not None
+               else f"closed loop, {r['driver']['vus']} VUs")
     print(f"  {offered}, achieved {r['achieved_rate']:.1f} req/s,"
           f" error rate {r['error_rate'] or 0:.4f}")
     if lat["p50"] is not None:
@@ -62,7 +67,7 @@ def print_summary(run_dir: Path) -> None:
     print(f"  valid: {r['valid']}" + (f" ({'; '.join(r['invalid_reasons'])})"
                                        if r["invalid_reasons"] else ""))
     if record_path.exists():
-        record = json.loads(record_path.read_text())
+        record = load_record(record_path)
         for t in record["thresholds"]:
             print(f"  {'PASS' if t['ok'] else 'FAIL'} {t['metric']} {t['threshold']}"
                   f" (measured {t['value']:.4g})" if t["value"] is not None else

@@ -31,6 +31,7 @@ import pandas as pd
 from workbench import hdr, stats
 from workbench.analysis import ALL
 from workbench.baseline import load_record
+from workbench.driver.result import RESULT_FILE, SHARD_FILE, SPEC_FILE
 from workbench.errors import WorkbenchError
 from workbench.paths import baselines_dir
 from workbench.record import RECORD_FILE
@@ -40,6 +41,7 @@ ALPHA = 0.002
 STATS = (50.0, 95.0, 99.0)
 N_BOOT = 1000
 SEED = 20260502  # fixed: the same inputs give the same interval, run after run
+DRIVER_FILES = (RESULT_FILE, SPEC_FILE, SHARD_FILE)  # in run folders beside the records
 
 
 # --- loading ------------------------------------------------------------------------------
@@ -52,8 +54,13 @@ def load_records(paths: Iterable[str | Path]) -> list[dict]:
         path = Path(raw)
         if path.is_dir() and (path / RECORD_FILE).exists():
             records.append(load_record(path / RECORD_FILE))
+        elif path.is_dir() and (path / RESULT_FILE).exists():
+            raise WorkbenchError(f"{path} is a run without a {RECORD_FILE} (the driver's "
+                                 f"{RESULT_FILE} alone does not compare); run its notebook "
+                                 "through the record step")
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+            files = sorted(p for p in path.rglob("*.json") if not p.name.startswith(".")
+                           and p.name not in DRIVER_FILES)
             if not files:
                 raise WorkbenchError(f"{path} holds no record; pass a run folder "
                                      "(runs/<id>), a baseline .json or a folder of them")

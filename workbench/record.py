@@ -33,12 +33,14 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from workbench import hdr, stats
-from workbench.analysis import ALL, PERCENTILES, Analysis
+from workbench.analysis import PERCENTILES, Analysis
+from workbench.driver import DriveResult
 from workbench.errors import WorkbenchError
 
 SCHEMA_VERSION = 1
@@ -106,7 +108,7 @@ def migrate(record: dict, where: str = "record") -> dict:
     return record
 
 
-def num(value):
+def num(value: Any) -> Any:
     """A JSON-safe scalar: numpy to Python, NaN and infinities to None."""
     if hasattr(value, "item"):
         value = value.item()
@@ -131,7 +133,7 @@ def latency_sections(requests: pd.DataFrame, window_s: float,
                      driver_histograms: Mapping | None = None) -> dict:
     """The ``histograms`` and ``windows`` sections from a run's requests.
 
-    Per-endpoint histograms come from the driver's ``result.json`` when it wrote them, else
+    Per-endpoint histograms come from the driver's result when it wrote them, else
     from ``requests.parquet`` with the same configuration (the encoding does not depend on
     which). Windows are cut by intended start, as :func:`workbench.analysis.windows` cuts them.
     """
@@ -206,34 +208,35 @@ def endpoint_section(result: Analysis) -> dict:
     return out
 
 
-def validity_section(result: Analysis, reported: Mapping | None) -> dict:
-    """``validity``: the driver's verdict, and the analysis checks behind it.
+def validity_section(reported: DriveResult | None) -> dict:
+    """``validity``: the driver's verdict, its reasons and the checks behind them.
 
-    The reasons are the driver's; a check that only the analysis failed adds its own line.
+    The driver judged the run once (``result.json``: ``valid``, ``invalid_reasons``,
+    ``checks``); the record keeps that judgement. Without a driver result the run is not
+    judged: ``valid`` is null.
     """
-    reported = reported or {}
-    reasons = list(reported.get("invalid_reasons") or [])
-    if not reasons:
-        reasons = [r for r in result.invalid_reasons
-                   if not r.startswith(("driver verdict", "run status"))]
-    checks = [{"check": r.check, "measured": num(r.measured), "limit": num(r.limit),
-               "ok": bool(r.ok)} for r in result.validity.itertuples()]
-    return {"valid": not reasons and result.valid, "reasons": reasons, "checks": checks,
-            "schedule_lag_ms": reported.get("schedule_lag_ms"),
-            "driver_cpu_fraction": (reported.get("driver") or {}).get("cpu_fraction")}
+    if reported is None:
+        return {"valid": None, "reasons": [], "checks": [], "schedule_lag_ms": None,
+                "driver_cpu_fraction": None}
+    checks = [{k: num(c[k]) for k in ("check", "measured", "limit", "ok")}
+              for c in reported["checks"]]
+    return {"valid": bool(reported["valid"]), "reasons": list(reported["invalid_reasons"]),
+            "checks": checks, "schedule_lag_ms": reported["schedule_lag_ms"],
+            "driver_cpu_fraction": reported["driver"]["cpu_fraction"]}
 
 
 def threshold_section(verdicts: pd.DataFrame) -> list[dict]:
+    """``thresholds``: one entry per k6-style threshold, its measured value and verdict."""
     return [{k: num(v) for k, v in row.items()} for row in verdicts.to_dict("records")]
 
 
 def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: pd.DataFrame,
-          reported: Mapping | None = None) -> dict:
+          reported: DriveResult | None = None) -> dict:
     """A complete version-1 record of a workbench run.
 
     ``context`` holds the provenance gathered with I/O (run_id, scenario, profile, parameters,
     target, workbench, run, machine, software, database, fixtures, load); ``reported`` is the
-    driver's ``result.json``.
+    driver's result (:func:`workbench.driver.load_result`).
     """
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -243,16 +246,11 @@ def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: 
         "latency_basis": LATENCY_BASIS,
         "endpoints": endpoint_section(result),
         "percentiles": percentile_section(result.percentiles),
-        **latency_sections(requests, result.window_s, (reported or {}).get("histograms")),
-        "validity": validity_section(result, reported),
+        **latency_sections(requests, result.window_s,
+                           reported["histograms"] if reported is not None else None),
+        "validity": validity_section(reported),
         "thresholds": threshold_section(verdicts),
         "passed": bool(verdicts["ok"].all()) if len(verdicts) else True,
     }
     validate(record)
     return record
-
-
-def endpoints_with_all(record: Mapping) -> list[str]:
-    """The record's endpoint names, ``all`` first when present."""
-    names = sorted(record["endpoints"])
-    return ([ALL] if ALL in names else []) + [n for n in names if n != ALL]

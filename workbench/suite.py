@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench import analysis, preflight, run, scenarios
+from workbench import analysis, driver, jsonio, preflight, run, scenarios
+from workbench.errors import WorkbenchError
 from workbench.paths import runs_dir
 
 ORDER = ("bulk_renewal", "acme_burst", "agent_storm", "api_tier", "acme_flow", "acme_orders")
@@ -68,6 +69,14 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+def _read_result(run_dir: Path) -> dict:
+    """The run's driver result, or {} when the run wrote none (or an unreadable one)."""
+    try:
+        return driver.load_result(run_dir)
+    except WorkbenchError:
+        return {}
+
+
 def _notes(result: dict, tag: str) -> str:
     """Response totals (bulk renew) and 429 counts of one endpoint, as short text."""
     notes = []
@@ -89,7 +98,7 @@ def combined_summary(outcomes: list[tuple[str, Path, int]]) -> pd.DataFrame:
     """One row per scenario and endpoint, from each run's requests, result and record."""
     rows = []
     for name, run_dir, code in outcomes:
-        result = _read_json(run_dir / "result.json")
+        result = _read_result(run_dir)
         record = _read_json(run_dir / "record.json")
         common = {"scenario": name, "passed": record.get("passed", False) and code == 0,
                   # the record's verdict (the analysis's) over the driver's own
@@ -115,7 +124,7 @@ def write_report(suite_dir: Path, summary: pd.DataFrame, identity: dict, profile
                "warnings": identity.get("warnings", []),
                "passed": bool(len(summary)) and bool(summary["passed"].all()),
                "rows": json.loads(summary.to_json(orient="records"))}
-    (suite_dir / "summary.json").write_text(json.dumps(payload, indent=1) + "\n")
+    jsonio.write_json(suite_dir / "summary.json", payload)
     table = summary.drop(columns=["run_dir"]).to_html(index=False, float_format="{:.2f}".format,
                                                       na_rep="")
     links = "".join(
