@@ -127,10 +127,12 @@ def test_driver_signalled_flushes_samples_and_says_interrupted(tmp_path, sig):
                          rate=100, duration_s=30.0)
         (tmp_path / "spec.json").write_text(spec.to_json())
         proc = subprocess.Popen([sys.executable, "-m", "workbench.driver",
-                                 str(tmp_path / "spec.json")], stderr=subprocess.DEVNULL)
-        time.sleep(2.0)
+                                 str(tmp_path / "spec.json")], stderr=subprocess.PIPE, text=True)
+        for line in proc.stderr:  # the first progress line, 2 s into the schedule: load flows
+            if line.startswith("[driver]"):
+                break
         proc.send_signal(sig)
-        proc.wait(timeout=15)
+        proc.communicate(timeout=15)
     result = json.loads((tmp_path / "result.json").read_text())
     assert result["status"] == "interrupted" and not result["valid"]
     assert 100 <= result["scheduled"] < 3000
