@@ -6,13 +6,13 @@
 
 Sections (details in each module's docstring):
 
-- capacity, accuracy, stall, memory: the driver's bars (``bench_driver.py``, issue 3);
-  external tools are found or installed by ``tools.py``, or their column says why not;
+- capacity, accuracy, stall, memory: the driver's bars (``bench_driver.py``); external tools
+  are found or installed by ``tools.py``, or their column says why not;
 - seeding: 5,000 agents through SQLAlchemy into a fresh embedded PostgreSQL, first load and
   re-seed; target under 2 s each;
 - analysis: a 1,000,000-request run analysed (``bench_analysis.py``);
 - acme_orders: signed ACME orders per driver core and the signing cost per request, ES256
-  against RS256 and EdDSA (``bench_acme_orders.py``, issue 6).
+  against RS256 and EdDSA (``bench_acme_orders.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -21,7 +21,6 @@ Prints one table per section and a verdict per bar; exits 1 when a bar is missed
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -30,14 +29,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_driver  # noqa: E402
-from tests.loopback import free_port  # noqa: E402
+from benchmarks.bars import Bar, print_bars  # noqa: E402
 from workbench import seed, target  # noqa: E402
+from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders")
 
 
-def bench_seeding(repeats: int = 3) -> list[tuple[str, float, float, str]]:
+def bench_seeding(repeats: int = 3) -> list[Bar]:
     with tempfile.TemporaryDirectory() as state:
         info = target.up(Path(state), port=free_port())
         try:
@@ -50,20 +50,12 @@ def bench_seeding(repeats: int = 3) -> list[tuple[str, float, float, str]]:
              "<=")]
 
 
-def bench_analysis_rows(quick: bool) -> list[tuple[str, float, float, str]]:
+def bench_analysis_rows(quick: bool) -> list[Bar]:
     from benchmarks import bench_analysis
 
     rows = bench_analysis.bench(n=100_000 if quick else bench_analysis.REQUESTS,
                                 repeats=1 if quick else 3)
     return [(name, value, limit, "<=") for name, value, limit in rows]
-
-
-def _fmt(value: float, width: int = 10) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return f"{'-':>{width}}"
-    if abs(value) >= 1000:
-        return f"{value:>{width},.0f}"
-    return f"{value:>{width}.3f}"
 
 
 def print_capacity(rows: list[dict]) -> None:
@@ -108,18 +100,6 @@ def print_memory(r: dict) -> None:
           f"{r['bytes_per_request']:.1f} bytes per recorded request")
 
 
-def print_bars(bars: list[tuple[str, float, float, str]]) -> int:
-    width = max(len(name) for name, *_ in bars)
-    print(f"\n{'bar':<{width}}  {'measured':>10}  {'target':>10}  verdict")
-    missed = 0
-    for name, value, limit, op in bars:
-        ok = (value <= limit if op == "<=" else value >= limit) if not (
-            isinstance(value, float) and math.isnan(value)) else False
-        missed += not ok
-        print(f"{name:<{width}}  {_fmt(value)}  {op}{_fmt(limit, 8)}  {'ok' if ok else 'MISSED'}")
-    return missed
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default=",".join(SECTIONS),
@@ -131,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown section(s) {', '.join(sorted(unknown))}")
     q = args.quick
-    bars: list[tuple[str, float, float, str]] = []
+    bars: list[Bar] = []
     capacity = None
     if "capacity" in chosen:
         capacity = bench_driver.bench_capacity(*((1.0, 2.0) if q else ()))
