@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 from workbench import jsonio
 from workbench.errors import WorkbenchError
@@ -36,25 +35,21 @@ class SpecDocument(TypedDict):
     spec: dict[str, Any]
 
 
-class ExecutorType(Protocol):
-    """What the registry holds: an executor class, its name and its config checks."""
-
-    name: ClassVar[str]
-
-    @classmethod
-    def check(cls, spec: DriveSpec) -> list[str]: ...
+_Kind = TypeVar("_Kind", bound=type)
+_REGISTRY: dict[str, type] = {}  # name -> executor class (workbench.driver.executors)
 
 
-_REGISTRY: dict[str, ExecutorType] = {}
+def register_executor(kind: _Kind) -> _Kind:
+    """Class decorator: make an executor findable by its ``name`` (k6's, or ``scripted``).
 
-
-def register_executor(kind: Callable[..., Any]) -> Any:
-    """Class decorator: make the executor findable by its ``name`` (k6's, or ``scripted``)."""
+    The class has a ``name`` and a classmethod ``check(spec) -> list[str]`` naming every
+    problem of a spec it would run (k6's ``Validate``).
+    """
     _REGISTRY[kind.name] = kind
     return kind
 
 
-def executor_type(spec: DriveSpec) -> Any:
+def executor_type(spec: DriveSpec) -> type:
     """The registered executor class that runs ``spec``."""
     try:
         return _REGISTRY[spec.kind]
