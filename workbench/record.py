@@ -4,7 +4,8 @@ A record holds what was measured and everything needed to trust and compare it::
 
     schema_version    1; older files are migrated on load (MIGRATIONS), newer ones refused
     run_id, source    workbench run or import ({"tool": "k6", "imported": true, ...})
-    scenario, profile, parameters, parameters_hash
+    scenario, profile, parameters, parameters_hash  (profile "custom" when the parameters differ
+                      from profile_base; profile_differs names each difference)
     target            url, kind (certctl | stand-in), version, commit, modified, commit_date, dsn
                       (password removed)
     workbench         the workbench's git SHA and whether its tree was clean
@@ -38,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from workbench import hdr, stats
-from workbench.analysis import ALL, PERCENTILES, Analysis
+from workbench.analysis import PERCENTILES, Analysis
 from workbench.errors import WorkbenchError
 
 SCHEMA_VERSION = 1
@@ -251,8 +252,3 @@ def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: 
     validate(record)
     return record
 
-
-def endpoints_with_all(record: Mapping) -> list[str]:
-    """The record's endpoint names, ``all`` first when present."""
-    names = sorted(record["endpoints"])
-    return ([ALL] if ALL in names else []) + [n for n in names if n != ALL]
