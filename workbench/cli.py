@@ -73,7 +73,8 @@ def print_summary(run_dir: Path) -> None:
     print(f"  record: {record_path}  (commit it: workbench baseline commit {run_dir})")
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
+    """One scenario's notebook through papermill, or every scenario with one combined report."""
     from workbench import run, seed
 
     if args.allow_remote_db:  # the environment reaches the notebook kernel; a parameter would not
@@ -98,7 +99,7 @@ def cmd_run(args) -> int:
     return code
 
 
-def cmd_notebooks(args) -> int:
+def cmd_notebooks(args: argparse.Namespace) -> int:
     """Write the scenario notebooks and README's scenario table from the registry."""
     from workbench import notebook
 
