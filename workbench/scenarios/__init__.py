@@ -120,14 +120,18 @@ class Note:
     line: Callable[[Mapping, str], str]
 
 
+def _429s(counts: Mapping[str, int]) -> dict[str, int]:
+    """One endpoint's 429s by kind, from its ``response_kinds`` counts."""
+    return {"acme_rate_limited": counts.get(ACME_429_KIND, 0),
+            "rest_rate_limited": sum(n for kind, n in counts.items()
+                                     if kind.startswith(REST_429_PREFIX))}
+
+
 def _rate_limited_table(result: Mapping) -> pd.DataFrame:
     import pandas as pd
 
-    kinds = result.get("response_kinds") or {}
-    rows = {tag: {"acme_rate_limited": counts.get(ACME_429_KIND, 0),
-                  "rest_rate_limited": sum(n for kind, n in counts.items()
-                                           if kind.startswith(REST_429_PREFIX))}
-            for tag, counts in sorted(kinds.items())}
+    rows = {tag: _429s(counts) for tag, counts in sorted(
+        (result.get("response_kinds") or {}).items())}
     frame = pd.DataFrame.from_dict(rows, orient="index",
                                    columns=["acme_rate_limited", "rest_rate_limited"])
     frame.index.name = "endpoint"
@@ -135,9 +139,8 @@ def _rate_limited_table(result: Mapping) -> pd.DataFrame:
 
 
 def _rate_limited_line(result: Mapping, tag: str) -> str:
-    kinds = (result.get("response_kinds") or {}).get(tag, {})
-    acme = kinds.get(ACME_429_KIND, 0)
-    rest = sum(n for k, n in kinds.items() if k.startswith(REST_429_PREFIX))
+    counts = _429s((result.get("response_kinds") or {}).get(tag, {}))
+    acme, rest = counts["acme_rate_limited"], counts["rest_rate_limited"]
     return f"429 rateLimited={acme} 429 text/plain={rest}" if acme or rest else ""
 
 
@@ -220,16 +223,15 @@ class Scenario:
 
     def defaults(self, profile: str) -> dict:
         """A profile's complete parameters, validated."""
+        return self.params_for(profile)
+
+    def params_for(self, profile: str, overrides: Mapping | None = None) -> dict:
+        """A profile's parameters (over the parameters' defaults) with ``overrides``, validated."""
         if profile not in self.profiles:
             raise WorkbenchError(f"unknown profile {profile!r} for {self.name}; choose one of "
                                  f"{', '.join(self.profiles)}")
-        params = {p.name: p.default for p in self.parameters} | dict(self.profiles[profile])
-        self.validate(params)
-        return params
-
-    def params_for(self, profile: str, overrides: Mapping | None = None) -> dict:
-        """A profile's parameters with ``overrides``, validated."""
-        params = self.defaults(profile) | dict(overrides or {})
+        params = ({p.name: p.default for p in self.parameters} | dict(self.profiles[profile])
+                  | dict(overrides or {}))
         self.validate(params)
         return params
 
