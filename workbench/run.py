@@ -80,7 +80,10 @@ class Run:
                  seed_fixtures: bool = True) -> None:
         self.scenario = scenarios.get(scenario)
         self.params = self.scenario.params_for(profile, params)
-        self.profile = self.scenario.profile_of(profile, self.params)
+        facts = self.scenario.profile_of(profile, self.params)
+        self.profile: str = facts["profile"]  # the profile named, or "custom"
+        self.profile_base: str = facts["profile_base"]
+        self.profile_differs: dict = facts["profile_differs"]
         self.threshold_spec = dict(self.scenario.thresholds if thresholds is None else thresholds)
         self.thresholds = analysis.parse_thresholds(self.threshold_spec)
         self.seed_fixtures = seed_fixtures  # False: `workbench run all` seeded already
@@ -106,7 +109,7 @@ class Run:
         return identity
 
     def __repr__(self) -> str:  # shown in the notebook: nothing secret in it
-        head = (f"Run({self.scenario.name}, {self.run_id}, profile {self.profile['profile']}, "
+        head = (f"Run({self.scenario.name}, {self.run_id}, profile {self.profile}, "
                 f"target={self.target.url} [{self.target.kind} {self.identity['version']} "
                 f"{self.identity['commit']}])")
         return "\n".join([head, *(f"warning: {w}" for w in self.identity["warnings"])])
@@ -215,7 +218,9 @@ class Run:
         context = {
             "run_id": self.run_id,
             "scenario": self.scenario.name,
-            **self.profile,
+            "profile": self.profile,
+            "profile_base": self.profile_base,
+            "profile_differs": self.profile_differs,
             "parameters": self.params,
             "target": target,
             "workbench": baseline.workbench_revision(project_root()),
