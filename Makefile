@@ -23,6 +23,7 @@ test: $(STAMP)
 	$(BIN)/ruff check workbench tests benchmarks
 	$(BIN)/python -m pytest
 	$(BIN)/workbench baseline render --check
+	$(BIN)/workbench notebooks render --check
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/run.py

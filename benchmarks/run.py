@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_driver  # noqa: E402
 from benchmarks.bars import Bar, print_bars  # noqa: E402
-from workbench import seed, target  # noqa: E402
+from workbench import scenarios, target  # noqa: E402
 from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
@@ -41,8 +41,10 @@ def bench_seeding(repeats: int = 3) -> list[Bar]:
     with tempfile.TemporaryDirectory() as state:
         info = target.up(Path(state), port=free_port())
         try:
-            first = seed.seed_agent_fleet(info.dsn, 5000)["seconds"]
-            again = [seed.seed_agent_fleet(info.dsn, 5000)["seconds"] for _ in range(repeats)]
+            storm = scenarios.get("agent_storm")
+            fleet = storm.params_for("smoke", {"fleet_size": 5000})
+            first = storm.seed(info.dsn, fleet)["seconds"]
+            again = [storm.seed(info.dsn, fleet)["seconds"] for _ in range(repeats)]
         finally:
             target.down(Path(state))
     return [("seed 5,000 agents, first load (s)", first, SEED_TARGET_S, "<="),

@@ -16,13 +16,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.loopback import LoopbackServer, free_port
-from workbench import analysis, seed, target
+from workbench import analysis, scenarios, target
 from workbench.driver import DriveSpec, RequestTemplate, drive
+from workbench.scenarios import agent_storm
 
 
 def heartbeat_spec(info: target.TargetInfo, rate: float, duration_s: float, **kw) -> DriveSpec:
     templates = tuple(RequestTemplate("POST", f"/api/v1/agents/{agent}/heartbeat", "heartbeat")
-                      for agent in seed.agent_ids(50))
+                      for agent in agent_storm.agent_ids(50))
     return DriveSpec(base_url=info.url, templates=templates, rate=rate, duration_s=duration_s,
                      ca_file=info.ca_file, token_env="FAULT_TEST_TOKEN", timeout_s=2.0, **kw)
 
@@ -39,7 +40,8 @@ def own_target(tmp_path):
     """A target of this test's own: these tests kill it."""
     state = tmp_path / "state"
     info = target.up(state, port=free_port())
-    seed.seed_agent_fleet(info.dsn, 50)
+    storm = scenarios.get("agent_storm")
+    storm.seed(info.dsn, storm.params_for("smoke", {"fleet_size": 50}))
     token = target.read_token(state)
     yield state, info, token
     target.down(state)

@@ -57,7 +57,8 @@ def test_redacted_dsn_drops_the_password():
 def test_a_non_loopback_database_needs_explicit_consent_before_any_write(host):
     # refused before a connection is even attempted: no traffic leaves the machine
     with pytest.raises(WorkbenchError, match="not on this machine.*--allow-remote-db"):
-        seed.seed_agent_fleet(f"postgresql://u:p@{host}:5432/certctl", 10)
+        seed.load_fixture(f"postgresql://u:p@{host}:5432/certctl", "02_agent_fleet.sql",
+                          {"fleet_size": 10}, ("agents", "SELECT 1"))
 
 
 @pytest.mark.parametrize("dsn", ["postgresql://u@127.0.0.1:5432/x", "postgresql://u@[::1]/x",
@@ -120,12 +121,12 @@ def test_seeding_and_resetting_every_scenario_leaves_foreign_rows_untouched(embe
     try:
         before = snapshot()
         assert all(len(rows) == len(FOREIGN_IDS[t]) for t, rows in before.items())
-        for spec in scenarios.SCENARIOS.values():
-            params = scenarios.profile_params(spec, "smoke")
+        for name in scenarios.names():
+            spec = scenarios.get(name)
+            params = spec.defaults("smoke")
             spec.seed(embedded_target.dsn, params)
             spec.seed(embedded_target.dsn, params)  # again: idempotent
-            if spec.reset:
-                spec.reset(embedded_target.dsn, params)
+            spec.reset(embedded_target.dsn, params)
         assert snapshot() == before
     finally:
         with engine.begin() as conn:

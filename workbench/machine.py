@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psutil
 
-# Packages whose versions can change a measurement.
+# Packages whose versions can change a measurement or its analysis.
 PACKAGES = ("aiohttp", "httpx", "numpy", "pandas", "pyarrow", "sqlalchemy", "psycopg",
-            "papermill", "pgserver")
+            "papermill", "pgserver", "scipy", "hdrhistogram", "matplotlib")
 
 
 def _cpu_model() -> str:
@@ -66,6 +66,7 @@ def facts() -> dict:
 
 
 def software() -> dict:
+    """The Python version and the versions of :data:`PACKAGES` (None when not installed)."""
     versions = {}
     for name in PACKAGES:
         try:

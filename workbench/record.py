@@ -4,7 +4,8 @@ A record holds what was measured and everything needed to trust and compare it::
 
     schema_version    1; older files are migrated on load (MIGRATIONS), newer ones refused
     run_id, source    workbench run or import ({"tool": "k6", "imported": true, ...})
-    scenario, profile, parameters, parameters_hash
+    scenario, profile, parameters, parameters_hash  (profile "custom" when the parameters differ
+                      from profile_base; profile_differs names each difference)
     target            url, kind (certctl | stand-in), version, commit, modified, commit_date, dsn
                       (password removed)
     workbench         the workbench's git SHA and whether its tree was clean
