@@ -255,7 +255,8 @@ class ShardRun:
         self.engine.send(self.prepared[t], partial(self._done, intended, send, base, step, t))
 
     def _done(self, intended: int, send: int, base: int, step: int, t: int, status: int,
-              content_type: bytes | None, nbytes: int, body: bytes | None, error: int) -> None:
+              content_type: bytes | None, nbytes: int, body: bytes | None, error: int,
+              head: bytes | None = None) -> None:
         end = self.now()
         self.in_flight -= 1
         tag = self.tag_of[t]
