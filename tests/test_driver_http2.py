@@ -426,3 +426,31 @@ def test_against_go_net_http(go_server_binary, tls, max_streams):
         proc.wait(10)
     assert {o[:5] for o in outcomes} == {(200, b"application/json", 11, b'{"ok":true}', 0)}
     assert all(o[5].startswith(b"HTTP/2 200\r\n") for o in outcomes)
+
+
+def test_workbench_drive_protocol_h2_records_h2_and_sends_every_request(tls, tmp_path):
+    import json
+    import sys
+
+    with Oracle(tls) as srv:
+        out = subprocess.run(
+            [sys.executable, "-m", "workbench.cli", "drive", f"{srv.url}/tiny", "--protocol", "h2",
+             "--rate", "50", "--duration", "2", "--vus", "20", "--ca-file", srv.ca_file,
+             "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120)
+        served = len(srv.requests)
+    assert out.returncode == 0, out.stderr
+    result = json.loads((tmp_path / "run" / "result.json").read_text())
+    assert result["protocol"] == "h2" and result["driver"]["engine"] == "workbench-h2"
+    assert (result["scheduled"], result["completed"], served) == (100, 100, 100)
+    assert result["response_kinds"]["adhoc"] == {"200 application/json": 100}
+    # on a loaded machine only the driver's own timing may make a run invalid, never the h2 path
+    assert all("lag" in r or "CPU" in r for r in result["invalid_reasons"])
+
+
+def test_an_unknown_protocol_is_refused_before_any_load():
+    from workbench.errors import WorkbenchError
+
+    spec = DriveSpec("https://127.0.0.1:1", (RequestTemplate("GET", "/", "t"),), rate=1,
+                     duration_s=1, protocol="h3")
+    with pytest.raises(WorkbenchError, match="unknown protocol 'h3'; choose h1"):
+        spec.validate()

@@ -12,6 +12,7 @@ from typing import Any
 from workbench.errors import WorkbenchError
 
 EXECUTORS = ("constant-arrival-rate", "ramping-arrival-rate", "constant-vus")
+PROTOCOLS = ("h1", "h2")  # HTTP/1.1; HTTP/2 (ALPN h2 over TLS, prior knowledge over http://)
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods, header names
 _SCRIPT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:factory
 
@@ -74,6 +75,7 @@ class DriveSpec:
     pre_allocated_vus: int = 0
     script: str = ""
     script_params: dict[str, Any] = field(default_factory=dict)  # JSON values, never a secret
+    protocol: str = "h1"
 
     @property
     def open_loop(self) -> bool:
@@ -104,6 +106,9 @@ class DriveSpec:
                 ("http://", "https://")):
             raise WorkbenchError(
                 f"target URL {self.base_url!r} must start with http:// or https://")
+        if self.protocol not in PROTOCOLS:
+            raise WorkbenchError(f"unknown protocol {self.protocol!r}; choose h1 (HTTP/1.1) or "
+                                 "h2 (HTTP/2)")
         if self.executor not in EXECUTORS:
             raise WorkbenchError(f"unknown executor {self.executor!r}; choose one of "
                                  f"{', '.join(EXECUTORS)}")

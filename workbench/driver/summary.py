@@ -127,6 +127,7 @@ def summarize(spec: DriveSpec, reports: list[dict], started_at: str | None = Non
     return {
         "scenario": spec.scenario,
         "executor": spec.executor,
+        "protocol": spec.protocol,
         "status": status,
         "scheduled": total["scheduled"],
         "planned": sum(planned) if planned is not None else None,
