@@ -9,6 +9,7 @@ certctl serves with), built from ``benchmarks/h2server`` with the local Go toolc
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import ssl
 import subprocess
@@ -405,9 +406,13 @@ def go_server_binary(tmp_path_factory) -> Path:
     go = _go()
     if go is None:
         pytest.skip("no Go toolchain to build benchmarks/h2server (Go's net/http)")
-    out = tmp_path_factory.mktemp("go") / "h2server"
+    work = tmp_path_factory.mktemp("go")
+    out = work / "h2server"
+    env = dict(os.environ)
+    if not env.get("HOME") and not env.get("XDG_CACHE_HOME"):  # CI may have neither
+        env["GOCACHE"] = str(work / "cache")
     subprocess.run([go, "build", "-o", str(out), "main.go"], cwd=ROOT / "benchmarks" / "h2server",
-                   check=True, capture_output=True, timeout=300)
+                   check=True, capture_output=True, timeout=300, env=env)
     return out
 
 
