@@ -12,7 +12,9 @@ Sections (details in each module's docstring):
   re-seed; target under 2 s each;
 - analysis: a 1,000,000-request run analysed (``bench_analysis.py``);
 - acme_orders: signed ACME orders per driver core and the signing cost per request, ES256
-  against RS256 and EdDSA (``bench_acme_orders.py``).
+  against RS256 and EdDSA (``bench_acme_orders.py``);
+- http2: HTTP/2 capacity per driver core beside vegeta's, on nginx, and the codec choice
+  (``bench_http2.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -34,7 +36,8 @@ from workbench import scenarios, target  # noqa: E402
 from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
-SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders")
+SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
+            "http2")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -142,6 +145,15 @@ def main(argv: list[str] | None = None) -> int:
         orders = bench_acme_orders.bench(q)
         bench_acme_orders.print_tables(orders)
         bars += bench_acme_orders.bars(orders)
+    if "http2" in chosen:
+        from benchmarks import bench_http2
+
+        codec = bench_http2.bench_codec(10_000 if q else 50_000)
+        bench_http2.print_codec(codec)
+        bars += bench_http2.codec_bars(codec)
+        rows = bench_http2.bench_capacity(*((1.0, 2.0) if q else ()))
+        bench_http2.print_capacity(rows)
+        bars += bench_http2.capacity_bars(rows)
     return 1 if print_bars(bars) else 0
 
 

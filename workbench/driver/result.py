@@ -156,6 +156,7 @@ class DriveResult(TypedDict):
     schema_version: int
     scenario: str
     executor: str
+    protocol: str  # h1 | h2
     status: str  # completed | interrupted | failed: <reason>
     scheduled: int  # = completed + failed + dropped
     planned: int | None  # open loop: requests the schedule planned
@@ -359,6 +360,7 @@ def merge_reports(spec: DriveSpec, reports: list[ShardReport], started_at: str |
         "schema_version": RESULT_SCHEMA_VERSION,
         "scenario": spec.scenario,
         "executor": spec.executor,
+        "protocol": spec.protocol,
         "status": status,
         "scheduled": total["scheduled"],
         "planned": sum(planned) if planned is not None else None,

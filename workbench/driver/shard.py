@@ -67,7 +67,12 @@ def run_shard(spec: DriveSpec, out_dir: Path, shard: int = 0, shards: int = 1, *
     if token is None:
         token = os.environ.get(spec.token_env, "") if spec.token_env else ""
     recorder = Recorder(sorted({t.tag for t in spec.templates}), out_dir / REQUESTS_FILE)
-    if engine is None:
+    if engine is None and spec.protocol == "h2":
+        from workbench.driver.http2 import Http2Engine
+
+        engine = Http2Engine(spec.base_url, ca_file=spec.ca_file, insecure=spec.insecure,
+                             timeout_s=spec.timeout_s)
+    elif engine is None:
         engine = HttpEngine(spec.base_url, ca_file=spec.ca_file, insecure=spec.insecure,
                             timeout_s=spec.timeout_s)
     run = executor_type(spec)(spec, engine, recorder, shard=shard, shards=shards, token=token,

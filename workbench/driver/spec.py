@@ -25,6 +25,7 @@ from workbench.errors import WorkbenchError
 SPEC_SCHEMA_VERSION = 1
 EXECUTORS = ("constant-arrival-rate", "ramping-arrival-rate", "constant-vus")  # k6's names
 SCRIPTED = "scripted"  # the executor of a spec with a ``script``: constant-vus, scripted
+PROTOCOLS = ("h1", "h2")  # HTTP/1.1; HTTP/2 (ALPN h2 over TLS, prior knowledge over http://)
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods, header names
 
 
@@ -116,6 +117,7 @@ class DriveSpec:
     pre_allocated_vus: int = 0
     script: str = ""
     script_params: dict[str, Any] = field(default_factory=dict)  # JSON values, never a secret
+    protocol: str = "h1"
 
     @property
     def kind(self) -> str:
@@ -157,6 +159,8 @@ class DriveSpec:
         if not isinstance(self.base_url, str) or not self.base_url.startswith(
                 ("http://", "https://")):
             out.append(f"target URL {self.base_url!r} must start with http:// or https://")
+        if self.protocol not in PROTOCOLS:
+            out.append(f"unknown protocol {self.protocol!r}; choose h1 (HTTP/1.1) or h2 (HTTP/2)")
         if self.executor not in EXECUTORS:
             out.append(f"unknown executor {self.executor!r}; choose one of "
                        f"{', '.join(EXECUTORS)}")
