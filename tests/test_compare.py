@@ -82,7 +82,7 @@ def test_an_interval_wider_than_the_factor_is_inconclusive_and_says_how_many_run
 def test_power_and_false_positives_between_two_30_s_runs():
     """The suite's synthetic runs (tests/synthetic.py): 30 s at 100 req/s, 10 windows a side.
 
-    Measured: a 30 % shift is called slower in 100 of 100 pairs for p50, p95 and p99; pairs
+    Measured: a 30 % shift is called slower in 100, 100 and 99 of 100 pairs (p50, p95, p99); pairs
     from one distribution are never called slower or faster (0 of 200); with intervals, 29 of
     50 such pairs show "no change" in all three rows (129 of 150 rows), the rest say
     "inconclusive", never a change.
