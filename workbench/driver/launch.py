@@ -290,7 +290,11 @@ def drive_on_cluster(spec: DriveSpec, out_dir: Path, address: str, shards: int |
                      env: dict[str, str] | None = None,
                      echo: Callable[[str], None] = print) -> DriveResult:
     """Run the shards on the Dask scheduler at ``address``, one per worker, and merge them."""
-    from distributed import Client
+    try:  # an extra: only --cluster needs it
+        from distributed import Client
+    except ImportError:
+        raise WorkbenchError("--cluster needs Dask distributed, which is not installed; "
+                             "install the cluster extra: pip install -e '.[cluster]'") from None
 
     if not address.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
         raise WorkbenchError(f"cluster address {address!r} must look like tcp://HOST:8786")
