@@ -1,7 +1,7 @@
 """Benchmarks with targets, side by side in one run (absolute times on a shared box are noisy).
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
-                                               acme_orders]
+                                               acme_orders,fixtures,telemetry]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -12,7 +12,10 @@ Sections (details in each module's docstring):
   re-seed; target under 2 s each;
 - analysis: a 1,000,000-request run analysed (``bench_analysis.py``);
 - acme_orders: signed ACME orders per driver core and the signing cost per request, ES256
-  against RS256 and EdDSA (``bench_acme_orders.py``, issue 6).
+  against RS256 and EdDSA (``bench_acme_orders.py``, issue 6);
+- fixtures: 1,000,000 bulk certificates and 1,000,000 agents: first load, re-seed, re-seed
+  down to 10,000, each under 60 s (``bench_seeding.py``, issue 13);
+- telemetry: the sampler's CPU per sample per source (``bench_telemetry.py``, issue 13).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -34,7 +37,8 @@ from tests.loopback import free_port  # noqa: E402
 from workbench import seed, target  # noqa: E402
 
 SEED_TARGET_S = 2.0
-SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders")
+SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
+            "fixtures", "telemetry")
 
 
 def bench_seeding(repeats: int = 3) -> list[tuple[str, float, float, str]]:
@@ -112,8 +116,9 @@ def print_bars(bars: list[tuple[str, float, float, str]]) -> int:
     width = max(len(name) for name, *_ in bars)
     print(f"\n{'bar':<{width}}  {'measured':>10}  {'target':>10}  verdict")
     missed = 0
+    compare = {"<=": float.__le__, ">=": float.__ge__, "==": float.__eq__}
     for name, value, limit, op in bars:
-        ok = (value <= limit if op == "<=" else value >= limit) if not (
+        ok = compare[op](float(value), float(limit)) if not (
             isinstance(value, float) and math.isnan(value)) else False
         missed += not ok
         print(f"{name:<{width}}  {_fmt(value)}  {op}{_fmt(limit, 8)}  {'ok' if ok else 'MISSED'}")
@@ -160,6 +165,18 @@ def main(argv: list[str] | None = None) -> int:
         orders = bench_acme_orders.bench(q)
         bench_acme_orders.print_tables(orders)
         bars += bench_acme_orders.bars(orders)
+    if "fixtures" in chosen:
+        from benchmarks import bench_seeding as production_fixtures  # bench_seeding: 5,000 agents
+
+        fixtures = production_fixtures.bench(q)
+        production_fixtures.print_table(fixtures, "a fresh embedded PostgreSQL")
+        bars += production_fixtures.bars(fixtures)
+    if "telemetry" in chosen:
+        from benchmarks import bench_telemetry
+
+        costs = bench_telemetry.bench(q)
+        bench_telemetry.print_table(costs)
+        bars += bench_telemetry.bars(costs)
     return 1 if print_bars(bars) else 0
 
 

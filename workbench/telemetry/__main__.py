@@ -1,0 +1,3 @@
+from workbench.telemetry.sampler import main
+
+raise SystemExit(main())
