@@ -253,7 +253,8 @@ class Sampler:
         for source in self.sources:
             log = self.logs[source.name]
             t_ns = time.time_ns()
-            server0 = _server_cpu_s(source.backend_pid, self._postgres_pids)
+            pid0 = source.backend_pid
+            server0 = _server_cpu_s(pid0, self._postgres_pids)
             cpu0, wall0 = time.thread_time_ns(), time.perf_counter_ns()
             values, failed = None, True
             try:
@@ -265,6 +266,8 @@ class Sampler:
             cpu_ms = (time.thread_time_ns() - cpu0) / 1e6
             wall_ms = (time.perf_counter_ns() - wall0) / 1e6
             server1 = _server_cpu_s(source.backend_pid, self._postgres_pids)
+            if source.backend_pid != pid0:  # (re)connected: all the new session's CPU is ours
+                server0 = 0.0
             if values is None and not failed:
                 log.skipped += 1
                 continue
