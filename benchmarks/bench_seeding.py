@@ -21,6 +21,7 @@ import argparse
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import psutil
@@ -49,18 +50,35 @@ def _postmaster(dsn: str) -> psutil.Process | None:
 
 
 def _server_cpu_s(postmaster: psutil.Process | None) -> float:
-    """CPU seconds of the server so far: its live processes plus the children it reaped."""
+    """CPU seconds of the server so far: its live processes plus the children it reaped.
+
+    Waits (up to 10 s) until no child is a zombie: a backend that has exited but is not yet
+    reaped is in neither sum, and its CPU would land in the next step's account.
+    """
     if postmaster is None:
         return float("nan")
+    deadline = time.monotonic() + 10.0
+    while time.monotonic() < deadline:
+        children = postmaster.children()
+        if not any(_zombie(c) for c in children):
+            break
+        time.sleep(0.05)
     times = postmaster.cpu_times()
     total = times.user + times.system + times.children_user + times.children_system
-    for child in postmaster.children():
+    for child in children:
         try:
             t = child.cpu_times()
         except psutil.Error:
             continue  # ended meanwhile: counted among the reaped
         total += t.user + t.system
     return total
+
+
+def _zombie(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def _count(dsn: str, sql: str) -> int:

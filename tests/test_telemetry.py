@@ -486,12 +486,14 @@ def synthetic_telemetry(t0_ns: int, seconds: int = 30) -> pd.DataFrame:
     t = t0_ns + np.arange(-3, seconds) * 10**9 + 250_000_000
     n = t.size
     return pd.DataFrame({
-        "t_ns": np.concatenate([t, t, t]),
-        "source": pd.Categorical(["postgres"] * n + ["target_process"] * n + ["certctl"] * n),
+        "t_ns": np.concatenate([t] * 5),
+        "source": pd.Categorical(["postgres"] * n + ["target_process"] * n + ["certctl"] * n
+                                 + ["host"] * 2 * n),
         "metric": pd.Categorical(["xact_commit_per_s"] * n + ["cpu_percent"] * n
-                                 + ["jobs.Pending"] * n),
+                                 + ["jobs.Pending"] * n + ["cpu.0"] * n + ["load.1"] * n),
         "value": np.concatenate([10.0 * np.arange(-3, seconds), np.full(n, 50.0),
-                                 np.maximum(0, 20 - np.arange(n, dtype=float))]),
+                                 np.maximum(0, 20 - np.arange(n, dtype=float)),
+                                 np.full(n, 70.0), np.full(n, 1.5)]),
     })
 
 
@@ -525,6 +527,7 @@ def test_the_latency_and_telemetry_figure_shares_one_time_axis(close_figures):
                                                "certctl jobs"]
     assert all(a.get_shared_x_axes().joined(axes[0], a) for a in axes[1:])
     assert "agent_storm" in axes[0].get_title() and "2026-12-03" in axes[0].get_title()
+    assert [ln.get_label() for ln in axes[1].get_lines()] == ["target process", "host cpu.0"]
     jobs = axes[-1].get_lines()
     assert [ln.get_label() for ln in jobs] == ["Pending"]  # all-zero statuses are left out
     assert jobs[0].get_xdata()[0] == pytest.approx(-2.75)  # sampled before the load started

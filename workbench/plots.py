@@ -328,8 +328,8 @@ def latency_and_telemetry(df: pd.DataFrame, telemetry: pd.DataFrame, scenario: s
             return None
         return (rows["t_ns"].to_numpy() - t0) / 1e9, rows["value"].to_numpy()
 
-    cores = sorted((m for s, m in lookup if s == "host" and m.split(".")[-1].isdigit()),
-                   key=lambda m: int(m.split(".")[-1]))
+    cores = sorted((m for s, m in lookup if s == "host" and m.startswith("cpu.")
+                    and m[4:].isdigit()), key=lambda m: int(m[4:]))
     panels = []
     for label, lines in TELEMETRY_PANELS:
         drawn = [(name, xy) for source, metric, name in lines
@@ -356,6 +356,8 @@ def latency_and_telemetry(df: pd.DataFrame, telemetry: pd.DataFrame, scenario: s
                      else {"color": COLORS[i % len(COLORS)], "lw": 1.2})
             panel_ax.plot(x, y, label=name, **style)
         panel_ax.set_ylabel(label)
+        if label.startswith("database"):  # commits, rows and block reads differ by decades
+            panel_ax.set_yscale("symlog", linthresh=1.0)
         panel_ax.set_ylim(bottom=0)
         panel_ax.legend(fontsize=7, loc="upper left", ncol=3, framealpha=0.6)
     if not panels:
