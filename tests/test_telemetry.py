@@ -367,7 +367,9 @@ def test_target_process_is_found_by_its_listening_port():
         listener.listen()
         source = ProcessSource(port=listener.getsockname()[1])
         first = source.sample()
-        sum(i * i for i in range(200_000))  # some CPU to see
+        spent = time.process_time() + 0.05
+        while time.process_time() < spent:  # 50 ms of CPU: five of the kernel's 10 ms ticks
+            sum(i * i for i in range(1000))
         second = source.sample()
     assert first["pid"] == second["pid"] == os.getpid()
     assert "cpu_percent" not in first and second["cpu_percent"] > 0

@@ -13,7 +13,6 @@ from workbench.telemetry.drain import DRAIN_STATUSES, Drain, wait_for_drain
 from workbench.telemetry.frames import (
     load_telemetry,
     record_summary,
-    series,
     telemetry_windows,
 )
 from workbench.telemetry.sampler import (
@@ -36,4 +35,4 @@ from workbench.telemetry.sources import (
 __all__ = ["DRAIN_STATUSES", "JOB_STATUSES", "PARQUET_FILE", "SIDECAR_FILE", "Drain",
            "HostSource", "JobsSource", "PostgresSource", "ProcessSource", "Sampler",
            "SourceError", "TelemetrySampler", "build_sources", "load_telemetry", "read_sidecar",
-           "record_summary", "series", "telemetry_windows", "wait_for_drain"]
+           "record_summary", "telemetry_windows", "wait_for_drain"]

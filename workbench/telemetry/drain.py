@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from workbench.errors import WorkbenchError
+from workbench.telemetry.sampler import statement_timeout_ms
 from workbench.telemetry.sources import JobsSource, SourceError
 
 DRAIN_STATUSES = ("Pending", "AwaitingCSR", "Running")
@@ -58,7 +59,7 @@ def wait_for_drain(dsn: str, timeout_s: float, interval_s: float = 1.0,
     statuses = tuple(statuses)
     if not statuses:
         raise WorkbenchError("drain needs at least one job status to wait for")
-    source = JobsSource(dsn, statement_timeout_ms=max(int(interval_s * 800), 100),
+    source = JobsSource(dsn, statement_timeout_ms=statement_timeout_ms(interval_s),
                         certificate_like=certificate_like)
     stop = stop or threading.Event()
     rows: list[dict] = []

@@ -50,14 +50,6 @@ def _tidy(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values("t_ns", kind="stable").reset_index(drop=True)
 
 
-def series(telemetry: pd.DataFrame, source: str, metric: str, t0_ns: int) -> pd.Series:
-    """One metric's samples indexed by seconds from ``t0_ns`` (may be negative: before load)."""
-    rows = telemetry[(telemetry["source"] == source) & (telemetry["metric"] == metric)]
-    return pd.Series(rows["value"].to_numpy(),
-                     index=pd.Index((rows["t_ns"].to_numpy() - t0_ns) / 1e9, name="t_s"),
-                     name=f"{source}.{metric}")
-
-
 def telemetry_windows(telemetry: pd.DataFrame, t0_ns: int, seconds: float,
                       n_windows: int | None = None) -> pd.DataFrame:
     """Per-window summaries of every metric: index ``(source, metric, t_s)``, columns

@@ -80,6 +80,11 @@ def _clean(name: str) -> str:
     return "".join("_" if c in ',"\n\r' else c for c in str(name))
 
 
+def statement_timeout_ms(interval_s: float) -> int:
+    """How long one query may take: most of a tick, but never under 0.5 s (a loaded host)."""
+    return max(500, int(interval_s * 800))
+
+
 def build_sources(dsn: str | None, target_url: str | None = None, target_pid: int | None = None,
                   host: bool | None = None, statement_timeout_ms: int = 800
                   ) -> tuple[list, dict[str, str]]:
@@ -389,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     dsn = config.get("dsn")
     sources, disabled = build_sources(dsn, config.get("target_url"), config.get("target_pid"),
                                       config.get("host"),
-                                      int(config.get("interval_s", 1.0) * 800))
+                                      statement_timeout_ms(config.get("interval_s", 1.0)))
     target = {k: config.get(k) for k in ("target_url", "target_pid", "host")}
     sampler = Sampler(sources, args.out, config.get("interval_s", 1.0), disabled, dsn, target)
 

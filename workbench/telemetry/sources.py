@@ -381,7 +381,12 @@ def listener_pid(port: int) -> int:
 
 
 class ProcessSource:
-    """CPU and memory of the target's server process, found by port (again after a restart)."""
+    """CPU and memory of the target's server process, found by port (again after a restart).
+
+    On Linux another user's process can be read (``/proc/<pid>/stat`` is world-readable); only
+    finding it by port needs root, and the reason says so and names ``--target-pid``. Where
+    reading is refused too, the reason names the owner problem; the other sources go on.
+    """
 
     name = "target_process"
 
