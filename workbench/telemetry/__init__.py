@@ -15,11 +15,11 @@ from workbench.telemetry.frames import (
     record_summary,
     telemetry_windows,
 )
+from workbench.telemetry.process import TelemetrySampler
 from workbench.telemetry.sampler import (
     PARQUET_FILE,
     SIDECAR_FILE,
     Sampler,
-    TelemetrySampler,
     build_sources,
     read_sidecar,
 )

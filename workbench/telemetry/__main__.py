@@ -1,3 +1,3 @@
-from workbench.telemetry.sampler import main
+from workbench.telemetry.process import main
 
 raise SystemExit(main())

@@ -17,25 +17,15 @@ encoded strings, float64) and writes ``telemetry.json`` beside it::
     process         the sampler process's own CPU and wall seconds while sampling
 
 The cost of every sample is also in the Parquet file, as source ``sampler`` with metrics
-``<source>.cpu_ms``, ``<source>.wall_ms`` and ``<source>.server_cpu_ms``.
-
-:class:`TelemetrySampler` is the parent's handle: it starts ``python -m workbench.telemetry``
-(the DSN goes through the child's stdin, never its command line), waits until the first tick is
-recorded, and stops it with SIGTERM. Nothing the sampler does raises into the run: a sampler
-that cannot start or dies records why in ``telemetry.json``.
+``<source>.cpu_ms``, ``<source>.wall_ms`` and ``<source>.server_cpu_ms``. The process that runs
+this loop, and the parent's handle on it, are in :mod:`workbench.telemetry.process`.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import ctypes
 import json
 import os
-import select
-import signal
-import subprocess
-import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -46,7 +36,6 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workbench.errors import WorkbenchError
 from workbench.seed import redact_dsn
 from workbench.telemetry.sources import (
     HostSource,
@@ -66,8 +55,6 @@ SOURCES = ("postgres", "certctl", "host", "target_process")
 COST_SOURCE = "sampler"
 SIDECAR_EVERY_TICKS = 10  # the sidecar on disk is never more than this many ticks old
 MAX_REASONS = 20  # distinct failure reasons kept per source; later ones are only counted
-READY = "ready"
-MIN_INTERVAL_S, MAX_INTERVAL_S = 0.05, 60.0
 JOBS_MAX_DUTY = 0.01  # counting certctl's jobs takes at most 1% of the time (a large backlog)
 
 
@@ -159,7 +146,8 @@ def write_parquet(frame: pd.DataFrame, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _write_json(path: Path, data: dict) -> None:
+def write_json(path: Path, data: dict) -> None:
+    """``data`` as JSON at ``path``, written beside it then renamed (never half a file)."""
     tmp = path.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(data, indent=1) + "\n")
     os.replace(tmp, path)
@@ -303,7 +291,7 @@ class Sampler:
                 if k == 0 and on_first_tick is not None:
                     on_first_tick()
                 if self.ticks % SIDECAR_EVERY_TICKS == 0:
-                    _write_json(self.out_dir / SIDECAR_FILE, self.sidecar("running"))
+                    write_json(self.out_dir / SIDECAR_FILE, self.sidecar("running"))
                 k += 1
                 next_at = start + k * self.interval_s
                 late = time.monotonic() - next_at
@@ -326,7 +314,7 @@ class Sampler:
         self.ended_ns = time.time_ns()
         write_parquet(read_spool(self.out_dir / SPOOL_FILE), self.out_dir / PARQUET_FILE)
         sidecar = self.sidecar(status)
-        _write_json(self.out_dir / SIDECAR_FILE, sidecar)
+        write_json(self.out_dir / SIDECAR_FILE, sidecar)
         (self.out_dir / SPOOL_FILE).unlink(missing_ok=True)
         return sidecar
 
@@ -362,150 +350,8 @@ def finalize(out_dir: Path, status: str) -> dict:
         spool.unlink(missing_ok=True)
     sidecar["status"] = status
     sidecar["ended_at"] = sidecar.get("ended_at") or _iso(time.time_ns())
-    _write_json(sidecar_path, sidecar)
+    write_json(sidecar_path, sidecar)
     return sidecar
-
-
-# --- the child process -------------------------------------------------------------------------
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """SIGTERM (so: write the files and exit) when the parent dies; Linux only, as the driver."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent_pid:
-        os.kill(os.getpid(), signal.SIGTERM)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m workbench.telemetry --out DIR``; the configuration (JSON) comes on stdin."""
-    p = argparse.ArgumentParser(prog="python -m workbench.telemetry")
-    p.add_argument("--out", required=True, type=Path)
-    args = p.parse_args(argv)
-    config = json.loads(sys.stdin.readline() or "{}")
-    _die_with_parent(config.get("parent_pid", os.getppid()))
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    with contextlib.suppress(OSError):
-        os.nice(5)  # the driver and the target come first; a late sample is only late
-    dsn = config.get("dsn")
-    sources, disabled = build_sources(dsn, config.get("target_url"), config.get("target_pid"),
-                                      config.get("host"),
-                                      statement_timeout_ms(config.get("interval_s", 1.0)))
-    target = {k: config.get(k) for k in ("target_url", "target_pid", "host")}
-    sampler = Sampler(sources, args.out, config.get("interval_s", 1.0), disabled, dsn, target)
-
-    def ready() -> None:
-        print(READY, flush=True)
-
-    sidecar = sampler.run(stop, on_first_tick=ready)
-    return 0 if sidecar["status"] == "completed" else 1
-
-
-# --- the parent's handle -----------------------------------------------------------------------
-
-
-class TelemetrySampler:
-    """Start, then stop, a sampler process writing into ``out_dir`` (a run folder).
-
-    ``host``: whether the target runs on this machine (None: decided from ``target_url``).
-    ``target_pid`` names the target's process when finding it by port is not possible.
-    """
-
-    def __init__(self, out_dir: str | Path, *, dsn: str | None = None,
-                 target_url: str | None = None, target_pid: int | None = None,
-                 host: bool | None = None, interval_s: float = 1.0) -> None:
-        if isinstance(interval_s, bool) or not isinstance(interval_s, int | float) or not (
-                MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S):
-            raise WorkbenchError(f"telemetry interval must be {MIN_INTERVAL_S}..{MAX_INTERVAL_S}"
-                                 f" seconds, got {interval_s!r}")
-        if target_pid is not None and (isinstance(target_pid, bool)
-                                       or not isinstance(target_pid, int) or target_pid <= 0):
-            raise WorkbenchError(f"--target-pid must be a process id, got {target_pid!r}")
-        self.out_dir = Path(out_dir)
-        self._config = {"dsn": dsn, "target_url": target_url, "target_pid": target_pid,
-                        "host": host, "interval_s": float(interval_s)}
-        self.process: subprocess.Popen | None = None
-        self.error: str | None = None
-
-    def start(self, ready_timeout_s: float = 30.0) -> TelemetrySampler:
-        """Start the child and wait for its first tick; a failure is recorded, never raised."""
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        package_parent = str(Path(__file__).resolve().parents[2])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-            p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)}
-        config = dict(self._config, parent_pid=os.getpid())
-        with open(self.out_dir / LOG_FILE, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "workbench.telemetry", "--out", str(self.out_dir)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, env=env)
-        try:
-            self.process.stdin.write((json.dumps(config) + "\n").encode())
-            self.process.stdin.close()
-        except OSError:
-            pass  # the child died at once; reported below
-        if not self._await_ready(ready_timeout_s):
-            self._abandon()
-        return self
-
-    def _await_ready(self, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        stdout = self.process.stdout
-        while time.monotonic() < deadline:
-            readable, _, _ = select.select([stdout], [], [], min(0.1, timeout_s))
-            if readable:
-                line = stdout.readline().decode(errors="replace").strip()
-                if line == READY:
-                    return True
-                if not line and self.process.poll() is not None:
-                    self.error = (f"the telemetry sampler exited with code "
-                                  f"{self.process.returncode} before its first sample; see "
-                                  f"{self.out_dir / LOG_FILE}")
-                    return False
-        self.error = f"the telemetry sampler took no sample within {timeout_s:.0f} s"
-        return False
-
-    def _abandon(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
-        sidecar = finalize(self.out_dir, f"failed: {self.error}")
-        sidecar["error"] = self.error
-        _write_json(self.out_dir / SIDECAR_FILE, sidecar)
-
-    @property
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def stop(self, timeout_s: float = 15.0) -> dict:
-        """Stop sampling and return ``telemetry.json`` (after writing ``telemetry.parquet``)."""
-        if self.process is None:
-            raise WorkbenchError("the telemetry sampler was never started")
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-        sidecar = read_sidecar(self.out_dir)
-        if sidecar is None or sidecar.get("status") == "running" or self.process.returncode < 0:
-            status = (sidecar or {}).get("status", "")
-            final = status if status.startswith("failed") else "interrupted"
-            sidecar = finalize(self.out_dir, final)
-        return sidecar
-
-    def __enter__(self) -> TelemetrySampler:
-        return self.start()
-
-    def __exit__(self, *exc) -> None:
-        if self.process is not None:
-            self.stop()
 
 
 def read_sidecar(out_dir: str | Path) -> dict | None:

@@ -96,7 +96,7 @@ class _Database:
         self.conn = psycopg.connect(
             libpq_conninfo(self.dsn), autocommit=True, connect_timeout=2,  # libpq's least
             application_name=APPLICATION_NAME,
-            # a sample never waits longer than a tick: a blocked query becomes a failed sample
+            # a blocked or slow query becomes a failed sample, never a hung sampler
             options=f"-c statement_timeout={self.statement_timeout_ms}"
                     f" -c lock_timeout={self.statement_timeout_ms}")  # fmt: skip
         self.backend_pid = self.conn.info.backend_pid
