@@ -1,4 +1,4 @@
-"""The sampling loop, its files, and the process it runs in.
+"""The sampling loop and the files it writes.
 
 Once a tick (1 s by default, on a fixed schedule that never drifts) every source is asked for
 its metrics; each answer is appended to ``telemetry.spool.csv`` and flushed, so a sampler that
@@ -10,10 +10,10 @@ encoded strings, float64) and writes ``telemetry.json`` beside it::
     status          running | completed | interrupted | failed
     interval_s, started_at, ended_at, ticks, late_ticks (ticks skipped: a tick overran)
     dsn             the database DSN without its password, or null
-    target          url, port, pid, local
-    sources         per source: enabled, reason (when disabled), samples, failed, failures
-                    {reason: {count, first_t_ns, last_t_ns}}, metrics, notes, cost (client CPU,
-                    wall and server CPU ms per sample: mean and max)
+    target          target_url, target_pid, host (on this machine; null: decided from the URL)
+    sources         per source: enabled, reason (when disabled), samples, failed, skipped (its
+                    duty cycle), failures {reason: {count, first_t_ns, last_t_ns}}, metrics,
+                    notes, cost (client CPU, wall and server CPU ms per sample: mean, max, total)
     process         the sampler process's own CPU and wall seconds while sampling
 
 The cost of every sample is also in the Parquet file, as source ``sampler`` with metrics
