@@ -35,8 +35,12 @@ def test_fleet_has_certctl_shape(embedded_target):
                for r in rows)
     os_mix = {o: sum(r.os == o for r in rows) for o in ("linux", "windows", "darwin")}
     assert os_mix == {"linux": 800, "windows": 100, "darwin": 100}
-    ages = sorted((r.now - r.last_heartbeat_at).total_seconds() for r in rows)
-    assert 0 <= ages[0] < 1 and 58 < ages[-1] <= 60  # staggered over the previous 60 s
+    # staggered over the previous 60 s: one seeding instant, agent i 60 * (i - 1) / n s before
+    # it (measured between heartbeats; now() read later would add however long that took)
+    beats = sorted(r.last_heartbeat_at for r in rows)
+    assert (beats[-1] - beats[0]).total_seconds() == pytest.approx(60 * 999 / 1000, abs=1e-6)
+    assert (beats[-1] - beats[-2]).total_seconds() == pytest.approx(0.06, abs=1e-6)
+    assert all(r.last_heartbeat_at <= r.now for r in rows)  # none in the future
 
 
 def test_seeding_twice_leaves_one_fleet_and_resets_state(embedded_target):
