@@ -91,7 +91,7 @@ def run_steps(dsn: str, fixture: str, size: int, first_label: str) -> list[dict]
     seed_fn = seed.seed_bulk_renewal if fixture == "bulk" else seed.seed_agent_fleet
     postmaster = _postmaster(dsn)
     rows = []
-    for label, n in ((first_label, size), ("re-seed, same size", size),
+    for label, n in ((f"{first_label} {size:,}", size), (f"re-seed at {size:,}", size),
                      (f"re-seed down to {SMALL_SIZE:,}", SMALL_SIZE)):
         cpu0 = _server_cpu_s(postmaster)
         report = seed_fn(dsn, n)
@@ -112,7 +112,7 @@ def bench(quick: bool = False, dsn: str | None = None,
         rows = []
         try:
             for fixture in fixtures:
-                rows += run_steps(dsn, fixture, size, f"grow to {size:,}")
+                rows += run_steps(dsn, fixture, size, "grow to")
         finally:
             if "agents" in fixtures and fleet_before:
                 seed.seed_agent_fleet(dsn, fleet_before)  # the fleet other runs expect
@@ -129,18 +129,17 @@ def bench(quick: bool = False, dsn: str | None = None,
 def print_table(rows: list[dict], where: str) -> None:
     print(f"\nSeeding at production size into {where} (wall s is the bar; server CPU s is"
           " PostgreSQL's work; load1 the machine's 1-min load average after the step)")
-    print(f"{'fixture':<8} {'step':<24} {'rows':>10} {'wall s':>8} {'server CPU s':>13}"
+    print(f"{'fixture':<8} {'step':<26} {'rows':>10} {'wall s':>8} {'server CPU s':>13}"
           f" {'load1':>6}")
     for r in rows:
-        print(f"{r['fixture']:<8} {r['step']:<24} {r['rows']:>10,} {r['seconds']:>8.1f}"
+        print(f"{r['fixture']:<8} {r['step']:<26} {r['rows']:>10,} {r['seconds']:>8.1f}"
               f" {r['server_cpu_s']:>13.1f} {r['load1']:>6.2f}")
 
 
 def bars(rows: list[dict]) -> list[tuple[str, float, float, str]]:
     out = []
     for r in rows:
-        out.append((f"seed {r['fixture']} {r['size']:,}: {r['step']} (s)", r["seconds"], BAR_S,
-                    "<="))
+        out.append((f"seed {r['fixture']}, {r['step']} (s)", r["seconds"], BAR_S, "<="))
         out.append((f"seed {r['fixture']} {r['step']}: rows left", float(r["rows"]),
                     float(r["size"]), "=="))
     return out
