@@ -25,8 +25,9 @@ def print_bars(bars: list[Bar]) -> int:
     width = max(len(name) for name, *_ in bars)
     print(f"\n{'bar':<{width}}  {'measured':>10}  {'target':>10}  verdict")
     missed = 0
+    compare = {"<=": float.__le__, ">=": float.__ge__, "==": float.__eq__}
     for name, value, limit, op in bars:
-        ok = (value <= limit if op == "<=" else value >= limit) if not (
+        ok = compare[op](float(value), float(limit)) if not (
             isinstance(value, float) and math.isnan(value)) else False
         missed += not ok
         print(f"{name:<{width}}  {fmt(value)}  {op}{fmt(limit, 8)}  {'ok' if ok else 'MISSED'}")

@@ -1,7 +1,7 @@
 """Benchmarks with targets, side by side in one run (absolute times on a shared box are noisy).
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
-                                               acme_orders]
+                                               acme_orders,http2,fixtures,telemetry]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -14,7 +14,10 @@ Sections (details in each module's docstring):
 - acme_orders: signed ACME orders per driver core and the signing cost per request, ES256
   against RS256 and EdDSA (``bench_acme_orders.py``);
 - http2: HTTP/2 capacity per driver core beside vegeta's, on nginx, and the codec choice
-  (``bench_http2.py``).
+  (``bench_http2.py``);
+- fixtures: 1,000,000 bulk certificates and 1,000,000 agents: first load, re-seed, re-seed
+  down to 10,000, each under 60 s (``bench_seeding.py``);
+- telemetry: the sampler's CPU per sample per source (``bench_telemetry.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -37,7 +40,7 @@ from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
-            "http2")
+            "http2", "fixtures", "telemetry")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -154,6 +157,18 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_http2.bench_capacity(*((1.0, 2.0) if q else ()))
         bench_http2.print_capacity(rows)
         bars += bench_http2.capacity_bars(rows)
+    if "fixtures" in chosen:
+        from benchmarks import bench_seeding as production_fixtures  # bench_seeding: 5,000 agents
+
+        fixtures = production_fixtures.bench(q)
+        production_fixtures.print_table(fixtures, "a fresh embedded PostgreSQL")
+        bars += production_fixtures.bars(fixtures)
+    if "telemetry" in chosen:
+        from benchmarks import bench_telemetry
+
+        costs = bench_telemetry.bench(q)
+        bench_telemetry.print_table(costs)
+        bars += bench_telemetry.bars(costs)
     return 1 if print_bars(bars) else 0
 
 

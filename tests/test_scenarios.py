@@ -139,8 +139,8 @@ def test_api_tier_alternates_create_and_list_with_fresh_names():
     ("acme_burst", {"profile_id": "../x"}, "parameter profile_id must be a non-empty name"),
     ("acme_burst", {"vus": 0}, "parameter vus must be positive"),
     ("acme_burst", {"sleep_s": -1}, "parameter sleep_s must not be negative"),
-    ("bulk_renewal", {"bulk_size": 2.5}, r"parameter bulk_size must be an integer in 1\.\.99999"),
-    ("agent_storm", {"fleet_size": 100_000}, r"fleet_size must be an integer in 1\.\.99999"),
+    ("bulk_renewal", {"bulk_size": 2.5}, r"bulk_size must be an integer in 1\.\.1000000,"),
+    ("agent_storm", {"fleet_size": 1_000_001}, r"fleet_size must be an integer in 1\.\.1000000,"),
     ("agent_storm", {"rate": "fast"}, "parameter rate must be a number, got 'fast'"),
     ("agent_storm", {"max_vus": True}, "parameter max_vus must be an integer"),
     ("agent_storm", {"vus": 5}, "agent_storm takes no parameter vus; it takes rate, duration_s"),
@@ -349,7 +349,7 @@ def test_run_all_exits_non_zero_when_a_scenario_breaches(embedded_env, monkeypat
 
 @pytest.mark.parametrize(("overrides", "needle"), [
     ({"nonsense": 1}, "no scenario takes parameter nonsense; they take"),
-    ({"fleet_size": 0}, "parameter fleet_size must be an integer in 1..99999"),
+    ({"fleet_size": 0}, "parameter fleet_size must be an integer in 1..1000000,"),
     ({"thresholds": {"http_req_failed": ["rate<0.1"]}}, "set them per scenario"),
 ])
 def test_run_all_refuses_bad_parameters_before_any_load(embedded_env, tmp_path, overrides,

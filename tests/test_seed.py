@@ -254,12 +254,90 @@ def test_missing_parent_rows_are_refused_with_the_fix(embedded_target):
         admin.dispose()
 
 
-@pytest.mark.parametrize("size", [0, -1, 100_000, 2.5, True, "10"])
+@pytest.mark.parametrize("size", [0, -1, 1_000_001, 2.5, True, "10"])
 def test_fixture_sizes_are_checked_before_any_write(size):
     spec = scenarios.get("bulk_renewal")
-    with pytest.raises(WorkbenchError, match="bulk_size must be an integer in 1..99999"):
+    with pytest.raises(WorkbenchError, match="bulk_size must be an integer in 1..1000000,"):
         spec.seed("postgresql+psycopg://nobody@/nowhere", spec.defaults("smoke") | {
             "bulk_size": size})
+
+
+@pytest.mark.parametrize("size", [0, 1_000_001, 2.5])
+def test_fleet_sizes_are_checked_before_any_write(size):
+    spec = scenarios.get("agent_storm")
+    with pytest.raises(WorkbenchError, match="fleet_size must be an integer in 1..1000000,"):
+        spec.seed("postgresql+psycopg://nobody@/nowhere", spec.defaults("smoke") | {
+            "fleet_size": size})
+
+
+# --- sizes past 99,999: five-digit ids stay, longer ones follow --------------------------------
+
+PAST_FIVE_DIGITS = 100_003  # the smallest fleet that shows lpad's truncation, plus a margin
+
+
+def ids(dsn, table, where):
+    engine = sa.create_engine(dsn)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(f"SELECT id FROM {table} WHERE {where}")).scalars().all()
+    engine.dispose()
+    return rows
+
+
+def test_fixture_numbers_keep_five_digits_and_grow_past_them():
+    assert [seed.fixture_number(i) for i in (1, 99_999, 100_000, 1_000_000)] == [
+        "00001", "99999", "100000", "1000000"]
+    assert agent_storm.agent_ids(1) == ["ag-loadtest-00001"]
+    assert bulk_renewal.certificate_ids(100_001)[-3:] == [
+        "mc-loadtest-bulk-99999", "mc-loadtest-bulk-100000", "mc-loadtest-bulk-100001"]
+
+
+def test_bulk_fixture_past_five_digits_has_the_python_ids_and_shrinks_back(embedded_target):
+    dsn = embedded_target.dsn
+    report = seed_sized(dsn, "bulk_renewal", bulk_size=PAST_FIVE_DIGITS)
+    assert report["certificates"] == PAST_FIVE_DIGITS
+    assert sorted(ids(dsn, "managed_certificates", BULK)) == sorted(
+        bulk_renewal.certificate_ids(PAST_FIVE_DIGITS))
+    assert scalar(dsn, f"SELECT count(*) FROM managed_certificates WHERE {BULK}"
+                       " AND name = substring(id FROM 4)"
+                       " AND common_name = name || '.example.test'") == PAST_FIVE_DIGITS
+    newest = certs(dsn, "id IN ('mc-loadtest-bulk-99999', 'mc-loadtest-bulk-100000',"
+                        " 'mc-loadtest-bulk-100003')")
+    created = {r.id: r.created_at for r in newest}
+    # created_at follows the Python order (criteria mode's oldest first), not the text order
+    assert (created["mc-loadtest-bulk-99999"] < created["mc-loadtest-bulk-100000"]
+            < created["mc-loadtest-bulk-100003"])
+    execute(dsn, "INSERT INTO jobs (id, type, certificate_id, status) VALUES"
+                 " ('job-fixture-big', 'Renewal', 'mc-loadtest-bulk-100002', 'Pending')")
+    seed_sized(dsn, "bulk_renewal", bulk_size=10_000)  # back down: no surplus row or its job
+    assert sorted(ids(dsn, "managed_certificates", BULK)) == bulk_renewal.certificate_ids(10_000)
+    assert scalar(dsn, "SELECT count(*) FROM jobs WHERE id = 'job-fixture-big'") == 0
+    seed_sized(dsn, "bulk_renewal", bulk_size=40)  # leave the session's database small
+
+
+def test_agent_fleet_past_five_digits_has_the_python_ids_and_shrinks_back(embedded_target):
+    dsn = embedded_target.dsn
+    fleet = "id LIKE 'ag-loadtest-%'"
+    report = seed_sized(dsn, "agent_storm", fleet_size=PAST_FIVE_DIGITS)
+    assert report["agents"] == PAST_FIVE_DIGITS
+    assert sorted(ids(dsn, "agents", fleet)) == sorted(agent_storm.agent_ids(PAST_FIVE_DIGITS))
+    assert scalar(dsn, "SELECT count(*) FROM agents WHERE id LIKE 'ag-loadtest-%'"
+                       " AND name = 'loadtest-agent-' || substring(id FROM 13)"
+                       " AND hostname = name || '.example.test'") == PAST_FIVE_DIGITS
+    seed_sized(dsn, "agent_storm", fleet_size=50)
+    assert sorted(ids(dsn, "agents", fleet)) == agent_storm.agent_ids(50)
+
+
+def test_no_fixture_file_pads_a_row_number_to_a_fixed_width():
+    """lpad TRUNCATES a longer string: lpad('100000', 5, '0') is '10000', a duplicate id.
+
+    The bulk and agent tests above show the failure at 100,003 rows; this covers every file,
+    the ARI fixture included, without seeding 100,000 rows of each.
+    """
+    for path in sorted(seed.seed_dir().glob("*.sql")):
+        text = path.read_text()
+        assert not re.search(r"lpad\(i::text,\s*\d", text), path.name
+        if "generate_series" in text:
+            assert "lpad(i::text, greatest(length(i::text), 5), '0')" in text, path.name
 
 
 def test_every_fixture_file_is_plain_statements_with_its_bind_parameters():

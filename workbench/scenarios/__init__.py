@@ -187,6 +187,7 @@ class Scenario:
     fixture: Callable[[str, Mapping], dict] | None = None  # create or reset (idempotent)
     fixture_reset: Callable[[str, Mapping], dict] | None = None  # undo a run; None: fixture
     fixture_sizes: Callable[[Mapping], dict] = _no_sizes  # for the record (comparability)
+    size_param: str | None = None  # the parameter that sizes the fixture (`workbench seed --size`)
     fixture_heading: str = "Fixtures"
     fixture_text: str = "None."
     traps: tuple[str, ...] = ("rate_limit",)  # certctl traps that spoil it (preflight.TRAPS)
@@ -281,6 +282,13 @@ class Scenario:
         """Create or reset the fixtures (idempotent); what was seeded, and how fast."""
         self.validate(params)
         return self.fixture(dsn, params) if self.fixture else {}
+
+    def seed_size(self, dsn: str, size: int, profile: str = "smoke") -> dict:
+        """Seed the fixture at ``size`` rows (its size parameter), the rest from ``profile``."""
+        if self.size_param is None:
+            raise WorkbenchError(f"{self.name} has no sized fixture; scenarios with one: "
+                                 + ", ".join(n for n in names() if get(n).size_param))
+        return self.seed(dsn, self.params_for(profile, {self.size_param: size}))
 
     def reset(self, dsn: str, params: Mapping) -> dict:
         """Undo what an earlier run changed, once the fixtures are seeded."""

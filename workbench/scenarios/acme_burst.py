@@ -81,6 +81,7 @@ SCENARIO = Scenario(
     templates=templates,
     fixture=seed_ari_certs,
     fixture_sizes=lambda p: {"ari_certificates": p["ari_size"]},
+    size_param="ari_size",
     fixture_heading="Seed the ARI certificates",
     fixture_text=(f"`seed/{ARI_SQL}`, idempotent: managed certificates on `iss-local` with one "
                   "version each, serial `ace0` + 12 hex digits."),

@@ -22,7 +22,7 @@ _AGENTS = ("agents", "SELECT count(*) FROM agents WHERE id LIKE 'ag-loadtest-%'"
 
 def agent_ids(fleet_size: int) -> list[str]:
     """The fixture's agent ids, in seeding order."""
-    return [f"ag-loadtest-{i:05d}" for i in range(1, fleet_size + 1)]
+    return [f"ag-loadtest-{seed.fixture_number(i)}" for i in range(1, fleet_size + 1)]
 
 
 def templates(params: Mapping) -> tuple[RequestTemplate, ...]:
@@ -30,7 +30,8 @@ def templates(params: Mapping) -> tuple[RequestTemplate, ...]:
     out = []
     for i, agent_id in enumerate(agent_ids(params["fleet_size"]), start=1):
         os_name = {8: "windows", 9: "darwin"}.get(i % 10, "linux")
-        body = json.dumps({"version": "1.0.0", "hostname": f"loadtest-agent-{i:05d}.example.test",
+        hostname = f"loadtest-agent-{seed.fixture_number(i)}.example.test"
+        body = json.dumps({"version": "1.0.0", "hostname": hostname,
                            "os": os_name, "architecture": "arm64" if i % 10 == 9 else "amd64",
                            "ip_address": f"198.51.100.{i % 254 + 1}"}, separators=(",", ":"))
         out.append(RequestTemplate("POST", f"/api/v1/agents/{agent_id}/heartbeat", "heartbeat",
@@ -68,6 +69,7 @@ SCENARIO = Scenario(
     templates=templates,
     fixture=seed_fleet,
     fixture_sizes=lambda p: {"agents": p["fleet_size"]},
+    size_param="fleet_size",
     fixture_heading="Seed the agent fleet",
     fixture_text=(f"`seed/{FLEET_SQL}`, idempotent: seeding resets the fleet to `Online` with "
                   "heartbeats staggered over the last 60 s."),

@@ -32,7 +32,7 @@ _ACTIVE = ("certificates", "SELECT count(*) FROM managed_certificates"
 
 def certificate_ids(bulk_size: int) -> list[str]:
     """The fixture's certificate ids, oldest ``created_at`` first."""
-    return [f"mc-loadtest-bulk-{i:05d}" for i in range(1, bulk_size + 1)]
+    return [f"mc-loadtest-bulk-{seed.fixture_number(i)}" for i in range(1, bulk_size + 1)]
 
 
 def templates(params: Mapping) -> tuple[RequestTemplate, ...]:
@@ -110,6 +110,7 @@ SCENARIO = Scenario(
     fixture=seed_certificates,
     fixture_reset=reset_certificates,
     fixture_sizes=lambda p: {"certificates": p["bulk_size"]},
+    size_param="bulk_size",
     fixture_heading="Seed (or reset) the bulk-renewal fleet",
     fixture_text=(f"`seed/{CERTS_SQL}`, idempotent: seeding puts every fixture certificate back "
                   f"to `Active` and removes its jobs (`seed/{RESET_SQL}` does only that between "
