@@ -72,7 +72,7 @@ def make_record(run_id: str = "20261126T120000Z_agent_storm_1a2b3c4d", *, scale:
                      duration_s=n / rate)
     checks, reasons = validity_checks(spec, "completed", 0 if valid else 3, 0.05, rate, rate,
                                       0.1, False)  # the driver's own judgement
-    reported = {"status": "completed", "valid": valid, "invalid_reasons": reasons,
+    reported = {"status": "completed", "protocol": "h1", "valid": valid, "invalid_reasons": reasons,
                 "checks": checks, "histograms": None,
                 "schedule_lag_ms": {"p50": 0.02, "p99": 0.05},
                 "driver": {"cpu_fraction": 0.1, "engine": "workbench-http1"}}

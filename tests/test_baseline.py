@@ -171,6 +171,16 @@ def test_an_older_schema_version_is_migrated(tmp_path, monkeypatch):
         baseline.load_record(path)
 
 
+def test_a_version_1_record_reads_as_http1_without_telemetry(tmp_path):
+    old = record()
+    for key in ("protocol", "telemetry"):
+        del old[key]
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(old | {"schema_version": 1}))
+    rec = baseline.load_record(path)
+    assert (rec["schema_version"], rec["protocol"], rec["telemetry"]) == (2, "h1", None)
+
+
 def test_an_incomplete_record_is_refused(tmp_path):
     rec = record()
     del rec["histograms"]

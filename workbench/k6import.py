@@ -189,6 +189,8 @@ def to_record(summary: Summary, scenario: str, started_at: datetime, *, file_nam
         "source": {"tool": "k6", "imported": True, "format": summary.format,
                    "file": file_name, "sha256": sha256},
         "scenario": scenario,
+        "protocol": None,  # k6 negotiates h2 where offered; its summary does not say
+        "telemetry": None,
         "profile": None,
         "parameters": {},
         "parameters_hash": record.params_hash({}),

@@ -1,8 +1,8 @@
-"""The baseline record, schema version 1: one JSON per run, self-describing and comparable.
+"""The baseline record, schema version 2: one JSON per run, self-describing and comparable.
 
 A record holds what was measured and everything needed to trust and compare it::
 
-    schema_version    1; older files are migrated on load (MIGRATIONS), newer ones refused
+    schema_version    2; older files are migrated on load (MIGRATIONS), newer ones refused
     run_id, source    workbench run or import ({"tool": "k6", "imported": true, ...})
     scenario, profile, parameters, parameters_hash  (profile "custom" when the parameters differ
                       from profile_base; profile_differs names each difference)
@@ -15,6 +15,8 @@ A record holds what was measured and everything needed to trust and compare it::
     database          server_version and settings read from the target database, or null
     fixtures          sizes (what comparability checks) and what seeding reported
     load              offered and achieved rate, duration, scheduled/completed/failed/dropped
+    protocol          h1 or h2, what the driver spoke (null: unknown, as for an import)
+    telemetry         per-window summaries of the server-side samples, or null when none
     latency_basis     what the latency numbers measure
     endpoints         per endpoint (and "all"): counts, rates, errors, p50 ... p99.9, max (ms)
     percentiles       per endpoint and status class: value and 95% interval [lo, hi] (null when
@@ -44,13 +46,13 @@ from workbench.analysis import PERCENTILES, Analysis
 from workbench.driver import DriveResult
 from workbench.errors import WorkbenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECORD_FILE = "record.json"
 LATENCY_BASIS = "response time from the intended start (coordinated omission corrected)"
 HISTOGRAM_ENCODING = "HdrHistogram V2 compressed histoblob, base64"
 WINDOW_PERCENTILES = (50.0, 95.0, 99.0)
 
-# Top-level keys of a version-1 record and their JSON types (None: null allowed).
+# Top-level keys of a version-2 record and their JSON types (None: null allowed).
 REQUIRED: dict[str, tuple[type, ...]] = {
     "schema_version": (int,), "run_id": (str,), "source": (dict,), "scenario": (str,),
     "profile": (str, type(None)), "parameters": (dict,), "parameters_hash": (str,),
@@ -58,7 +60,8 @@ REQUIRED: dict[str, tuple[type, ...]] = {
     "software": (dict,), "database": (dict, type(None)), "fixtures": (dict,), "load": (dict,),
     "latency_basis": (str,), "endpoints": (dict,), "percentiles": (dict,),
     "histograms": (dict,), "windows": (dict, type(None)), "validity": (dict,),
-    "thresholds": (list,), "passed": (bool,),
+    "thresholds": (list,), "passed": (bool,), "protocol": (str, type(None)),
+    "telemetry": (dict, type(None)),
 }
 _NESTED = {"target": ("kind", "version", "commit", "commit_date"),
            "run": ("started_at", "ended_at"), "machine": ("name", "fingerprint"),
@@ -67,7 +70,14 @@ _NESTED = {"target": ("kind", "version", "commit", "commit_date"),
 
 # Version n -> n + 1. A later schema adds its step here, so files already committed stay
 # readable (asv's api_version and update_json).
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+def _v1_to_v2(record: dict) -> dict:
+    """Version 2 names the protocol (every version-1 run spoke HTTP/1.1) and telemetry."""
+    measured = not record["source"].get("imported")
+    return record | {"schema_version": 2, "protocol": "h1" if measured else None,
+                     "telemetry": None}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
 
 
 def params_hash(params: Mapping) -> str:
@@ -76,7 +86,7 @@ def params_hash(params: Mapping) -> str:
 
 
 def validate(record: Mapping, where: str = "record") -> None:
-    """Refuse a record that is not a complete version-1 record, naming the first problem."""
+    """Refuse a record that is not a complete record of this version, naming the first problem."""
     if not isinstance(record, Mapping):
         raise WorkbenchError(f"{where}: a baseline record must be a JSON object")
     for key, types in REQUIRED.items():
@@ -233,7 +243,7 @@ def threshold_section(verdicts: pd.DataFrame) -> list[dict]:
 
 def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: pd.DataFrame,
           reported: DriveResult | None = None) -> dict:
-    """A complete version-1 record of a workbench run.
+    """A complete record of a workbench run.
 
     ``context`` holds the provenance gathered with I/O (run_id, scenario, profile, parameters,
     target, workbench, run, machine, software, database, fixtures, load); ``reported`` is the
@@ -252,6 +262,8 @@ def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: 
         "validity": validity_section(reported),
         "thresholds": threshold_section(verdicts),
         "passed": bool(verdicts["ok"].all()) if len(verdicts) else True,
+        "protocol": reported["protocol"] if reported is not None else None,
+        "telemetry": context.get("telemetry"),
     }
     validate(record)
     return record
