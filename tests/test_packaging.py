@@ -146,3 +146,4 @@ def test_cluster_without_distributed_is_one_clear_error_before_any_load(tmp_path
     assert out.returncode == 2
     assert out.stderr == ("error: --cluster needs Dask distributed, which is not installed; "
                           "install the cluster extra: pip install -e '.[cluster]'\n")
+

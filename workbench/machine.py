@@ -55,7 +55,9 @@ def facts() -> dict:
     mem_gib = round(psutil.virtual_memory().total / 2**30)
     arch = platform.machine()
     fingerprint = hashlib.sha256(f"{cpu}|{cores}|{mem_gib}|{arch}".encode()).hexdigest()[:16]
-    name = os.environ.get("WORKBENCH_MACHINE") or f"{arch}-{cores}c-{mem_gib}g-{fingerprint[:8]}"
+    virtualisation = _virtualisation()
+    name = os.environ.get("WORKBENCH_MACHINE") or machine_name(
+        cpu, cores, mem_gib, virtualisation, fingerprint)
     return {
         "name": name,
         "fingerprint": fingerprint,
@@ -65,8 +67,24 @@ def facts() -> dict:
         "arch": arch,
         "kernel": platform.release(),
         "os": platform.platform(terse=True),
-        "virtualisation": _virtualisation(),
+        "virtualisation": virtualisation,
     }
+
+
+_NOISE = {"r", "tm", "cpu", "processor", "core", "with", "radeon", "graphics"}
+
+
+def machine_name(cpu: str, cores: int, mem_gib: int, virtualisation: str,
+                 fingerprint: str) -> str:
+    """A name that says what hardware measured: CPU, cores, memory, how virtualised.
+
+    ``Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz``, 2 cores, 24 GiB, a KVM guest becomes
+    ``intel-xeon-platinum-8375c-2c-24g-kvm-<fingerprint[:8]>``.
+    """
+    words = [w for w in re.split(r"[^a-z0-9]+", cpu.lower().split("@")[0]) if w]
+    slug = "-".join(w for w in words if w not in _NOISE)[:40].strip("-") or "cpu"
+    where = "" if virtualisation in ("none", "unknown", "") else f"-{virtualisation}"
+    return f"{slug}-{cores}c-{mem_gib}g{where}-{fingerprint[:8]}"
 
 
 def lock_pins(text: str) -> dict[str, str]:
