@@ -6,10 +6,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install bench test lint benchmarks clean-target
 
-$(STAMP): pyproject.toml
+# requirements.lock pins the whole client stack, so two machines measure with the same one.
+$(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test,cluster]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -23,6 +24,7 @@ test: $(STAMP)
 	$(BIN)/ruff check workbench tests benchmarks
 	$(BIN)/python -m pytest
 	$(BIN)/workbench baseline render --check
+	$(BIN)/workbench notebooks render --check
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -37,9 +37,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_driver  # noqa: E402
-from tests.loopback import free_port  # noqa: E402
+from benchmarks.bars import Bar, print_bars  # noqa: E402
 from workbench import driver, scenarios, target  # noqa: E402
 from workbench.jws import ALLOWED_ALGS, AccountKey  # noqa: E402
+from workbench.ports import free_port  # noqa: E402
 
 ALGS = ("ES256", "RS256", "EdDSA")
 VUS_RESPONDER, VUS_STANDIN = 32, 8
@@ -143,7 +144,7 @@ def _spec(url: str, alg: str, vus: int, seconds: float, **extra) -> driver.Drive
                             **extra)
 
 
-def _row(result: dict) -> dict:
+def _row(result: driver.DriveResult) -> dict:
     orders = result["by_tag"]["new_order"]["count"]
     rate = orders / result["active_s"]
     cpu = result["driver"]["cpu_fraction"]
@@ -170,7 +171,7 @@ def bench_responder(alg: str, seconds: float, tmp: Path) -> dict:
     return {"alg": alg} | _row(result)
 
 
-def bench_standin(algs, seconds: float, tmp: Path) -> list[dict]:
+def bench_standin(algs: tuple[str, ...], seconds: float, tmp: Path) -> list[dict]:
     state = tmp / "target"
     info = target.up(state, port=free_port())
     rows = []
@@ -216,7 +217,7 @@ def print_tables(out: dict) -> None:
                   f" {r['order_p99_ms']:>10.2f}  {r['problems'] or '-'}")
 
 
-def bars(out: dict) -> list[tuple[str, float, float, str]]:
+def bars(out: dict) -> list[Bar]:
     es256 = next(r for r in out["responder"] if r["alg"] == "ES256")
     sign = next(r for r in out["sign"] if r["alg"] == "ES256")
     clean = sum(r["failed"] for r in out["responder"] + out["standin"])
@@ -237,8 +238,6 @@ def main(argv: list[str] | None = None) -> int:
     assert set(ALGS) == set(ALLOWED_ALGS)
     out = bench(args.quick)
     print_tables(out)
-    from benchmarks.run import print_bars
-
     return 1 if print_bars(bars(out)) else 0
 
 

@@ -1,4 +1,4 @@
-"""Analysis speed: a 1,000,000-request run analysed in at most 5 s (issue 5).
+"""Analysis speed: a 1,000,000-request run analysed in at most 5 s.
 
     .venv/bin/python benchmarks/bench_analysis.py
 

@@ -1,4 +1,4 @@
-"""Driver bars (issue 3), measured side by side in one run on loopback.
+"""The driver's bars, measured side by side in one run on loopback.
 
 Driver and server are pinned to different cores (taskset; CPU 0 for the client under test,
 CPU 1 for ``servers.py``). Every figure comes from this run; absolute numbers on a shared
@@ -7,8 +7,10 @@ CPU 1 for ``servers.py``). Every figure comes from this run; absolute numbers on
 1. Capacity: closed loop, 200 connections, tiny responses. For each client the requests the
    server answered inside a 5 s window (after a warm-up), divided by the client's own CPU
    seconds in that window (its whole process tree): req/s per driver core. Ratios are ours
-   over theirs. Clients: ours (constant-vus), aiohttp (the engine we replaced), k6, wrk, hey,
-   Locust FastHttpUser.
+   over theirs. Clients: ours (constant-vus), aiohttp (the engine we replaced), k6 (only when
+   on PATH), wrk, hey, vegeta, Locust FastHttpUser. Each holds 200 connections busy: vegeta
+   as a closed loop of 200 workers (``-rate=0 -workers=200 -max-workers=200``, at most 200
+   connections, bodies not kept, one Go scheduler thread like ``hey -cpus 1``).
 2. Accuracy: open loop at 1,000 and 2,000 req/s against exact injected delays (fixed 10 ms;
    lognormal with median 10 ms, sigma 0.5, so p99 = 10 e^(0.5 x 2.3263) = 31.98 ms). The
    truth is the server's own measured hold times (what it actually did), the nominal
@@ -43,8 +45,10 @@ import pyarrow.parquet as pq
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import tools  # noqa: E402
-from tests.loopback import free_port  # noqa: E402
-from workbench.driver import DriveSpec, RequestTemplate  # noqa: E402
+from benchmarks.bars import Bar  # noqa: E402
+from workbench import jsonio  # noqa: E402
+from workbench.driver import DriveResult, DriveSpec, RequestTemplate, load_result  # noqa: E402
+from workbench.ports import free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DRIVER_CPU, SERVER_CPU = 0, 1
@@ -148,16 +152,15 @@ def measure_closed_loop(argv: list[str], server: BenchServer, warmup_s: float, w
 
 
 def _driver_argv(spec: DriveSpec, out: Path, realtime: bool = False) -> list[str]:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "spec.json").write_text(spec.to_json())
+    jsonio.write_json(out / "spec.json", spec.document())
     return tools.pinned([sys.executable, "-m", "workbench.driver", str(out / "spec.json"),
                          "--out", str(out)], DRIVER_CPU, realtime)
 
 
-def run_driver(spec: DriveSpec, out: Path, realtime: bool = False) -> dict:
+def run_driver(spec: DriveSpec, out: Path, realtime: bool = False) -> DriveResult:
     """One driver process pinned to DRIVER_CPU; its result.json."""
     subprocess.run(_driver_argv(spec, out, realtime), check=True, stderr=subprocess.DEVNULL)
-    return json.loads((out / "result.json").read_text())
+    return load_result(out)
 
 
 # -- 1. capacity ----------------------------------------------------------------------------
@@ -194,6 +197,20 @@ def _clients(url: str, tmp: Path, run_s: float):
         return tools.pinned([*exe, "-c", str(CONNECTIONS), "-z", f"{run_s}s", "-cpus", "1",
                              url + "/"], DRIVER_CPU), version
     yield "hey", hey
+
+    def vegeta():
+        exe, version = tools.find_vegeta()
+        targets = tmp / "vegeta-targets.txt"
+        targets.write_text(f"GET {url}/\n")
+        # a closed loop: rate 0 (as fast as answered) over exactly 200 workers, each holding
+        # its own keep-alive connection; bodies discarded, as the other clients do
+        return tools.pinned([*exe, "-cpus", "1", "attack", "-rate=0",
+                             f"-workers={CONNECTIONS}", f"-max-workers={CONNECTIONS}",
+                             f"-max-connections={CONNECTIONS}", "-max-body=0",
+                             f"-targets={targets}",
+                             f"-duration={run_s}s", "-output=/dev/null"],
+                            DRIVER_CPU), version
+    yield "vegeta", vegeta
 
     def locust():
         exe, version = tools.find_locust()
@@ -235,7 +252,7 @@ def bench_capacity(warmup_s: float = 2.5, window_s: float = 5.0) -> list[dict]:
     return rows
 
 
-def capacity_bars(rows: list[dict]) -> list[tuple[str, float, float, str]]:
+def capacity_bars(rows: list[dict]) -> list[Bar]:
     ours = rows[0]
     bars = [("capacity: ours, req/s per driver core", ours.get("per_core", math.nan),
              PER_CORE_TARGET, ">=")]
@@ -248,7 +265,8 @@ def capacity_bars(rows: list[dict]) -> list[tuple[str, float, float, str]]:
 
 # -- 2. accuracy ----------------------------------------------------------------------------
 
-def bench_accuracy(rates=(1000, 2000), duration_s: float = 10.0) -> list[dict]:
+def bench_accuracy(rates: tuple[int, ...] = (1000, 2000), duration_s: float = 10.0
+                   ) -> list[dict]:
     """Per (mode, rate, delay): measured vs the server's measured holds vs nominal quantiles."""
     delays = [("fixed 10 ms", "fixed:10", 10.0, 10.0),
               ("lognormal 10 ms, sigma 0.5", "lognormal:10:0.5", 10.0,
@@ -279,7 +297,7 @@ def bench_accuracy(rates=(1000, 2000), duration_s: float = 10.0) -> list[dict]:
     return rows
 
 
-def accuracy_bars(rows: list[dict]) -> list[tuple[str, float, float, str]]:
+def accuracy_bars(rows: list[dict]) -> list[Bar]:
     """Bars on the isolated runs where there are any (else the plain ones)."""
     mode = "isolated" if any(r["mode"] == "isolated" for r in rows) else "plain"
     bars = []
@@ -325,7 +343,7 @@ def bench_stall(rate: float = 1000, duration_s: float = 10.0, stall_after_s: flo
             "closed_loop_requests": closed["scheduled"], "open_loop_requests": result["scheduled"]}
 
 
-def stall_bars(r: dict) -> list[tuple[str, float, float, str]]:
+def stall_bars(r: dict) -> list[Bar]:
     return [("stall 2 s at 1,000/s: |p99 - expected| / expected",
              abs(r["p99"] - r["expected_p99"]) / r["expected_p99"], 0.05, "<="),
             ("stall 2 s at 1,000/s: dropped", r["dropped"], 0, "<=")]
@@ -349,6 +367,6 @@ def bench_memory(requests: int = 1_000_000, rate: float = 10_000.0) -> dict:
             "lag_p99": result["schedule_lag_ms"]["p99"], "cpu": d["cpu_fraction"]}
 
 
-def memory_bars(r: dict) -> list[tuple[str, float, float, str]]:
+def memory_bars(r: dict) -> list[Bar]:
     return [(f"memory: RSS growth per request over {r['recorded']:,} (bytes)",
              r["bytes_per_request"], BYTES_TARGET, "<=")]

@@ -1,18 +1,23 @@
 """Benchmarks with targets, side by side in one run (absolute times on a shared box are noisy).
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
-                                               acme_orders]
+                                               acme_orders,http2,fixtures,telemetry]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
 
-- capacity, accuracy, stall, memory: the driver's bars (``bench_driver.py``, issue 3);
-  external tools are found or installed by ``tools.py``, or their column says why not;
+- capacity, accuracy, stall, memory: the driver's bars (``bench_driver.py``); external tools
+  are found or installed by ``tools.py``, or their column says why not;
 - seeding: 5,000 agents through SQLAlchemy into a fresh embedded PostgreSQL, first load and
   re-seed; target under 2 s each;
 - analysis: a 1,000,000-request run analysed (``bench_analysis.py``);
 - acme_orders: signed ACME orders per driver core and the signing cost per request, ES256
-  against RS256 and EdDSA (``bench_acme_orders.py``, issue 6).
+  against RS256 and EdDSA (``bench_acme_orders.py``);
+- http2: HTTP/2 capacity per driver core beside vegeta's, on nginx, and the codec choice
+  (``bench_http2.py``);
+- fixtures: 1,000,000 bulk certificates and 1,000,000 agents: first load, re-seed, re-seed
+  down to 10,000, each under 60 s (``bench_seeding.py``);
+- telemetry: the sampler's CPU per sample per source (``bench_telemetry.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -21,7 +26,6 @@ Prints one table per section and a verdict per bar; exits 1 when a bar is missed
 from __future__ import annotations
 
 import argparse
-import math
 import statistics
 import sys
 import tempfile
@@ -30,19 +34,23 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_driver  # noqa: E402
-from tests.loopback import free_port  # noqa: E402
-from workbench import seed, target  # noqa: E402
+from benchmarks.bars import Bar, print_bars  # noqa: E402
+from workbench import scenarios, target  # noqa: E402
+from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
-SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders")
+SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
+            "http2", "fixtures", "telemetry")
 
 
-def bench_seeding(repeats: int = 3) -> list[tuple[str, float, float, str]]:
+def bench_seeding(repeats: int = 3) -> list[Bar]:
     with tempfile.TemporaryDirectory() as state:
         info = target.up(Path(state), port=free_port())
         try:
-            first = seed.seed_agent_fleet(info.dsn, 5000)["seconds"]
-            again = [seed.seed_agent_fleet(info.dsn, 5000)["seconds"] for _ in range(repeats)]
+            storm = scenarios.get("agent_storm")
+            fleet = storm.params_for("smoke", {"fleet_size": 5000})
+            first = storm.seed(info.dsn, fleet)["seconds"]
+            again = [storm.seed(info.dsn, fleet)["seconds"] for _ in range(repeats)]
         finally:
             target.down(Path(state))
     return [("seed 5,000 agents, first load (s)", first, SEED_TARGET_S, "<="),
@@ -50,20 +58,12 @@ def bench_seeding(repeats: int = 3) -> list[tuple[str, float, float, str]]:
              "<=")]
 
 
-def bench_analysis_rows(quick: bool) -> list[tuple[str, float, float, str]]:
+def bench_analysis_rows(quick: bool) -> list[Bar]:
     from benchmarks import bench_analysis
 
     rows = bench_analysis.bench(n=100_000 if quick else bench_analysis.REQUESTS,
                                 repeats=1 if quick else 3)
     return [(name, value, limit, "<=") for name, value, limit in rows]
-
-
-def _fmt(value: float, width: int = 10) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return f"{'-':>{width}}"
-    if abs(value) >= 1000:
-        return f"{value:>{width},.0f}"
-    return f"{value:>{width}.3f}"
 
 
 def print_capacity(rows: list[dict]) -> None:
@@ -108,18 +108,6 @@ def print_memory(r: dict) -> None:
           f"{r['bytes_per_request']:.1f} bytes per recorded request")
 
 
-def print_bars(bars: list[tuple[str, float, float, str]]) -> int:
-    width = max(len(name) for name, *_ in bars)
-    print(f"\n{'bar':<{width}}  {'measured':>10}  {'target':>10}  verdict")
-    missed = 0
-    for name, value, limit, op in bars:
-        ok = (value <= limit if op == "<=" else value >= limit) if not (
-            isinstance(value, float) and math.isnan(value)) else False
-        missed += not ok
-        print(f"{name:<{width}}  {_fmt(value)}  {op}{_fmt(limit, 8)}  {'ok' if ok else 'MISSED'}")
-    return missed
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default=",".join(SECTIONS),
@@ -131,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         p.error(f"unknown section(s) {', '.join(sorted(unknown))}")
     q = args.quick
-    bars: list[tuple[str, float, float, str]] = []
+    bars: list[Bar] = []
     capacity = None
     if "capacity" in chosen:
         capacity = bench_driver.bench_capacity(*((1.0, 2.0) if q else ()))
@@ -160,6 +148,27 @@ def main(argv: list[str] | None = None) -> int:
         orders = bench_acme_orders.bench(q)
         bench_acme_orders.print_tables(orders)
         bars += bench_acme_orders.bars(orders)
+    if "http2" in chosen:
+        from benchmarks import bench_http2
+
+        codec = bench_http2.bench_codec(10_000 if q else 50_000)
+        bench_http2.print_codec(codec)
+        bars += bench_http2.codec_bars(codec)
+        rows = bench_http2.bench_capacity(*((1.0, 2.0) if q else ()))
+        bench_http2.print_capacity(rows)
+        bars += bench_http2.capacity_bars(rows)
+    if "fixtures" in chosen:
+        from benchmarks import bench_seeding as production_fixtures  # bench_seeding: 5,000 agents
+
+        fixtures = production_fixtures.bench(q)
+        production_fixtures.print_table(fixtures, "a fresh embedded PostgreSQL")
+        bars += production_fixtures.bars(fixtures)
+    if "telemetry" in chosen:
+        from benchmarks import bench_telemetry
+
+        costs = bench_telemetry.bench(q)
+        bench_telemetry.print_table(costs)
+        bars += bench_telemetry.bars(costs)
     return 1 if print_bars(bars) else 0
 
 

@@ -1,10 +1,11 @@
 """External load tools for the side-by-side capacity table: found, or installed, or skipped.
 
 Each ``find_*`` returns ``(argv prefix, version)`` or raises :class:`Unavailable` with the
-reason the column is skipped. Installs use the ordinary clients only: the Go module proxy
-(``go install go.k6.io/k6@v0.54.0``), Debian's packages (``apt-get install wrk hey``, as root)
-and PyPI (Locust into its own virtualenv under ``.workbench/bench-tools/``, so it never touches
-the workbench's environment).
+reason the column is skipped. Installs use the ordinary clients only: the Go module proxy for
+vegeta (``go install github.com/tsenart/vegeta/v12@v12.12.0``, MIT), Debian's packages
+(``apt-get install wrk hey``, as root) and PyPI (Locust into its own virtualenv under
+``.workbench/bench-tools/``, so it never touches the workbench's environment). k6 is AGPL and
+is never installed here: its column is measured only when a user already has k6 on PATH.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOLS_DIR = ROOT / ".workbench" / "bench-tools"
-K6_MODULE = "go.k6.io/k6@v0.54.0"
+VEGETA_MODULE = "github.com/tsenart/vegeta/v12@v12.12.0"
 LOCUST_REQUIREMENT = "locust>=2.20"
 _apt_updated = False
 
@@ -34,24 +35,51 @@ def _run(argv: list[str], timeout: float, env: dict | None = None) -> str:
     return out.stdout.strip()
 
 
-def find_k6(install: bool = True) -> tuple[list[str], str]:
-    """k6 on PATH or in GOPATH/bin, else ``go install`` it through the Go module proxy."""
-    candidates = [shutil.which("k6")]
-    go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists()
-                                else None)
+def find_k6() -> tuple[list[str], str]:
+    """k6 from PATH only: it is AGPL-licensed, so the benchmarks never install it."""
+    path = shutil.which("k6")
+    if not path:
+        raise Unavailable("k6 is never installed here (AGPL); use it only when on PATH")
+    return [path], _run([path, "version"], 30).split("(")[0].strip()
+
+
+def _go() -> str | None:
+    go = shutil.which("go")
+    if go is None and Path("/usr/local/go/bin/go").exists():
+        go = "/usr/local/go/bin/go"
+    return go
+
+
+def find_vegeta(install: bool = True) -> tuple[list[str], str]:
+    """vegeta on PATH or in GOPATH/bin, else ``go install`` it through the Go module proxy."""
+    go = _go()
+    candidates = [shutil.which("vegeta")]
     if go:
         gopath = _run([go, "env", "GOPATH"], 30).split(os.pathsep)[0]
-        candidates.append(str(Path(gopath) / "bin" / "k6"))
+        candidates.append(str(Path(gopath) / "bin" / "vegeta"))
     for path in candidates:
         if path and Path(path).exists():
-            return [path], _run([path, "version"], 30).split("(")[0].strip()
+            return [path], _go_module_version(go, path, "vegeta")
     if not go:
-        raise Unavailable("k6 not found and no Go toolchain to `go install " + K6_MODULE + "`")
+        raise Unavailable(f"vegeta not found and no Go toolchain to `go install {VEGETA_MODULE}`")
     if not install:
-        raise Unavailable("k6 not installed (run with installs allowed)")
-    print(f"[benchmarks] installing k6: go install {K6_MODULE} (a few minutes)", flush=True)
-    _run([go, "install", K6_MODULE], 1800)
-    return find_k6(install=False)
+        raise Unavailable("vegeta not installed (run with installs allowed)")
+    print(f"[benchmarks] installing vegeta: go install {VEGETA_MODULE}", flush=True)
+    _run([go, "install", VEGETA_MODULE], 1800)
+    return find_vegeta(install=False)
+
+
+def _go_module_version(go: str | None, exe: str, name: str) -> str:
+    """``name vX.Y.Z`` from the module information Go builds into a binary."""
+    if go:
+        try:
+            for line in _run([go, "version", "-m", exe], 30).splitlines():
+                fields = line.split()
+                if fields[:1] == ["mod"] and len(fields) >= 3:
+                    return f"{name} {fields[2]}"
+        except Unavailable:
+            pass
+    return name
 
 
 def _apt_install(*packages: str) -> None:

@@ -1,6 +1,6 @@
 -- Agent fleet for the agent_storm scenario (certctl's 5,000-agent heartbeat storm).
 --
--- Parameter :fleet_size (1..99999). Runs unchanged through SQLAlchemy (bind parameter) or psql
+-- Parameter :fleet_size (1..1000000). Runs unchanged through SQLAlchemy (bind parameter) or psql
 -- (psql -v fleet_size=5000 -f seed/02_agent_fleet.sql) against a real certctl database or the
 -- workbench's stand-in. Idempotent: seeding again resets the same rows; a smaller size removes
 -- the surplus, so one fleet of exactly :fleet_size agents remains. Only rows whose id starts with
@@ -9,17 +9,23 @@
 -- Every column certctl scans into a Go string is non-NULL (a NULL os, architecture, ip_address or
 -- version makes the heartbeat's row scan fail with 500). Status is TitleCase 'Online', as certctl
 -- writes it; lowercase would cost every heartbeat an extra full-row UPDATE.
+--
+-- Ids: five digits, zero-padded, up to 99999 (ag-loadtest-00001, as other code and existing
+-- databases expect); the plain number above (ag-loadtest-100000). lpad alone would truncate a
+-- longer number, hence greatest().
 
 DELETE FROM agents
  WHERE id LIKE 'ag-loadtest-%'
    AND name LIKE 'loadtest-agent-%'
-   AND (CASE WHEN id ~ '^ag-loadtest-[0-9]+$' THEN substring(id FROM 13)::int END) > :fleet_size;
+   -- {1,18}: a longer number would overflow bigint; such a row is not ours to delete
+   AND (CASE WHEN id ~ '^ag-loadtest-[0-9]{1,18}$' THEN substring(id FROM 13)::bigint END)
+       > :fleet_size;
 
 INSERT INTO agents (id, name, hostname, status, last_heartbeat_at, registered_at, api_key_hash,
                     os, architecture, ip_address, version, retired_at, retired_reason)
-SELECT 'ag-loadtest-' || lpad(i::text, 5, '0'),
-       'loadtest-agent-' || lpad(i::text, 5, '0'),
-       'loadtest-agent-' || lpad(i::text, 5, '0') || '.example.test',
+SELECT 'ag-loadtest-' || n,
+       'loadtest-agent-' || n,
+       'loadtest-agent-' || n || '.example.test',
        'Online',
        -- staggered over the previous 60 s, as a fleet on certctl's 60 s cadence would be
        now() - make_interval(secs => 60.0 * (i - 1) / :fleet_size),
@@ -32,7 +38,8 @@ SELECT 'ag-loadtest-' || lpad(i::text, 5, '0'),
        '1.0.0',
        NULL,
        NULL
-  FROM generate_series(1, :fleet_size) AS i
+  FROM generate_series(1, :fleet_size) AS i,
+       LATERAL (SELECT lpad(i::text, greatest(length(i::text), 5), '0') AS n) AS padded
 ON CONFLICT (id) DO UPDATE
    SET name = EXCLUDED.name,
        hostname = EXCLUDED.hostname,

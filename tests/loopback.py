@@ -8,16 +8,13 @@ It answers the response shapes the scenarios meet: ``/delay?ms=N`` after N ms, `
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 
 from aiohttp import web
 
+from workbench.ports import free_port
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+__all__ = ["LoopbackServer", "free_port"]
 
 
 class LoopbackServer:

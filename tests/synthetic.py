@@ -10,7 +10,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from workbench import analysis, record
+from workbench import analysis, compare, hdr, record, stats
+from workbench.driver import DriveSpec, RequestTemplate
+from workbench.driver.result import validity_checks
 
 T0 = 1_780_000_000 * 10**9  # 2026-05-28, in epoch ns
 
@@ -27,6 +29,33 @@ def requests_frame(latency_ms: np.ndarray, rate: float, tags: tuple[str, ...] = 
         "error": [""] * n, "tag": [tags[i % len(tags)] for i in range(n)]}))
 
 
+def latencies(seed: int, scale: float, n: int) -> np.ndarray:
+    """The latencies (ms) of a synthetic run: log-normal, median 2 ms x ``scale``."""
+    return np.random.default_rng(seed).lognormal(np.log(2.0 * scale), 0.4, n)
+
+
+def run_windows(seed: int = 0, scale: float = 1.0, duration_s: float = 30.0, rate: float = 100.0,
+                window_sd: float = 0.0) -> compare.WindowSet:
+    """The per-window histograms :func:`make_record` records for the same run, without the rest.
+
+    ``window_sd`` multiplies each window's latencies by its own log-normal factor (a level
+    that drifts from window to window, as on a real, shared target); 0 keeps them i.i.d.
+    """
+    n = round(duration_s * rate)
+    values = latencies(seed, scale, n)
+    window = np.floor(np.arange(n) / rate / analysis.window_seconds(duration_s)).astype(np.int64)
+    if window_sd:
+        levels = np.random.default_rng([seed, 1]).lognormal(0.0, window_sd, window.max() + 1)
+        values = values * levels[window]
+    latency_us = np.round(values * 1e6).astype(np.int64) // 1000  # as the record rounds them
+    histograms = []
+    for w in np.unique(window):
+        hist = hdr.new()
+        hdr.record_array(hist, latency_us[window == w])
+        histograms.append(stats.bucket_counts(hist))
+    return compare.WindowSet(histograms, np.zeros(len(histograms), np.int64))
+
+
 def make_record(run_id: str = "20261126T120000Z_agent_storm_1a2b3c4d", *, scale: float = 1.0,
                 seed: int = 0, n: int = 3000, rate: float = 100.0,
                 tags: tuple[str, ...] = ("heartbeat",), machine: str = "x86_64-2c-24g-abcd1234",
@@ -35,15 +64,18 @@ def make_record(run_id: str = "20261126T120000Z_agent_storm_1a2b3c4d", *, scale:
                 commit: str = "0123456789abcdef0123", commit_date: str | None = None,
                 valid: bool = True, passed: bool = True) -> dict:
     """A complete record of a synthetic run: log-normal latencies (median 2 ms x ``scale``)."""
-    rng = np.random.default_rng(seed)
-    latency = rng.lognormal(np.log(2.0 * scale), 0.4, n)
-    df = requests_frame(latency, rate, tags)
+    df = requests_frame(latencies(seed, scale, n), rate, tags)
     duration = n / rate
     params = params or {"rate": rate, "duration_s": duration, "fleet_size": fleet_size}
-    reported = {"status": "completed", "valid": valid,
-                "invalid_reasons": [] if valid else ["3 arrivals dropped: all 200 VUs were busy"],
+    spec = DriveSpec("https://127.0.0.1:8443", tuple(RequestTemplate("GET", f"/{t}", t)
+                                                     for t in tags), rate=rate,
+                     duration_s=n / rate)
+    checks, reasons = validity_checks(spec, "completed", 0 if valid else 3, 0.05, rate, rate,
+                                      0.1, False)  # the driver's own judgement
+    reported = {"status": "completed", "protocol": "h1", "valid": valid, "invalid_reasons": reasons,
+                "checks": checks, "histograms": None,
                 "schedule_lag_ms": {"p50": 0.02, "p99": 0.05},
-                "driver": {"cpu_fraction": 0.1, "engine": "aiohttp"}}
+                "driver": {"cpu_fraction": 0.1, "engine": "workbench-http1"}}
     result = analysis.analyse(df, "agent_storm", rate, duration, reported=reported)
     verdicts = analysis.evaluate_thresholds(
         df, {"http_req_duration": ["p(95)<500" if passed else "p(95)<0.001"]})

@@ -11,10 +11,11 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from workbench import acme_orders, driver, preflight, run, scenarios, seed, target
-from workbench.driver import DriveSpec, RequestTemplate, run_shard, summarize
+from workbench import driver, preflight, run, scenarios, target
+from workbench.driver import DriveSpec, RequestTemplate, merge_reports, run_shard
 from workbench.driver.scripted import Response
 from workbench.errors import WorkbenchError
+from workbench.scenarios import acme_orders
 
 SIGNED_TAGS = ("new_account", "new_order", "order", "authz", "finalize")
 
@@ -27,6 +28,7 @@ class HeadEngine:
     and a problem document for 4xx; records what was sent."""
 
     name = "fake"
+    authority = "fake.test"
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, bytes | None]] = []
@@ -88,7 +90,7 @@ def test_scripted_vus_record_every_request_like_the_template_executors(tmp_path)
     spec = scripted_spec()
     engine = HeadEngine()
     report = run_shard(spec, tmp_path, engine=engine, handle_signals=False)
-    result = summarize(spec, [report])
+    result = merge_reports(spec, [report])
     rows = pq.read_table(tmp_path / "requests.parquet").to_pandas()
     iterations = result["iterations"]["scheduled"]
     assert result["status"] == "completed" and iterations >= 6
@@ -116,7 +118,7 @@ def test_scripted_vus_record_every_request_like_the_template_executors(tmp_path)
 def test_a_broken_script_fails_the_run_with_its_reason(tmp_path, where, needle):
     spec = scripted_spec(fail_in=where)
     report = run_shard(spec, tmp_path, engine=HeadEngine(), handle_signals=False)
-    result = summarize(spec, [report])
+    result = merge_reports(spec, [report])
     assert result["status"].startswith("failed") and needle in result["status"]
     assert result["scheduled"] == result["completed"] + result["failed"]
     assert not result["valid"]
@@ -150,28 +152,29 @@ def test_a_response_reads_headers_as_received():
 
 def test_templates_follow_the_steps_and_the_script_gets_its_parameters():
     spec = scenarios.get("acme_orders")
-    params = scenarios.profile_params(spec, "smoke") | {"finalize": True, "alg": "EdDSA"}
+    params = spec.params_for("smoke", {"finalize": True, "alg": "EdDSA"})
     tags = [t.tag for t in spec.templates(params)]
     assert tags == ["new_nonce", "new_account", "new_order", "order", "authz", "finalize"]
     bare = params | {"fetch_order": False, "fetch_authz": False, "finalize": False}
     assert [t.tag for t in spec.templates(bare)] == ["new_nonce", "new_account", "new_order"]
     settings = spec.executor_settings(params)
-    assert settings["script"] == "workbench.acme_orders:script"
+    assert settings["script"] == "workbench.scenarios.acme_orders:script"
     assert settings["script_params"] == {"profile_id": "prof-standard-tls", "alg": "EdDSA",
                                          "fetch_order": True, "fetch_authz": True,
                                          "finalize": True}
-    assert "acme_finalize" in spec.preflight_args(params)["traps"]
-    assert "acme_finalize" not in spec.preflight_args(bare)["traps"]
+    probes = spec.preflight_args(params)["probes"]
+    assert len(probes) == 2 and probes[1](None, "token") == [acme_orders.FINALIZE_WARNING]
+    assert len(spec.preflight_args(bare)["probes"]) == 1  # the signed probe only
 
 
 @pytest.mark.parametrize(("params", "needle"), [
-    ({"alg": "ES384"}, "alg must be one of ES256, RS256, EdDSA"),
+    ({"alg": "ES384"}, "alg must be one of RS256, ES256, EdDSA"),
     ({"finalize": "yes"}, "finalize must be true or false"),
     ({"fetch_order": 1}, "fetch_order must be true or false"),
 ])
 def test_bad_parameters_are_refused_by_name(params, needle):
     with pytest.raises(WorkbenchError, match=needle):
-        scenarios.validate_params(params)
+        scenarios.get("acme_orders").params_for("smoke", params)
 
 
 def test_problem_and_cost_tables_read_the_result():
@@ -179,12 +182,13 @@ def test_problem_and_cost_tables_read_the_result():
               "sign_ms": {"count": 9, "mean": 0.2, "p50": 0.1, "p90": 0.3, "p99": 0.4,
                           "max": 0.5},
               "script": {"timing_histograms": {"sign": "x"}}}
-    problems = scenarios.acme_problems(result)
+    problems = acme_orders.PROBLEMS.table(result)
     assert problems.to_dict("records") == [
         {"endpoint": "finalize", "type": "serverInternal", "count": 3, "jws": False},
         {"endpoint": "new_order", "type": "badNonce", "count": 1, "jws": True}]
-    costs = scenarios.client_costs(result)
+    costs = acme_orders.CLIENT_COSTS.table(result)
     assert list(costs.index) == ["sign"] and costs.loc["sign", "count"] == 9
+    assert acme_orders.PROBLEMS.line(result, "new_order") == "problems badNonce=1"
 
 
 def test_the_reset_removes_only_the_scenarios_accounts(embedded_target):
@@ -201,8 +205,8 @@ def test_the_reset_removes_only_the_scenarios_accounts(embedded_target):
                 " VALUES (:o, :a, '[]', 'ready', now())"),
                 {"o": account_id + "-o", "a": account_id})
     try:
-        assert seed.ACME_LOADTEST_CONTACT == acme_orders.CONTACT
-        assert seed.reset_acme_orders(embedded_target.dsn)["acme_accounts"] == 0
+        spec = scenarios.get("acme_orders")
+        assert spec.seed(embedded_target.dsn, spec.defaults("smoke"))["acme_accounts"] == 0
         with engine.connect() as conn:
             left = conn.execute(sa.text("SELECT account_id FROM acme_orders WHERE order_id"
                                         " LIKE 'acme-acc-%'")).scalars().all()
@@ -216,8 +220,8 @@ def test_the_reset_removes_only_the_scenarios_accounts(embedded_target):
 
 def test_preflight_explains_finalize_when_it_is_asked_for(embedded_env):
     token = target.read_token()
-    checks = scenarios.get("acme_orders").preflight_args(
-        {"profile_id": "prof-standard-tls", "finalize": True})
+    spec = scenarios.get("acme_orders")
+    checks = spec.preflight_args(spec.params_for("smoke", {"finalize": True}))
     warnings = preflight.preflight(preflight.resolve_target(), token, **checks)["warnings"]
     assert warnings == [acme_orders.FINALIZE_WARNING]
     assert "500 serverInternal" in warnings[0] and "processing" in warnings[0]
@@ -231,7 +235,6 @@ def test_acme_orders_smoke_through_papermill_signs_every_request_right(
     token = target.read_token(embedded_target_state)
     monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
     run_dir, code = run.execute("acme_orders", "smoke", overrides={"duration_s": 2.0})
-    assert code == 0
     result = json.loads((run_dir / "result.json").read_text())
     by_tag = {tag: stats["count"] for tag, stats in result["by_tag"].items()}
     assert result["status"] == "completed" and result["failed"] == 0
@@ -251,7 +254,10 @@ def test_acme_orders_smoke_through_papermill_signs_every_request_right(
     engine.dispose()
     assert accounts == 4 and orders == by_tag["new_order"]
     record = json.loads((run_dir / "record.json").read_text())
-    assert record["passed"] and record["target"]["kind"] == "stand-in"
+    # the SLO verdict is the machine's (a busy one may breach it, failing the notebook as it
+    # should); on any machine the exit code says which, and only that
+    assert record["passed"] == all(t["ok"] for t in record["thresholds"])
+    assert code == (0 if record["passed"] else 1) and record["target"]["kind"] == "stand-in"
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path
@@ -261,8 +267,8 @@ def test_acme_orders_smoke_through_papermill_signs_every_request_right(
 def test_finalize_failures_get_a_fresh_nonce_and_count_as_server_internal(
         embedded_env, embedded_target_state, tmp_path, alg):
     spec_ = scenarios.get("acme_orders")
-    params = scenarios.profile_params(spec_, "smoke") | {"duration_s": 1.0, "vus": 2,
-                                                          "finalize": True, "alg": alg}
+    params = spec_.params_for("smoke", {"duration_s": 1.0, "vus": 2, "finalize": True,
+                                        "alg": alg})
     info = target.read_info(embedded_target_state)
     spec = DriveSpec(base_url=info.url, templates=spec_.templates(params),
                      **spec_.executor_settings(params), ca_file=info.ca_file,

@@ -3,6 +3,8 @@ import pandas as pd
 import pytest
 
 from workbench import analysis
+from workbench.driver import DriveSpec, RequestTemplate
+from workbench.driver.result import validity_checks
 from workbench.errors import WorkbenchError
 
 
@@ -108,23 +110,36 @@ def test_load_errors_windows_and_validity():
     assert w.loc[0.0, "p50"] == 25 and w.loc[0.0, "max"] == 50
     by_ep = analysis.windows(df, seconds=0.5, by_endpoint=True)
     assert by_ep.loc[("directory", 0.0), "requests"] == 25
-    checks = analysis.validity(df, 10.0, 10.0).set_index("check")
-    assert not checks.loc["dropped arrivals", "ok"]
-    assert checks.loc["achieved / offered", "ok"]  # 95 % of the offered rate is the limit
 
 
-def test_analyse_bundles_everything_and_reports_validity():
+def judged(dropped: int = 0, lag_p99_ms: float = 0.1) -> dict:
+    """The validity part of a driver result for an open loop of 100/s, judged by the driver's
+    own check function."""
+    spec = DriveSpec("http://x", (RequestTemplate("GET", "/", "hb"),), rate=100.0,
+                     duration_s=1.0)
+    checks, reasons = validity_checks(spec, "completed", dropped, lag_p99_ms, achieved=100.0,
+                                      offered=100.0, cpu=0.2, spin=False)
+    return {"checks": checks, "valid": not reasons, "invalid_reasons": reasons}
+
+
+def test_analyse_bundles_everything_and_shows_the_drivers_validity():
     df = frame(np.full(100, 2.0))
     result = analysis.analyse(df, "agent_storm", offered_rate=100.0, duration_s=1.0,
-                              reported={"status": "completed", "valid": True,
-                                        "invalid_reasons": []})
-    assert result.valid and result.invalid_reasons == []
+                              reported=judged())
+    assert result.valid is True and result.invalid_reasons == []
+    assert list(result.validity["check"]) == [c["check"] for c in judged()["checks"]]
     assert result.window_s == pytest.approx(0.1)  # a tenth of a short run
     assert len(result.windows) == 10
-    late = frame(np.full(100, 2.0))
-    late["lag_ms"] = 5.0  # the driver sent everything 5 ms late
-    result = analysis.analyse(late, "agent_storm", 100.0, 1.0)
-    assert not result.valid and "schedule-lag" in result.invalid_reasons[0]
+    late = analysis.analyse(df, "agent_storm", 100.0, 1.0, reported=judged(lag_p99_ms=5.0))
+    assert late.valid is False
+    assert late.invalid_reasons == ["schedule-lag p99 (ms): 5.0 (limit 2.0)"]
+
+
+def test_a_frame_without_a_driver_result_is_not_judged():
+    result = analysis.analyse(frame(np.full(20, 2.0)), "imported", 20.0, 1.0)
+    assert result.valid is None and result.invalid_reasons == []
+    assert result.validity.to_dict("records") == [
+        {"check": "validity", "measured": analysis.NOT_JUDGED, "limit": None, "ok": None}]
 
 
 def test_load_requests_keeps_nanoseconds_exact(tmp_path):
@@ -187,6 +202,5 @@ def test_every_figure_is_titled_with_scenario_target_and_date(close_figures):
 def test_a_closed_loop_run_offers_no_rate():
     df = frame(np.full(50, 3.0))
     result = analysis.analyse(df, "acme_flow", offered_rate=None, duration_s=1.0)
-    assert result.valid and "achieved / offered" not in set(result.validity["check"])
     assert np.isnan(result.load.loc["hb", "offered_rps"])
     assert result.load.loc["hb", "achieved_rps"] == 50.0

@@ -8,7 +8,7 @@ from workbench.paths import notebooks_dir
 
 @pytest.mark.parametrize("params,needle", [
     ({"rate": "fast"}, "parameter rate must be a number, got 'fast'"),
-    ({"fleet_size": 10.5}, "parameter fleet_size must be an integer, got 10.5"),
+    ({"fleet_size": 10.5}, "parameter fleet_size must be an integer in 1..1000000, got 10.5"),
     ({"duration_s": -2}, "parameter duration_s must be positive, got -2"),
     ({"thresholds": {"http_req_duration": ["p95 < 500"]}}, "malformed threshold 'p95 < 500'"),
 ])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.synthetic import make_record
-from workbench import baseline, hdr, stats
+from workbench import baseline, hdr, jsonio, stats
 from workbench import record as schema
 from workbench.errors import WorkbenchError
 
@@ -118,10 +118,10 @@ def test_unknown_schema_version_is_refused(tmp_path):
 def test_schema_round_trips(tmp_path):
     rec = make_record(tags=("directory", "new-nonce"), n=2000, rate=200.0)
     path = tmp_path / "r.json"
-    baseline.write_json_atomic(path, rec, exclusive=True)
+    jsonio.write_json(path, rec, exclusive=True)
     loaded = baseline.load_record(path)
     assert loaded == json.loads(json.dumps(rec))  # nothing lost or altered but tuples
-    baseline.write_json_atomic(tmp_path / "again.json", loaded, exclusive=True)
+    jsonio.write_json(tmp_path / "again.json", loaded, exclusive=True)
     assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
     assert set(loaded) == set(schema.REQUIRED)
     # percentiles with intervals per endpoint and status class
@@ -145,9 +145,9 @@ def test_schema_round_trips(tmp_path):
 
 def test_records_are_written_once_and_atomically(tmp_path):
     path = tmp_path / "baselines" / "r.json"
-    baseline.write_json_atomic(path, {"a": 1}, exclusive=True)
+    jsonio.write_json(path, {"a": 1}, exclusive=True)
     with pytest.raises(WorkbenchError, match="immutable"):
-        baseline.write_json_atomic(path, {"a": 2}, exclusive=True)
+        jsonio.write_json(path, {"a": 2}, exclusive=True)
     assert json.loads(path.read_text()) == {"a": 1}
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # no temporary file left
 
@@ -169,6 +169,16 @@ def test_an_older_schema_version_is_migrated(tmp_path, monkeypatch):
     monkeypatch.delitem(schema.MIGRATIONS, 0)
     with pytest.raises(WorkbenchError, match="no migration from baseline schema version 0"):
         baseline.load_record(path)
+
+
+def test_a_version_1_record_reads_as_http1_without_telemetry(tmp_path):
+    old = record()
+    for key in ("protocol", "telemetry"):
+        del old[key]
+    path = tmp_path / "v1.json"
+    path.write_text(json.dumps(old | {"schema_version": 1}))
+    rec = baseline.load_record(path)
+    assert (rec["schema_version"], rec["protocol"], rec["telemetry"]) == (2, "h1", None)
 
 
 def test_an_incomplete_record_is_refused(tmp_path):

@@ -21,10 +21,12 @@ def baselines_listing():
 @pytest.mark.parametrize("args,needle", [
     (["run", "no_such_scenario"], "unknown scenario 'no_such_scenario'"),
     (["run", "agent_storm", "--profile", "huge"], "unknown profile 'huge'"),
-    (["run", "agent_storm", "--rate", "0"], "rate must be positive"),
-    (["run", "agent_storm", "--rate", "-3"], "rate must be positive"),
-    (["run", "agent_storm", "--duration", "0"], "duration_s must be positive"),
-    (["run", "agent_storm", "--duration", "-1"], "duration_s must be positive"),
+    (["run", "agent_storm", "-p", "rate", "0"], "rate must be positive"),
+    (["run", "agent_storm", "-p", "rate", "-3"], "rate must be positive"),
+    (["run", "agent_storm", "-p", "duration_s", "0"], "duration_s must be positive"),
+    (["run", "agent_storm", "-p", "duration_s", "-1"], "duration_s must be positive"),
+    (["run", "all", "-p", "nonsense", "1"], "no scenario takes parameter nonsense"),
+    (["run", "all", "-p", "vus", "0"], "parameter vus must be positive"),
     (["run", "agent_storm", "--target", "not-a-url"], "malformed target URL"),
 ])
 def test_bad_input_is_refused_with_one_line(embedded_env, args, needle):
@@ -34,6 +36,12 @@ def test_bad_input_is_refused_with_one_line(embedded_env, args, needle):
     assert needle in out.stderr
     assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ")
     assert baselines_listing() == before
+
+
+@pytest.mark.parametrize("flag", ["--rate", "--duration", "--fleet-size"])
+def test_parameters_are_set_one_way_only(flag):
+    out = workbench("run", "agent_storm", flag, "5")
+    assert out.returncode == 2 and f"unrecognized arguments: {flag} 5" in out.stderr
 
 
 def test_unreachable_target_is_refused_before_any_load(embedded_env, monkeypatch):
@@ -135,7 +143,7 @@ def test_unfit_database_is_refused_before_any_load(real_target_env, embedded_env
 @pytest.mark.parametrize("args,needle", [
     (["run", "agent_storm", "-p", "nonsense", "1"], "agent_storm takes no parameter nonsense"),
     (["run", "agent_storm", "-p", "run_dir", "/tmp/x"], "takes no parameter run_dir"),
-    (["run", "acme_burst", "--rate", "5"], "acme_burst takes no parameter rate"),
+    (["run", "acme_burst", "-p", "rate", "5"], "acme_burst takes no parameter rate"),
     (["run", "agent_storm", "-p", "thresholds", '{"http_req_duration": ["p95<1"]}'],
      "malformed threshold 'p95<1'"),
     (["run", "agent_storm", "-p", "fleet_size", "ten"], "fleet_size must be an integer"),
@@ -147,7 +155,7 @@ def test_bad_parameter_overrides_are_refused(embedded_env, args, needle):
 
 
 def test_a_parameter_override_reaches_the_notebook(embedded_env):
-    out = workbench("run", "agent_storm", "--duration", "1", "--fleet-size", "20",
+    out = workbench("run", "agent_storm", "-p", "duration_s", "1", "-p", "fleet_size", "20",
                     "-p", "thresholds", '{"http_req_duration": ["p(95)<0.001"]}')
     assert out.returncode == 1, out.stderr  # the tightened threshold was applied and breached
     assert "FAIL http_req_duration p(95)<0.001" in out.stdout

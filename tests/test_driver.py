@@ -85,7 +85,8 @@ def test_spec_with_token_never_writes_it(tmp_path, monkeypatch):
               echo=lambda _: None)
     for path in tmp_path.rglob("*"):
         assert b"tok-do-not-leak-7731" not in path.read_bytes()
-    assert json.loads((tmp_path / "spec.json").read_text())["token_env"] == "SECRET_TOKEN_ENV"
+    written = json.loads((tmp_path / "spec.json").read_text())
+    assert written["schema_version"] == 1 and written["spec"]["token_env"] == "SECRET_TOKEN_ENV"
 
 
 @pytest.mark.parametrize("field,value", [("rate", 0), ("rate", -5), ("duration_s", 0),

@@ -26,7 +26,7 @@ def test_adhoc_drive_sends_the_request_and_writes_the_documented_files(tmp_path)
     with LoopbackServer() as srv:
         out = workbench("drive", f"{srv.url}/bulk", "--method", "post", "--body", '{"a": 1}',
                         "--header", "X-Trace: adhoc-7", "--rate", "40", "--duration", "1",
-                        "--vus", "10", "--out", str(tmp_path / "adhoc"))
+                        "--vus", "40", "--out", str(tmp_path / "adhoc"))  # a VU each: no drop
         assert out.returncode == 0, out.stderr
         assert srv.bulk_headers["X-Trace"] == "adhoc-7"
         assert srv.bulk_bodies[0] == b'{"a": 1}' and len(srv.bulk_bodies) == 40
@@ -35,7 +35,7 @@ def test_adhoc_drive_sends_the_request_and_writes_the_documented_files(tmp_path)
     assert RESULT_KEYS <= set(result)
     assert {"p50", "p95", "p99", "max"} <= set(result["latency_ms"])
     assert {"p50", "p99"} <= set(result["service_time_ms"]) & set(result["schedule_lag_ms"])
-    assert result["offered_rate"] == 40 and result["driver"]["max_vus"] == 10
+    assert result["offered_rate"] == 40 and result["driver"]["max_vus"] == 40
     table = pq.read_table(tmp_path / "adhoc" / "requests.parquet")
     assert COLUMNS <= set(table.column_names) and table.num_rows == 40
     assert set(table.column("status").to_pylist()) == {200}

@@ -11,20 +11,22 @@ import pytest
 from hdrh.histogram import HdrHistogram
 
 from workbench import hdr
-from workbench.driver import DriveSpec, RequestTemplate, run_shard, summarize
+from workbench.driver import DriveSpec, RequestTemplate, merge_reports, run_shard
+from workbench.errors import WorkbenchError
 
 
 class FakeEngine:
     """Answers every request after ``delay_s`` with the status its path names (/s/429)."""
 
     name = "fake"
+    authority = "fake"
 
     def __init__(self, delay_s: float = 0.001, body: bytes = b'{"n": 2, "m": 0.5}') -> None:
         self.delay_s, self.body = delay_s, body
         self.sent: list[str] = []
         self.warm = None
 
-    def prepare(self, method, path, headers, body, want_body=False):
+    def prepare(self, method, path, headers, body, want_body=False, want_head=False):
         return path, want_body
 
     async def start(self, warm: int = 0) -> None:
@@ -36,7 +38,7 @@ class FakeEngine:
         status = int(path.rsplit("/", 1)[1]) if path.startswith("/s/") else 200
         ctype = b"application/problem+json" if status == 429 else b"application/json"
         self.loop.call_later(self.delay_s, done, status, ctype, len(self.body),
-                             self.body if want_body else None, 0)
+                             self.body if want_body else None, 0, None)
 
     async def close(self) -> None:
         pass
@@ -45,7 +47,7 @@ class FakeEngine:
 def run_fake(tmp_path, spec: DriveSpec, engine: FakeEngine | None = None):
     engine = engine or FakeEngine()
     report = run_shard(spec, tmp_path, engine=engine, handle_signals=False)
-    result = summarize(spec, [report])
+    result = merge_reports(spec, [report])
     rows = pq.read_table(tmp_path / "requests.parquet").to_pandas()
     return engine, result, rows.sort_values(["intended_ns", "send_ns"]).reset_index(drop=True)
 
@@ -149,3 +151,44 @@ def test_timing_identity_holds_for_every_row(tmp_path, executor):
     assert (rows["send_ns"] >= rows["intended_ns"]).all()
     # epoch nanoseconds: within a minute of the run's UTC start
     assert abs(int(rows["intended_ns"].min()) - result["t0_epoch_ns"]) < 60e9
+
+
+def test_executors_are_registered_by_name_and_a_spec_finds_its_own():
+    from workbench.driver.executors import (
+        ConstantArrivalRate,
+        ConstantVUs,
+        RampingArrivalRate,
+        Scripted,
+    )
+    from workbench.driver.spec import EXECUTORS, executor_type
+
+    specs = {
+        "constant-arrival-rate": DriveSpec("http://x", ABC, rate=1, duration_s=1),
+        "ramping-arrival-rate": DriveSpec("http://x", ABC, executor="ramping-arrival-rate",
+                                          stages=((1.0, 5.0),)),
+        "constant-vus": DriveSpec("http://x", ABC, executor="constant-vus", vus=1,
+                                  duration_s=1),
+    }
+    assert set(specs) == set(EXECUTORS)
+    classes = {name: executor_type(spec) for name, spec in specs.items()}
+    assert classes == {"constant-arrival-rate": ConstantArrivalRate,
+                       "ramping-arrival-rate": RampingArrivalRate,
+                       "constant-vus": ConstantVUs}
+    assert all(cls.name == name for name, cls in classes.items())
+    scripted = DriveSpec("http://x", ABC, executor="constant-vus", vus=1, duration_s=1,
+                         script="any.module:factory")  # not loaded here
+    assert executor_type(scripted) is Scripted and scripted.kind == "scripted"
+    assert not Scripted.open_loop and ConstantArrivalRate.open_loop
+
+
+def test_every_problem_of_a_spec_is_named_at_once():
+    spec = DriveSpec("ftp://x", (RequestTemplate("GET", "no-slash", "t"),), rate=0,
+                     duration_s=-1, steps=0)
+    problems = spec.problems()
+    assert len(problems) == 5, problems
+    for needle in ("must start with http://", "rate must be a positive", "duration must be",
+                   "steps per iteration", "path must start with /"):
+        assert sum(needle in p for p in problems) == 1, needle
+    with pytest.raises(WorkbenchError, match="; ") as err:
+        spec.validate()
+    assert "\n" not in str(err.value)

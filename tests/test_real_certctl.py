@@ -18,6 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from workbench import preflight, run, scenarios, seed
+from workbench.scenarios import agent_storm
 
 BASE = os.environ.get("CERTCTL_BASE", "").rstrip("/")
 TOKEN = os.environ.get("CERTCTL_TOKEN", "")
@@ -68,8 +69,9 @@ def test_the_server_is_certctl_and_takes_the_token(real_target):
 
 
 def test_the_dsn_is_the_database_the_server_uses(real_target):
-    seed.seed_agent_fleet(DSN, 1)
-    agent = seed.agent_ids(1)[0]
+    storm = scenarios.get("agent_storm")
+    storm.seed(DSN, storm.params_for("smoke", {"fleet_size": 1}))
+    agent = agent_storm.agent_ids(1)[0]
     marker = f"loadtest-probe-{secrets.token_hex(6)}.example.test"
     with _client() as client:  # a heartbeat writes the hostname it carries into agents
         response = client.post(f"/api/v1/agents/{agent}/heartbeat",
@@ -87,28 +89,29 @@ def test_the_dsn_is_the_database_the_server_uses(real_target):
     assert hostname == marker
 
 
-@pytest.mark.parametrize("name", sorted(scenarios.SCENARIOS))
+@pytest.mark.parametrize("name", scenarios.names())
 def test_fixtures_load_unchanged_into_the_real_schema_and_reseed_idempotently(name):
-    scenario = scenarios.SCENARIOS[name]
-    params = scenarios.profile_params(scenario, "smoke")
+    scenario = scenarios.get(name)
+    params = scenario.defaults("smoke")
     first = scenario.seed(DSN, params)
     second = scenario.seed(DSN, params)  # idempotent: the same rows again, nothing added
     assert _without_timings(first) == _without_timings(second)
 
 
 def test_heartbeats_on_the_seeded_fleet_answer_200():
-    fleet = scenarios.profile_params(scenarios.get("agent_storm"), "smoke")["fleet_size"]
-    seed.seed_agent_fleet(DSN, fleet)
+    storm = scenarios.get("agent_storm")
+    fleet = storm.defaults("smoke")["fleet_size"]
+    storm.seed(DSN, storm.defaults("smoke"))
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with _client() as client:
         statuses = [client.post(f"/api/v1/agents/{agent}/heartbeat", headers=auth).status_code
-                    for agent in seed.agent_ids(fleet)]
-        unauthenticated = client.post(f"/api/v1/agents/{seed.agent_ids(1)[0]}/heartbeat")
+                    for agent in agent_storm.agent_ids(fleet)]
+        unauthenticated = client.post(f"/api/v1/agents/{agent_storm.agent_ids(1)[0]}/heartbeat")
     assert statuses == [200] * fleet
     assert unauthenticated.status_code == 401
 
 
-@pytest.mark.parametrize("name", sorted(scenarios.SCENARIOS))
+@pytest.mark.parametrize("name", scenarios.names())
 def test_every_scenario_passes_at_smoke_size_against_the_real_server(
         name, real_target, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_RUNS_DIR", str(tmp_path / "runs"))

@@ -35,7 +35,8 @@ def test_token_and_dsn_password_never_land_in_run_files(target_with_distinctive_
     monkeypatch.setenv("CERTCTL_DSN", dsn)
     run_dir, code = run.execute("agent_storm", "smoke", target_url=info.url, ca_file=info.ca_file,
                                 overrides={"duration_s": 2.0, "fleet_size": 100})
-    assert code == 0
+    record = json.loads((run_dir / "record.json").read_text())
+    assert code == (0 if record["passed"] else 1)  # a busy machine may breach the smoke SLO
     files = [p for p in run_dir.rglob("*") if p.is_file()]
     assert {p.name for p in files} >= {"agent_storm.ipynb", "report.html", "result.json",
                                        "record.json", "requests.parquet", "spec.json"}
@@ -57,7 +58,8 @@ def test_redacted_dsn_drops_the_password():
 def test_a_non_loopback_database_needs_explicit_consent_before_any_write(host):
     # refused before a connection is even attempted: no traffic leaves the machine
     with pytest.raises(WorkbenchError, match="not on this machine.*--allow-remote-db"):
-        seed.seed_agent_fleet(f"postgresql://u:p@{host}:5432/certctl", 10)
+        seed.load_fixture(f"postgresql://u:p@{host}:5432/certctl", "02_agent_fleet.sql",
+                          {"fleet_size": 10}, ("agents", "SELECT 1"))
 
 
 @pytest.mark.parametrize("dsn", ["postgresql://u@127.0.0.1:5432/x", "postgresql://u@[::1]/x",
@@ -120,12 +122,12 @@ def test_seeding_and_resetting_every_scenario_leaves_foreign_rows_untouched(embe
     try:
         before = snapshot()
         assert all(len(rows) == len(FOREIGN_IDS[t]) for t, rows in before.items())
-        for spec in scenarios.SCENARIOS.values():
-            params = scenarios.profile_params(spec, "smoke")
+        for name in scenarios.names():
+            spec = scenarios.get(name)
+            params = spec.defaults("smoke")
             spec.seed(embedded_target.dsn, params)
             spec.seed(embedded_target.dsn, params)  # again: idempotent
-            if spec.reset:
-                spec.reset(embedded_target.dsn, params)
+            spec.reset(embedded_target.dsn, params)
         assert snapshot() == before
     finally:
         with engine.begin() as conn:

@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.loopback import LoopbackServer
-from workbench import hdr, shards
-from workbench.driver import DriveSpec, RequestTemplate, drive
+from workbench import hdr
+from workbench.driver import DriveSpec, RequestTemplate, drive, launch
 from workbench.errors import WorkbenchError
 
 MIX = (RequestTemplate("GET", "/status/200", "ok"),
@@ -57,11 +57,11 @@ def test_two_shards_merge_to_the_single_process_result(tmp_path):
 
 
 def test_auto_shards_follow_the_rate_and_stop_at_the_cores():
-    assert shards.auto_shards(DriveSpec("http://x", MIX, rate=167, duration_s=1)) == 1
-    assert shards.auto_shards(DriveSpec("http://x", MIX, executor="constant-vus", vus=500,
+    assert launch.auto_shards(DriveSpec("http://x", MIX, rate=167, duration_s=1)) == 1
+    assert launch.auto_shards(DriveSpec("http://x", MIX, executor="constant-vus", vus=500,
                                         duration_s=1)) == 1
-    huge = DriveSpec("http://x", MIX, rate=10 * shards.SHARD_CAPACITY_RPS, duration_s=1)
-    assert shards.auto_shards(huge) == min(10, os.cpu_count())
+    huge = DriveSpec("http://x", MIX, rate=10 * launch.SHARD_CAPACITY_RPS, duration_s=1)
+    assert launch.auto_shards(huge) == min(10, os.cpu_count())
 
 
 def test_dask_local_cluster_runs_the_shards_and_they_merge(tmp_path):
@@ -93,7 +93,7 @@ def test_dask_local_cluster_runs_the_shards_and_they_merge(tmp_path):
 def test_unreachable_cluster_is_refused_with_the_fix(tmp_path, monkeypatch):
     from tests.loopback import free_port
 
-    monkeypatch.setattr(shards, "CLUSTER_CONNECT_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(launch, "CLUSTER_CONNECT_TIMEOUT_S", 1.0)
     spec = DriveSpec("http://127.0.0.1:9", MIX, rate=10, duration_s=1.0)
     with pytest.raises(WorkbenchError, match="dask scheduler"):
         drive(spec, tmp_path, cluster=f"tcp://127.0.0.1:{free_port()}", **QUIET)

@@ -12,7 +12,8 @@ import psycopg
 import pytest
 import sqlalchemy as sa
 
-from workbench import seed
+from workbench import scenarios
+from workbench.scenarios import acme_burst
 from workbench.standin import acme
 from workbench.target import TargetInfo
 
@@ -23,8 +24,9 @@ PROBLEM = "application/problem+json"
 
 @pytest.fixture(scope="module")
 def ari_ids(embedded_target: TargetInfo) -> list[str]:
-    seed.seed_ari_certs(embedded_target.dsn, 40)
-    return seed.ari_cert_ids(40)
+    burst = scenarios.get("acme_burst")
+    burst.seed(embedded_target.dsn, burst.params_for("smoke", {"ari_size": 40}))
+    return acme_burst.ari_cert_ids(40)
 
 
 def nonce_row(dsn: str, nonce: str) -> sa.Row | None:
@@ -175,4 +177,4 @@ def test_serials_are_matched_as_unpadded_lowercase_hex():
     assert aki == b"loadtest"
     assert acme.serial_hex(serial) == "ace0000000000001"  # a DER leading 0x00 is harmless
     assert acme.serial_hex(bytes.fromhex("0a1b")) == "a1b"
-    assert seed.ari_serial(1) == "ace0000000000001"
+    assert acme_burst.ari_serial(1) == "ace0000000000001"

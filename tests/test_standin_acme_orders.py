@@ -21,7 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tests.loopback import free_port
-from workbench import acme_orders, jws, preflight, seed
+from workbench import jws, preflight, scenarios
+from workbench.scenarios import acme_orders
 from workbench.standin import acme_orders as standin_orders
 from workbench.standin.core import config_from_env
 from workbench.target import TargetInfo
@@ -68,11 +69,22 @@ class Account:
         return url[len(self.origin):]
 
 
+def reset_accounts(dsn: str) -> None:
+    spec = scenarios.get("acme_orders")
+    spec.seed(dsn, spec.defaults("smoke"))
+
+
+def probes(profile_id: str) -> tuple:
+    """acme_orders' own preflight probes for ``profile_id``."""
+    spec = scenarios.get("acme_orders")
+    return spec.preflight_args(spec.params_for("smoke", {"profile_id": profile_id}))["probes"]
+
+
 @pytest.fixture(scope="module")
 def db(embedded_target: TargetInfo) -> Iterator[sa.Engine]:
     engine = sa.create_engine(embedded_target.dsn)
     yield engine
-    seed.reset_acme_orders(embedded_target.dsn)
+    reset_accounts(embedded_target.dsn)
     engine.dispose()
 
 
@@ -385,8 +397,8 @@ def test_preflight_probe_finds_the_limits_and_the_default_target_has_none(
     def warnings(info: TargetInfo) -> list[str]:
         target_ = preflight.Target(url=info.url, ca_file=info.ca_file, insecure=False,
                                    embedded=False)
-        return preflight.trap_warnings(target_, target_token, (PROFILE,),
-                                       ("acme", "acme_orders"))
+        return preflight.trap_warnings(target_, target_token, (PROFILE,), ("acme",),
+                                       probes(PROFILE))
 
     [warning] = warnings(limited)
     assert "per-account ACME limits are on: order 6 of one account got 429" in warning
@@ -402,10 +414,10 @@ def test_preflight_probe_names_a_profile_in_challenge_mode(embedded_target, targ
         target_ = preflight.Target(url=embedded_target.url, ca_file=embedded_target.ca_file,
                                    insecure=False, embedded=True)
         [warning] = preflight.trap_warnings(target_, target_token, ("prof-loadtest-challenge",),
-                                            ("acme", "acme_orders"))
+                                            ("acme",), probes("prof-loadtest-challenge"))
         assert "makes orders 'pending', not ready" in warning and "trust_authenticated" in warning
     finally:
-        seed.reset_acme_orders(embedded_target.dsn)
+        reset_accounts(embedded_target.dsn)
         with db.begin() as conn:
             conn.execute(sa.text("DELETE FROM certificate_profiles"
                                  " WHERE id = 'prof-loadtest-challenge'"))

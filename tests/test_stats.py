@@ -107,12 +107,51 @@ def test_bootstrap_interval_holds_the_true_ratio():
     assert low[0] <= 1 <= high[0]
 
 
-def test_mann_whitney_reachability_and_asv_rule():
+def test_mann_whitney_reachability():
     assert stats.min_attainable_p(3, 3) == pytest.approx(0.1)  # 3 vs 3 can never reach 0.002
     assert stats.min_attainable_p(10, 10) < 0.002
     assert stats.mann_whitney_p(np.ones(5), np.ones(5)) == 1.0
-    assert stats.verdict(1.2, 0.001, 1.1, 0.002) == "slower"
-    assert stats.verdict(0.8, 0.001, 1.1, 0.002) == "faster"
-    assert stats.verdict(1.2, 0.01, 1.1, 0.002) == "no change"  # effect, but not significant
-    assert stats.verdict(1.05, 1e-9, 1.1, 0.002) == "no change"  # significant, but too small
-    assert stats.verdict(float("nan"), 1e-9, 1.1, 0.002) == "no change"
+    assert stats.min_units_for_test(0.002) == 7
+    assert stats.min_attainable_p(6, 6) >= 0.002 > stats.min_attainable_p(7, 7)
+
+
+@pytest.mark.parametrize("ratio,p,low,high,verdict", [
+    (1.2, 0.001, 1.15, 1.25, "slower"),
+    (0.8, 0.001, 0.75, 0.85, "faster"),
+    (1.2, 0.001, 0.95, 1.5, "slower"),  # asv's rule: beyond the factor and significant
+    (1.2, 0.01, 1.15, 1.25, "inconclusive"),  # an effect the test does not confirm
+    (0.35, 0.16, 0.23, 0.77, "inconclusive"),  # issue 12b: once called "no change"
+    (1.05, 1e-9, 1.02, 1.08, "no change"),  # significant, but ruled out beyond the factor
+    (1.0, 0.9, 0.95, 1.04, "no change"),
+    (1.0, 0.9, 0.85, 1.04, "inconclusive"),  # a 15 % speed-up is not ruled out
+    (1.0, 0.9, 1 / 1.1, 1.1, "no change"),  # the bounds themselves are inside
+    (1.0, 0.9, float("nan"), float("nan"), "inconclusive"),  # no interval shows nothing
+    (float("nan"), 1e-9, 0.95, 1.05, "no change"),
+])
+def test_verdict_is_honest_in_all_three_directions(ratio, p, low, high, verdict):
+    assert stats.verdict(ratio, p, low, high, 1.1, 0.002) == verdict
+
+
+def test_noether_counts_the_units_a_mann_whitney_test_needs():
+    a, b = np.arange(20.0), np.arange(20.0) + 5  # U / (n m) = p' = 287.5 / 400
+    p_shift = 0.71875
+    z = sps.norm.ppf(1 - 0.002 / 2) + sps.norm.ppf(0.8)
+    assert stats.units_for_power(a, b, 0.002) == int(np.ceil(z**2 / (6 * (p_shift - 0.5)**2)))
+    assert stats.units_for_power(a, b, 0.002) == 54
+    assert stats.units_for_power(b, a, 0.002) == 54  # a shift either way
+    assert stats.units_for_power(a, a, 0.002) is None  # no shift: no count would show one
+    assert stats.units_for_power(a, a + 100, 0.002) == 11  # p' = 1: z² / 1.5
+    # and the count holds: 54 normal units a side with that p' give the test 80 % power
+    rng = np.random.default_rng(7)
+    shift = sps.norm.ppf(p_shift) * np.sqrt(2)
+    x, y = rng.normal(0, 1, (2000, 54)), rng.normal(shift, 1, (2000, 54))
+    power = (sps.mannwhitneyu(x, y, axis=1).pvalue < 0.002).mean()
+    assert 0.8 <= power < 0.9  # measured 0.82
+
+
+def test_interval_narrowing_counts_units_for_each_side():
+    # B/A 1.0 in [0.9, 1.2] from 10 units: the upper side needs (ln 1.2 / ln 1.1)² x 10 = 36.6
+    assert stats.units_for_interval(10, 1.0, 0.9, 1.2, 1.1) == 37
+    assert stats.units_for_interval(10, 1.0, 0.95, 1.05, 1.1) == 10  # already inside
+    assert stats.units_for_interval(10, 1.12, 1.0, 1.3, 1.1) is None  # the point is outside
+    assert stats.units_for_interval(10, 1.0, float("nan"), 1.2, 1.1) is None

@@ -3,8 +3,8 @@
 :func:`analyse` turns a run's per-request frame into the tables a reader needs: percentiles
 p50/p90/p95/p99/p99.9/max per scenario, endpoint and status class with distribution-free 95%
 confidence intervals (:mod:`workbench.stats`), achieved against offered load, errors by class,
-per-window percentiles and rates, and the validity verdict. A million requests take about a
-second (``benchmarks/bench_analysis.py``).
+per-window percentiles and rates, and the driver's validity checks. A million requests take
+about a second (``benchmarks/bench_analysis.py``).
 
 Thresholds use k6's syntax so certctl's plan carries over unchanged::
 
@@ -29,12 +29,13 @@ import numpy as np
 import pandas as pd
 
 from workbench import stats
-from workbench.driver import ERROR_CLASSES, MAX_SCHEDULE_LAG_P99_MS, MIN_ACHIEVED_RATIO
+from workbench.driver import ERROR_CLASSES, DriveResult
 from workbench.errors import WorkbenchError
 
 PERCENTILES = stats.PERCENTILES  # p50, p90, p95, p99, p99.9; reported with max
 ALL = "all"  # the row pooling every endpoint or every status class
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")  # "error": no response (transport)
+NOT_JUDGED = "not judged: no driver result"  # validity of a frame the driver did not write
 
 _AGG = r"p\((?P<q>\d+(?:\.\d+)?)\)|avg|min|max|med|rate|count"
 _EXPR = re.compile(
@@ -332,34 +333,20 @@ def windows(df: pd.DataFrame, seconds: float = 10.0, by_endpoint: bool = False) 
     return out if by_endpoint else out.droplevel("endpoint")
 
 
-def validity(df: pd.DataFrame, offered_rate: float | None, duration_s: float,
-             reported: Mapping | None = None) -> pd.DataFrame:
-    """The validity checks of a run, recomputed from its requests, plus the driver's verdict.
+def validity(reported: DriveResult | None) -> pd.DataFrame:
+    """The run's validity checks, as the driver judged them (``result["checks"]``).
 
-    A run whose driver was the bottleneck measured the driver, not the target: drops, a
-    schedule-lag p99 above the driver's limit, or (open loop only) an achieved rate below its
-    share of the offered one. ``reported`` is the driver's ``result.json`` (status and verdict).
-    Columns: ``check``, ``measured``, ``limit``, ``ok``.
+    The driver judges every run once, from its own histograms (schedule lag, achieved against
+    offered load, drops, its CPU, the run's status; :mod:`workbench.driver.result`); this is
+    that judgement as a table: ``check``, ``measured``, ``limit``, ``ok``. A frame without a
+    driver result (an imported summary, a synthetic frame) is not judged: one row saying so,
+    with ``ok`` missing.
     """
-    dropped = int(df["dropped"].sum())
-    lag = _sent(df)["lag_ms"].to_numpy(dtype=np.float64)
-    lag_p99 = _pcts(lag)["p99"] if lag.size else np.nan
-    sent = len(df) - dropped
-    rows = [
-        ("dropped arrivals", dropped, 0, dropped == 0),
-        ("schedule-lag p99 (ms)", lag_p99, MAX_SCHEDULE_LAG_P99_MS,
-         bool(np.isfinite(lag_p99) and lag_p99 <= MAX_SCHEDULE_LAG_P99_MS)),
-    ]
-    if offered_rate:  # a closed loop (constant VUs) offers no rate to fall short of
-        ratio = sent / duration_s / offered_rate if duration_s else np.nan
-        rows.append(("achieved / offered", ratio, MIN_ACHIEVED_RATIO,
-                     bool(np.isfinite(ratio) and ratio >= MIN_ACHIEVED_RATIO)))
-    if reported is not None:
-        status = reported.get("status", "unknown")
-        rows.append(("run status", status, "completed", status == "completed"))
-        reasons = "; ".join(reported.get("invalid_reasons") or []) or "valid"
-        rows.append(("driver verdict", reasons, "valid", bool(reported.get("valid"))))
-    return pd.DataFrame(rows, columns=["check", "measured", "limit", "ok"])
+    columns = ["check", "measured", "limit", "ok"]
+    if reported is None:
+        return pd.DataFrame([("validity", NOT_JUDGED, None, None)], columns=columns)
+    return pd.DataFrame([(c["check"], c["measured"], c["limit"], c["ok"])
+                         for c in reported["checks"]], columns=columns)
 
 
 @dataclass(frozen=True)
@@ -378,20 +365,22 @@ class Analysis:
     validity: pd.DataFrame = field(repr=False)
 
     @property
-    def valid(self) -> bool:
-        """True when every validity check passed."""
-        return bool(self.validity["ok"].all())
+    def valid(self) -> bool | None:
+        """True when every validity check passed; None when the run was not judged."""
+        ok = self.validity["ok"]
+        return None if ok.isna().any() else bool(ok.all())
 
     @property
     def invalid_reasons(self) -> list[str]:
-        """One line per failed validity check."""
+        """One line per failed validity check (none when not judged)."""
         return [f"{r.check}: {r.measured} (limit {r.limit})"
-                for r in self.validity.itertuples() if not r.ok]
+                for r in self.validity.itertuples() if not pd.isna(r.ok) and not r.ok]
 
 
 def analyse(df: pd.DataFrame, scenario: str, offered_rate: float | None, duration_s: float,
-            window_s: float | None = None, reported: Mapping | None = None) -> Analysis:
-    """Analyse one run: ``df`` from :func:`load_requests` (or :func:`with_derived`)."""
+            window_s: float | None = None, reported: DriveResult | None = None) -> Analysis:
+    """Analyse one run: ``df`` from :func:`load_requests` (or :func:`with_derived`);
+    ``reported`` is the driver's result (:func:`workbench.driver.load_result`)."""
     window_s = window_s or window_seconds(duration_s)
     return Analysis(
         scenario=scenario, offered_rate=offered_rate, duration_s=duration_s, window_s=window_s,
@@ -400,7 +389,7 @@ def analyse(df: pd.DataFrame, scenario: str, offered_rate: float | None, duratio
         load=load(df, offered_rate, duration_s),
         errors=errors(df),
         windows=windows(df, window_s, by_endpoint=True),
-        validity=validity(df, offered_rate, duration_s, reported),
+        validity=validity(reported),
     )
 
 

@@ -6,8 +6,9 @@ Layout (asv's ``results/``, one file per run)::
     baselines/README.md   generated from those files, deterministically
 
 Records follow :mod:`workbench.record` (schema version 1); older versions are migrated on load.
-Every file is written atomically (a temporary file, then a hard link that fails if the name is
-taken), so a record is never half-written and never overwritten. Committing uses the git CLI,
+Every record is written by :func:`workbench.jsonio.write_json` with ``exclusive`` (a temporary
+file, then a hard link that fails if the name is taken), so a record is never half-written and
+never overwritten. Committing uses the git CLI,
 refuses a tree with changes outside ``baselines/`` and ``runs/`` (the record must name the code
 that measured it), and never pushes.
 """
@@ -15,15 +16,14 @@ that measured it), and never pushes.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.jsonio import write_json
 from workbench.record import RECORD_FILE, SCHEMA_VERSION, migrate, validate
 
-__all__ = ["RECORD_FILE", "SCHEMA_VERSION", "commit", "load_record", "render", "render_table",
-           "write_json_atomic"]
+__all__ = ["RECORD_FILE", "SCHEMA_VERSION", "commit", "load_record", "render", "render_table"]
 
 TABLE_HEADER = ("scenario", "endpoint", "p50 ms", "p95 ms", "p99 ms", "error rate", "req/s",
                 "date (UTC)", "commit", "target", "machine", "source", "valid")
@@ -47,36 +47,6 @@ def dirty_paths(root: Path) -> list[str]:
     status = git(root, "status", "--porcelain", "--untracked-files=all", check=False)
     paths = [line[3:] for line in status.splitlines() if line.strip()]
     return [p for p in paths if not p.startswith(("baselines/", "runs/", '"baselines/'))]
-
-
-def dumps(data: dict) -> str:
-    """The one JSON layout of every file the workbench writes: sorted keys, stable bytes."""
-    return json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n"
-
-
-def write_json_atomic(path: Path, data: dict, exclusive: bool = False) -> None:
-    """Write ``data`` to ``path`` atomically; with ``exclusive``, never replace an existing file.
-
-    The text goes to a temporary file in the same folder, is flushed to disk, and then takes
-    its name in one step: ``os.replace``, or for an immutable file ``os.link``, which fails
-    if the name exists (no check-then-write race).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as fh:
-            fh.write(dumps(data))
-            fh.flush()
-            os.fsync(fh.fileno())
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise WorkbenchError(f"{path} already exists; records are immutable") from None
-        else:
-            os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def load_record(path: Path) -> dict:
@@ -177,7 +147,7 @@ def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
     dest = baseline_path(root, record)
     if dest.exists():
         raise WorkbenchError(f"{dest.relative_to(root)} already exists; records are immutable")
-    write_json_atomic(dest, record, exclusive=True)
+    write_json(dest, record, exclusive=True)
     render(root)
     rel = [str(dest.relative_to(root)), "baselines/README.md"]
     git(root, "add", "--", *rel)

@@ -1,4 +1,4 @@
-"""``workbench`` command line: target, run, drive, baseline, compare, import-k6."""
+"""``workbench`` command line: target, run, drive, baseline, compare, import-k6, notebooks."""
 
 from __future__ import annotations
 
@@ -40,16 +40,21 @@ def cmd_target(args) -> int:
 
 
 def print_summary(run_dir: Path) -> None:
-    result_path, record_path = run_dir / "result.json", run_dir / "record.json"
-    if not result_path.exists():
+    """The run's outcome in a few lines: counts, load, latency, lag, validity, thresholds."""
+    from workbench.baseline import load_record
+    from workbench.driver.result import RESULT_FILE, load_result
+    from workbench.record import RECORD_FILE
+
+    if not (run_dir / RESULT_FILE).exists():
         print(f"no result in {run_dir}")
         return
-    r = json.loads(result_path.read_text())
+    r = load_result(run_dir)
+    record_path = run_dir / RECORD_FILE
     lat = r["latency_ms"]
     print(f"\n{r['scenario']}: {r['status']}, {r['scheduled']} scheduled = {r['completed']} "
           f"completed + {r['failed']} failed + {r['dropped']} dropped")
-    offered = (f"offered {r['offered_rate']:.1f} req/s" if r.get("offered_rate") is not None
-               else f"closed loop, {r.get('driver', {}).get('vus')} VUs")
+    offered = (f"offered {r['offered_rate']:.1f} req/s" if r["offered_rate"] is not None
+               else f"closed loop, {r['driver']['vus']} VUs")
     print(f"  {offered}, achieved {r['achieved_rate']:.1f} req/s,"
           f" error rate {r['error_rate'] or 0:.4f}")
     if lat["p50"] is not None:
@@ -62,7 +67,7 @@ def print_summary(run_dir: Path) -> None:
     print(f"  valid: {r['valid']}" + (f" ({'; '.join(r['invalid_reasons'])})"
                                        if r["invalid_reasons"] else ""))
     if record_path.exists():
-        record = json.loads(record_path.read_text())
+        record = load_record(record_path)
         for t in record["thresholds"]:
             print(f"  {'PASS' if t['ok'] else 'FAIL'} {t['metric']} {t['threshold']}"
                   f" (measured {t['value']:.4g})" if t["value"] is not None else
@@ -73,14 +78,14 @@ def print_summary(run_dir: Path) -> None:
     print(f"  record: {record_path}  (commit it: workbench baseline commit {run_dir})")
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
+    """One scenario's notebook through papermill, or every scenario with one combined report."""
     from workbench import run, seed
 
     if args.allow_remote_db:  # the environment reaches the notebook kernel; a parameter would not
         os.environ[seed.ALLOW_REMOTE_ENV] = "1"
 
-    overrides = {k: v for k, v in (("rate", args.rate), ("duration_s", args.duration),
-                                   ("fleet_size", args.fleet_size)) if v is not None}
+    overrides = {}
     for name, value in args.param:
         try:  # JSON where it parses (numbers, true, objects), else the plain string
             overrides[name] = json.loads(value)
@@ -97,6 +102,22 @@ def cmd_run(args) -> int:
                                 args.insecure, overrides, strict=args.strict)
     print_summary(run_dir)
     return code
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    """Write the scenario notebooks and README's scenario table from the registry."""
+    from workbench import notebook
+
+    stale = notebook.render_all(project_root(), check=args.check)
+    names = ", ".join(str(path.relative_to(project_root())) for path in stale)
+    if args.check:
+        if stale:
+            print(f"stale: {names}; run `workbench notebooks render`", file=sys.stderr)
+            return 1
+        print("notebooks and README's scenario table are up to date")
+    else:
+        print(f"wrote {names}" if stale else "nothing to write: all up to date")
+    return 0
 
 
 def cmd_drive(args) -> int:
@@ -120,7 +141,7 @@ def cmd_drive(args) -> int:
                                                           args.body, headers),),
         rate=args.rate, duration_s=args.duration, max_vus=args.vus, timeout_s=args.timeout,
         ca_file=args.ca_file, insecure=args.insecure,
-        token_env=preflight.TOKEN_ENV, scenario="adhoc")
+        token_env=preflight.TOKEN_ENV, scenario="adhoc", protocol=args.protocol)
     out = Path(args.out) if args.out else runs_dir() / f"adhoc_{secrets.token_hex(4)}"
     try:
         driver.drive(spec, out, echo=lambda line: print(line, file=sys.stderr, flush=True),
@@ -197,13 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target", help="certctl base URL (default: the embedded stand-in)")
     r.add_argument("--ca-file", help="CA certificate for the target's TLS")
     r.add_argument("--insecure", action="store_true", help="skip TLS verification")
-    r.add_argument("--rate", type=float, help="override the profile's arrival rate")
-    r.add_argument("--duration", type=float, help="override the profile's duration (s)")
-    r.add_argument("--fleet-size", type=int, help="override the profile's fixture size")
     r.add_argument("-p", "--param", nargs=2, action="append", default=[],
                    metavar=("NAME", "VALUE"),
-                   help="set a notebook parameter, as papermill -p (JSON values parsed), e.g. "
-                        "-p alg EdDSA or -p thresholds '{\"http_req_failed\": [\"rate<0.01\"]}'")
+                   help="set a scenario parameter over the profile's, as papermill -p (JSON "
+                        "values parsed), e.g. -p duration_s 30, -p alg EdDSA or -p thresholds "
+                        "'{\"http_req_failed\": [\"rate<0.01\"]}'; with all, it goes to the "
+                        "scenarios that take it")
     r.add_argument("--allow-remote-db", action="store_true",
                    help="consent to writing fixtures to a database not on this machine")
     r.add_argument("--strict", action="store_true",
@@ -221,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--timeout", type=_positive(float), default=10.0)
     d.add_argument("--ca-file")
     d.add_argument("--insecure", action="store_true")
+    d.add_argument("--protocol", choices=("h1", "h2"), default="h1",
+                   help="HTTP/1.1 (h1) or HTTP/2 (h2: ALPN h2 over https://)")
     d.add_argument("--out", help="output folder (default: runs/adhoc_<id>)")
     d.add_argument("--shards", type=_positive(int),
                    help="driver processes; arrival i goes to shard i mod N (default: automatic)")
@@ -260,6 +282,13 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--started-at", help="when the k6 run started (ISO 8601 with zone); "
                    "default: the file's modification time minus the test duration")
     k.set_defaults(func=cmd_import_k6)
+
+    n = sub.add_parser("notebooks", help="generate the scenario notebooks and README's scenario "
+                                         "table from the scenario registry")
+    n.add_argument("action", choices=("render",))
+    n.add_argument("--check", action="store_true",
+                   help="write nothing; fail if a committed notebook or the table is stale")
+    n.set_defaults(func=cmd_notebooks)
     return p
 
 

@@ -6,10 +6,13 @@ For each endpoint and each of p50, p95 and p99 (``B / A``; above 1 means B is sl
   whole time windows (one run per side) or whole runs (several per side), never single
   requests, which are autocorrelated;
 * a two-sided Mann-Whitney U test over the per-window percentiles of the two sides;
-* asv's verdict: ``slower`` when the ratio exceeds ``factor`` (1.10) **and** p < ``alpha``
-  (0.002), ``faster`` for the mirror image, else ``no change``. When the samples are too few
-  for the test ever to reach ``alpha`` (or a side has no windows, as an imported k6 summary),
-  the verdict is ``insufficient data``: no claim either way.
+* a verdict honest in all three directions: ``slower`` when the ratio exceeds ``factor``
+  (1.10) **and** p < ``alpha`` (0.002), ``faster`` for the mirror image (asv's rule);
+  ``no change`` only when the interval lies inside ``[1/factor, factor]``, so the data rule
+  out a change as large as the factor; otherwise ``inconclusive``, with what would settle it
+  (``to_settle``: how many windows or runs a side, computed from the data at hand). When the
+  samples are too few for the test ever to reach ``alpha`` (or a side has no windows, as an
+  imported k6 summary), the verdict is ``insufficient data``: no claim either way.
 
 Records measured on machines with different fingerprints (or an unknown machine), with
 different parameters or fixture sizes, are ``not comparable`` unless forced.
@@ -21,6 +24,7 @@ their per-window HdrHistograms carry what the raw samples would.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +33,9 @@ import numpy as np
 import pandas as pd
 
 from workbench import hdr, stats
-from workbench.analysis import ALL
+from workbench.analysis import ALL, window_seconds
 from workbench.baseline import load_record
+from workbench.driver.result import RESULT_FILE, SHARD_FILE, SPEC_FILE
 from workbench.errors import WorkbenchError
 from workbench.paths import baselines_dir
 from workbench.record import RECORD_FILE
@@ -40,20 +45,31 @@ ALPHA = 0.002
 STATS = (50.0, 95.0, 99.0)
 N_BOOT = 1000
 SEED = 20260502  # fixed: the same inputs give the same interval, run after run
+DRIVER_FILES = (RESULT_FILE, SPEC_FILE, SHARD_FILE)  # in run folders beside the records
 
 
 # --- loading ------------------------------------------------------------------------------
 
 
-def load_records(paths: Iterable[str | Path]) -> list[dict]:
-    """Records named by run folders (their ``record.json``), record files, or folders of them."""
+def load_records(paths: str | Path | Iterable[str | Path]) -> list[dict]:
+    """Records named by run folders (their ``record.json``), record files, or folders of them.
+
+    One path is taken as well as a list of them (papermill's ``-p a runs/X`` passes a string).
+    """
+    if isinstance(paths, str | Path):
+        paths = [paths]
     records: list[dict] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir() and (path / RECORD_FILE).exists():
             records.append(load_record(path / RECORD_FILE))
+        elif path.is_dir() and (path / RESULT_FILE).exists():
+            raise WorkbenchError(f"{path} is a run without a {RECORD_FILE} (the driver's "
+                                 f"{RESULT_FILE} alone does not compare); run its notebook "
+                                 "through the record step")
         elif path.is_dir():
-            files = sorted(p for p in path.rglob("*.json") if not p.name.startswith("."))
+            files = sorted(p for p in path.rglob("*.json") if not p.name.startswith(".")
+                           and p.name not in DRIVER_FILES)
             if not files:
                 raise WorkbenchError(f"{path} holds no record; pass a run folder "
                                      "(runs/<id>), a baseline .json or a folder of them")
@@ -196,15 +212,66 @@ def compare_windows(a: WindowSet, b: WindowSet, percentiles: Sequence[float] = S
     for j, p in enumerate(percentiles):
         ratio = point_b[j] / point_a[j] if point_a[j] else np.nan
         p_value = stats.mann_whitney_p(per_window_a[:, j], per_window_b[:, j])
+        if testable:
+            verdict = stats.verdict(ratio, p_value, low[j], high[j], factor, alpha)
+        else:
+            verdict = "insufficient data"
+        settle = "" if verdict in ("slower", "faster", "no change") else _to_settle(
+            verdict, ratio, low[j], high[j], per_window_a[:, j], per_window_b[:, j],
+            (len(ua), len(ub), by_runs), (a, b), factor, alpha)
         rows.append({
             "stat": stats.label(p), "a_ms": point_a[j], "b_ms": point_b[j], "ratio": ratio,
             "ci_low": low[j], "ci_high": high[j], "p_value": p_value,
             "a_windows": len(ma), "b_windows": len(mb),
-            "unit": "runs" if by_runs else "windows",
-            "verdict": stats.verdict(ratio, p_value, factor, alpha) if testable
-            else "insufficient data",
+            "unit": "runs" if by_runs else "windows", "verdict": verdict, "to_settle": settle,
         })
     return rows
+
+
+def _to_settle(verdict: str, ratio: float, low: float, high: float, window_a: np.ndarray,
+               window_b: np.ndarray, units: tuple[int, int, bool], sides: tuple[WindowSet, ...],
+               factor: float, alpha: float) -> str:
+    """What would settle an inconclusive (or untestable) row, computed from the data at hand.
+
+    Beyond the factor but not significant: windows a side for the test to have
+    :data:`stats.POWER` for the shift its per-window percentiles show (Noether). Inside the
+    factor: units a side for the interval to narrow inside ``[1/factor, factor]``.
+    """
+    n_a, n_b, by_runs = units
+    if verdict == "insufficient data":
+        need = stats.min_units_for_test(alpha)
+        return (f"at least {need} windows a side: with {len(window_a)} and {len(window_b)} "
+                f"the test can never reach p < {alpha:g}; {_as_runs(need, sides)}")
+    if not (np.isfinite(ratio) and ratio > 0):
+        return "a percentile on both sides (one side has none)"
+    if abs(math.log(ratio)) > math.log(factor):
+        need = stats.units_for_power(window_a[np.isfinite(window_a)],
+                                     window_b[np.isfinite(window_b)], alpha)
+        if need is None:
+            return ("repeats: B/A is beyond the factor but the per-window percentiles show no "
+                    "shift, so the windows disagree with the pooled runs")
+        return (f"about {need} windows a side for {stats.POWER:.0%} power to confirm a shift of "
+                f"B/A {ratio:.2f} at p < {alpha:g}; {_as_runs(need, sides)}")
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return "an interval: compare with resamples > 0"
+    need = stats.units_for_interval(min(n_a, n_b), ratio, low, high, factor)
+    bounds = f"[{1 / factor:.2f}, {factor:.2f}]"
+    if by_runs:
+        return f"about {need} runs a side to narrow the interval inside {bounds}"
+    return (f"about {need} windows a side to narrow the interval inside {bounds}; "
+            f"{_as_runs(need, sides)}")
+
+
+def _as_runs(windows: int, sides: tuple[WindowSet, ...]) -> str:
+    """``windows`` a side as repeats of the runs compared, or as one longer run.
+
+    A longer run gains windows only at the analysis' default windowing (a tenth of a run
+    shorter than 100 s, else 10 s windows), so that is the run length given.
+    """
+    per_run = min(len(s.windows) / max(s.runs, 1) for s in sides)
+    repeats = math.ceil(windows / per_run) if per_run else windows
+    length = max(100.0, windows * window_seconds(100.0))
+    return f"{repeats} runs like these a side, or one run of {length:g} s a side"
 
 
 # --- the comparison -----------------------------------------------------------------------
@@ -236,8 +303,9 @@ class Comparison:
             "comparable": "yes" if self.comparable else "no: " + "; ".join(self.reasons),
             "forced": self.forced,
             "rule": (f"slower/faster when B/A is beyond {self.factor:g} and Mann-Whitney "
-                     f"p < {self.alpha:g} over per-window percentiles; "
-                     f"{self.confidence:.0%} bootstrap interval"),
+                     f"p < {self.alpha:g} over per-window percentiles; no change when the "
+                     f"{self.confidence:.0%} bootstrap interval lies inside "
+                     f"[{1 / self.factor:.3g}, {self.factor:g}]; else inconclusive"),
             "verdict": self.verdict,
         })
 
@@ -257,6 +325,10 @@ class Comparison:
             shown["unit"] = shown["unit"].fillna("")
             lines.append(shown[["endpoint", "stat", "a_ms", "b_ms", "B/A", "interval", "p",
                                 "unit", "verdict"]].to_string(index=False))
+            settle = self.table[self.table["to_settle"].fillna("") != ""]
+            if len(settle):
+                lines += ["", "to settle:"] + [f"  {r.endpoint} {r.stat}: {r.to_settle}"
+                                               for r in settle.itertuples()]
         return "\n".join(lines)
 
 
@@ -279,11 +351,17 @@ def _point(records: Sequence[Mapping], endpoint: str, stat: str) -> float:
 
 
 def _overall(verdicts: Iterable[str]) -> str:
-    verdicts = set(verdicts)
-    for v in ("slower", "faster", "no change"):
+    """One verdict for the comparison: any change wins; "no change" needs every row to show it.
+
+    Rows of an endpoint that only one side measured take no part.
+    """
+    verdicts = {v for v in verdicts if not v.startswith("missing in")}
+    for v in ("slower", "faster", "inconclusive"):
         if v in verdicts:
             return v
-    return "insufficient data"
+    if verdicts == {"no change"}:
+        return "no change"
+    return "inconclusive" if "no change" in verdicts else "insufficient data"
 
 
 def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
@@ -317,7 +395,9 @@ def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
                     pa, pb = _point(a, endpoint, key), _point(b, endpoint, key)
                     rows.append({"endpoint": endpoint, "stat": key, "a_ms": pa, "b_ms": pb,
                                  "ratio": pb / pa if pa else np.nan,
-                                 "verdict": "insufficient data"})
+                                 "verdict": "insufficient data",
+                                 "to_settle": "per-window histograms on both sides (records "
+                                              "measured by the workbench, not imports)"})
                 continue
             for row in compare_windows(wa, wb, percentiles, factor, alpha, n_boot, confidence,
                                        seed):
@@ -325,7 +405,7 @@ def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
             values, (ma, mb) = _dense([wa, wb])
             curves[endpoint] = {"A": (values, ma.sum(axis=0)), "B": (values, mb.sum(axis=0))}
     columns = ["endpoint", "stat", "a_ms", "b_ms", "ratio", "ci_low", "ci_high", "p_value",
-               "a_windows", "b_windows", "unit", "verdict"]
+               "a_windows", "b_windows", "unit", "verdict", "to_settle"]
     table = pd.DataFrame(rows, columns=columns)
     verdict = _overall(table["verdict"]) if (comparable or force) else "not comparable"
     targets, dates = _describe(a, b)
@@ -334,8 +414,12 @@ def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
                       verdict, curves, targets, dates)
 
 
-def compare_paths(a: Sequence[str | Path], b: Sequence[str | Path], **kw) -> Comparison:
-    """:func:`compare` of the records named by paths (run folders, record files, folders)."""
+def compare_paths(a: str | Path | Sequence[str | Path], b: str | Path | Sequence[str | Path],
+                  **kw) -> Comparison:
+    """:func:`compare` of the records named by paths (run folders, record files, folders).
+
+    Each side is one path or a list of them.
+    """
     return compare(load_records(a), load_records(b), **kw)
 
 

@@ -14,6 +14,7 @@ histograms only; averaging percentiles across shards or windows is wrong and nev
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -72,7 +73,7 @@ def decode(blob: str) -> HdrHistogram:
     return HdrHistogram.decode(blob.encode("ascii") if isinstance(blob, str) else blob)
 
 
-def merge(blobs) -> HdrHistogram:
+def merge(blobs: Iterable[str | bytes | None]) -> HdrHistogram:
     """One histogram holding every count of the encoded histograms ``blobs`` (a sum, exact)."""
     total = new()
     for blob in blobs:
@@ -81,7 +82,8 @@ def merge(blobs) -> HdrHistogram:
     return total
 
 
-def percentiles_ms(hist: HdrHistogram, qs=(50, 90, 95, 99)) -> dict:
+def percentiles_ms(hist: HdrHistogram, qs: Sequence[float] = (50, 90, 95, 99)
+                   ) -> dict[str, float | None]:
     """``{"p50": ms, ..., "max": ms}`` from a histogram of microseconds; None when empty.
 
     Each value is the highest value equivalent to the recorded one (within 0.1 %).

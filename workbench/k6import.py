@@ -25,8 +25,9 @@ from pathlib import Path
 
 from workbench import hdr, record
 from workbench.analysis import _EXPR, ALL, PERCENTILES
-from workbench.baseline import workbench_revision, write_json_atomic
+from workbench.baseline import workbench_revision
 from workbench.errors import WorkbenchError
+from workbench.jsonio import write_json
 from workbench.paths import project_root, runs_dir
 from workbench.stats import label
 
@@ -188,6 +189,8 @@ def to_record(summary: Summary, scenario: str, started_at: datetime, *, file_nam
         "source": {"tool": "k6", "imported": True, "format": summary.format,
                    "file": file_name, "sha256": sha256},
         "scenario": scenario,
+        "protocol": None,  # k6 negotiates h2 where offered; its summary does not say
+        "telemetry": None,
         "profile": None,
         "parameters": {},
         "parameters_hash": record.params_hash({}),
@@ -275,5 +278,5 @@ def import_summary(path: Path | str, scenario: str, *, machine: str | None = Non
                     sha256=hashlib.sha256(raw).hexdigest(), machine=machine, commit=commit,
                     version=version, target_kind=target_kind, started_at_source=source)
     run_dir = (out_root or runs_dir()) / rec["run_id"]
-    write_json_atomic(run_dir / record.RECORD_FILE, rec, exclusive=True)
+    write_json(run_dir / record.RECORD_FILE, rec, exclusive=True)
     return run_dir

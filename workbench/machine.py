@@ -14,9 +14,13 @@ from pathlib import Path
 
 import psutil
 
-# Packages whose versions can change a measurement.
+from workbench.paths import project_root
+
+# Packages whose versions can change a measurement or its analysis.
 PACKAGES = ("aiohttp", "httpx", "numpy", "pandas", "pyarrow", "sqlalchemy", "psycopg",
-            "papermill", "pgserver")
+            "papermill", "pgserver", "scipy", "hdrhistogram", "matplotlib")
+# The pinned client stack `make install` applies (pip's -c), so two machines measure alike.
+LOCK_FILE = "requirements.lock"
 
 
 def _cpu_model() -> str:
@@ -51,7 +55,9 @@ def facts() -> dict:
     mem_gib = round(psutil.virtual_memory().total / 2**30)
     arch = platform.machine()
     fingerprint = hashlib.sha256(f"{cpu}|{cores}|{mem_gib}|{arch}".encode()).hexdigest()[:16]
-    name = os.environ.get("WORKBENCH_MACHINE") or f"{arch}-{cores}c-{mem_gib}g-{fingerprint[:8]}"
+    virtualisation = _virtualisation()
+    name = os.environ.get("WORKBENCH_MACHINE") or machine_name(
+        cpu, cores, mem_gib, virtualisation, fingerprint)
     return {
         "name": name,
         "fingerprint": fingerprint,
@@ -61,15 +67,66 @@ def facts() -> dict:
         "arch": arch,
         "kernel": platform.release(),
         "os": platform.platform(terse=True),
-        "virtualisation": _virtualisation(),
+        "virtualisation": virtualisation,
     }
 
 
+_NOISE = {"r", "tm", "cpu", "processor", "core", "with", "radeon", "graphics"}
+
+
+def machine_name(cpu: str, cores: int, mem_gib: int, virtualisation: str,
+                 fingerprint: str) -> str:
+    """A name that says what hardware measured: CPU, cores, memory, how virtualised.
+
+    ``Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz``, 2 cores, 24 GiB, a KVM guest becomes
+    ``intel-xeon-platinum-8375c-2c-24g-kvm-<fingerprint[:8]>``.
+    """
+    words = [w for w in re.split(r"[^a-z0-9]+", cpu.lower().split("@")[0]) if w]
+    slug = "-".join(w for w in words if w not in _NOISE)[:40].strip("-") or "cpu"
+    where = "" if virtualisation in ("none", "unknown", "") else f"-{virtualisation}"
+    return f"{slug}-{cores}c-{mem_gib}g{where}-{fingerprint[:8]}"
+
+
+def lock_pins(text: str) -> dict[str, str]:
+    """``name==version`` lines of a pip constraints file (comments and blanks skipped)."""
+    pins = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, _, version = line.partition("==")
+            pins[name.strip()] = version.strip()
+    return pins
+
+
+def lock(root: Path | None = None) -> dict | None:
+    """The lock file's sha256 and whether the installed packages are the ones it pins.
+
+    None when the checkout has no lock file (an install from a wheel elsewhere).
+    """
+    path = (root or project_root()) / LOCK_FILE
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    mismatched = []
+    pins = lock_pins(data.decode())
+    for name, version in sorted(pins.items()):
+        try:
+            installed = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        if installed != version:
+            mismatched.append(f"{name} {installed or 'missing'} (lock {version})")
+    return {"file": LOCK_FILE, "sha256": hashlib.sha256(data).hexdigest(), "pins": len(pins),
+            "matches": not mismatched, "mismatched": mismatched}
+
+
 def software() -> dict:
+    """Python, the versions of :data:`PACKAGES` (None when not installed) and the lock file."""
     versions = {}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
-    return {"python": sys.version.split()[0], "packages": versions}
+    return {"python": sys.version.split()[0], "packages": versions, "lock": lock()}

@@ -9,7 +9,9 @@ each function returns its figure.
 * :func:`latency_over_time` every request (sampled) and per-window p50/p95/p99;
 * :func:`throughput_and_errors` offered against achieved rate, errors by class per window;
 * :func:`compare_percentiles` A against B by percentile, per endpoint;
-* :func:`trend_plot` p95 and p99 across baselines in commit order.
+* :func:`trend_plot` p95 and p99 across baselines in commit order;
+* :func:`latency_and_telemetry` per-window p50/p95/p99 above the server's telemetry (CPU,
+  database activity, sessions and waits, certctl's jobs), one shared time axis.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from workbench.analysis import windows
+from workbench.telemetry import JOB_STATUSES
 
 NINES = (0.5, 0.9, 0.99, 0.999, 0.9999)
 FIGSIZE = (8.0, 4.5)
@@ -281,3 +284,85 @@ def trend_plot(trend: pd.DataFrame, scenario: str, target: str | None = None,
     ax.grid(True, which="both", alpha=0.3)
     return _finish(fig, ax, _title("p95 and p99 across baselines", scenario, target, date),
                    ncol=2)
+
+
+# Telemetry panels under the latency: (y label, [(source, metric, legend label)]). A line whose
+# samples are all zero (or absent) is left out, and a panel with no line left is not drawn.
+TELEMETRY_PANELS = (
+    ("CPU (% of one core)", [("target_process", "cpu_percent", "target process"),
+                             ("postgres", "server_cpu_percent", "PostgreSQL (all processes)")]),
+    ("database rows and\ntransactions per s", [
+        ("postgres", "xact_commit_per_s", "commits"),
+        ("postgres", "xact_rollback_per_s", "rollbacks"),
+        ("postgres", "tup_inserted_per_s", "rows inserted"),
+        ("postgres", "tup_updated_per_s", "rows updated"),
+        ("postgres", "tup_deleted_per_s", "rows deleted"),
+        ("postgres", "blks_read_per_s", "blocks read (not cached)")]),
+    ("sessions", [("postgres", "connections.active", "active"),
+                  ("postgres", "connections.idle_in_transaction", "idle in transaction"),
+                  ("postgres", "waiting.Lock", "waiting: lock"),
+                  ("postgres", "waiting.LWLock", "waiting: LWLock"),
+                  ("postgres", "waiting.IO", "waiting: I/O"),
+                  ("postgres", "locks.ungranted", "ungranted locks")]),
+    ("certctl jobs", [("certctl", f"jobs.{s}", s) for s in JOB_STATUSES]),
+)
+
+
+def latency_and_telemetry(df: pd.DataFrame, telemetry: pd.DataFrame, scenario: str, target: str,
+                          date: str, seconds: float | None = None) -> plt.Figure:
+    """Per-window p50/p95/p99 on top, the server's telemetry below, on one time axis.
+
+    ``df`` is the run's requests (:func:`workbench.analysis.with_derived`), ``telemetry`` its
+    :func:`workbench.telemetry.load_telemetry`. Both are placed in seconds from the first
+    intended start, so a latency step and what the server did at that moment line up.
+    Telemetry is drawn sample by sample (1 s) and reaches before and after the load; the host's
+    per-core CPU is drawn thin in grey behind the target's and PostgreSQL's.
+    """
+    seconds = seconds or _auto_seconds(df)
+    t0 = int(df["intended_ns"].min()) if len(df) else int(telemetry["t_ns"].min())
+    lookup = {key: g for key, g in telemetry.groupby(["source", "metric"], observed=True)}
+
+    def points(source: str, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+        rows = lookup.get((source, metric))
+        if rows is None or not np.any(rows["value"].to_numpy()):
+            return None
+        return (rows["t_ns"].to_numpy() - t0) / 1e9, rows["value"].to_numpy()
+
+    cores = sorted((m for s, m in lookup if s == "host" and m.startswith("cpu.")
+                    and m[4:].isdigit()), key=lambda m: int(m[4:]))
+    panels = []
+    for label, lines in TELEMETRY_PANELS:
+        drawn = [(name, xy) for source, metric, name in lines
+                 if (xy := points(source, metric)) is not None]
+        if label.startswith("CPU"):
+            drawn += [(f"host {m}", xy) for m in cores if (xy := points("host", m)) is not None]
+        if drawn:
+            panels.append((label, drawn))
+    fig, axes = _figure(1 + len(panels), figsize=(8, 2.8 + 1.7 * len(panels)), sharex=True,
+                        gridspec_kw={"height_ratios": [2] + [1.3] * len(panels)})
+    axes = np.atleast_1d(axes)
+    ax = axes[0]
+    w = windows(df, seconds)
+    for col, color in (("p50", "tab:blue"), ("p95", "tab:orange"), ("p99", "tab:green")):
+        ax.plot(w.index + seconds / 2, w[col], label=f"{col} per {seconds:g} s", color=color,
+                marker=".", lw=1.6)
+    ax.set_ylabel("response time (ms)")
+    if len(w) and np.nanmax(w["p99"].to_numpy()) > 0:
+        _log_ms_axis(ax)
+    ax.legend(fontsize=LEGEND_SIZE, loc="upper right")
+    for panel_ax, (label, drawn) in zip(axes[1:], panels, strict=True):
+        for i, (name, (x, y)) in enumerate(drawn):
+            style = ({"color": "tab:gray", "lw": 0.7, "alpha": 0.6} if name.startswith("host ")
+                     else {"color": COLORS[i % len(COLORS)], "lw": 1.2})
+            panel_ax.plot(x, y, label=name, **style)
+        panel_ax.set_ylabel(label)
+        if label.startswith("database"):  # commits, rows and block reads differ by decades
+            panel_ax.set_yscale("symlog", linthresh=1.0)
+        panel_ax.set_ylim(bottom=0)
+        panel_ax.legend(fontsize=7, loc="upper left", ncol=3, framealpha=0.6)
+    if not panels:
+        ax.text(0.5, 0.05, "no telemetry was sampled", transform=ax.transAxes, ha="center",
+                color="gray")
+    axes[-1].set_xlabel("seconds into the run (from the first intended start)")
+    return _finish(fig, ax, _title("latency and server telemetry", scenario, target, date),
+                   show=False)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import os
 import ssl
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
 
-from workbench import acme_orders
+from workbench import seed
 from workbench import target as embedded
 from workbench.errors import WorkbenchError
 from workbench.seed import redact_dsn
@@ -22,12 +23,10 @@ from workbench.seed import redact_dsn
 TOKEN_ENV = "CERTCTL_TOKEN"
 DSN_ENV = "CERTCTL_DSN"
 CA_ENV = "CERTCTL_CA_FILE"
-DEFAULT_ACME_PROFILE = "prof-standard-tls"
-# certctl's traps preflight knows; a scenario names the ones that can spoil it.
+# certctl's traps preflight knows; a scenario names the ones that can spoil it, and brings its
+# own probes for what only it can see (acme_orders: a few signed requests).
 TRAPS = ("rate_limit", "acme", "issuers", "fixture_parents", "renewal_check", "agent_health")
-# Checked only when a scenario names them: a signed-ACME probe (per-account limits, challenge
-# mode) and the note on certctl's failing finalize (workbench.acme_orders).
-ACME_ORDER_TRAPS = ("acme_orders", "acme_finalize")
+Probe = Callable[[httpx.Client, str], list[str]]  # (client on the target, token) -> warnings
 # The limiter probe stops once certctl's default limiter (50 req/s, burst 100) would have
 # refused; a 429 before that means a limiter is on.
 LIMITER_RPS, LIMITER_BURST, PROBE_MARGIN, PROBE_MAX = 50.0, 100, 20, 250
@@ -83,6 +82,7 @@ def resolve_target(url: str | None = None, ca_file: str | None = None,
 
 
 def token_for(target: Target) -> str:
+    """The API token: ``CERTCTL_TOKEN``, else the embedded target's own."""
     token = os.environ.get(TOKEN_ENV)
     if token:
         return token
@@ -93,13 +93,14 @@ def token_for(target: Target) -> str:
 
 
 def preflight(target: Target, token: str, strict: bool = False,
-              acme_profiles: tuple[str, ...] = (DEFAULT_ACME_PROFILE,),
-              traps: tuple[str, ...] = TRAPS) -> dict:
+              acme_profiles: Sequence[str] = (), traps: Sequence[str] = TRAPS,
+              probes: Sequence[Probe] = ()) -> dict:
     """Check reachability, TLS, identity and the token; returns the target's identity.
 
     Each failure is one sentence naming the problem and the fix, raised before any load. Then
-    the certctl ``traps`` a scenario cares about are checked (:func:`trap_warnings`); they are
-    returned in ``identity["warnings"]``, or refused all at once with ``strict``.
+    the certctl ``traps`` a scenario cares about (on its ``acme_profiles``) and its own
+    ``probes`` are checked (:func:`trap_warnings`); their warnings are returned in
+    ``identity["warnings"]``, or refused all at once with ``strict``.
     """
     try:
         with httpx.Client(base_url=target.url, verify=target.verify(), timeout=5.0) as client:
@@ -125,7 +126,7 @@ def preflight(target: Target, token: str, strict: bool = False,
     if auth.status_code != 200:
         raise WorkbenchError(f"auth check answered {auth.status_code}: {auth.text[:200]}")
     identity = version.json()
-    warnings = trap_warnings(target, token, acme_profiles, traps)
+    warnings = trap_warnings(target, token, acme_profiles, traps, probes)
     if strict and warnings:
         raise WorkbenchError(f"--strict refuses {target.url}: " + "; ".join(warnings))
     return {
@@ -147,29 +148,23 @@ def check_database(target: Target, parents: bool = True) -> None:
     (``iss-local``, ``o-alice``, ``t-platform``, ``rp-standard``): one line with the fix. A host
     that is not on this machine needs ``--allow-remote-db`` first.
     """
-    from workbench import seed
-
     if not target.dsn:
         raise WorkbenchError(f"no database to seed: export {DSN_ENV}=<SQLAlchemy DSN of the "
                              "target's database>, e.g. postgresql+psycopg://certctl@127.0.0.1/certctl")
     engine = seed.engine_for(target.dsn)
     try:
-        seed.check_certctl_schema(engine)
-        missing = seed.missing_fixture_parents(engine) if parents else []
+        seed.check_database(engine, parents)
     finally:
         engine.dispose()
-    if missing:
-        raise WorkbenchError(f"the database lacks the fixtures' parent rows {', '.join(missing)};"
-                             " start certctl with CERTCTL_DEMO_SEED=true (or create them)")
 
 
-# --- certctl's traps (contract section 11): warnings with the fix ------------------------------
+# --- certctl's traps (docs/certctl-verified.md): warnings with the fix -------------------------
 
 
-def trap_warnings(target: Target, token: str,
-                  acme_profiles: tuple[str, ...] = (DEFAULT_ACME_PROFILE,),
-                  traps: tuple[str, ...] = TRAPS) -> list[str]:
-    """One sentence per certctl trap (of ``traps``) this target shows, each naming the fix."""
+def trap_warnings(target: Target, token: str, acme_profiles: Sequence[str] = (),
+                  traps: Sequence[str] = TRAPS, probes: Sequence[Probe] = ()) -> list[str]:
+    """One sentence per certctl trap (of ``traps``) this target shows, each naming the fix,
+    then what the scenario's ``probes`` found."""
     warnings = []
     with httpx.Client(base_url=target.url, verify=target.verify(), timeout=5.0) as client:
         refused_after = probe_rate_limiter(client) if "rate_limit" in traps else None
@@ -183,11 +178,9 @@ def trap_warnings(target: Target, token: str,
             acme = _acme_warning(client, token, profile)
             if acme:
                 warnings.append(acme)
-            elif "acme_orders" in traps:
-                warnings.extend(acme_orders.probe_warnings(client, token, profile))
-    if "acme_finalize" in traps:
-        warnings.append(acme_orders.FINALIZE_WARNING)
-    if target.dsn and set(traps) - {"rate_limit", "acme", *ACME_ORDER_TRAPS}:
+        for probe in probes:
+            warnings.extend(probe(client, token))
+    if target.dsn and set(traps) - {"rate_limit", "acme"}:
         warnings.extend(database_warnings(target.dsn, traps))
     return warnings
 
@@ -225,11 +218,9 @@ def _acme_warning(client: httpx.Client, token: str, profile: str) -> str | None:
     return None
 
 
-def database_warnings(dsn: str, traps: tuple[str, ...] = TRAPS) -> list[str]:
+def database_warnings(dsn: str, traps: Sequence[str] = TRAPS) -> list[str]:
     """Traps visible in certctl's database: issuers, fixture parents, scheduler traces."""
     import sqlalchemy as sa
-
-    from workbench import seed
 
     try:
         engine = seed.engine_for(dsn, allow_remote=True)  # read-only queries

@@ -1,10 +1,11 @@
-"""The baseline record, schema version 1: one JSON per run, self-describing and comparable.
+"""The baseline record, schema version 2: one JSON per run, self-describing and comparable.
 
 A record holds what was measured and everything needed to trust and compare it::
 
-    schema_version    1; older files are migrated on load (MIGRATIONS), newer ones refused
+    schema_version    2; older files are migrated on load (MIGRATIONS), newer ones refused
     run_id, source    workbench run or import ({"tool": "k6", "imported": true, ...})
-    scenario, profile, parameters, parameters_hash
+    scenario, profile, parameters, parameters_hash  (profile "custom" when the parameters differ
+                      from profile_base; profile_differs names each difference)
     target            url, kind (certctl | stand-in), version, commit, modified, commit_date, dsn
                       (password removed)
     workbench         the workbench's git SHA and whether its tree was clean
@@ -14,6 +15,8 @@ A record holds what was measured and everything needed to trust and compare it::
     database          server_version and settings read from the target database, or null
     fixtures          sizes (what comparability checks) and what seeding reported
     load              offered and achieved rate, duration, scheduled/completed/failed/dropped
+    protocol          h1 or h2, what the driver spoke (null: unknown, as for an import)
+    telemetry         per-window summaries of the server-side samples, or null when none
     latency_basis     what the latency numbers measure
     endpoints         per endpoint (and "all"): counts, rates, errors, p50 ... p99.9, max (ms)
     percentiles       per endpoint and status class: value and 95% interval [lo, hi] (null when
@@ -33,21 +36,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from workbench import hdr, stats
-from workbench.analysis import ALL, PERCENTILES, Analysis
+from workbench.analysis import PERCENTILES, Analysis
+from workbench.driver import DriveResult
 from workbench.errors import WorkbenchError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 RECORD_FILE = "record.json"
 LATENCY_BASIS = "response time from the intended start (coordinated omission corrected)"
 HISTOGRAM_ENCODING = "HdrHistogram V2 compressed histoblob, base64"
 WINDOW_PERCENTILES = (50.0, 95.0, 99.0)
 
-# Top-level keys of a version-1 record and their JSON types (None: null allowed).
+# Top-level keys of a version-2 record and their JSON types (None: null allowed).
 REQUIRED: dict[str, tuple[type, ...]] = {
     "schema_version": (int,), "run_id": (str,), "source": (dict,), "scenario": (str,),
     "profile": (str, type(None)), "parameters": (dict,), "parameters_hash": (str,),
@@ -55,7 +60,8 @@ REQUIRED: dict[str, tuple[type, ...]] = {
     "software": (dict,), "database": (dict, type(None)), "fixtures": (dict,), "load": (dict,),
     "latency_basis": (str,), "endpoints": (dict,), "percentiles": (dict,),
     "histograms": (dict,), "windows": (dict, type(None)), "validity": (dict,),
-    "thresholds": (list,), "passed": (bool,),
+    "thresholds": (list,), "passed": (bool,), "protocol": (str, type(None)),
+    "telemetry": (dict, type(None)),
 }
 _NESTED = {"target": ("kind", "version", "commit", "commit_date"),
            "run": ("started_at", "ended_at"), "machine": ("name", "fingerprint"),
@@ -64,7 +70,14 @@ _NESTED = {"target": ("kind", "version", "commit", "commit_date"),
 
 # Version n -> n + 1. A later schema adds its step here, so files already committed stay
 # readable (asv's api_version and update_json).
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
+def _v1_to_v2(record: dict) -> dict:
+    """Version 2 names the protocol (every version-1 run spoke HTTP/1.1) and telemetry."""
+    measured = not record["source"].get("imported")
+    return record | {"schema_version": 2, "protocol": "h1" if measured else None,
+                     "telemetry": None}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
 
 
 def params_hash(params: Mapping) -> str:
@@ -73,7 +86,7 @@ def params_hash(params: Mapping) -> str:
 
 
 def validate(record: Mapping, where: str = "record") -> None:
-    """Refuse a record that is not a complete version-1 record, naming the first problem."""
+    """Refuse a record that is not a complete record of this version, naming the first problem."""
     if not isinstance(record, Mapping):
         raise WorkbenchError(f"{where}: a baseline record must be a JSON object")
     for key, types in REQUIRED.items():
@@ -106,7 +119,7 @@ def migrate(record: dict, where: str = "record") -> dict:
     return record
 
 
-def num(value):
+def num(value: Any) -> Any:
     """A JSON-safe scalar: numpy to Python, NaN and infinities to None."""
     if hasattr(value, "item"):
         value = value.item()
@@ -131,7 +144,7 @@ def latency_sections(requests: pd.DataFrame, window_s: float,
                      driver_histograms: Mapping | None = None) -> dict:
     """The ``histograms`` and ``windows`` sections from a run's requests.
 
-    Per-endpoint histograms come from the driver's ``result.json`` when it wrote them, else
+    Per-endpoint histograms come from the driver's result when it wrote them, else
     from ``requests.parquet`` with the same configuration (the encoding does not depend on
     which). Windows are cut by intended start, as :func:`workbench.analysis.windows` cuts them.
     """
@@ -206,34 +219,35 @@ def endpoint_section(result: Analysis) -> dict:
     return out
 
 
-def validity_section(result: Analysis, reported: Mapping | None) -> dict:
-    """``validity``: the driver's verdict, and the analysis checks behind it.
+def validity_section(reported: DriveResult | None) -> dict:
+    """``validity``: the driver's verdict, its reasons and the checks behind them.
 
-    The reasons are the driver's; a check that only the analysis failed adds its own line.
+    The driver judged the run once (``result.json``: ``valid``, ``invalid_reasons``,
+    ``checks``); the record keeps that judgement. Without a driver result the run is not
+    judged: ``valid`` is null.
     """
-    reported = reported or {}
-    reasons = list(reported.get("invalid_reasons") or [])
-    if not reasons:
-        reasons = [r for r in result.invalid_reasons
-                   if not r.startswith(("driver verdict", "run status"))]
-    checks = [{"check": r.check, "measured": num(r.measured), "limit": num(r.limit),
-               "ok": bool(r.ok)} for r in result.validity.itertuples()]
-    return {"valid": not reasons and result.valid, "reasons": reasons, "checks": checks,
-            "schedule_lag_ms": reported.get("schedule_lag_ms"),
-            "driver_cpu_fraction": (reported.get("driver") or {}).get("cpu_fraction")}
+    if reported is None:
+        return {"valid": None, "reasons": [], "checks": [], "schedule_lag_ms": None,
+                "driver_cpu_fraction": None}
+    checks = [{k: num(c[k]) for k in ("check", "measured", "limit", "ok")}
+              for c in reported["checks"]]
+    return {"valid": bool(reported["valid"]), "reasons": list(reported["invalid_reasons"]),
+            "checks": checks, "schedule_lag_ms": reported["schedule_lag_ms"],
+            "driver_cpu_fraction": reported["driver"]["cpu_fraction"]}
 
 
 def threshold_section(verdicts: pd.DataFrame) -> list[dict]:
+    """``thresholds``: one entry per k6-style threshold, its measured value and verdict."""
     return [{k: num(v) for k, v in row.items()} for row in verdicts.to_dict("records")]
 
 
 def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: pd.DataFrame,
-          reported: Mapping | None = None) -> dict:
-    """A complete version-1 record of a workbench run.
+          reported: DriveResult | None = None) -> dict:
+    """A complete record of a workbench run.
 
     ``context`` holds the provenance gathered with I/O (run_id, scenario, profile, parameters,
     target, workbench, run, machine, software, database, fixtures, load); ``reported`` is the
-    driver's ``result.json``.
+    driver's result (:func:`workbench.driver.load_result`).
     """
     record = {
         "schema_version": SCHEMA_VERSION,
@@ -243,16 +257,13 @@ def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: 
         "latency_basis": LATENCY_BASIS,
         "endpoints": endpoint_section(result),
         "percentiles": percentile_section(result.percentiles),
-        **latency_sections(requests, result.window_s, (reported or {}).get("histograms")),
-        "validity": validity_section(result, reported),
+        **latency_sections(requests, result.window_s,
+                           reported["histograms"] if reported is not None else None),
+        "validity": validity_section(reported),
         "thresholds": threshold_section(verdicts),
         "passed": bool(verdicts["ok"].all()) if len(verdicts) else True,
+        "protocol": reported["protocol"] if reported is not None else None,
+        "telemetry": context.get("telemetry"),
     }
     validate(record)
     return record
-
-
-def endpoints_with_all(record: Mapping) -> list[str]:
-    """The record's endpoint names, ``all`` first when present."""
-    names = sorted(record["endpoints"])
-    return ([ALL] if ALL in names else []) + [n for n in names if n != ALL]

@@ -1,78 +1,134 @@
 """A run: one scenario against one target, from preflight to the baseline record.
 
-The notebook builds a :class:`Run` and calls one method per cell; ``workbench run`` executes that
-notebook with papermill into ``runs/<run-id>/`` and renders the HTML report. Every file in the
-run directory is free of secrets: the token reaches the driver process through its environment.
+The scenario's notebook builds a :class:`Run` and calls one method per step: ``seed``,
+``drive``, ``notes``, ``summary``, ``figures``, ``record``, ``check_thresholds``. The Run holds
+everything in between (identity, parameters, fixtures, the driver's result, the requests frame,
+the analysis, the verdicts), so the notebook holds nothing but parameters. ``workbench run``
+(:func:`execute`) preflights, then has papermill execute that notebook into ``runs/<run-id>/``
+and renders the HTML report. Every file in the run folder is free of secrets: the token reaches
+the driver process through its environment.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
-from workbench import analysis, baseline, driver, machine, preflight, record, scenarios, seed
+from workbench import analysis, baseline, driver, machine, plots, preflight, record, scenarios, seed
 from workbench.errors import WorkbenchError
+from workbench.jsonio import write_json
+from workbench.notebook import Figures, Tables
 from workbench.paths import notebooks_dir, project_root, runs_dir
 
+PREFLIGHT_FILE = "preflight.json"  # what preflight found, so a run checks its target once
+PREFLIGHT_SCHEMA_VERSION = 1
 _DRIVER_TOKEN_ENV = "WORKBENCH_DRIVER_TOKEN"
+# What the driver did, as the drive step shows it (the whole result is Run.result).
+OUTCOME = ("executor", "status", "scheduled", "completed", "failed", "dropped", "iterations",
+           "offered_rate", "achieved_rate", "error_rate", "valid", "invalid_reasons")
 
 
 def new_run_id(scenario: str) -> str:
+    """``<UTC stamp>_<scenario>_<8 hex>``: sortable by start, unique without coordination."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{stamp}_{scenario}_{secrets.token_hex(4)}"
 
 
-params_hash = record.params_hash  # kept for callers of the old name
+def write_preflight(run_dir: Path, scenario: str, params: Mapping, identity: Mapping) -> None:
+    """``preflight.json``: the identity preflight found for this run's scenario and parameters.
+    The identity holds no secret (its DSN has no password)."""
+    write_json(run_dir / PREFLIGHT_FILE, {
+        "schema_version": PREFLIGHT_SCHEMA_VERSION, "scenario": scenario,
+        "parameters": dict(params), "identity": dict(identity)})
+
+
+def read_preflight(run_dir: Path, scenario: str, params: Mapping, url: str) -> dict | None:
+    """The identity in ``run_dir``'s ``preflight.json`` if it was found for this scenario,
+    these parameters and this target; None otherwise (then the run checks again)."""
+    try:
+        saved = json.loads((run_dir / PREFLIGHT_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    identity = saved.get("identity") or {}
+    fits = (saved.get("schema_version") == PREFLIGHT_SCHEMA_VERSION
+            and saved.get("scenario") == scenario and saved.get("parameters") == dict(params)
+            and identity.get("url") == url)
+    return identity if fits else None
 
 
 class Run:
-    """Preflight, seed, drive and record one scenario; each step is one notebook cell."""
+    """One scenario against one target: preflight on creation, then one method per step.
 
-    def __init__(self, scenario: str, params: dict, thresholds: dict,
-                 target_url: str | None = None, ca_file: str | None = None,
-                 insecure: bool = False, run_dir: str | Path | None = None,
-                 profile: str | None = None, seed_fixtures: bool = True) -> None:
+    ``params`` override the named ``profile``'s values; a run whose parameters differ from it is
+    recorded as ``custom`` with the differences. ``thresholds`` default to the scenario's.
+    """
+
+    def __init__(self, scenario: str, params: Mapping | None = None,
+                 thresholds: Mapping | None = None, target_url: str | None = None,
+                 ca_file: str | None = None, insecure: bool = False,
+                 run_dir: str | Path | None = None, profile: str = "smoke",
+                 seed_fixtures: bool = True) -> None:
         self.scenario = scenarios.get(scenario)
-        scenarios.validate_params(params)
-        self.params = dict(params)
-        self.thresholds = analysis.parse_thresholds(thresholds)
-        self.threshold_spec = thresholds
-        self.profile = profile
+        self.params = self.scenario.params_for(profile, params)
+        facts = self.scenario.profile_of(profile, self.params)
+        self.profile: str = facts["profile"]  # the profile named, or "custom"
+        self.profile_base: str = facts["profile_base"]
+        self.profile_differs: dict = facts["profile_differs"]
+        self.threshold_spec = dict(self.scenario.thresholds if thresholds is None else thresholds)
+        self.thresholds = analysis.parse_thresholds(self.threshold_spec)
         self.seed_fixtures = seed_fixtures  # False: `workbench run all` seeded already
         self.target = preflight.resolve_target(target_url, ca_file, insecure)
         self._token = preflight.token_for(self.target)
-        self.identity = preflight.preflight(self.target, self._token,
-                                            **self.scenario.preflight_args(self.params))
         self.dir = Path(run_dir) if run_dir else runs_dir() / new_run_id(scenario)
         self.run_id = self.dir.name
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.identity = read_preflight(self.dir, self.scenario.name, self.params,
+                                       self.target.url) or self._preflight()
         self.fixtures: dict = {}
-        self.result: dict | None = None
+        self.result: dict | None = None  # the driver's result.json
+        self.baseline: dict | None = None  # record.json, once written
         self._requests: pd.DataFrame | None = None
+        self._analysis: analysis.Analysis | None = None
+        self._verdicts: pd.DataFrame | None = None
+
+    def _preflight(self) -> dict:
+        """Check the target now (a notebook run by hand) and leave ``preflight.json``."""
+        identity = preflight.preflight(self.target, self._token,
+                                       **self.scenario.preflight_args(self.params))
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_preflight(self.dir, self.scenario.name, self.params, identity)
+        return identity
 
     def __repr__(self) -> str:  # shown in the notebook: nothing secret in it
-        return (f"Run({self.scenario.name}, {self.run_id}, target={self.target.url} "
-                f"[{self.target.kind} {self.identity['version']} {self.identity['commit']}])")
+        head = (f"Run({self.scenario.name}, {self.run_id}, profile {self.profile}, "
+                f"target={self.target.url} [{self.target.kind} {self.identity['version']} "
+                f"{self.identity['commit']}])")
+        return "\n".join([head, *(f"warning: {w}" for w in self.identity["warnings"])])
 
     def seed(self) -> dict:
+        """Create this scenario's fixtures, or (after ``workbench run all`` seeded them) undo
+        what earlier runs changed; returns what was seeded and how fast."""
+        if not self.scenario.needs_database:
+            return self.fixtures
         if not self.target.dsn:
             raise WorkbenchError(f"no database to seed: export {preflight.DSN_ENV}=<DSN> "
                                  "for the target's database")
-        if self.seed_fixtures or self.scenario.reset is None:
-            self.fixtures = self.scenario.seed(self.target.dsn, self.params)
-        else:  # seeded once by `workbench run all`: only undo what earlier runs changed
-            self.fixtures = self.scenario.reset(self.target.dsn, self.params)
+        load = self.scenario.seed if self.seed_fixtures else self.scenario.reset
+        self.fixtures = load(self.target.dsn, self.params)
         return self.fixtures
 
-    def drive(self) -> dict:
+    def drive(self) -> pd.Series:
+        """Drive the load in the driver's own process; returns what it did (:data:`OUTCOME`)."""
         spec = driver.DriveSpec(
             base_url=self.target.url, templates=self.scenario.templates(self.params),
             **self.scenario.executor_settings(self.params),
@@ -80,22 +136,52 @@ class Run:
             token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
         self.result = driver.drive(spec, self.dir, env={_DRIVER_TOKEN_ENV: self._token},
                                    echo=lambda line: print(line, flush=True))
+        self._requests = self._analysis = self._verdicts = None  # of an earlier drive
+        return pd.Series({k: self.result[k] for k in OUTCOME if k in self.result},
+                         name=self.scenario.name, dtype=object)
+
+    def _driven(self) -> dict:
+        if self.result is None:
+            raise WorkbenchError("drive() has not run; nothing to analyse")
         return self.result
 
     def requests(self) -> pd.DataFrame:
         """This run's requests (``requests.parquet`` with derived columns), read once."""
+        self._driven()
         if self._requests is None:
             self._requests = analysis.load_requests(self.dir)
         return self._requests
 
-    def analyse(self, window_s: float | None = None) -> analysis.Analysis:
-        """Percentiles with intervals, load, errors, windows and validity of this run."""
-        if self.result is None:
-            raise WorkbenchError("drive() has not run; nothing to analyse")
-        return analysis.analyse(self.requests(), self.scenario.name,
-                                self.result.get("offered_rate"),  # None: closed loop
-                                float(self.params["duration_s"]),
-                                window_s, reported=self.result)
+    def analyse(self) -> analysis.Analysis:
+        """Percentiles with intervals, load, errors, windows and validity of this run, once."""
+        if self._analysis is None:
+            result = self._driven()
+            self._analysis = analysis.analyse(self.requests(), self.scenario.name,
+                                              result.get("offered_rate"),  # None: closed loop
+                                              float(self.params["duration_s"]),
+                                              reported=result)
+        return self._analysis
+
+    def notes(self) -> Tables:
+        """The scenario's own tables, from what the responses said (bulk totals, 429 kinds,
+        ACME problems, client costs)."""
+        result = self._driven()
+        return Tables({note.title: note.table(result) for note in self.scenario.notes})
+
+    def summary(self) -> Tables:
+        """Latency percentiles, load, errors, validity, the driver's own timing, windows."""
+        analysed, result = self.analyse(), self._driven()
+        timing = {k: result[k] for k in ("service_time_ms", "schedule_lag_ms")
+                  if any(v is not None for v in (result.get(k) or {}).values())}
+        return Tables({
+            "Latency by endpoint and status class (ms)": analysed.percentiles,
+            "Offered against achieved load": analysed.load,
+            "Errors by class": analysed.errors,
+            "Validity": analysed.validity,
+            "Service time and schedule lag (ms)": pd.DataFrame(timing).T,
+            "Driver": pd.Series(result.get("driver") or {}, dtype=object),
+            "Per-window percentiles and rates": analysed.windows,
+        })
 
     def title(self) -> tuple[str, str, str]:
         """Scenario, target label and date for figure titles."""
@@ -103,58 +189,74 @@ class Run:
         date = (self.result or {}).get("started_at", "")[:16].replace("T", " ") + " UTC"
         return self.scenario.name, target, date
 
-    def record(self, result: analysis.Analysis | pd.DataFrame | None,
-               verdicts: pd.DataFrame) -> dict:
-        """Write ``record.json``: this run's baseline record (schema version 1), once.
+    def figures(self) -> Figures:
+        """Latency by percentile, its distribution, latency over time, throughput and errors."""
+        df, title = self.requests(), self.title()
+        figures = Figures([plots.percentile_plot(df, *title), plots.cdf_plot(df, *title),
+                           plots.latency_over_time(df, *title),
+                           plots.throughput_and_errors(df, *title, offered_rate=self._driven()
+                                                       .get("offered_rate"))])
+        for figure in figures:
+            plt.close(figure)  # shown once, by the list, not again by the inline backend
+        return figures
 
-        ``result`` is this run's :class:`~workbench.analysis.Analysis` (an older notebook's
-        summary frame, or None, has it computed here). The database facts are read from the
-        target's database now, with the password never leaving the DSN.
+    def verdicts(self) -> pd.DataFrame:
+        """One row per threshold: metric, expression, measured value, ok."""
+        if self._verdicts is None:
+            self._verdicts = analysis.evaluate_thresholds(self.requests(), self.thresholds)
+        return self._verdicts
+
+    def record(self) -> pd.Series:
+        """Write ``record.json``, this run's baseline record (schema version 1), once.
+
+        The database facts are read from the target's database now, with the password never
+        leaving the DSN. Returns where it went and its verdicts; the record is ``baseline``.
         """
-        if self.result is None:
-            raise WorkbenchError("drive() has not run; nothing to record")
-        if not isinstance(result, analysis.Analysis):
-            result = self.analyse()
-        r = self.result
+        r = self._driven()
         target = {k: self.identity.get(k) for k in ("url", "kind", "version", "commit",
                                                     "modified", "dsn")}
         target["commit_date"] = commit_date(self.identity.get("commit"))
-        software = machine.software()
-        software["packages"] |= _versions(("scipy", "hdrhistogram", "matplotlib"))
         context = {
             "run_id": self.run_id,
             "scenario": self.scenario.name,
             "profile": self.profile,
+            "profile_base": self.profile_base,
+            "profile_differs": self.profile_differs,
             "parameters": self.params,
             "target": target,
             "workbench": baseline.workbench_revision(project_root()),
             "run": {"started_at": r["started_at"], "ended_at": r["ended_at"],
                     "status": r["status"]},
             "machine": machine.facts(),
-            "software": software,
+            "software": machine.software(),
             "database": database_facts(self.target.dsn),
-            "fixtures": {"sizes": self.scenario.fixtures(self.params), "seeded": self.fixtures},
+            "fixtures": {"sizes": self.scenario.fixture_sizes(self.params),
+                         "seeded": self.fixtures},
             "load": {k: r.get(k) for k in ("offered_rate", "achieved_rate", "duration_s",
                                            "scheduled", "completed", "failed", "dropped",
                                            "error_rate")}
-                    | {"max_vus": int(self.params.get("max_vus", 200)),
+                    | {"max_vus": self.scenario.executor_settings(self.params)["max_vus"],
                        "engine": (r.get("driver") or {}).get("engine")},
         }
-        rec = record.build(context, result, self.requests(), verdicts, reported=r)
-        baseline.write_json_atomic(self.dir / record.RECORD_FILE, rec, exclusive=True)
-        return rec
+        rec = record.build(context, self.analyse(), self.requests(), self.verdicts(), reported=r)
+        path = self.dir / record.RECORD_FILE
+        write_json(path, rec, exclusive=True)
+        self.baseline = rec
+        return pd.Series({"record": str(path), "profile": rec["profile"],
+                          "valid": rec["validity"]["valid"], "passed": rec["passed"]},
+                         name=self.run_id, dtype=object)
 
+    def check_thresholds(self) -> pd.DataFrame:
+        """The threshold verdicts; a breach raises :class:`~workbench.analysis.ThresholdBreach`
+        (after showing the table), so papermill, ``workbench run`` and CI exit non-zero.
+        Call it after :meth:`record`, so a breached run keeps its record."""
+        verdicts = self.verdicts()
+        if not verdicts["ok"].all():
+            from IPython.display import display
 
-def _versions(names: tuple[str, ...]) -> dict:
-    from importlib import metadata
-
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+            display(verdicts)  # the raise below ends the cell before it could show them
+            analysis.assert_thresholds(verdicts)
+        return verdicts
 
 
 _SHA = re.compile(r"[0-9a-fA-F]{7,40}")
@@ -206,56 +308,38 @@ def database_facts(dsn: str | None) -> dict | None:
     return {"server_version": facts.pop("server_version"), "settings": facts}
 
 
-# Set by `workbench run` itself, never by -p: they locate the target and the run.
-_RESERVED_PARAMS = ("target_url", "ca_file", "insecure", "profile", "run_dir", "seed_fixtures")
-
-
-def scenario_params(spec: scenarios.Scenario, profile: str, overrides: dict | None) -> dict:
-    """A profile's parameters with the overrides, validated."""
-    params = scenarios.profile_params(spec, profile) | (overrides or {})
-    scenarios.validate_params(params)
-    return params
-
-
-def check_overrides(spec: scenarios.Scenario, overrides: dict) -> None:
-    """Refuse an override the scenario's notebook does not take, naming the ones it does."""
-    import papermill
-
-    takes = [n for n in papermill.inspect_notebook(str(notebooks_dir() / spec.notebook))
-             if n not in _RESERVED_PARAMS]
-    unknown = sorted(set(overrides) - set(takes))
-    if unknown:
-        raise WorkbenchError(f"{spec.name} takes no parameter {', '.join(unknown)}; it takes "
-                             f"{', '.join(takes)}")
-    if "thresholds" in overrides:
-        analysis.parse_thresholds(overrides["thresholds"])
-
-
 def execute(scenario: str, profile: str, target_url: str | None = None,
             ca_file: str | None = None, insecure: bool = False,
-            overrides: dict | None = None, strict: bool = False,
-            seed_fixtures: bool = True, warn: bool = True) -> tuple[Path, int]:
+            overrides: Mapping | None = None, strict: bool = False,
+            seed_fixtures: bool = True, identity: Mapping | None = None) -> tuple[Path, int]:
     """Run a scenario's notebook through papermill, then render the HTML report.
 
     Returns the run directory and an exit code: 0 passed, 1 thresholds breached or run failed.
     Bad input and an unfit target are refused before the notebook starts; certctl's traps are
-    printed as warnings first (refused with ``strict``). ``seed_fixtures=False`` only resets
-    fixtures an earlier run changed (``workbench run all`` seeds once).
+    printed as warnings first (refused with ``strict``). What preflight found goes into the run
+    folder, so the notebook does not check again. ``identity``: the target as ``workbench run
+    all`` found it (checked once for every scenario); ``seed_fixtures=False`` only resets what
+    an earlier run changed (``workbench run all`` seeds once).
     """
     import papermill
 
     spec = scenarios.get(scenario)
-    check_overrides(spec, overrides or {})
-    params = scenario_params(spec, profile, overrides)
-    target = preflight.resolve_target(target_url, ca_file, insecure)
-    identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
-                                   **spec.preflight_args(params))  # fail fast, before papermill
-    for warning in identity["warnings"] if warn else ():
-        print(f"warning: {warning}", file=sys.stderr)
-    if spec.seed is not scenarios.no_fixture:
-        preflight.check_database(target, parents="fixture_parents" in spec.traps)
+    overrides = dict(overrides or {})
+    thresholds = overrides.pop("thresholds", None)
+    if thresholds is not None:
+        analysis.parse_thresholds(thresholds)
+    params = spec.params_for(profile, overrides)
+    if identity is None:
+        target = preflight.resolve_target(target_url, ca_file, insecure)
+        identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
+                                       **spec.preflight_args(params))  # before any load
+        for warning in identity["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+        if spec.needs_database:
+            preflight.check_database(target, parents="fixture_parents" in spec.traps)
     run_dir = runs_dir() / new_run_id(scenario)
     run_dir.mkdir(parents=True)
+    write_preflight(run_dir, spec.name, params, identity)
     out_nb = run_dir / spec.notebook
     started = time.monotonic()
     code = 0
@@ -264,7 +348,8 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
             str(notebooks_dir() / spec.notebook), str(out_nb),
             parameters={"target_url": target_url, "ca_file": ca_file, "insecure": insecure,
                         "profile": profile, "run_dir": str(run_dir),
-                        "seed_fixtures": seed_fixtures, **params},
+                        "seed_fixtures": seed_fixtures, **params,
+                        **({"thresholds": thresholds} if thresholds is not None else {})},
             kernel_name="python3", progress_bar=False, log_output=False,
             stdout_file=sys.stdout, stderr_file=sys.stderr, cwd=str(project_root()))
     except papermill.PapermillExecutionError as exc:

@@ -1,17 +1,19 @@
-"""Seeding: run the SQL fixtures in seed/ through SQLAlchemy.
+"""Seeding: run the SQL fixtures in seed/ through SQLAlchemy, the one seeding path.
 
 The fixtures are plain SQL with ``:name`` bind parameters, so the same files load into a real
 certctl database (psql ``-v name=value``) and into the stand-in. Each file runs in one
-transaction: a failure leaves the database as it was.
+transaction: a failure leaves the database as it was. Which file a scenario runs, with which
+parameters, is its module's business (``workbench/scenarios/<name>.py``); this module checks the
+database and runs the file.
 """
 
 from __future__ import annotations
 
-import base64
 import ipaddress
 import os
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -20,20 +22,11 @@ from sqlalchemy.engine import make_url
 from workbench.errors import WorkbenchError
 from workbench.paths import seed_dir
 
-BULK_RENEWAL_SQL = "01_bulk_renewal_certs.sql"
-BULK_RENEWAL_RESET_SQL = "01_bulk_renewal_reset.sql"
-AGENT_FLEET_SQL = "02_agent_fleet.sql"
-ARI_CERTS_SQL = "03_ari_certs.sql"
-API_TIER_RESET_SQL = "04_api_tier_reset.sql"
-ACME_ORDERS_RESET_SQL = "05_acme_orders_reset.sql"
-ACME_LOADTEST_CONTACT = "mailto:loadtest-acme@example.test"  # marks acme_orders' accounts
-MAX_FLEET = 99_999  # ids are zero-padded to five digits
-MAX_FIXTURE = 99_999
+MAX_FIXTURE = 1_000_000  # the largest size benchmarks/bench_seeding.py measures
 
 # Parent rows the certificate fixtures reference (certctl's demo seed creates them).
 FIXTURE_PARENTS = (("teams", "t-platform"), ("owners", "o-alice"), ("issuers", "iss-local"),
                    ("renewal_policies", "rp-standard"))
-ARI_AKI = b"loadtest"  # certctl ignores the AKI half of an ARI cert-id; any bytes do
 
 # Tables certctl creates that the fixtures rely on; a database lacking them is not certctl's.
 CERTCTL_TABLES = ("agents", "teams", "owners", "issuers", "renewal_policies",
@@ -90,7 +83,7 @@ def split_statements(sql: str) -> list[str]:
     return [p.strip() for p in parts if p.strip()]
 
 
-def run_sql_file(engine: sa.Engine, path: Path, params: dict) -> float:
+def run_sql_file(engine: sa.Engine, path: Path, params: Mapping) -> float:
     """Run every statement of ``path`` in one transaction; returns the seconds taken."""
     statements = split_statements(path.read_text())
     start = time.perf_counter()
@@ -130,22 +123,19 @@ def missing_fixture_parents(engine: sa.Engine) -> list[str]:
     return missing
 
 
-def _check_parents(engine: sa.Engine) -> None:
-    missing = missing_fixture_parents(engine)
+def check_database(engine: sa.Engine, parents: bool) -> None:
+    """Refuse a database the fixtures cannot be written to: unreachable, not certctl's, or
+    (with ``parents``) lacking the rows the certificate fixtures reference; one line each."""
+    check_certctl_schema(engine)
+    missing = missing_fixture_parents(engine) if parents else []
     if missing:
-        raise WorkbenchError(f"the fixtures reference rows this database lacks: "
-                             f"{', '.join(missing)}; start certctl with CERTCTL_DEMO_SEED=true "
-                             "(or create them) before seeding")
+        raise WorkbenchError(f"the database lacks the fixtures' parent rows {', '.join(missing)};"
+                             " start certctl with CERTCTL_DEMO_SEED=true (or create them)")
 
 
-def _check_size(name: str, size: object) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_FIXTURE:
-        raise WorkbenchError(f"{name} must be an integer in 1..{MAX_FIXTURE}, got {size!r}")
-
-
-def load_fixture(dsn: str, fixture: str, params: dict, count: tuple[str, str],
+def load_fixture(dsn: str, fixture: str, params: Mapping, count: tuple[str, str],
                  parents: bool = False, allow_remote: bool = False) -> dict:
-    """Run one fixture file: the one seeding path every scenario uses.
+    """Run one fixture file of ``seed/``: the one seeding path every scenario uses.
 
     Checks the database is certctl's (and, with ``parents``, that the rows the certificate
     fixtures reference exist), runs ``fixture`` in one transaction, then reports
@@ -153,9 +143,7 @@ def load_fixture(dsn: str, fixture: str, params: dict, count: tuple[str, str],
     """
     engine = engine_for(dsn, allow_remote)
     try:
-        check_certctl_schema(engine)
-        if parents:
-            _check_parents(engine)
+        check_database(engine, parents)
         seconds = run_sql_file(engine, seed_dir() / fixture, params)
         with engine.connect() as conn:
             counted = conn.execute(sa.text(count[1])).scalar_one()
@@ -164,76 +152,9 @@ def load_fixture(dsn: str, fixture: str, params: dict, count: tuple[str, str],
     return {"fixture": fixture, **params, count[0]: counted, "seconds": round(seconds, 3)}
 
 
-_ACTIVE_BULK = ("certificates", "SELECT count(*) FROM managed_certificates"
-                " WHERE id LIKE 'mc-loadtest-bulk-%' AND status = 'Active'")
+def fixture_number(i: int) -> str:
+    """Fixture row ``i`` as its ids spell it: five digits zero-padded, more digits past 99,999.
 
-
-def seed_bulk_renewal(dsn: str, bulk_size: int, allow_remote: bool = False) -> dict:
-    """Create or reset the ``loadtest-bulk-NNNNN`` certificates (all Active, no jobs)."""
-    _check_size("bulk_size", bulk_size)
-    return load_fixture(dsn, BULK_RENEWAL_SQL, {"bulk_size": bulk_size}, _ACTIVE_BULK,
-                        parents=True, allow_remote=allow_remote)
-
-
-def reset_bulk_renewal(dsn: str, allow_remote: bool = False) -> dict:
-    """Put the bulk fleet back between runs: fixture jobs deleted, status Active again."""
-    return load_fixture(dsn, BULK_RENEWAL_RESET_SQL, {}, _ACTIVE_BULK, allow_remote=allow_remote)
-
-
-def seed_ari_certs(dsn: str, ari_size: int, allow_remote: bool = False) -> dict:
-    """Create or reset the ``loadtest-ari-NNNNN`` certificates and their versions."""
-    _check_size("ari_size", ari_size)
-    return load_fixture(dsn, ARI_CERTS_SQL, {"ari_size": ari_size},
-                        ("versions", "SELECT count(*) FROM certificate_versions"
-                                     " WHERE id LIKE 'cv-loadtest-ari-%'"),
-                        parents=True, allow_remote=allow_remote)
-
-
-def reset_api_tier(dsn: str, allow_remote: bool = False) -> dict:
-    """Delete the certificates earlier api_tier runs created (``loadtest-api-*``)."""
-    return load_fixture(dsn, API_TIER_RESET_SQL, {},
-                        ("api_certificates", "SELECT count(*) FROM managed_certificates"
-                                             " WHERE name LIKE 'loadtest-api-%'"),
-                        allow_remote=allow_remote)
-
-
-def reset_acme_orders(dsn: str, allow_remote: bool = False) -> dict:
-    """Delete the ACME accounts (and their orders, authzs, challenges) acme_orders created."""
-    return load_fixture(dsn, ACME_ORDERS_RESET_SQL, {},
-                        ("acme_accounts", "SELECT count(*) FROM acme_accounts WHERE"
-                                          f" '{ACME_LOADTEST_CONTACT}' = ANY (contact)"),
-                        allow_remote=allow_remote)
-
-
-def seed_agent_fleet(dsn: str, fleet_size: int, allow_remote: bool = False) -> dict:
-    """Create or reset the ``loadtest-agent-NNNNN`` fleet; returns what was seeded, how fast."""
-    if not isinstance(fleet_size, int) or not 1 <= fleet_size <= MAX_FLEET:
-        raise WorkbenchError(f"fleet size must be an integer in 1..{MAX_FLEET}, got {fleet_size!r}")
-    return load_fixture(dsn, AGENT_FLEET_SQL, {"fleet_size": fleet_size},
-                        ("agents", "SELECT count(*) FROM agents WHERE id LIKE 'ag-loadtest-%'"),
-                        allow_remote=allow_remote)
-
-
-def agent_ids(fleet_size: int) -> list[str]:
-    """The fixture's agent ids, in seeding order."""
-    return [f"ag-loadtest-{i:05d}" for i in range(1, fleet_size + 1)]
-
-
-def bulk_certificate_ids(bulk_size: int) -> list[str]:
-    """The bulk fixture's certificate ids, oldest ``created_at`` first."""
-    return [f"mc-loadtest-bulk-{i:05d}" for i in range(1, bulk_size + 1)]
-
-
-def ari_serial(i: int) -> str:
-    """Serial of ARI fixture ``i`` as stored: lowercase hex, never a leading zero."""
-    return f"ace0{i:012x}"
-
-
-def _b64url(raw: bytes) -> str:
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
-
-
-def ari_cert_ids(ari_size: int) -> list[str]:
-    """RFC 9773 cert-ids (``base64url(AKI).base64url(serial)``) of the ARI fixture."""
-    aki = _b64url(ARI_AKI)
-    return [f"{aki}.{_b64url(bytes.fromhex(ari_serial(i)))}" for i in range(1, ari_size + 1)]
+    ``00001`` ... ``99999``, then ``100000``: the seed files' ``lpad(i, greatest(length, 5))``.
+    """
+    return f"{i:05d}"

@@ -205,16 +205,72 @@ def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
-def verdict(ratio: float, p_value: float, factor: float, alpha: float) -> str:
-    """asv's rule: a change needs both a minimum effect and significance.
+VERDICTS = ("slower", "faster", "no change", "inconclusive", "insufficient data")
+POWER = 0.80  # the power the "what would settle it" estimates aim for
+
+
+def verdict(ratio: float, p_value: float, ci_low: float, ci_high: float, factor: float,
+            alpha: float) -> str:
+    """asv's rule for a change, and an equivalence rule for its absence.
 
     ``slower`` when ``ratio > factor`` and ``p < alpha``; ``faster`` when ``ratio < 1/factor``
-    and ``p < alpha``; otherwise ``no change``.
+    and ``p < alpha`` (a change needs both a minimum effect and significance). ``no change``
+    only when the interval ``[ci_low, ci_high]`` lies inside ``[1/factor, factor]``: the data
+    rule out a change as large as the factor. Anything else is ``inconclusive``: neither a
+    change nor its absence is shown (a missing interval shows nothing).
     """
-    if not (np.isfinite(ratio) and np.isfinite(p_value)) or p_value >= alpha:
+    if np.isfinite(ratio) and np.isfinite(p_value) and p_value < alpha:
+        if ratio > factor:
+            return "slower"
+        if ratio < 1 / factor:
+            return "faster"
+    if np.isfinite(ci_low) and np.isfinite(ci_high) and 1 / factor <= ci_low \
+            and ci_high <= factor:
         return "no change"
-    if ratio > factor:
-        return "slower"
-    if ratio < 1 / factor:
-        return "faster"
-    return "no change"
+    return "inconclusive"
+
+
+def min_units_for_test(alpha: float) -> int:
+    """Fewest units a side (n = m) for which a Mann-Whitney test can reach ``p < alpha``."""
+    n = 1
+    while min_attainable_p(n, n) >= alpha:
+        n += 1
+    return n
+
+
+def units_for_power(a: np.ndarray, b: np.ndarray, alpha: float,
+                    target: float = POWER) -> int | None:
+    """Units a side for a Mann-Whitney test at ``alpha`` to detect, with power ``target``, the
+    shift between samples ``a`` and ``b`` (per-unit percentiles); None if they show none.
+
+    Noether's formula, ``n = (z_{1-α/2} + z_target)² / (6 (p' - ½)²)`` a side, where
+    ``p' = P(B > A)`` is the test's own effect size, estimated as ``U / (n m)``. It is
+    distribution-free, slightly conservative for normal data, and never below the units the
+    test needs to reach ``alpha`` at all.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size == 0 or b.size == 0:
+        return None
+    p_shift = sps.mannwhitneyu(b, a).statistic / (a.size * b.size)
+    if p_shift == 0.5:
+        return None
+    z = sps.norm.ppf(1 - alpha / 2) + sps.norm.ppf(target)
+    return max(min_units_for_test(alpha), math.ceil(z**2 / (6 * (p_shift - 0.5) ** 2)))
+
+
+def units_for_interval(units: int, ratio: float, ci_low: float, ci_high: float,
+                       factor: float) -> int | None:
+    """Units a side for the interval to fit inside ``[1/factor, factor]``, if it can.
+
+    Each side of the interval, in log scale, shrinks as ``1/sqrt(units)`` towards the point
+    estimate and must fit in the room between the estimate and its bound. None when the point
+    estimate itself is outside (more of the same data would not show "no change").
+    """
+    if not all(np.isfinite(v) and v > 0 for v in (ratio, ci_low, ci_high)) or units < 1:
+        return None
+    log_f, log_r = math.log(factor), math.log(ratio)
+    if abs(log_r) >= log_f:
+        return None
+    scale = max((max(math.log(ci_high / ratio), 0.0) / (log_f - log_r)) ** 2,
+                (max(math.log(ratio / ci_low), 0.0) / (log_f + log_r)) ** 2)
+    return max(units, math.ceil(units * scale))

@@ -1,4 +1,5 @@
-"""``workbench run all``: seed once, run every scenario in turn, write one combined report.
+"""``workbench run all``: preflight and seed once, run every scenario in turn (in name order),
+write one combined report.
 
 The combined report (``runs/<stamp>_all_<id>/``) has one row per scenario and endpoint:
 requests, failures, achieved rate, percentiles, the scenario's threshold verdict and validity,
@@ -11,50 +12,68 @@ from __future__ import annotations
 import html
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from workbench import analysis, preflight, run, scenarios
+from workbench import analysis, driver, jsonio, preflight, run, scenarios
+from workbench.errors import WorkbenchError
 from workbench.paths import runs_dir
 
-ORDER = ("bulk_renewal", "acme_burst", "agent_storm", "api_tier", "acme_flow", "acme_orders")
 SUMMARY_SCHEMA_VERSION = 1
 COLUMNS = ("scenario", "endpoint", "requests", "failed", "dropped", "error_rate", "achieved_rps",
            "p50", "p95", "p99", "max", "passed", "valid", "exit_code", "notes", "run_dir")
 
 
+def plan(overrides: Mapping, names: Sequence[str]) -> dict[str, dict]:
+    """Each scenario's overrides: a ``-p`` goes to the scenarios that take it; one that no
+    scenario takes is refused, and so are thresholds, which name one scenario's endpoints."""
+    if "thresholds" in overrides:
+        raise WorkbenchError("thresholds name one scenario's endpoints; set them per scenario: "
+                             "workbench run NAME -p thresholds '{...}'")
+    taken = {param for name in names for param in scenarios.get(name).takes}
+    unknown = sorted(set(overrides) - taken)
+    if unknown:
+        raise WorkbenchError(f"no scenario takes parameter {', '.join(unknown)}; they take "
+                             f"{', '.join(sorted(taken))}")
+    return {name: {k: v for k, v in overrides.items() if k in scenarios.get(name).takes}
+            for name in names}
+
+
 def run_all(profile: str, target_url: str | None = None, ca_file: str | None = None,
-            insecure: bool = False, overrides: dict | None = None,
-            strict: bool = False) -> tuple[Path, int]:
-    """Every registered scenario at ``profile``; returns the report folder and an exit code
-    (0 all passed, 1 any breached or failed). Bad input is refused before any load."""
-    overrides = overrides or {}
-    plan, traps, acme_profiles = {}, {}, {}
-    for name in ORDER:
-        spec = scenarios.get(name)
-        own = scenarios.profile_params(spec, profile)
-        plan[name] = {k: v for k, v in overrides.items() if k in own}  # e.g. --rate: open loops
-        checks = spec.preflight_args(run.scenario_params(spec, profile, plan[name]))
-        traps |= dict.fromkeys(checks["traps"])  # validated all before any load
+            insecure: bool = False, overrides: Mapping | None = None, strict: bool = False,
+            names: Sequence[str] | None = None) -> tuple[Path, int]:
+    """Every registered scenario (or ``names``) at ``profile``; returns the report folder and
+    an exit code (0 all passed, 1 any breached or failed). Bad input is refused before any
+    load; the target is preflighted once for all of them, and every fixture seeded once."""
+    planned = plan(overrides or {}, names or scenarios.names())
+    params = {name: scenarios.get(name).params_for(profile, own)
+              for name, own in planned.items()}
+    traps, acme_profiles, probes = {}, {}, []
+    for name, own in params.items():
+        checks = scenarios.get(name).preflight_args(own)
+        traps |= dict.fromkeys(checks["traps"])
         acme_profiles |= dict.fromkeys(checks["acme_profiles"])
+        probes += checks["probes"]
     target = preflight.resolve_target(target_url, ca_file, insecure)
     identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
-                                   acme_profiles=tuple(acme_profiles), traps=tuple(traps))
+                                   acme_profiles=tuple(acme_profiles), traps=tuple(traps),
+                                   probes=probes)
     for warning in identity["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
-    preflight.check_database(target, parents="fixture_parents" in traps)
-    for name in ORDER:  # seed once; each notebook then only resets what earlier runs changed
-        spec = scenarios.get(name)
-        seeded = spec.seed(target.dsn, run.scenario_params(spec, profile, plan[name]))
+    if any(scenarios.get(name).needs_database for name in params):
+        preflight.check_database(target, parents="fixture_parents" in traps)
+    for name, own in params.items():  # seed once; each notebook then resets what runs changed
+        seeded = scenarios.get(name).seed(target.dsn, own)
         print(f"[workbench] seeded {name}: {seeded}", file=sys.stderr)
 
     suite_dir = runs_dir() / run.new_run_id("all")
     suite_dir.mkdir(parents=True)
     outcomes = []
-    for name in ORDER:
-        run_dir, code = run.execute(name, profile, target_url, ca_file, insecure, plan[name],
-                                    seed_fixtures=False, warn=False)
+    for name in params:
+        run_dir, code = run.execute(name, profile, target_url, ca_file, insecure, planned[name],
+                                    seed_fixtures=False, identity=identity)
         outcomes.append((name, run_dir, code))
     summary = combined_summary(outcomes)
     write_report(suite_dir, summary, identity, profile)
@@ -68,28 +87,26 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _notes(result: dict, tag: str) -> str:
-    """Response totals (bulk renew) and 429 counts of one endpoint, as short text."""
-    notes = []
-    totals = (result.get("response_totals") or {}).get(tag)
-    if totals:
-        notes.append(" ".join(f"{k.removeprefix('total_')}={v}" for k, v in totals.items()))
-    kinds = (result.get("response_kinds") or {}).get(tag, {})
-    acme = kinds.get(scenarios.ACME_429_KIND, 0)
-    rest = sum(n for k, n in kinds.items() if k.startswith(scenarios.REST_429_PREFIX))
-    if acme or rest:
-        notes.append(f"429 rateLimited={acme} 429 text/plain={rest}")
-    problems = (result.get("problems") or {}).get(tag)  # scripted ACME: per problem type
-    if problems:
-        notes.append("problems " + " ".join(f"{k}={n}" for k, n in sorted(problems.items())))
-    return "; ".join(notes)
+def _read_result(run_dir: Path) -> dict:
+    """The run's driver result, or {} when the run wrote none (or an unreadable one)."""
+    try:
+        return driver.load_result(run_dir)
+    except WorkbenchError:
+        return {}
+
+
+def _notes(name: str, result: Mapping, tag: str) -> str:
+    """One endpoint's notes as short text: the scenario's own and the two 429 counters (the
+    REST limiter can refuse any scenario's requests)."""
+    notes = dict.fromkeys((*scenarios.get(name).notes, scenarios.RATE_LIMITED))
+    return "; ".join(line for note in notes if (line := note.line(result, tag)))
 
 
 def combined_summary(outcomes: list[tuple[str, Path, int]]) -> pd.DataFrame:
     """One row per scenario and endpoint, from each run's requests, result and record."""
     rows = []
     for name, run_dir, code in outcomes:
-        result = _read_json(run_dir / "result.json")
+        result = _read_result(run_dir)
         record = _read_json(run_dir / "record.json")
         common = {"scenario": name, "passed": record.get("passed", False) and code == 0,
                   # the record's verdict (the analysis's) over the driver's own
@@ -102,7 +119,8 @@ def combined_summary(outcomes: list[tuple[str, Path, int]]) -> pd.DataFrame:
         frame = analysis.summarize(analysis.load_requests(run_dir),
                                    float(result.get("duration_s") or 0.0))
         for endpoint, stats in frame.iterrows():
-            rows.append(common | {"endpoint": str(endpoint), "notes": _notes(result, endpoint),
+            rows.append(common | {"endpoint": str(endpoint),
+                                  "notes": _notes(name, result, str(endpoint)),
                                   **{k: stats.get(k) for k in COLUMNS if k in stats}})
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
@@ -115,7 +133,7 @@ def write_report(suite_dir: Path, summary: pd.DataFrame, identity: dict, profile
                "warnings": identity.get("warnings", []),
                "passed": bool(len(summary)) and bool(summary["passed"].all()),
                "rows": json.loads(summary.to_json(orient="records"))}
-    (suite_dir / "summary.json").write_text(json.dumps(payload, indent=1) + "\n")
+    jsonio.write_json(suite_dir / "summary.json", payload)
     table = summary.drop(columns=["run_dir"]).to_html(index=False, float_format="{:.2f}".format,
                                                       na_rep="")
     links = "".join(

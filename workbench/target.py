@@ -40,6 +40,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from workbench import jsonio
 from workbench.errors import WorkbenchError
 from workbench.paths import project_root, state_dir
 
@@ -126,7 +127,7 @@ def up(state: Path | None = None, host: str = "127.0.0.1", port: int = 8443) -> 
         url=url, host=host, port=port, ca_file=str(ca_file), dsn=dsn,
         standin_pid=process.pid, pg_pgdata=str(state / "pg"),
     )  # fmt: skip
-    _write_json(state / _INFO_FILE, asdict(info))
+    jsonio.write_json(state / _INFO_FILE, asdict(info))
     return info
 
 
@@ -401,12 +402,6 @@ def _write_private(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as file:
         file.write(data)
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)  # atomic: readers never see half a file
 
 
 def _tail(path: Path, lines: int = 20) -> str:

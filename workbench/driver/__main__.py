@@ -1,3 +1,3 @@
-from workbench.driver.process import main
+from workbench.driver.shard import main
 
 raise SystemExit(main())

@@ -20,11 +20,15 @@ import threading
 from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from workbench import hdr
 from workbench.driver.outcomes import DROPPED, ERROR_CLASSES
+
+if TYPE_CHECKING:  # imported when the first chunk is written, not at start-up
+    import pyarrow as pa
 
 FOLD_ROWS = 8192
 CHUNK_ROWS = 16_384  # one Parquet row group; the writer's working set is a few of these
@@ -36,7 +40,7 @@ _COLUMNS = (("intended", "q", np.int64), ("send", "q", np.int64), ("end", "q", n
             ("tag", "h", np.int16))
 
 
-def schema(tags: list[str]):
+def schema(tags: list[str]) -> pa.Schema:
     """The Parquet schema of ``requests.parquet`` (pyarrow is imported on first write)."""
     import pyarrow as pa
 

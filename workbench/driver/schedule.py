@@ -10,6 +10,7 @@ long run never holds its whole schedule in memory, and a shard computes only its
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -22,7 +23,10 @@ def schedule_offsets_ns(rate: float, duration_s: float) -> np.ndarray:
     return np.round(np.arange(count, dtype=np.float64) * (1e9 / rate)).astype(np.int64)
 
 
-def ramping_offsets_ns(start_rate: float, stages, indices: np.ndarray | None = None
+Stages = Sequence[tuple[float, float]]  # (seconds, target rate) each
+
+
+def ramping_offsets_ns(start_rate: float, stages: Stages, indices: np.ndarray | None = None
                        ) -> np.ndarray:
     """Intended offsets of a piecewise-linear rate curve, for ``indices`` (default: all).
 
@@ -45,13 +49,13 @@ def ramping_offsets_ns(start_rate: float, stages, indices: np.ndarray | None = N
     return np.round((starts[seg] + tau) * 1e9).astype(np.int64)
 
 
-def ramping_count(start_rate: float, stages) -> int:
+def ramping_count(start_rate: float, stages: Stages) -> int:
     """How many arrivals a ramp schedules: those with ``N(t) = i`` before the last stage ends."""
     *_, total = _segments(start_rate, stages)
     return math.ceil(total - 1e-9)
 
 
-def _segments(start_rate: float, stages):
+def _segments(start_rate: float, stages: Stages):
     """Per segment of positive duration: start time, start rate, slope, arrivals before it."""
     starts, rates0, slopes, cum0 = [], [], [], []
     t, rate, cum = 0.0, float(start_rate), 0.0
@@ -89,7 +93,8 @@ def offsets_for(spec: DriveSpec, indices: np.ndarray) -> np.ndarray:
     return np.round(indices.astype(np.float64) * (1e9 / spec.rate)).astype(np.int64)
 
 
-def blocks(spec: DriveSpec, shard: int = 0, shards: int = 1, size: int = 4096):
+def blocks(spec: DriveSpec, shard: int = 0, shards: int = 1, size: int = 4096
+           ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(indices, offsets_ns)`` blocks of one shard's arrivals, in order."""
     total = planned_arrivals(spec)
     for first in range(shard, total, size * shards):

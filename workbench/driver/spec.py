@@ -1,4 +1,14 @@
-"""What to drive: request templates and the load shape (k6's executors), validated up front."""
+"""What to drive: request templates and the load shape, validated before any load is sent.
+
+``spec.json`` is a versioned envelope, ``{"schema_version": 1, "spec": {...}}`` (the fields of
+:class:`DriveSpec`); a file of another version is refused with the fix.
+
+Executors register here by name (as k6's executors register their config types in ``init()``):
+each executor module decorates its class with :func:`register_executor`, and
+:meth:`DriveSpec.validate` delegates the checks of the spec's executor to that class. Importing
+:mod:`workbench.driver` imports every executor, so the registry is complete by the time anyone
+holds a spec.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +17,46 @@ import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, TypeVar
 
+from workbench import jsonio
 from workbench.errors import WorkbenchError
 
-EXECUTORS = ("constant-arrival-rate", "ramping-arrival-rate", "constant-vus")
+SPEC_SCHEMA_VERSION = 1
+EXECUTORS = ("constant-arrival-rate", "ramping-arrival-rate", "constant-vus")  # k6's names
+SCRIPTED = "scripted"  # the executor of a spec with a ``script``: constant-vus, scripted
+PROTOCOLS = ("h1", "h2")  # HTTP/1.1; HTTP/2 (ALPN h2 over TLS, prior knowledge over http://)
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods, header names
-_SCRIPT = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:factory
+
+
+class SpecDocument(TypedDict):
+    """``spec.json``: the schema version and the fields of a :class:`DriveSpec`."""
+
+    schema_version: int
+    spec: dict[str, Any]
+
+
+_Kind = TypeVar("_Kind", bound=type)
+_REGISTRY: dict[str, type] = {}  # name -> executor class (workbench.driver.executors)
+
+
+def register_executor(kind: _Kind) -> _Kind:
+    """Class decorator: make an executor findable by its ``name`` (k6's, or ``scripted``).
+
+    The class has a ``name`` and a classmethod ``check(spec) -> list[str]`` naming every
+    problem of a spec it would run (k6's ``Validate``).
+    """
+    _REGISTRY[kind.name] = kind
+    return kind
+
+
+def executor_type(spec: DriveSpec) -> type:
+    """The registered executor class that runs ``spec``."""
+    try:
+        return _REGISTRY[spec.kind]
+    except KeyError:
+        raise WorkbenchError(f"no executor {spec.kind!r} is registered; choose one of "
+                             f"{', '.join(EXECUTORS)}") from None
 
 
 @dataclass(frozen=True)
@@ -51,8 +94,8 @@ class DriveSpec:
     (0: a few, from the rate).
 
     ``script`` (``package.module:factory``, constant-vus only) replaces the fixed steps with
-    Python per iteration (``workbench.driver.scripted``); ``factory(script_params)`` builds it
-    in each driver process. The templates then name the requests the script may send, by tag.
+    Python per iteration (:mod:`workbench.driver.scripted`); ``factory(script_params)`` builds
+    it in each driver process. The templates then name the requests the script may send, by tag.
     """
 
     base_url: str
@@ -74,6 +117,12 @@ class DriveSpec:
     pre_allocated_vus: int = 0
     script: str = ""
     script_params: dict[str, Any] = field(default_factory=dict)  # JSON values, never a secret
+    protocol: str = "h1"
+
+    @property
+    def kind(self) -> str:
+        """The registered executor that runs this spec: ``executor``, or ``scripted``."""
+        return SCRIPTED if self.script else self.executor
 
     @property
     def open_loop(self) -> bool:
@@ -99,125 +148,121 @@ class DriveSpec:
         return self.max_vus if self.open_loop else self.vus
 
     def validate(self) -> None:
-        """Refuse bad input before any load is sent, with one line naming the fix."""
+        """Refuse bad input before any load is sent: one line naming every problem and fix."""
+        problems = self.problems()
+        if problems:
+            raise WorkbenchError("; ".join(problems))
+
+    def problems(self) -> list[str]:
+        """Every problem of this spec at once (k6's ``Validate``), each naming its fix."""
+        out = []
         if not isinstance(self.base_url, str) or not self.base_url.startswith(
                 ("http://", "https://")):
-            raise WorkbenchError(
-                f"target URL {self.base_url!r} must start with http:// or https://")
+            out.append(f"target URL {self.base_url!r} must start with http:// or https://")
+        if self.protocol not in PROTOCOLS:
+            out.append(f"unknown protocol {self.protocol!r}; choose h1 (HTTP/1.1) or h2 (HTTP/2)")
         if self.executor not in EXECUTORS:
-            raise WorkbenchError(f"unknown executor {self.executor!r}; choose one of "
-                                 f"{', '.join(EXECUTORS)}")
-        if self.executor == "constant-arrival-rate" and not _positive(self.rate):
-            raise WorkbenchError(f"rate must be a positive number of requests/s, got {self.rate!r}")
-        if self.executor == "ramping-arrival-rate":
-            self._validate_stages()
-        elif not _positive(self.duration_s):
-            raise WorkbenchError(f"duration must be positive seconds, got {self.duration_s!r}")
-        if self.executor == "constant-vus" and (not _int(self.vus) or self.vus < 1):
-            raise WorkbenchError(f"constant-vus needs at least 1 VU (vus), got {self.vus!r}")
-        if not _int(self.max_vus) or self.max_vus < 1:
-            raise WorkbenchError(f"max VUs must be at least 1, got {self.max_vus!r}")
-        if not _int(self.pre_allocated_vus) or not 0 <= self.pre_allocated_vus <= self.max_vus:
-            raise WorkbenchError(f"pre_allocated_vus must be between 0 and max VUs "
-                                 f"({self.max_vus}), got {self.pre_allocated_vus!r}")
-        if not _int(self.steps) or self.steps < 1:
-            raise WorkbenchError(f"steps per iteration must be at least 1, got {self.steps!r}")
-        if not _finite(self.sleep_s) or self.sleep_s < 0:
-            raise WorkbenchError(f"sleep_s must be zero or positive seconds, got {self.sleep_s!r}")
-        if not _positive(self.timeout_s):
-            raise WorkbenchError(f"timeout must be positive seconds, got {self.timeout_s!r}")
+            out.append(f"unknown executor {self.executor!r}; choose one of "
+                       f"{', '.join(EXECUTORS)}")
+        elif self.kind in _REGISTRY:
+            out += _REGISTRY[self.kind].check(self)
+        else:
+            out.append(f"no executor {self.kind!r} is registered; import workbench.driver")
+        if not is_int(self.max_vus) or self.max_vus < 1:
+            out.append(f"max VUs must be at least 1, got {self.max_vus!r}")
+        elif not is_int(self.pre_allocated_vus) or not 0 <= self.pre_allocated_vus <= self.max_vus:
+            out.append(f"pre_allocated_vus must be between 0 and max VUs ({self.max_vus}), "
+                       f"got {self.pre_allocated_vus!r}")
+        if not is_int(self.steps) or self.steps < 1:
+            out.append(f"steps per iteration must be at least 1, got {self.steps!r}")
+        if not is_number(self.sleep_s) or self.sleep_s < 0:
+            out.append(f"sleep_s must be zero or positive seconds, got {self.sleep_s!r}")
+        if not is_positive(self.timeout_s):
+            out.append(f"timeout must be positive seconds, got {self.timeout_s!r}")
         if self.ca_file is not None and not Path(self.ca_file).is_file():
-            raise WorkbenchError(f"CA file {self.ca_file} does not exist; pass the PEM file of "
-                                 "the target's CA (--ca-file) or --insecure")
+            out.append(f"CA file {self.ca_file} does not exist; pass the PEM file of the "
+                       "target's CA (--ca-file) or --insecure")
         if not self.templates:
-            raise WorkbenchError("no request to send: the scenario produced no request templates")
+            out.append("no request to send: the scenario produced no request templates")
         for t in self.templates:
-            _validate_template(t)
-        if self.script:
-            self._validate_script()
+            out += _template_problems(t)
+        return out
 
-    def _validate_script(self) -> None:
-        if self.executor != "constant-vus":
-            raise WorkbenchError(f"script {self.script!r} needs the constant-vus executor, not "
-                                 f"{self.executor}")
-        if not isinstance(self.script, str) or not _SCRIPT.match(self.script):
-            raise WorkbenchError(f"script {self.script!r} must name a factory as "
-                                 "package.module:function")
-        try:
-            json.dumps(self.script_params)
-        except (TypeError, ValueError):
-            raise WorkbenchError("script_params must hold JSON values only") from None
-        from workbench.driver.scripted import load_factory
-
-        load_factory(self.script)
-
-    def _validate_stages(self) -> None:
-        if not self.stages:
-            raise WorkbenchError("ramping-arrival-rate needs stages: ((duration_s, rate), ...)")
-        if not _finite(self.start_rate) or self.start_rate < 0:
-            raise WorkbenchError(f"start_rate must be zero or a positive rate, "
-                                 f"got {self.start_rate!r}")
-        for stage in self.stages:
-            if (len(stage) != 2 or not _finite(stage[0]) or stage[0] < 0
-                    or not _finite(stage[1]) or stage[1] < 0):
-                raise WorkbenchError(f"stage {stage!r} must be (duration_s >= 0, rate >= 0)")
-        total = self.run_s
-        if total <= 0:
-            raise WorkbenchError("the stages' durations add up to 0 s; give a stage a duration")
-        if self.duration_s and abs(self.duration_s - total) > 1e-9:
-            raise WorkbenchError(f"duration {self.duration_s} s disagrees with the stages' "
-                                 f"total {total} s; leave duration_s 0 for ramping-arrival-rate")
-        if self.peak_rate <= 0:
-            raise WorkbenchError("every stage rate is 0: the ramp would send nothing; "
-                                 "give a stage a positive rate")
+    def document(self) -> SpecDocument:
+        """The content of ``spec.json``."""
+        return {"schema_version": SPEC_SCHEMA_VERSION, "spec": asdict(self)}
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=1)
+        return jsonio.dumps(self.document())
+
+    @classmethod
+    def from_document(cls, doc: Any) -> DriveSpec:
+        """A spec from the content of ``spec.json``; WorkbenchError for another version."""
+        version = doc.get("schema_version") if isinstance(doc, dict) else None
+        if version != SPEC_SCHEMA_VERSION or not isinstance(doc.get("spec"), dict):
+            raise WorkbenchError(f"spec.json has schema version {version!r}, this driver reads "
+                                 f"version {SPEC_SCHEMA_VERSION}; write it again with "
+                                 "DriveSpec.to_json()")
+        raw = dict(doc["spec"])
+        try:
+            raw["templates"] = tuple(RequestTemplate(**(t | {
+                "headers": tuple(tuple(h) for h in t.get("headers", ())),
+                "expect": tuple(t.get("expect", ())),
+                "sum_fields": tuple(t.get("sum_fields", ())),
+            })) for t in raw["templates"])
+            raw["stages"] = tuple(tuple(s) for s in raw.get("stages", ()))
+            return cls(**raw)
+        except (KeyError, TypeError, AttributeError) as exc:
+            raise WorkbenchError(f"spec.json does not describe a drive ({exc}); write it with "
+                                 "DriveSpec.to_json()") from None
 
     @classmethod
     def from_json(cls, text: str) -> DriveSpec:
-        raw = json.loads(text)
-        raw["templates"] = tuple(RequestTemplate(**(t | {
-            "headers": tuple(tuple(h) for h in t.get("headers", ())),
-            "expect": tuple(t.get("expect", ())),
-            "sum_fields": tuple(t.get("sum_fields", ())),
-        })) for t in raw["templates"])
-        raw["stages"] = tuple(tuple(s) for s in raw.get("stages", ()))
-        return cls(**raw)
+        return cls.from_document(json.loads(text))
 
 
-def _validate_template(t: RequestTemplate) -> None:
+def load_spec(path: Path) -> DriveSpec:
+    """The spec in ``path`` (``spec.json``), or WorkbenchError saying why it cannot be read."""
+    try:
+        return DriveSpec.from_json(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise WorkbenchError(f"cannot read {path}: {exc}") from None
+
+
+def _template_problems(t: RequestTemplate) -> list[str]:
     where = f"request {t.tag!r} ({t.method} {t.path})"
+    out = []
     if not isinstance(t.method, str) or not _TOKEN.match(t.method):
-        raise WorkbenchError(f"{where}: method must be an HTTP method such as GET or POST")
+        out.append(f"{where}: method must be an HTTP method such as GET or POST")
     if not isinstance(t.path, str) or not t.path.startswith("/") or _has_ctl(t.path, space=True):
-        raise WorkbenchError(f"{where}: path must start with / and hold no spaces or control "
-                             "characters (percent-encode them)")
+        out.append(f"{where}: path must start with / and hold no spaces or control characters "
+                   "(percent-encode them)")
     if not isinstance(t.tag, str) or not t.tag:
-        raise WorkbenchError(f"request {t.method} {t.path}: tag must be a non-empty name")
+        out.append(f"request {t.method} {t.path}: tag must be a non-empty name")
     for name, value in t.headers:
         if not _TOKEN.match(str(name)) or _has_ctl(str(value)):
-            raise WorkbenchError(f"{where}: header {name!r} must be NAME:VALUE without line "
-                                 "breaks")
+            out.append(f"{where}: header {name!r} must be NAME:VALUE without line breaks")
     for status in t.expect:
-        if not _int(status) or not 100 <= status <= 599:
-            raise WorkbenchError(f"{where}: expected status {status!r} is not an HTTP status")
+        if not is_int(status) or not 100 <= status <= 599:
+            out.append(f"{where}: expected status {status!r} is not an HTTP status")
     for name in t.sum_fields:
         if not isinstance(name, str) or not name:
-            raise WorkbenchError(f"{where}: sum_fields must be names of JSON fields")
+            out.append(f"{where}: sum_fields must be names of JSON fields")
+    return out
 
 
 def _has_ctl(text: str, space: bool = False) -> bool:
     return any(ord(c) < 32 or ord(c) == 127 or (space and c == " ") for c in text)
 
 
-def _finite(value) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float (a bool is not a number here)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def _positive(value) -> bool:
-    return _finite(value) and value > 0
+def is_positive(value: Any) -> bool:
+    return is_number(value) and value > 0
 
 
-def _int(value) -> bool:
+def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)

@@ -110,7 +110,8 @@ class SpinTimer:
         self._cancel()
 
 
-def precise_timer(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]):
+def precise_timer(loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
+                  ) -> TimerfdTimer | SpinTimer:
     """A timerfd timer where the platform has one (and perf_counter is CLOCK_MONOTONIC)."""
     clock = time.get_clock_info("perf_counter").implementation
     if "CLOCK_MONOTONIC" in clock and "RAW" not in clock:

@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import logging
+import signal
 import ssl
 import time
 import uuid
@@ -55,6 +56,7 @@ from workbench.standin.core import (
     read_body,
     record_audit_event,
 )
+from workbench.standin.h2front import AlpnDispatch
 from workbench.standin.ratelimit import KeyedRateLimiter, source_ip_key, too_many_requests
 
 STANDIN_VERSION = "standin-0.2.0"
@@ -392,12 +394,37 @@ def build_app(config: StandinConfig) -> web.Application:
 
 
 def tls_context(cert_file: str, key_file: str) -> ssl.SSLContext:
-    """TLS 1.3 only, like certctl; ALPN offers http/1.1 (aiohttp cannot speak h2)."""
+    """TLS 1.3 only, like certctl; ALPN offers h2 and http/1.1, as certctl does."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(["h2", "http/1.1"])
     context.load_cert_chain(cert_file, key_file)
     return context
+
+
+async def serve(app: web.Application, host: str, port: int, context: ssl.SSLContext) -> None:
+    """Serve ``app`` over TLS until SIGINT/SIGTERM: HTTP/2 or HTTP/1.1, as ALPN decides.
+
+    aiohttp's runner owns the application's life (start-up, clean-up, closing connections on
+    shutdown) as ``web.run_app`` did; the listener hands each connection to aiohttp's HTTP/1.1
+    protocol or to the HTTP/2 front (``h2front``).
+    """
+    runner = web.AppRunner(app, access_log=None,  # per-request logging costs more than handlers
+                           shutdown_timeout=5.0)
+    await runner.setup()
+    loop = asyncio.get_running_loop()
+    listener = await loop.create_server(
+        lambda: AlpnDispatch(runner.server, app), host, port, ssl=context,
+        backlog=1024,  # the ACME scenario opens ~200 connections at once
+        reuse_address=True)
+    stop = loop.create_future()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
+    try:
+        await stop
+    finally:
+        listener.close()
+        await runner.cleanup()
 
 
 def _libpq_dsn(dsn: str) -> str:
@@ -439,14 +466,5 @@ def main(argv: list[str] | None = None) -> int:
              f"on: {limit.rps:g} req/s, burst {limit.burst}" if limit.enabled else "off",
              f"{config.acme_orders_per_hour}/h, {config.acme_concurrent_orders} concurrent"
              if config.acme_orders_per_hour or config.acme_concurrent_orders else "off")
-    web.run_app(
-        app,
-        host=args.host,
-        port=args.port,
-        ssl_context=tls_context(args.cert, args.key),
-        access_log=None,  # per-request logging would cost more than the handlers themselves
-        print=None,
-        backlog=1024,  # the ACME scenario opens ~200 connections at once
-        shutdown_timeout=5.0,
-    )
+    asyncio.run(serve(app, args.host, args.port, tls_context(args.cert, args.key)))
     return 0

@@ -1,4 +1,4 @@
-"""A raw loopback server for the driver engine's tests (no tests here).
+"""A raw loopback server for the driver engine's tests.
 
 ``RawServer`` answers each request with canned bytes chosen by path, to test the engine's
 HTTP/1.1 parsing edge cases byte for byte.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from tests.loopback import free_port
+from workbench.ports import free_port
 
 
 class RawServer:

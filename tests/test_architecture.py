@@ -1,0 +1,107 @@
+"""The shape of the code: no import cycles in workbench/ or benchmarks/, no benchmark on tests/.
+
+Imports are read from the source (``ast``), so an import inside a function counts as much as
+one at the top: a cycle hidden in a function still ties the modules together.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("workbench", "benchmarks")
+
+
+def module_files(packages: tuple[str, ...] = PACKAGES) -> dict[str, Path]:
+    """``{dotted module name: file}`` of every module in ``packages`` (``__init__`` as the
+    package itself)."""
+    out = {}
+    for package in packages:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            out[name.removesuffix(".__init__")] = path
+    return out
+
+
+def imported_names(path: Path, module: str) -> set[str]:
+    """Every dotted name ``path`` imports anywhere in it, relative imports resolved; ``from
+    a.b import c`` yields both ``a.b`` and ``a.b.c`` (c may be a module)."""
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return names
+
+
+def import_graph(packages: tuple[str, ...] = PACKAGES) -> dict[str, set[str]]:
+    """Module -> the project modules it imports (a package's own submodules excepted: a
+    package's ``__init__`` may gather them)."""
+    files = module_files(packages)
+    graph = {}
+    for module, path in files.items():
+        graph[module] = {name for name in imported_names(path, module)
+                         if name in files and name != module
+                         and not module.startswith(name + ".")}
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One import cycle as ``[a, b, ..., a]``, or None (depth-first search, white-grey-black)."""
+    state: dict[str, int] = {}  # 1: on the current path, 2: finished
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                return path[path.index(nxt):] + [nxt]
+            if nxt not in state and (cycle := visit(nxt)):
+                return cycle
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_checker_finds_a_cycle_hidden_in_a_function(tmp_path):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg import b\n")
+    (pkg / "b.py").write_text("def f():\n    from . import c\n")
+    (pkg / "c.py").write_text("import pkg.a\n")
+    graph = {}
+    for name in ("a", "b", "c"):
+        module = f"pkg.{name}"
+        graph[module] = {n for n in imported_names(pkg / f"{name}.py", module)
+                         if n in ("pkg.a", "pkg.b", "pkg.c") and n != module}
+    assert find_cycle(graph) == ["pkg.a", "pkg.b", "pkg.c", "pkg.a"]
+    assert find_cycle({"x": {"y"}, "y": set()}) is None
+
+
+def test_no_import_cycle_in_workbench_or_benchmarks():
+    graph = import_graph()
+    assert len(graph) > 40  # the checker sees the code base, not an empty folder
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_benchmarks_and_the_package_do_not_import_the_tests():
+    for module, path in module_files().items():
+        tests = sorted(n for n in imported_names(path, module)
+                       if n == "tests" or n.startswith("tests."))
+        assert not tests, f"{module} imports {', '.join(tests)}: move what it needs out of tests/"

@@ -1,0 +1,342 @@
+"""The HTTP/1.1 engine of the hot loop: keep-alive over asyncio transports, callbacks, no tasks.
+
+Chosen by measurement (``benchmarks/run.py``, the capacity table): per request it writes one
+prebuilt byte string and parses the status line, four headers and the body from the socket
+buffer, with no coroutine, future or object graph per request. That costs a fraction of
+aiohttp's client (itself several times cheaper than httpx's), so the numbers measure the target,
+not the client.
+
+It implements :class:`workbench.driver.engine.Engine`: ``done`` gets the six arguments of
+:data:`~workbench.driver.engine.Done`, ``head`` only for a request prepared with ``want_head``.
+
+Per-request timeouts are enforced by a sweep over open connections a few times per timeout,
+instead of a timer per request; a timed-out request is recorded when the sweep sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from workbench.driver.engine import Done, find_header
+from workbench.driver.outcomes import ERR, classify_exception
+
+_IDLE, _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER, _UNTIL_EOF = range(7)
+MAX_HEAD_BYTES = 64 * 1024
+_NO_BODY_STATUS = frozenset((204, 304))
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """A request serialized once: the exact bytes written for every send."""
+
+    wire: bytes
+    head_only: bool  # HEAD: the response has no body whatever its headers say
+    want_body: bool  # keep the body for the caller (JSON fields to sum)
+    want_head: bool = False  # pass the response head to ``done`` (scripted virtual users)
+
+
+def ssl_context(base_url: str, ca_file: str | None, insecure: bool) -> ssl.SSLContext | None:
+    """None for http://; verification against ``ca_file`` (or the system store) for https://."""
+    if not base_url.startswith("https://"):
+        return None
+    if insecure:  # only with the explicit flag
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class HttpEngine:
+    """A keep-alive connection pool to one origin; connections are opened on demand."""
+
+    name = "workbench-http1"  # in results: which engine measured
+
+    def __init__(self, base_url: str, *, ca_file: str | None = None, insecure: bool = False,
+                 timeout_s: float = 10.0) -> None:
+        parts = urlsplit(base_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        default_port = self.port == (443 if parts.scheme == "https" else 80)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.authority = host if default_port else f"{host}:{self.port}"
+        self.prefix = parts.path.rstrip("/")
+        self.ssl = ssl_context(base_url, ca_file, insecure)
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.idle: list[_Connection] = []
+        self.connections: set[_Connection] = set()
+        self.connecting: dict[asyncio.Task, Done] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_s = min(max(timeout_s / 5, 0.02), 0.25)
+        self._ctypes: dict[bytes, bytes] = {}
+
+    def prepare(self, method: str, path: str, headers: dict[str, str], body: bytes | None,
+                want_body: bool = False, want_head: bool = False) -> PreparedRequest:
+        """Serialize a request once; ``headers`` may carry the token (kept in memory only)."""
+        lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.authority}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            lines.append(f"Content-Length: {len(body or b'')}")
+        wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
+        return PreparedRequest(wire, method == "HEAD", want_body, want_head)
+
+    async def start(self, warm: int = 0) -> None:
+        """Start the timeout sweep and open ``warm`` connections (failures are left to send)."""
+        self.loop = asyncio.get_running_loop()
+        self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
+        if warm > 0:
+            results = await asyncio.gather(*(self._connect() for _ in range(warm)),
+                                           return_exceptions=True)
+            self.idle += [c for c in results if isinstance(c, _Connection) and not c.closed]
+
+    def send(self, request: PreparedRequest, done: Done) -> None:
+        """Start ``request`` on an idle connection, or on a new one."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and not conn.transport.is_closing():
+                conn.send(request, done, time.perf_counter_ns())
+                return
+        task = self.loop.create_task(self._connect_and_send(request, done))
+        self.connecting[task] = done
+        task.add_done_callback(self._connected)
+
+    async def _connect(self) -> _Connection:
+        _, conn = await asyncio.wait_for(self.loop.create_connection(
+            lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
+            server_hostname=self.host if self.ssl else None), self.timeout_ns / 1e9)
+        return conn
+
+    async def _connect_and_send(self, request: PreparedRequest, done: Done) -> None:
+        started = time.perf_counter_ns()
+        try:
+            conn = await self._connect()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # every failure is an outcome, never a crash
+            done(0, None, 0, None, classify_exception(exc), None)
+            return
+        if conn.closed:
+            done(0, None, 0, None, ERR["reset"], None)
+        else:
+            conn.send(request, done, started)  # the timeout counts the connect too
+
+    def _connected(self, task: asyncio.Task) -> None:
+        done = self.connecting.pop(task)
+        if task.cancelled():
+            done(0, None, 0, None, ERR["cancelled"], None)
+
+    def release(self, conn: _Connection) -> None:
+        self.idle.append(conn)
+
+    def forget(self, conn: _Connection) -> None:
+        self.connections.discard(conn)
+
+    def content_type(self, raw: bytes | None) -> bytes | None:
+        """``b"application/json"`` from ``b"application/json; charset=utf-8"`` (cached)."""
+        if raw is None:
+            return None
+        clean = self._ctypes.get(raw)
+        if clean is None:
+            clean = self._ctypes[raw] = raw.split(b";", 1)[0].strip()
+        return clean
+
+    def _sweep(self) -> None:
+        now = time.perf_counter_ns()
+        limit = now - self.timeout_ns
+        for conn in [c for c in self.connections if c.done is not None and c.sent_ns < limit]:
+            conn.fail(ERR["timeout"])
+        self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
+
+    async def close(self) -> None:
+        """Abort everything in flight (``cancelled``) and close every connection."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        connecting = list(self.connecting)
+        for task in connecting:
+            task.cancel()
+        for conn in list(self.connections):
+            conn.fail(ERR["cancelled"])
+            conn.close()
+        self.idle.clear()
+        if connecting:
+            await asyncio.gather(*connecting, return_exceptions=True)
+        await asyncio.sleep(0)  # let transports finish closing
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: at most one request in flight (no pipelining)."""
+
+    __slots__ = ("engine", "transport", "buf", "closed", "done", "state", "status", "ctype",
+                 "nbytes", "remaining", "keep_alive", "head_only", "want_body", "parts",
+                 "sent_ns", "want_head", "head")
+
+    def __init__(self, engine: HttpEngine) -> None:
+        self.engine = engine
+        self.transport: asyncio.Transport | None = None
+        self.buf = bytearray()
+        self.closed = False
+        self.done: Done | None = None
+        self.state = _IDLE
+        self.sent_ns = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        self.engine.connections.add(self)
+
+    def send(self, request: PreparedRequest, done: Done, started_ns: int) -> None:
+        self.done = done
+        self.state = _HEAD
+        self.head_only = request.head_only
+        self.want_body = request.want_body
+        self.want_head = request.want_head
+        self.status = 0
+        self.ctype = None
+        self.nbytes = 0
+        self.parts = None
+        self.sent_ns = started_ns
+        self.transport.write(request.wire)
+
+    def data_received(self, data: bytes) -> None:
+        if self.done is None:  # nothing asked: a server talking out of turn; drop it
+            self.close()
+            return
+        self.buf += data
+        try:
+            self._parse()
+        except (ValueError, IndexError):
+            self.fail(ERR["other"])
+            self.close()
+
+    def _parse(self) -> None:
+        buf = self.buf
+        while True:
+            state = self.state
+            if state == _HEAD:
+                end = buf.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(buf) > MAX_HEAD_BYTES:
+                        raise ValueError("response head too large")
+                    return
+                head = bytes(buf[:end + 2])
+                del buf[:end + 4]
+                if head[:5] != b"HTTP/":
+                    raise ValueError("not an HTTP response")
+                status = int(head[9:12])
+                if status < 200:  # 100 Continue and friends: the final response follows
+                    continue
+                low = head.lower()
+                self.status = status
+                self.head = head
+                self.ctype = self.engine.content_type(find_header(low, low, b"\r\ncontent-type:"))
+                connection = find_header(low, low, b"\r\nconnection:")
+                self.keep_alive = (connection != b"close" if head[5:8] == b"1.1"
+                                   else connection == b"keep-alive")
+                if self.head_only or status in _NO_BODY_STATUS:
+                    self._finish()
+                    return
+                encoding = find_header(low, low, b"\r\ntransfer-encoding:")
+                length = find_header(low, low, b"\r\ncontent-length:")
+                if encoding is not None and b"chunked" in encoding:
+                    self.state = _CHUNK_SIZE
+                elif length is not None:
+                    self.remaining = int(length)
+                    self.state = _BODY
+                else:  # the body runs to the end of the connection
+                    self.keep_alive = False
+                    self.state = _UNTIL_EOF
+                if self.want_body:
+                    self.parts = []
+            elif state == _BODY:
+                n = self.remaining
+                if len(buf) < n:
+                    return
+                if self.want_body:
+                    self.parts.append(bytes(buf[:n]))
+                del buf[:n]
+                self.nbytes = n
+                self._finish()
+                return
+            elif state == _CHUNK_SIZE:
+                end = buf.find(b"\r\n")
+                if end < 0:
+                    return
+                size = int(bytes(buf[:end]).split(b";", 1)[0], 16)
+                del buf[:end + 2]
+                if size == 0:
+                    self.state = _TRAILER
+                else:
+                    self.remaining = size
+                    self.state = _CHUNK_DATA
+            elif state == _CHUNK_DATA:
+                n = self.remaining
+                if len(buf) < n + 2:
+                    return
+                if self.want_body:
+                    self.parts.append(bytes(buf[:n]))
+                self.nbytes += n
+                del buf[:n + 2]
+                self.state = _CHUNK_SIZE
+            elif state == _TRAILER:
+                if buf[:2] == b"\r\n":
+                    del buf[:2]
+                else:
+                    end = buf.find(b"\r\n\r\n")
+                    if end < 0:
+                        return
+                    del buf[:end + 4]
+                self._finish()
+                return
+            elif state == _UNTIL_EOF:
+                self.nbytes += len(buf)
+                if self.want_body:
+                    self.parts.append(bytes(buf))
+                buf.clear()
+                return
+            else:
+                return
+
+    def _finish(self) -> None:
+        done = self.done
+        self.done = None
+        self.state = _IDLE
+        body = b"".join(self.parts) if self.parts is not None else None
+        if self.keep_alive and not self.buf and not self.closed:
+            self.engine.release(self)  # first, so the callback's next request can reuse it
+        else:
+            self.close()
+        done(self.status, self.ctype, self.nbytes, body, 0,
+             self.head if self.want_head else None)
+
+    def fail(self, error: int) -> None:
+        """End the request in flight, if any, with ``error``; the connection is not reused."""
+        done = self.done
+        if done is None:
+            return
+        self.done = None
+        self.state = _IDLE
+        self.close()
+        done(self.status, self.ctype, self.nbytes, None, error, None)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.engine.forget(self)
+            if self.transport is not None:
+                self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.engine.forget(self)
+        if self.done is None:
+            return
+        if self.state == _UNTIL_EOF and exc is None:
+            self._finish()
+        else:
+            self.fail(ERR["tls"] if isinstance(exc, ssl.SSLError) else ERR["reset"])

@@ -1,0 +1,906 @@
+"""The hot-loop HTTP/2 engine: streams multiplexed over TLS (ALPN h2), callbacks, no tasks.
+
+Same contract as the HTTP/1.1 engine (``prepare``, ``start(warm)``, ``send(request, done)``,
+``close()``, attributes ``name`` and ``authority``); ``done(status, content_type, nbytes,
+body, error, head)`` is called exactly once per request, never from inside ``send``.
+
+Chosen by measurement over the ``h2`` package end to end (``benchmarks/bench_http2.py``,
+section "codec"): a request's HEADERS (and small DATA) frames are built once in ``prepare``
+with a stateless HPACK encoding, so a send writes them with only the stream id changed. We
+advertise ``SETTINGS_HEADER_TABLE_SIZE = 0``, so the server's header blocks are stateless too:
+each is decoded on its own (status and content type only; values we do not need are skipped,
+not Huffman-decoded) and cached by its bytes. Frames are parsed straight from the socket buffer.
+
+What the wire asks of a client, and where it is handled:
+
+- the server's ``SETTINGS_MAX_CONCURRENT_STREAMS`` is honoured; requests beyond it wait in a
+  per-connection queue (no stream starts before the server's first SETTINGS);
+- flow control both ways: request bodies larger than the peer's windows are sent as
+  WINDOW_UPDATEs allow; received DATA is acknowledged per connection and per stream once half
+  of our (large) windows is used;
+- GOAWAY: streams above the last processed id, and queued ones, are sent again once on a new
+  connection (the server promises it did not process them); the rest finish or fail;
+- RST_STREAM and connection loss fail their streams as ``reset`` (``tls`` for TLS errors),
+  an undecodable frame or header block as ``other``;
+- timeouts are swept a few times per timeout from one queue in send order (sends happen in
+  time order), so the sweep costs O(1) per request whatever the number of connections.
+
+``engine.client()`` gives a sender with its own connection (one connection per virtual agent),
+with the same ``send``; the shared-pool ``send`` does not pay for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import struct
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from hpack.huffman_table import decode_huffman
+from hpack.table import HeaderTable
+
+from workbench.driver.http1 import ssl_context
+from workbench.driver.outcomes import ERR, classify_exception
+
+Done = Callable[[int, bytes | None, int, bytes | None, int, bytes | None], None]
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
+    CONTINUATION = range(10)
+END_STREAM = ACK = 0x1
+END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, CANCEL, COMPRESSION_ERROR = (
+    0x0, 0x1, 0x3, 0x6, 0x8, 0x9)
+DEFAULT_WINDOW = 65_535  # RFC 9113: every window starts here until SETTINGS or WINDOW_UPDATE
+MAX_WINDOW = 2**31 - 1
+MAX_FRAME = 16_384  # what we accept (we never raise SETTINGS_MAX_FRAME_SIZE)
+MAX_STREAM_ID = 2**31 - 1
+MAX_HEADER_BLOCK = 256 * 1024  # a response head beyond this is refused
+BLOCK_CACHE_ENTRIES = 4096
+STREAM_WINDOW = 1 << 24  # per stream: a response up to 8 MiB needs no WINDOW_UPDATE at all
+CONNECTION_WINDOW = 1 << 30
+# Connection-specific fields are forbidden in HTTP/2 (RFC 9113 8.2.2); Host becomes :authority.
+_DROPPED_FIELDS = frozenset((b"connection", b"keep-alive", b"proxy-connection",
+                             b"transfer-encoding", b"upgrade", b"host"))
+_NO_BODY_STATUS = frozenset((204, 304))
+_SENSITIVE_FIELDS = frozenset((b"authorization", b"cookie", b"proxy-authorization"))
+
+_FRAME_HEAD = struct.Struct(">BHBBL").unpack_from  # length (24 bits), type, flags, stream id
+_SETTING = struct.Struct(">HL").unpack_from
+_U32 = struct.Struct(">L").unpack_from
+_STATIC = HeaderTable.STATIC_TABLE
+_STATIC_FULL = {entry: i + 1 for i, entry in reversed(list(enumerate(_STATIC)))}
+_STATIC_NAME = {name: i + 1 for i, (name, _) in reversed(list(enumerate(_STATIC)))}
+
+
+class H2Error(Exception):
+    """A connection error (RFC 9113 5.4.1): the connection ends with GOAWAY ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    """One frame: 9-byte head and payload."""
+    return (len(payload).to_bytes(3, "big") + bytes((ftype, flags))
+            + stream_id.to_bytes(4, "big") + payload)
+
+
+def settings_payload(settings: dict[int, int]) -> bytes:
+    return b"".join(struct.pack(">HL", k, v) for k, v in settings.items())
+
+
+# -- HPACK, stateless both ways ------------------------------------------------------------
+
+def _hpack_int(value: int, prefix_bits: int, flags: int) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((flags | value,))
+    out = [flags | limit]
+    value -= limit
+    while value >= 128:
+        out.append((value & 127) | 128)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_header_block(fields: list[tuple[bytes, bytes]]) -> bytes:
+    """HPACK without the dynamic table: static indexes, else literals never added to a table.
+
+    Each block decodes on its own, so a prepared request can be sent in any order on any
+    connection. Credentials are marked never-indexed (RFC 7541 7.1.3).
+    """
+    out = bytearray()
+    for name, value in fields:
+        full = _STATIC_FULL.get((name, value))
+        if full:
+            out += _hpack_int(full, 7, 0x80)
+            continue
+        index = _STATIC_NAME.get(name, 0)
+        out += _hpack_int(index, 4, 0x10 if name in _SENSITIVE_FIELDS else 0x00)
+        if not index:
+            out += _hpack_int(len(name), 7, 0) + name
+        out += _hpack_int(len(value), 7, 0) + value
+    return bytes(out)
+
+
+def _int_at(data: bytes, i: int, prefix_bits: int) -> tuple[int, int]:
+    limit = (1 << prefix_bits) - 1
+    value = data[i] & limit
+    i += 1
+    if value < limit:
+        return value, i
+    shift = 0
+    while True:
+        b = data[i]
+        i += 1
+        value += (b & 127) << shift
+        shift += 7
+        if not b & 128:
+            return value, i
+        if shift > 28:
+            raise H2Error(COMPRESSION_ERROR, "HPACK integer too large")
+
+
+def _string_at(data: bytes, i: int, keep: bool) -> tuple[bytes | None, int]:
+    huffman = data[i] & 0x80
+    length, i = _int_at(data, i, 7)
+    end = i + length
+    if end > len(data):
+        raise H2Error(COMPRESSION_ERROR, "HPACK string runs past the header block")
+    if not keep:
+        return None, end
+    raw = data[i:end]
+    return (decode_huffman(raw) if huffman else raw), end
+
+
+def decode_header_block(block: bytes, full: bool = False
+                        ) -> tuple[int, bytes | None, list[tuple[bytes, bytes]] | None]:
+    """``(status, content-type value, fields)`` of a block encoded without a dynamic table.
+
+    We advertise a header table of size 0, so the server may not refer to its dynamic table:
+    a reference to it, or a table size update above 0, is a COMPRESSION_ERROR. ``fields``
+    (every name and value, in order) only when ``full``; otherwise values other than
+    ``:status`` and ``content-type`` are skipped without decoding.
+    """
+    i, n = 0, len(block)
+    status, ctype = 0, None
+    fields: list[tuple[bytes, bytes]] | None = [] if full else None
+    try:
+        while i < n:
+            b = block[i]
+            if b & 0x80:  # indexed field
+                index, i = _int_at(block, i, 7)
+                if not 0 < index <= len(_STATIC):
+                    raise H2Error(COMPRESSION_ERROR, f"header index {index} outside the "
+                                  "static table (we allow no dynamic table)")
+                name, value = _STATIC[index - 1]
+            elif b & 0xE0 == 0x20:  # dynamic table size update
+                size, i = _int_at(block, i, 5)
+                if size:
+                    raise H2Error(COMPRESSION_ERROR, f"table size update to {size} above our 0")
+                continue
+            else:  # literal: with incremental indexing (a no-op at size 0), without, never
+                index, i = _int_at(block, i, 6 if b & 0x40 else 4)
+                if index:
+                    if index > len(_STATIC):
+                        raise H2Error(COMPRESSION_ERROR, f"header name index {index} outside "
+                                      "the static table")
+                    name = _STATIC[index - 1][0]
+                else:
+                    name, i = _string_at(block, i, True)
+                keep = full or name == b":status" or name == b"content-type"
+                value, i = _string_at(block, i, keep)
+                if not keep:
+                    continue
+            if name == b":status":
+                status = int(value)
+            elif name == b"content-type":
+                ctype = value
+            if fields is not None:
+                fields.append((name, value))
+    except (IndexError, ValueError) as exc:
+        raise H2Error(COMPRESSION_ERROR, f"undecodable header block: {exc}") from None
+    return status, ctype, fields
+
+
+def response_head(status: int, fields: list[tuple[bytes, bytes]]) -> bytes:
+    """The head as the HTTP/1.1 engine gives it (status line, ``name: value`` lines, CRLF)."""
+    lines = [b"HTTP/2 %d" % status]
+    lines += [name + b": " + value for name, value in fields if not name.startswith(b":")]
+    return b"\r\n".join(lines) + b"\r\n"
+
+
+# -- requests ------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Http2Request:
+    """A request encoded once: frame heads and payloads; a send only adds the stream id."""
+
+    headers_head: bytes  # 5 bytes: length, HEADERS, END_HEADERS (+ END_STREAM without body)
+    block: bytes  # the HPACK header block
+    body: bytes | None
+    data_head: bytes  # 5 bytes: length, DATA, END_STREAM (the body in one frame)
+    open_head: bytes  # HEADERS without END_STREAM, when the body follows as flow control allows
+    head_only: bool
+    want_body: bool
+    want_head: bool
+
+
+class _Stream:
+    """One request on its way: where it is, what came back."""
+
+    __slots__ = ("request", "done", "sent_ns", "owner", "conn", "sid", "status", "ctype",
+                 "nbytes", "parts", "head", "recv", "window", "offset", "retried")
+
+    def __init__(self, request: Http2Request, done: Done, sent_ns: int, owner) -> None:
+        self.request = request
+        self.done = done
+        self.sent_ns = sent_ns
+        self.owner = owner  # the engine's shared pool, or one client: who re-sends it
+        self.conn: _Connection | None = None
+        self.sid = 0
+        self.status = 0
+        self.ctype: bytes | None = None
+        self.nbytes = 0
+        self.parts: list[bytes] | None = [] if request.want_body else None
+        self.head: bytes | None = None
+        self.recv = 0  # DATA bytes received since our last WINDOW_UPDATE for this stream
+        self.window = 0  # our send window for the body (only while the body waits)
+        self.offset = -1  # body bytes sent; -1: no body waiting for window
+        self.retried = False
+
+
+# -- the engine ----------------------------------------------------------------------------
+
+class Http2Engine:
+    """HTTP/2 to one origin: ``connections`` shared connections (default 1), streams on top.
+
+    ``client()`` makes a sender with its own connection. ``stream_window`` and
+    ``connection_window``: what we let the server send before our WINDOW_UPDATE.
+    """
+
+    name = "workbench-h2"
+    protocol = "h2"
+
+    def __init__(self, base_url: str, *, ca_file: str | None = None, insecure: bool = False,
+                 timeout_s: float = 10.0, connections: int = 1,
+                 stream_window: int = STREAM_WINDOW,
+                 connection_window: int = CONNECTION_WINDOW) -> None:
+        parts = urlsplit(base_url)
+        self.tls = parts.scheme == "https"
+        self.host = parts.hostname or "127.0.0.1"
+        self.port = parts.port or (443 if self.tls else 80)
+        default_port = self.port == (443 if self.tls else 80)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        self.authority = host if default_port else f"{host}:{self.port}"
+        self.prefix = parts.path.rstrip("/")
+        self.ssl = ssl_context(base_url, ca_file, insecure)  # None: h2c with prior knowledge
+        if self.ssl is not None:
+            self.ssl.set_alpn_protocols(["h2"])
+        if not 1 <= connections:
+            raise ValueError(f"connections must be at least 1, got {connections}")
+        if not DEFAULT_WINDOW <= stream_window <= MAX_WINDOW or not (
+                DEFAULT_WINDOW <= connection_window <= MAX_WINDOW):
+            raise ValueError("windows must be between 65,535 and 2^31-1 bytes")
+        self.n_shared = connections
+        self.stream_window = stream_window
+        self.connection_window = connection_window
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.pool: list[_Connection] = []
+        self._next = 0
+        self.connections: set[_Connection] = set()
+        self.connecting: set[asyncio.Task] = set()
+        self.inflight: deque[_Stream] = deque()  # every request, in send order, for the sweep
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_s = min(max(timeout_s / 5, 0.02), 0.25)
+        self.blocks: dict[bytes, tuple[int, bytes | None]] = {}
+        self._ctypes: dict[bytes, bytes] = {}
+        self.preamble = PREFACE + frame(SETTINGS, 0, 0, settings_payload({
+            0x1: 0,  # HEADER_TABLE_SIZE: stateless response blocks, decodable and cacheable
+            0x2: 0,  # ENABLE_PUSH
+            0x4: stream_window,  # INITIAL_WINDOW_SIZE
+        }))
+        if connection_window > DEFAULT_WINDOW:
+            self.preamble += frame(WINDOW_UPDATE, 0, 0,
+                                   (connection_window - DEFAULT_WINDOW).to_bytes(4, "big"))
+
+    def prepare(self, method: str, path: str, headers: dict[str, str], body: bytes | None,
+                want_body: bool = False, want_head: bool = False) -> Http2Request:
+        """Encode a request once; ``headers`` may carry the token (kept in memory only)."""
+        fields = [(b":method", method.encode()),
+                  (b":scheme", b"https" if self.tls else b"http"),
+                  (b":authority", self.authority.encode()),
+                  (b":path", f"{self.prefix}{path}".encode("latin-1"))]
+        for name, value in headers.items():
+            key = name.lower().encode("latin-1")
+            if key not in _DROPPED_FIELDS:
+                fields.append((key, str(value).encode("latin-1")))
+        if body is not None or method in ("POST", "PUT", "PATCH"):
+            fields.append((b"content-length", str(len(body or b"")).encode()))
+        block = encode_header_block(fields)
+        if len(block) > MAX_FRAME:
+            raise ValueError(f"request headers of {len(block)} bytes do not fit one HTTP/2 frame")
+        length = len(block).to_bytes(3, "big")
+        body = body or None  # an empty body is no DATA frame: END_STREAM on HEADERS
+        return Http2Request(
+            headers_head=length + bytes((HEADERS, END_HEADERS | (END_STREAM if body is None
+                                                                  else 0))),
+            block=block, body=body,
+            data_head=len(body or b"").to_bytes(3, "big") + bytes((DATA, END_STREAM)),
+            open_head=length + bytes((HEADERS, END_HEADERS)),
+            head_only=method == "HEAD", want_body=want_body, want_head=want_head)
+
+    async def start(self, warm: int = 0) -> None:
+        """Start the timeout sweep; with ``warm`` > 0 open the shared connections and wait."""
+        self.loop = asyncio.get_running_loop()
+        self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
+        if warm > 0:
+            conns = [self._shared(i) for i in range(self.n_shared)]
+            await asyncio.gather(*(c.wait_ready() for c in conns))
+
+    def send(self, request: Http2Request, done: Done) -> None:
+        """Start ``request`` on the next shared connection (or queue it there)."""
+        stream = _Stream(request, done, time.perf_counter_ns(), self)
+        self.inflight.append(stream)
+        self.submit(stream)
+
+    def submit(self, stream: _Stream) -> None:
+        i = self._next = (self._next + 1) % self.n_shared
+        pool = self.pool
+        conn = pool[i] if i < len(pool) else None
+        if conn is None or not conn.accepting:
+            conn = self._shared(i)
+        conn.submit(stream)
+
+    def client(self) -> Http2Client:
+        """A sender with its own connection (a virtual agent's), opened on first use."""
+        return Http2Client(self)
+
+    def _shared(self, i: int) -> _Connection:
+        """Shared connection ``i``, opened anew if it is missing or no longer takes streams."""
+        pool = self.pool
+        while len(pool) <= i:
+            pool.append(None)
+        conn = pool[i]
+        if conn is None or not conn.accepting:
+            conn = pool[i] = self.open()
+        return conn
+
+    def open(self) -> _Connection:
+        """A new connection; streams submitted to it wait until the server's SETTINGS."""
+        conn = _Connection(self)
+        self.connections.add(conn)
+        task = self.loop.create_task(self._connect(conn))
+        self.connecting.add(task)
+        task.add_done_callback(self.connecting.discard)
+        return conn
+
+    async def _connect(self, conn: _Connection) -> None:
+        try:
+            await asyncio.wait_for(self.loop.create_connection(
+                lambda: conn, self.host, self.port, ssl=self.ssl,
+                server_hostname=self.host if self.ssl else None), self.timeout_ns / 1e9)
+        except asyncio.CancelledError:
+            conn.lose(ERR["cancelled"])
+            raise
+        except BaseException as exc:  # every failure is an outcome, never a crash
+            conn.lose(classify_exception(exc))
+
+    def forget(self, conn: _Connection) -> None:
+        self.connections.discard(conn)
+
+    def content_type(self, raw: bytes | None) -> bytes | None:
+        """``b"application/json"`` from ``b"application/json; charset=utf-8"`` (cached)."""
+        if raw is None:
+            return None
+        clean = self._ctypes.get(raw)
+        if clean is None:
+            if len(self._ctypes) >= BLOCK_CACHE_ENTRIES:
+                self._ctypes.clear()
+            clean = self._ctypes[raw] = raw.split(b";", 1)[0].strip().lower()
+        return clean
+
+    def _sweep(self) -> None:
+        limit = time.perf_counter_ns() - self.timeout_ns
+        inflight = self.inflight
+        while inflight:
+            stream = inflight[0]
+            if stream.done is not None and stream.sent_ns >= limit:
+                break
+            inflight.popleft()
+            if stream.done is not None:
+                stream.conn.expire(stream)
+        self._sweeper = self.loop.call_later(self._sweep_s, self._sweep)
+
+    async def close(self) -> None:
+        """Abort everything in flight (``cancelled``) and close every connection."""
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        connecting = list(self.connecting)
+        for task in connecting:
+            task.cancel()
+        for conn in list(self.connections):
+            conn.lose(ERR["cancelled"])
+        self.pool.clear()
+        self.inflight.clear()
+        if connecting:
+            await asyncio.gather(*connecting, return_exceptions=True)
+        await asyncio.sleep(0)  # let transports finish closing
+
+
+class Http2Client:
+    """One virtual user's (or agent's) own connection, with the engine's ``send`` contract.
+
+    The connection opens on the first send (or ``await open()``), is reopened after a loss or
+    GOAWAY, and carries only this client's streams; ``close()`` ends it.
+    """
+
+    __slots__ = ("engine", "conn")
+
+    def __init__(self, engine: Http2Engine) -> None:
+        self.engine = engine
+        self.conn: _Connection | None = None
+
+    async def open(self) -> None:
+        """Connect now and wait for the server's SETTINGS (a failure is left to ``send``)."""
+        if self.conn is None or not self.conn.accepting:
+            self.conn = self.engine.open()
+        await self.conn.wait_ready()
+
+    def send(self, request: Http2Request, done: Done) -> None:
+        stream = _Stream(request, done, time.perf_counter_ns(), self)
+        self.engine.inflight.append(stream)
+        self.submit(stream)
+
+    def submit(self, stream: _Stream) -> None:
+        conn = self.conn
+        if conn is None or not conn.accepting:
+            conn = self.conn = self.engine.open()
+        conn.submit(stream)
+
+    def close(self) -> None:
+        """End the connection; requests still on it get ``cancelled``."""
+        if self.conn is not None:
+            self.conn.lose(ERR["cancelled"])
+            self.conn = None
+
+
+# -- one connection ------------------------------------------------------------------------
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection: many streams, one frame parser, writes batched per loop turn."""
+
+    def __init__(self, engine: Http2Engine) -> None:
+        self.engine = engine
+        self.transport: asyncio.Transport | None = None
+        self.ready = False  # the server's first SETTINGS arrived: streams may start
+        self.accepting = True  # takes new streams (False after GOAWAY, loss or close)
+        self.closed = False
+        self.streams: dict[int, _Stream] = {}
+        self.queue: deque[_Stream] = deque()  # waiting for readiness or a stream slot
+        self.next_sid = 1
+        self.max_streams = MAX_STREAM_ID  # unlimited until the server says otherwise
+        self.peer_window = DEFAULT_WINDOW  # the server's initial stream window
+        self.peer_max_frame = MAX_FRAME
+        self.send_window = DEFAULT_WINDOW  # connection-level, for request bodies
+        self.blocked: deque[_Stream] = deque()  # streams whose body waits for window
+        self.recv_unacked = 0
+        self.buf = bytearray()
+        self.out = bytearray()
+        self.flush_scheduled = False
+        self.receiving = False
+        self.block_sid = 0  # a header block continues in CONTINUATION frames
+        self.block_parts: list[bytes] = []
+        self.block_end_stream = False
+        self.waiters: list[asyncio.Future] = []
+
+    # -- life ---------------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport
+        if self.closed:  # closed while connecting
+            transport.abort()
+            return
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+            self.lose(ERR["tls"])  # the server did not agree to HTTP/2
+            return
+        transport.write(self.engine.preamble)
+
+    async def wait_ready(self) -> None:
+        if self.ready or self.closed:
+            return
+        waiter = self.engine.loop.create_future()
+        self.waiters.append(waiter)
+        await waiter
+
+    def _wake(self) -> None:
+        for waiter in self.waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self.waiters.clear()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lose(ERR["tls"] if isinstance(exc, ssl.SSLError) else ERR["reset"])
+
+    def lose(self, error: int) -> None:
+        """The connection is gone (or given up): every stream on it fails with ``error``."""
+        if self.closed:
+            return
+        self.closed = True
+        self.accepting = False
+        self.engine.forget(self)
+        if self.transport is not None:
+            self.transport.abort()
+        streams = list(self.streams.values()) + list(self.queue)
+        self.streams.clear()
+        self.queue.clear()
+        self.blocked.clear()
+        for stream in streams:
+            self._fail(stream, error)
+        self._wake()
+
+    def _connection_error(self, exc: H2Error) -> None:
+        last = self.next_sid - 2 if self.next_sid > 1 else 0
+        if self.transport is not None and not self.closed:
+            self.transport.write(frame(GOAWAY, 0, 0, struct.pack(">LL", last, exc.code)))
+        self.lose(ERR["other"])
+
+    # -- streams out --------------------------------------------------------------------
+    def submit(self, stream: _Stream) -> None:
+        stream.conn = self
+        if self.ready and not self.queue and len(self.streams) < self.max_streams:
+            self._start(stream)
+        else:
+            self.queue.append(stream)
+
+    def _pump(self) -> None:
+        queue = self.queue
+        while queue and len(self.streams) < self.max_streams and self.accepting:
+            self._start(queue.popleft())
+
+    def _start(self, stream: _Stream) -> None:
+        sid = self.next_sid
+        if sid > MAX_STREAM_ID:  # stream ids used up: this connection takes no more
+            self.accepting = False
+            stream.owner.submit(stream)
+            return
+        self.next_sid = sid + 2
+        stream.sid = sid
+        self.streams[sid] = stream
+        request = stream.request
+        sid_bytes = sid.to_bytes(4, "big")
+        out = self.out
+        if not self.flush_scheduled and not self.receiving:
+            self.flush_scheduled = True
+            self.engine.loop.call_soon(self.flush)
+        body = request.body
+        if body is None:
+            out += request.headers_head
+            out += sid_bytes
+            out += request.block
+            return
+        size = len(body)
+        if size <= self.send_window and size <= self.peer_window and size <= self.peer_max_frame:
+            self.send_window -= size
+            out += request.headers_head
+            out += sid_bytes
+            out += request.block
+            out += request.data_head
+            out += sid_bytes
+            out += body
+            return
+        out += request.open_head  # the body goes as the windows allow
+        out += sid_bytes
+        out += request.block
+        stream.window = self.peer_window
+        stream.offset = 0
+        self.blocked.append(stream)
+        self._send_blocked()
+
+    def _send_blocked(self) -> None:
+        waiting: deque[_Stream] = deque()
+        for stream in self.blocked:
+            if stream.done is None or stream.offset < 0:
+                continue
+            body = stream.request.body
+            while stream.offset < len(body) and self.send_window > 0 and stream.window > 0:
+                n = min(len(body) - stream.offset, self.send_window, stream.window,
+                        self.peer_max_frame)
+                last = stream.offset + n == len(body)
+                self._write(frame(DATA, END_STREAM if last else 0, stream.sid,
+                                  body[stream.offset:stream.offset + n]))
+                stream.offset += n
+                self.send_window -= n
+                stream.window -= n
+            if stream.offset < len(body):
+                waiting.append(stream)
+            else:
+                stream.offset = -1
+        self.blocked = waiting
+
+    def _write(self, data: bytes) -> None:
+        self.out += data
+        if not self.flush_scheduled and not self.receiving:
+            self.flush_scheduled = True
+            self.engine.loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        if self.out and not self.closed and self.transport is not None:
+            out, self.out = self.out, bytearray()
+            self.transport.write(out)
+
+    def expire(self, stream: _Stream) -> None:
+        """The sweep found ``stream`` past its timeout: cancel it (RST_STREAM) and fail it."""
+        if self.streams.pop(stream.sid, None) is not None:
+            self._write(frame(RST_STREAM, 0, stream.sid, CANCEL.to_bytes(4, "big")))
+            self._fail(stream, ERR["timeout"])
+            self._pump()
+        else:
+            try:
+                self.queue.remove(stream)
+            except ValueError:
+                pass
+            self._fail(stream, ERR["timeout"])
+
+    def _fail(self, stream: _Stream, error: int) -> None:
+        done = stream.done
+        if done is None:
+            return
+        stream.done = None
+        stream.offset = -1
+        done(stream.status, stream.ctype, stream.nbytes, None, error, None)
+
+    def _finish(self, stream: _Stream) -> None:
+        del self.streams[stream.sid]
+        done = stream.done
+        stream.done = None
+        stream.offset = -1
+        if self.queue:
+            self._pump()
+        elif not self.accepting and not self.streams:
+            self.flush()
+            self.lose(ERR["reset"])  # after GOAWAY, the last stream closes the connection
+        parts = stream.parts
+        done(stream.status, stream.ctype, stream.nbytes,
+             b"".join(parts) if parts is not None else None, 0, stream.head)
+
+    # -- frames in ----------------------------------------------------------------------
+    def data_received(self, data: bytes) -> None:
+        buf = self.buf
+        if buf:
+            buf += data
+            view = buf
+        else:
+            view = data
+        pos, n = 0, len(view)
+        self.receiving = True
+        try:
+            while n - pos >= 9:
+                hi, lo, ftype, flags, sid = _FRAME_HEAD(view, pos)
+                length = (hi << 16) | lo
+                end = pos + 9 + length
+                if end > n:
+                    if length > MAX_FRAME:
+                        raise H2Error(FRAME_SIZE_ERROR, f"frame of {length} bytes")
+                    break
+                sid &= MAX_STREAM_ID
+                if self.block_sid and ftype != CONTINUATION:
+                    raise H2Error(PROTOCOL_ERROR, "header block interrupted")
+                if ftype == DATA:
+                    self._data(sid, flags, view, pos + 9, end)
+                elif ftype == HEADERS:
+                    self._headers(sid, flags, view, pos + 9, end)
+                elif ftype == SETTINGS:
+                    self._settings(sid, flags, view, pos + 9, end)
+                elif ftype == WINDOW_UPDATE:
+                    self._window_update(sid, view, pos + 9, end)
+                elif ftype == RST_STREAM:
+                    self._rst_stream(sid, end - pos - 9)
+                elif ftype == PING:
+                    if end - pos - 9 != 8:
+                        raise H2Error(FRAME_SIZE_ERROR, "PING payload is not 8 bytes")
+                    if not flags & ACK:
+                        self._write(frame(PING, ACK, 0, bytes(view[pos + 9:end])))
+                elif ftype == GOAWAY:
+                    self._goaway(view, pos + 9, end)
+                elif ftype == CONTINUATION:
+                    self._continuation(sid, flags, view, pos + 9, end)
+                elif ftype == PUSH_PROMISE:
+                    raise H2Error(PROTOCOL_ERROR, "PUSH_PROMISE with push disabled")
+                pos = end  # PRIORITY and unknown frame types are ignored (RFC 9113 4.1)
+                if self.closed:
+                    return
+        except H2Error as exc:
+            self.receiving = False
+            self._connection_error(exc)
+            return
+        self.receiving = False
+        if view is buf:
+            del buf[:pos]
+        elif pos < n:
+            buf += view[pos:]
+        if self.out:
+            self.flush()
+
+    def _data(self, sid: int, flags: int, view, start: int, end: int) -> None:
+        if sid == 0:
+            raise H2Error(PROTOCOL_ERROR, "DATA on stream 0")
+        length = end - start
+        self.recv_unacked += length  # padding counts toward flow control too
+        if flags & PADDED:
+            start, end = _unpad(view, start, end)
+        stream = self.streams.get(sid)
+        if stream is not None:
+            stream.nbytes += end - start
+            if stream.parts is not None:
+                stream.parts.append(bytes(view[start:end]))
+            if flags & END_STREAM:
+                self._finish(stream)
+            else:
+                stream.recv += length
+                if stream.recv >= self.engine.stream_window >> 1:
+                    self._write(frame(WINDOW_UPDATE, 0, sid, stream.recv.to_bytes(4, "big")))
+                    stream.recv = 0
+        if self.recv_unacked >= self.engine.connection_window >> 1:
+            self._write(frame(WINDOW_UPDATE, 0, 0, self.recv_unacked.to_bytes(4, "big")))
+            self.recv_unacked = 0
+
+    def _headers(self, sid: int, flags: int, view, start: int, end: int) -> None:
+        if sid == 0:
+            raise H2Error(PROTOCOL_ERROR, "HEADERS on stream 0")
+        if flags & PADDED:
+            start, end = _unpad(view, start, end)
+        if flags & PRIORITY_FLAG:
+            start += 5
+        block = bytes(view[start:end])
+        if flags & END_HEADERS:
+            self._header_block(sid, block, flags & END_STREAM)
+        else:
+            self.block_sid, self.block_parts = sid, [block]
+            self.block_end_stream = bool(flags & END_STREAM)
+
+    def _continuation(self, sid: int, flags: int, view, start: int, end: int) -> None:
+        if sid != self.block_sid or sid == 0:
+            raise H2Error(PROTOCOL_ERROR, "CONTINUATION without its HEADERS")
+        self.block_parts.append(bytes(view[start:end]))
+        if sum(map(len, self.block_parts)) > MAX_HEADER_BLOCK:
+            raise H2Error(PROTOCOL_ERROR, "response header block too large")
+        if flags & END_HEADERS:
+            self.block_sid = 0
+            self._header_block(sid, b"".join(self.block_parts), self.block_end_stream)
+            self.block_parts = []
+
+    def _header_block(self, sid: int, block: bytes, end_stream: int) -> None:
+        stream = self.streams.get(sid)
+        engine = self.engine
+        if stream is None:  # a stream we reset or gave up: a stateless block changes nothing
+            return
+        if stream.status == 0:
+            cached = engine.blocks.get(block)
+            if cached is None:
+                status, raw_ctype, _ = decode_header_block(block)
+                cached = (status, engine.content_type(raw_ctype))
+                if len(engine.blocks) >= BLOCK_CACHE_ENTRIES:
+                    engine.blocks.clear()  # responses with a per-request field never repeat
+                engine.blocks[block] = cached
+            status = cached[0]
+            if status < 200:
+                if status < 100 or end_stream:
+                    self._reset_stream(stream, PROTOCOL_ERROR)
+                return  # 1xx: the final response follows
+            stream.status, stream.ctype = cached
+            if stream.request.head_only or status in _NO_BODY_STATUS:
+                stream.parts = None  # no body, as the HTTP/1.1 engine reports it
+            if stream.request.want_head:
+                stream.head = response_head(status, decode_header_block(block, True)[2])
+        if end_stream:
+            self._finish(stream)
+
+    def _reset_stream(self, stream: _Stream, code: int) -> None:
+        """A malformed response: RST_STREAM it and fail the request as ``other``."""
+        self.streams.pop(stream.sid, None)
+        self._write(frame(RST_STREAM, 0, stream.sid, code.to_bytes(4, "big")))
+        self._fail(stream, ERR["other"])
+        self._pump()
+
+    def _settings(self, sid: int, flags: int, view, start: int, end: int) -> None:
+        if sid != 0:
+            raise H2Error(PROTOCOL_ERROR, "SETTINGS on a stream")
+        if flags & ACK:
+            return
+        if (end - start) % 6:
+            raise H2Error(FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
+        for at in range(start, end, 6):
+            ident, value = _SETTING(view, at)
+            if ident == 0x3:  # MAX_CONCURRENT_STREAMS
+                self.max_streams = value
+            elif ident == 0x4:  # INITIAL_WINDOW_SIZE: applies to open streams too
+                if value > MAX_WINDOW:
+                    raise H2Error(FLOW_CONTROL_ERROR, "initial window above 2^31-1")
+                delta = value - self.peer_window
+                self.peer_window = value
+                for stream in self.blocked:
+                    stream.window += delta
+            elif ident == 0x5:  # MAX_FRAME_SIZE
+                if not MAX_FRAME <= value <= 16_777_215:
+                    raise H2Error(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
+                self.peer_max_frame = value
+        self._write(frame(SETTINGS, ACK, 0))
+        if not self.ready:
+            self.ready = True
+            self._wake()
+        self._pump()
+        if self.blocked:
+            self._send_blocked()
+
+    def _window_update(self, sid: int, view, start: int, end: int) -> None:
+        if end - start != 4:
+            raise H2Error(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
+        increment = _U32(view, start)[0] & MAX_WINDOW
+        if sid == 0:
+            if increment == 0:
+                raise H2Error(PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
+            self.send_window += increment
+            if self.send_window > MAX_WINDOW:
+                raise H2Error(FLOW_CONTROL_ERROR, "connection window above 2^31-1")
+        else:
+            stream = self.streams.get(sid)
+            if stream is None:
+                return
+            if increment == 0:
+                self._reset_stream(stream, PROTOCOL_ERROR)
+                return
+            stream.window += increment
+        if self.blocked:
+            self._send_blocked()
+
+    def _rst_stream(self, sid: int, length: int) -> None:
+        if length != 4:
+            raise H2Error(FRAME_SIZE_ERROR, "RST_STREAM payload is not 4 bytes")
+        if sid == 0:
+            raise H2Error(PROTOCOL_ERROR, "RST_STREAM on stream 0")
+        stream = self.streams.pop(sid, None)
+        if stream is not None:
+            self._fail(stream, ERR["reset"])
+            self._pump()
+
+    def _goaway(self, view, start: int, end: int) -> None:
+        if end - start < 8:
+            raise H2Error(FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
+        last_sid = _U32(view, start)[0] & MAX_STREAM_ID
+        self.accepting = False  # the owner opens a new connection for what comes next
+        unprocessed = [s for sid, s in self.streams.items() if sid > last_sid]
+        for stream in unprocessed:
+            del self.streams[stream.sid]
+        unprocessed += self.queue
+        self.queue.clear()
+        for stream in unprocessed:  # never processed: safe to send again, once
+            if stream.done is None:
+                continue
+            if stream.retried:
+                self._fail(stream, ERR["reset"])
+            else:
+                stream.retried = True
+                stream.sid, stream.offset = 0, -1
+                stream.owner.submit(stream)
+        if not self.streams:
+            self.flush()
+            self.lose(ERR["reset"])
+
+
+def _unpad(view, start: int, end: int) -> tuple[int, int]:
+    if start >= end:
+        raise H2Error(PROTOCOL_ERROR, "PADDED frame without its pad length")
+    pad = view[start]
+    if start + 1 + pad > end:
+        raise H2Error(PROTOCOL_ERROR, "padding longer than the frame")
+    return start + 1, end - pad

@@ -1,0 +1,336 @@
+"""The parent side of a run: :func:`drive` starts the shards, relays progress, merges results.
+
+The driver never runs inside a Jupyter kernel (the kernel owns an event loop and its traffic
+adds jitter): :func:`drive` starts N child processes (``python -m workbench.driver``, see
+:mod:`workbench.driver.shard`), waits until every one is warm (connections open), gives them
+one common start instant (UTC epoch ns), turns their progress into one live line and merges
+what they wrote. Interrupting the caller (Ctrl-C, SIGTERM, a kernel interrupt) stops the
+children, which flush everything they recorded; the result is still written, with status
+``interrupted``.
+
+Scaling out: arrival i of the global schedule goes to shard ``i mod N`` (k6's striped execution
+segments), VUs are split the same way, and every shard starts at one UTC instant, so the union
+of the shards is exactly the single-process schedule. Each shard measures with its own
+monotonic clock (latency needs no clock sync across hosts). Merging adds HDR histograms and
+counters (percentiles are never averaged) and concatenates the shards' Parquet row groups.
+
+On Dask distributed (``cluster="tcp://HOST:8786"``) the same shard function runs inside the
+workers, one shard per worker (:func:`shard_task`), and returns its report and its Parquet
+bytes. The API token travels as a task argument over the Dask connection (use Dask's TLS on a
+network you do not trust); it is never written to a file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+import pyarrow.parquet as pq
+
+from workbench import hdr, jsonio
+from workbench.driver.result import (
+    REQUESTS_FILE,
+    RESULT_FILE,
+    SHARD_FILE,
+    SPEC_FILE,
+    DriveResult,
+    ShardReport,
+    iso,
+    load_result,
+    load_shard_report,
+    merge_reports,
+    shard_document,
+)
+from workbench.driver.shard import format_progress, run_shard
+from workbench.driver.spec import DriveSpec
+from workbench.errors import WorkbenchError
+
+START_MARGIN_NS = 100_000_000  # children are warm and waiting; the start line needs < 1 ms
+# Open-loop requests/s to give one driver process: it holds 2,000/s with schedule-lag p99 well
+# under 1 ms, and open loop costs about 65 us of CPU per request at 10,000/s on the
+# development machine (benchmarks/run.py), so 5,000/s keeps a process near a third of a core.
+SHARD_CAPACITY_RPS = 5000.0
+CLUSTER_START_MARGIN_NS = 3_000_000_000  # Dask: time for every worker to start its shard
+CLUSTER_CONNECT_TIMEOUT_S = 10.0
+
+
+def auto_shards(spec: DriveSpec) -> int:
+    """Processes for a spec: enough for its peak request rate, at most one per core."""
+    if not spec.open_loop:
+        return 1
+    need = math.ceil(spec.peak_rate * spec.steps / SHARD_CAPACITY_RPS)
+    return max(1, min(os.cpu_count() or 1, need))
+
+
+def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
+          echo: Callable[[str], None] = print, *, shards: int | None = None,
+          cluster: str | None = None) -> DriveResult:
+    """Run ``spec`` in separate driver processes and return its result (``result.json``).
+
+    ``env`` adds variables for the children only (the token travels this way, never in a
+    file). ``shards``: how many processes (default: :func:`auto_shards`). ``cluster``: a Dask
+    scheduler address (``tcp://HOST:8786``) to run the shards on instead. Progress lines go to
+    ``echo``. Interrupting the caller interrupts the driver, which still writes everything it
+    recorded, and then re-raises ``KeyboardInterrupt``.
+    """
+    spec.validate()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for stale in (RESULT_FILE, REQUESTS_FILE):
+        (out_dir / stale).unlink(missing_ok=True)
+    jsonio.write_json(out_dir / SPEC_FILE, spec.document())
+    if shards is not None and (not isinstance(shards, int) or shards < 1):
+        raise WorkbenchError(f"shards must be a positive number of processes, got {shards!r}")
+    if cluster:
+        drive_on_cluster(spec, out_dir, cluster, shards=shards, env=env, echo=echo)
+        return load_result(out_dir)
+    n = shards or auto_shards(spec)
+    dirs = [out_dir] if n == 1 else [out_dir / f"shard-{k}" for k in range(n)]
+    child_env = os.environ | (env or {})
+    procs = [subprocess.Popen(
+        [sys.executable, "-m", "workbench.driver", str(out_dir / SPEC_FILE), "--shard",
+         f"{k}/{n}", "--out", str(d), "--wait-start", "--parent-pid", str(os.getpid())],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env=child_env) for k, d in enumerate(dirs)]
+    interrupted = _supervise(procs, echo)
+    if n == 1:
+        if not (out_dir / RESULT_FILE).exists():
+            raise WorkbenchError(f"the driver exited with code {procs[0].returncode} and wrote "
+                                 "no result; see the lines above")
+    else:
+        merge_shard_dirs(spec, out_dir, dirs, [p.returncode for p in procs])
+    result = load_result(out_dir)
+    if interrupted:
+        raise KeyboardInterrupt
+    return result
+
+
+# -- local shard processes ------------------------------------------------------------------
+
+class _Progress:
+    """One live line from N shards' progress: counts added, histograms merged."""
+
+    def __init__(self, shards: int, echo: Callable[[str], None]) -> None:
+        self.shards, self.echo = shards, echo
+        self.ticks: dict[int, dict[int, dict]] = {}
+        self.last_sent, self.last_elapsed = 0, 0.0
+
+    def add(self, p: dict) -> None:
+        tick = self.ticks.setdefault(p["tick"], {})
+        tick[p["shard"]] = p
+        if len(tick) < self.shards:
+            return
+        del self.ticks[p["tick"]]
+        parts = list(tick.values())
+        sent = sum(x["sent"] for x in parts)
+        elapsed = max(x["elapsed_s"] for x in parts)
+        rate = (sent - self.last_sent) / max(elapsed - self.last_elapsed, 1e-9)
+        self.last_sent, self.last_elapsed = sent, elapsed
+        p95 = hdr.percentiles_ms(hdr.merge(x["response_hist"] for x in parts), (95,))["p95"]
+        self.echo(format_progress(elapsed, sent, rate, sum(x["errors"] for x in parts),
+                                  sum(x["dropped"] for x in parts), p95))
+
+
+def _supervise(procs: list[subprocess.Popen], echo: Callable[[str], None]) -> bool:
+    """Start the children together, relay their lines, stop them on interrupt.
+
+    Returns whether the caller was interrupted (the children then flushed and exited).
+    """
+    lines: queue.Queue = queue.Queue()
+
+    def pump(k: int, stream: IO[str]) -> None:
+        for line in stream:
+            lines.put((k, line.rstrip("\n")))
+        lines.put((k, None))
+
+    for k, p in enumerate(procs):
+        threading.Thread(target=pump, args=(k, p.stderr), daemon=True).start()
+    progress = _Progress(len(procs), echo)
+    ready: set[int] = set()
+    live = len(procs)
+    started = interrupted = False
+    previous_term = None
+    if threading.current_thread() is threading.main_thread():
+        previous_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def stop_children(sig: int) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+            _close(p.stdin)
+
+    try:
+        while live:
+            try:
+                try:
+                    k, line = lines.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if line is None:
+                    live -= 1
+                    if not started:  # a child died before the start: stop the others
+                        stop_children(signal.SIGTERM)
+                        started = True
+                elif line == "@ready":
+                    ready.add(k)
+                    if len(ready) == len(procs) and not started:
+                        started = True
+                        at = time.time_ns() + START_MARGIN_NS
+                        for p in procs:
+                            _send(p.stdin, f"start {at}\n")
+                elif line.startswith("@progress "):
+                    progress.add(json.loads(line[len("@progress "):]))
+                else:
+                    echo(line)
+            except KeyboardInterrupt:
+                if interrupted:  # a second interrupt: stop waiting for the flush
+                    for p in procs:
+                        p.kill()
+                    raise
+                interrupted = started = True
+                stop_children(signal.SIGINT)
+    finally:
+        if previous_term is not None:
+            signal.signal(signal.SIGTERM, previous_term)
+        for p in procs:
+            _close(p.stdin)
+            p.wait()
+    return interrupted
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _send(stream: IO[str], text: str) -> None:
+    try:
+        stream.write(text)
+        stream.flush()
+    except (BrokenPipeError, ValueError, OSError):
+        pass  # that child is already gone; its exit is handled with its output
+
+
+def _close(stream: IO[str]) -> None:
+    try:
+        stream.close()
+    except (BrokenPipeError, ValueError, OSError):
+        pass
+
+
+# -- merging shard folders ------------------------------------------------------------------
+
+def merge_shard_dirs(spec: DriveSpec, out_dir: Path, shard_dirs: list[Path],
+                     exit_codes: list[int | None] | None = None) -> DriveResult:
+    """Merge shard folders (``shard.json`` + ``requests.parquet``) into ``out_dir``.
+
+    Writes ``out_dir/requests.parquet`` (the shards' row groups, concatenated) and
+    ``out_dir/result.json``; removes the shard folders. Refuses when a shard left no report.
+    """
+    reports = []
+    for k, d in enumerate(shard_dirs):
+        if not (d / SHARD_FILE).exists() or not (d / REQUESTS_FILE).exists():
+            code = exit_codes[k] if exit_codes else None
+            raise WorkbenchError(f"driver shard {k} exited with code {code} and wrote no "
+                                 f"result in {d}; see the lines above")
+        reports.append(load_shard_report(d / SHARD_FILE))
+    concat_parquet([d / REQUESTS_FILE for d in shard_dirs], out_dir / REQUESTS_FILE)
+    result = merge_reports(spec, reports,
+                           started_at=min(r["started_at"] for r in reports),
+                           ended_at=max(r["ended_at"] for r in reports))
+    jsonio.write_json(out_dir / RESULT_FILE, result)
+    for d in shard_dirs:
+        shutil.rmtree(d, ignore_errors=True)
+    return result
+
+
+def concat_parquet(parts: list[Path], dest: Path) -> None:
+    """Append every row group of ``parts`` to ``dest``, one group in memory at a time."""
+    tmp = dest.with_name(dest.name + ".tmp")
+    writer = None
+    try:
+        for part in parts:
+            pf = pq.ParquetFile(part)
+            if writer is None:
+                writer = pq.ParquetWriter(tmp, pf.schema_arrow)
+            for i in range(pf.num_row_groups):
+                writer.write_table(pf.read_row_group(i))
+    finally:
+        if writer is not None:
+            writer.close()
+    tmp.replace(dest)
+
+
+# -- Dask -----------------------------------------------------------------------------------
+
+def shard_task(spec_json: str, shard: int, shards: int, start_epoch_ns: int,
+               token: str) -> tuple[ShardReport, bytes]:
+    """Run one shard where this function is called (a Dask worker); return report + Parquet."""
+    spec = DriveSpec.from_json(spec_json)
+    started_at = iso(time.time_ns())
+    with tempfile.TemporaryDirectory(prefix="workbench-shard-") as tmp:
+        report = run_shard(spec, Path(tmp), shard, shards, start_epoch_ns=start_epoch_ns,
+                           token=token, handle_signals=False)
+        data = (Path(tmp) / REQUESTS_FILE).read_bytes()
+    return shard_document(report, started_at, iso(time.time_ns())), data
+
+
+def drive_on_cluster(spec: DriveSpec, out_dir: Path, address: str, shards: int | None = None,
+                     env: dict[str, str] | None = None,
+                     echo: Callable[[str], None] = print) -> DriveResult:
+    """Run the shards on the Dask scheduler at ``address``, one per worker, and merge them."""
+    try:  # an extra: only --cluster needs it
+        from distributed import Client
+    except ImportError:
+        raise WorkbenchError("--cluster needs Dask distributed, which is not installed; "
+                             "install the cluster extra: pip install -e '.[cluster]'") from None
+
+    if not address.startswith(("tcp://", "tls://", "inproc://", "ucx://")):
+        raise WorkbenchError(f"cluster address {address!r} must look like tcp://HOST:8786")
+    try:
+        client = Client(address, timeout=f"{CLUSTER_CONNECT_TIMEOUT_S}s")
+    except (OSError, TimeoutError) as exc:
+        raise WorkbenchError(f"cannot reach the Dask scheduler at {address} ({exc}); start it "
+                             f"with `dask scheduler` and workers with `dask worker {address}`"
+                             ) from None
+    with client:
+        workers = sorted(client.scheduler_info()["workers"])
+        if not workers:
+            raise WorkbenchError(f"the Dask cluster at {address} has no workers; start some "
+                                 f"with `dask worker {address}`")
+        n = shards or len(workers)
+        if n > len(workers):
+            raise WorkbenchError(f"{n} shards need {n} Dask workers (one shard each), the "
+                                 f"cluster has {len(workers)}; add workers or pass --shards "
+                                 f"{len(workers)}")
+        env = os.environ | (env or {})
+        token = env.get(spec.token_env, "") if spec.token_env else ""
+        start = time.time_ns() + CLUSTER_START_MARGIN_NS
+        echo(f"[driver] {n} shards on {address}, starting at {iso(start)}")
+        futures = [client.submit(shard_task, spec.to_json(), k, n, start, token, pure=False,
+                                 workers=[workers[k]], allow_other_workers=False)
+                   for k in range(n)]
+        try:
+            results = client.gather(futures)
+        except KeyboardInterrupt:
+            client.cancel(futures)
+            raise
+    dirs = []
+    for k, (report, data) in enumerate(results):
+        d = out_dir / f"shard-{k}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / REQUESTS_FILE).write_bytes(data)
+        jsonio.write_json(d / SHARD_FILE, report)
+        dirs.append(d)
+    return merge_shard_dirs(spec, out_dir, dirs)

@@ -1,0 +1,55 @@
+"""The one way the workbench writes JSON: stable bytes, written whole or not at all.
+
+Every JSON file the workbench writes (``spec.json``, ``shard.json``, ``result.json``,
+``record.json``, committed baselines, the suite's ``summary.json``, the target's state) goes
+through :func:`write_json`, so each has the same layout (:func:`dumps`) and no reader ever sees
+half a file: the text goes to a temporary file in the same folder, is flushed to disk, and then
+takes its name in one step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+
+def dumps(data: Any) -> str:
+    """Sorted keys, one-space indent, no NaN or infinity (not JSON), a trailing newline."""
+    return json.dumps(data, indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_json(path: Path, data: Any, *, exclusive: bool = False, mode: int | None = None
+               ) -> None:
+    """Write ``data`` to ``path`` atomically, creating its folder.
+
+    ``exclusive``: never replace an existing file (records are immutable); the temporary file
+    takes the name with ``os.link``, which fails if the name exists, so there is no
+    check-then-write race. ``mode``: the file's permissions from the start (e.g. ``0o600`` for
+    a file no other user may read), else the usual ``0o666`` less the umask.
+    """
+    path = Path(path)
+    text = dumps(data)  # before touching the disk: unserializable data leaves nothing behind
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                 0o666 if mode is None else mode)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            if mode is not None:
+                os.fchmod(fh.fileno(), mode)  # an old temporary file kept its own mode
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise WorkbenchError(f"{path} already exists; records are immutable") from None
+        else:
+            os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,328 @@
+"""The scenario registry: one module per scenario in this package, found by its file name.
+
+A scenario module (``workbench/scenarios/<name>.py``) defines ``SCENARIO = Scenario(...)``: what
+it sends (request templates and executor), its parameters with their types, its profiles (smoke,
+canonical) and default thresholds (k6 syntax), its fixtures (seed and reset, each one SQL file
+run by :func:`workbench.seed.load_fixture`), the certctl traps and probes preflight checks for
+it, and the notes its report shows beside the latency. Modules whose name starts with ``_`` hold
+pieces several scenarios share.
+
+Nothing else lists the scenarios: :func:`names` imports every module of this package (as
+papermill registers its engines and k6 its executors by name), and the notebooks
+(:mod:`workbench.notebook`), README's scenario table and ``workbench run all`` read the registry.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import pkgutil
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from workbench import seed
+from workbench.driver import RequestTemplate
+from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:  # pandas only where a table is made: every driver process imports the
+    import pandas as pd  # module of a scripted scenario, and so this package
+
+    from workbench.preflight import Probe
+
+ARRIVAL_RATE = "constant-arrival-rate"  # open loop: ``rate`` iterations per second
+CONSTANT_VUS = "constant-vus"  # closed loop: ``vus`` users, each iterating after the last ended
+PROFILES = ("smoke", "canonical")  # every scenario has both
+CUSTOM = "custom"  # the profile of a run whose parameters differ from the profile it names
+# The two 429 shapes certctl sends, as the driver counts them (status and content type): its
+# ACME server's RFC 7807 problem (only ever ...:rateLimited) and its REST limiter's refusal.
+ACME_429_KIND = "429 application/problem+json"
+REST_429_PREFIX = "429 text/plain"  # Go's http.Error: "text/plain; charset=utf-8"
+
+NUMBER, INTEGER, NAME, FLAG = "number", "integer", "name", "flag"
+_ID = re.compile(r"^[A-Za-z0-9._-]+$")  # names go into URL paths and JSON bodies verbatim
+
+
+@dataclass(frozen=True)
+class Param:
+    """One notebook parameter: its type, default and the comment shown beside it.
+
+    ``default`` None means every profile must give a value. Numbers and integers must be
+    positive (``zero_ok``: or zero); ``maximum`` bounds an integer (fixture sizes).
+    """
+
+    name: str
+    kind: str  # NUMBER, INTEGER, NAME (letters, digits, . _ -) or FLAG (true/false)
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    zero_ok: bool = False
+    maximum: int | None = None
+
+    def but(self, **changes: Any) -> Param:
+        """This parameter with other fields (a scenario's own help text or default)."""
+        return replace(self, **changes)
+
+    def check(self, value: Any) -> None:
+        """Refuse a value of the wrong type or out of range, naming the parameter."""
+        what = f"parameter {self.name}"
+        if self.kind == FLAG:
+            if not isinstance(value, bool):
+                raise WorkbenchError(f"{what} must be true or false, got {value!r}")
+        elif self.kind == NAME:
+            if not isinstance(value, str) or not _ID.match(value):
+                raise WorkbenchError(f"{what} must be a non-empty name of letters, digits, '.',"
+                                     f" '_' or '-', got {value!r}")
+            if self.choices and value not in self.choices:
+                raise WorkbenchError(f"{what} must be one of {', '.join(self.choices)}, "
+                                     f"got {value!r}")
+        elif self.maximum is not None:  # a bounded integer: one message says all of it
+            if isinstance(value, bool) or not isinstance(value, int) or not (
+                    1 <= value <= self.maximum):
+                raise WorkbenchError(f"{what} must be an integer in 1..{self.maximum}, "
+                                     f"got {value!r}")
+        else:
+            types = (int, float) if self.kind == NUMBER else int
+            if isinstance(value, bool) or not isinstance(value, types):
+                want = "a number" if self.kind == NUMBER else "an integer"
+                raise WorkbenchError(f"{what} must be {want}, got {value!r}")
+            if value < 0 or (value == 0 and not self.zero_ok):
+                rule = "must not be negative" if self.zero_ok else "must be positive"
+                raise WorkbenchError(f"{what} {rule}, got {value!r}")
+
+
+# Parameters of the executors, shared by every scenario that uses them.
+DURATION = Param("duration_s", NUMBER, None, "seconds of load")
+RATE = Param("rate", NUMBER, None, "iterations per second, open loop")
+MAX_VUS = Param("max_vus", INTEGER, 200, "open loop: most iterations in flight; an arrival "
+                                         "beyond them is dropped, and counted")
+VUS = Param("vus", INTEGER, None, "virtual users, closed loop")
+SLEEP = Param("sleep_s", NUMBER, 1.0, "think time after each iteration", zero_ok=True)
+
+
+def fixture_size(name: str, help: str) -> Param:
+    """A fixture's row count, bounded as the fixture SQL numbers its rows."""
+    return Param(name, INTEGER, None, help, maximum=seed.MAX_FIXTURE)
+
+
+@dataclass(frozen=True)
+class Note:
+    """A table a scenario's report shows beside the latency, read from ``result.json``.
+
+    ``table`` gives the notebook's table; ``line`` one endpoint's short text in the combined
+    report of ``workbench run all`` ("" when there is nothing to say).
+    """
+
+    title: str
+    text: str  # markdown: what the table counts and why it matters
+    table: Callable[[Mapping], pd.DataFrame]
+    line: Callable[[Mapping, str], str]
+
+
+def _429s(counts: Mapping[str, int]) -> dict[str, int]:
+    """One endpoint's 429s by kind, from its ``response_kinds`` counts."""
+    return {"acme_rate_limited": counts.get(ACME_429_KIND, 0),
+            "rest_rate_limited": sum(n for kind, n in counts.items()
+                                     if kind.startswith(REST_429_PREFIX))}
+
+
+def _rate_limited_table(result: Mapping) -> pd.DataFrame:
+    import pandas as pd
+
+    rows = {tag: _429s(counts) for tag, counts in sorted(
+        (result.get("response_kinds") or {}).items())}
+    frame = pd.DataFrame.from_dict(rows, orient="index",
+                                   columns=["acme_rate_limited", "rest_rate_limited"])
+    frame.index.name = "endpoint"
+    return frame
+
+
+def _rate_limited_line(result: Mapping, tag: str) -> str:
+    counts = _429s((result.get("response_kinds") or {}).get(tag, {}))
+    acme, rest = counts["acme_rate_limited"], counts["rest_rate_limited"]
+    return f"429 rateLimited={acme} 429 text/plain={rest}" if acme or rest else ""
+
+
+# certctl's REST limiter can refuse any scenario's requests, so the combined report of every
+# scenario counts both 429 kinds; acme_burst also shows them in its notebook.
+RATE_LIMITED = Note(
+    "429 counters",
+    "ACME `rateLimited` problems (`application/problem+json`) against the REST limiter's "
+    "`text/plain` refusals, per endpoint.",
+    _rate_limited_table, _rate_limited_line)
+
+
+def _no_probes(params: Mapping) -> tuple[Probe, ...]:
+    return ()
+
+
+def _no_sizes(params: Mapping) -> dict:
+    return {}
+
+
+LATENCY_FROM_INTENDED = (
+    "Response time from each request's intended start, in milliseconds, per endpoint and "
+    "status class; each percentile with a distribution-free 95% interval (`_lo`, `_hi`; blank "
+    "where this many samples cannot bound it).")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One load scenario: what it sends, seeds, checks and shows; see the package docstring.
+
+    Fields that say what a reader sees (``title``, ``description``, ``fixture_text``,
+    ``drive_text``, ``latency_text``, notes) are markdown for the generated notebook.
+    """
+
+    name: str
+    title: str
+    description: str  # what it sends and why, the notebook's introduction
+    sends: str  # the requests in a few words, for README's table
+    executor: str  # ARRIVAL_RATE or CONSTANT_VUS
+    parameters: tuple[Param, ...]
+    profiles: Mapping[str, Mapping[str, Any]]  # PROFILES, each over the parameters' defaults
+    thresholds: Mapping[str, Sequence[str]]  # k6 syntax, the notebook's default
+    templates: Callable[[Mapping], tuple[RequestTemplate, ...]]
+    fixture: Callable[[str, Mapping], dict] | None = None  # create or reset (idempotent)
+    fixture_reset: Callable[[str, Mapping], dict] | None = None  # undo a run; None: fixture
+    fixture_sizes: Callable[[Mapping], dict] = _no_sizes  # for the record (comparability)
+    size_param: str | None = None  # the parameter that sizes the fixture (`workbench seed --size`)
+    fixture_heading: str = "Fixtures"
+    fixture_text: str = "None."
+    traps: tuple[str, ...] = ("rate_limit",)  # certctl traps that spoil it (preflight.TRAPS)
+    probes: Callable[[Mapping], tuple[Probe, ...]] = _no_probes  # its own preflight checks
+    steps: int = 1  # templates per iteration (closed loop: one user's sequence)
+    script: str = ""  # package.module:factory of scripted virtual users (closed loop only)
+    script_params: tuple[str, ...] = ()  # the parameters the script receives
+    notes: tuple[Note, ...] = ()
+    drive_text: str = ""
+    latency_text: str = LATENCY_FROM_INTENDED
+    threshold_help: str = ""  # a comment on the thresholds in the parameters cell
+    _by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Refuse a module whose profiles do not fit its parameters."""
+        object.__setattr__(self, "_by_name", {p.name: p for p in self.parameters})
+        if sorted(self.profiles) != sorted(PROFILES):
+            raise WorkbenchError(f"scenario {self.name}: profiles must be {', '.join(PROFILES)}")
+        for profile in PROFILES:
+            self.defaults(profile)
+
+    @property
+    def notebook(self) -> str:
+        return f"{self.name}.ipynb"
+
+    @property
+    def takes(self) -> tuple[str, ...]:
+        """The parameter names, in the notebook's order."""
+        return tuple(self._by_name)
+
+    @property
+    def needs_database(self) -> bool:
+        return self.fixture is not None
+
+    def defaults(self, profile: str) -> dict:
+        """A profile's complete parameters, validated."""
+        return self.params_for(profile)
+
+    def params_for(self, profile: str, overrides: Mapping | None = None) -> dict:
+        """A profile's parameters (over the parameters' defaults) with ``overrides``, validated."""
+        if profile not in self.profiles:
+            raise WorkbenchError(f"unknown profile {profile!r} for {self.name}; choose one of "
+                                 f"{', '.join(self.profiles)}")
+        params = ({p.name: p.default for p in self.parameters} | dict(self.profiles[profile])
+                  | dict(overrides or {}))
+        self.validate(params)
+        return params
+
+    def validate(self, params: Mapping) -> None:
+        """Refuse an unknown name, a missing value or a bad one, naming the parameter."""
+        unknown = sorted(set(params) - set(self._by_name))
+        if unknown:
+            raise WorkbenchError(f"{self.name} takes no parameter {', '.join(unknown)}; it takes "
+                                 f"{', '.join(self.takes)} (and thresholds)")
+        for param in self.parameters:
+            if params.get(param.name) is None:
+                raise WorkbenchError(f"{self.name} needs parameter {param.name}")
+            param.check(params[param.name])
+
+    def profile_of(self, profile: str, params: Mapping) -> dict:
+        """What a run with ``params`` that names ``profile`` was: that profile, or custom.
+
+        Returns ``profile`` (the name, or ``custom``), ``profile_base`` (the profile named) and
+        ``profile_differs`` (each differing parameter: the profile's value and the run's).
+        """
+        base = self.defaults(profile)
+        differs = {name: {"profile": base[name], "run": params[name]}
+                   for name in self.takes if params[name] != base[name]}
+        return {"profile": CUSTOM if differs else profile, "profile_base": profile,
+                "profile_differs": differs}
+
+    def preflight_args(self, params: Mapping) -> dict:
+        """What preflight checks for this scenario: its traps, ACME profile and probes."""
+        acme = (params["profile_id"],) if "acme" in self.traps else ()
+        return {"traps": self.traps, "acme_profiles": acme, "probes": self.probes(params)}
+
+    def executor_settings(self, params: Mapping) -> dict:
+        """The DriveSpec fields of this scenario's executor, from its parameters."""
+        settings: dict = {"executor": self.executor, "steps": self.steps,
+                          "duration_s": float(params["duration_s"])}
+        if self.executor == CONSTANT_VUS:
+            vus = int(params["vus"])
+            settings |= {"vus": vus, "max_vus": vus, "sleep_s": float(params["sleep_s"])}
+            if self.script:
+                settings |= {"script": self.script,
+                             "script_params": {k: params[k] for k in self.script_params}}
+        else:
+            settings |= {"rate": float(params["rate"]), "max_vus": int(params["max_vus"])}
+        return settings
+
+    def seed(self, dsn: str, params: Mapping) -> dict:
+        """Create or reset the fixtures (idempotent); what was seeded, and how fast."""
+        self.validate(params)
+        return self.fixture(dsn, params) if self.fixture else {}
+
+    def seed_size(self, dsn: str, size: int, profile: str = "smoke") -> dict:
+        """Seed the fixture at ``size`` rows (its size parameter), the rest from ``profile``."""
+        if self.size_param is None:
+            raise WorkbenchError(f"{self.name} has no sized fixture; scenarios with one: "
+                                 + ", ".join(n for n in names() if get(n).size_param))
+        return self.seed(dsn, self.params_for(profile, {self.size_param: size}))
+
+    def reset(self, dsn: str, params: Mapping) -> dict:
+        """Undo what an earlier run changed, once the fixtures are seeded."""
+        self.validate(params)
+        reset = self.fixture_reset or self.fixture
+        return reset(dsn, params) if reset else {}
+
+
+def module_names() -> list[str]:
+    """The scenario modules in this package, in name order (``_`` modules are shared parts)."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+@functools.cache
+def _registry() -> dict[str, Scenario]:
+    found = {}
+    for name in module_names():
+        scenario = getattr(importlib.import_module(f"{__name__}.{name}"), "SCENARIO", None)
+        if not isinstance(scenario, Scenario) or scenario.name != name:
+            raise WorkbenchError(f"workbench/scenarios/{name}.py must define SCENARIO = "
+                                 f"Scenario(name={name!r}, ...)")
+        found[name] = scenario
+    return found
+
+
+def names() -> list[str]:
+    """Every registered scenario, in name order (the order of ``workbench run all``)."""
+    return list(_registry())
+
+
+def get(name: str) -> Scenario:
+    """The scenario called ``name``; one line naming the choices when there is none."""
+    registry = _registry()
+    if name not in registry:
+        raise WorkbenchError(f"unknown scenario {name!r}; choose one of {', '.join(registry)}"
+                             " (or all)")
+    return registry[name]

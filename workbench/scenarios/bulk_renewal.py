@@ -1,0 +1,120 @@
+"""bulk_renewal: certctl's scale-tier scenario A, bulk renew over a seeded certificate fleet."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import pandas as pd
+
+from workbench import seed
+from workbench.driver import RequestTemplate
+from workbench.scenarios import (
+    ARRIVAL_RATE,
+    DURATION,
+    INTEGER,
+    MAX_VUS,
+    NAME,
+    RATE,
+    Note,
+    Param,
+    Scenario,
+    fixture_size,
+)
+
+CERTS_SQL = "01_bulk_renewal_certs.sql"
+RESET_SQL = "01_bulk_renewal_reset.sql"
+TOTALS = ("total_matched", "total_enqueued", "total_skipped", "total_failed")
+TAG = "bulk_renew"
+_ACTIVE = ("certificates", "SELECT count(*) FROM managed_certificates"
+                           " WHERE id LIKE 'mc-loadtest-bulk-%' AND status = 'Active'")
+
+
+def certificate_ids(bulk_size: int) -> list[str]:
+    """The fixture's certificate ids, oldest ``created_at`` first."""
+    return [f"mc-loadtest-bulk-{seed.fixture_number(i)}" for i in range(1, bulk_size + 1)]
+
+
+def templates(params: Mapping) -> tuple[RequestTemplate, ...]:
+    """Criteria mode: one body, re-sent (certctl matches the 50 oldest each time). ids mode:
+    the fixture in batches of ``ids_per_request``, cycled."""
+    if params["mode"] == "criteria":
+        bodies = [{"team_id": params["team_id"], "issuer_id": params["issuer_id"]}]
+    else:
+        ids = certificate_ids(params["bulk_size"])
+        step = params["ids_per_request"]
+        bodies = [{"certificate_ids": ids[i:i + step]} for i in range(0, len(ids), step)]
+    return tuple(RequestTemplate("POST", "/api/v1/certificates/bulk-renew", TAG,
+                                 json.dumps(b, separators=(",", ":")), expect=(200,),
+                                 sum_fields=TOTALS) for b in bodies)
+
+
+def seed_certificates(dsn: str, params: Mapping) -> dict:
+    """Create or reset the ``loadtest-bulk-NNNNN`` certificates (all Active, no jobs)."""
+    return seed.load_fixture(dsn, CERTS_SQL, {"bulk_size": params["bulk_size"]}, _ACTIVE,
+                             parents=True)
+
+
+def reset_certificates(dsn: str, params: Mapping) -> dict:
+    """Put the fleet back between runs: its jobs deleted, status Active again."""
+    return seed.load_fixture(dsn, RESET_SQL, {}, _ACTIVE)
+
+
+def _totals_table(result: Mapping) -> pd.DataFrame:
+    totals = (result.get("response_totals") or {}).get(TAG, {})
+    row = {name.removeprefix("total_"): totals.get(name, 0) for name in TOTALS}
+    return pd.DataFrame([row], index=pd.Index([TAG], name="endpoint"))
+
+
+def _totals_line(result: Mapping, tag: str) -> str:
+    totals = (result.get("response_totals") or {}).get(tag)
+    return " ".join(f"{k.removeprefix('total_')}={v}" for k, v in totals.items()) if totals else ""
+
+
+RESPONSE_TOTALS = Note(
+    "Response totals",
+    "Summed over every bulk-renew response: certificates matched, renewal jobs enqueued, "
+    "skipped (already `RenewalInProgress`, ...), failed.",
+    _totals_table, _totals_line)
+
+SCENARIO = Scenario(
+    name="bulk_renewal",
+    title="Bulk renewal",
+    description=(
+        "certctl's scale-tier scenario A: an open-loop constant arrival rate of "
+        "`POST /api/v1/certificates/bulk-renew` over a seeded fleet of `loadtest-bulk-NNNNN` "
+        "certificates. In criteria mode certctl matches at most 50 certificates per call (its "
+        "repository clamps the page to 50, oldest `created_at` first), renews those still "
+        "`Active` and skips them on every later call; `certificate_ids` mode renews the fleet "
+        "in batches. The response totals are summed beside the latency."),
+    sends="`POST /api/v1/certificates/bulk-renew`",
+    executor=ARRIVAL_RATE,
+    parameters=(
+        RATE.but(help="bulk-renew calls per second, open loop (certctl's plan: 5/s for 5 min)"),
+        DURATION,
+        fixture_size("bulk_size", f"certificates in seed/{CERTS_SQL} (plan: 10,000)"),
+        Param("mode", NAME, "criteria", '"criteria" (team_id + issuer_id) or "ids" '
+                                        "(certificate_ids batches)", choices=("criteria", "ids")),
+        Param("team_id", NAME, "t-platform", "criteria mode: the team"),
+        Param("issuer_id", NAME, "iss-local", "criteria mode: the issuer"),
+        Param("ids_per_request", INTEGER, 50, "ids mode: certificate ids per call"),
+        MAX_VUS,
+    ),
+    profiles={
+        "smoke": {"rate": 5.0, "duration_s": 4.0, "bulk_size": 200},
+        "canonical": {"rate": 5.0, "duration_s": 300.0, "bulk_size": 10000},
+    },
+    thresholds={"http_req_duration": ["p(99)<5000", "p(95)<2000"],
+                "http_req_failed": ["rate<0.01"]},
+    templates=templates,
+    fixture=seed_certificates,
+    fixture_reset=reset_certificates,
+    fixture_sizes=lambda p: {"certificates": p["bulk_size"]},
+    size_param="bulk_size",
+    fixture_heading="Seed (or reset) the bulk-renewal fleet",
+    fixture_text=(f"`seed/{CERTS_SQL}`, idempotent: seeding puts every fixture certificate back "
+                  f"to `Active` and removes its jobs (`seed/{RESET_SQL}` does only that between "
+                  "runs)."),
+    traps=("rate_limit", "fixture_parents", "renewal_check"),
+    notes=(RESPONSE_TOTALS,),
+)

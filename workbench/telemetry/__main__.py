@@ -1,0 +1,3 @@
+from workbench.telemetry.process import main
+
+raise SystemExit(main())
