@@ -79,3 +79,14 @@ def test_a_drive_records_the_scheduling_each_shard_got(tmp_path):
     if len(allowed) > 1:
         assert shards[0]["cpus"] != shards[1]["cpus"]  # shard k on the k-th core
     assert result["driver"]["scheduling"]["policy"] == shards[0]["policy"]
+
+
+def test_the_record_keeps_what_the_driver_got():
+    from workbench.record import validity_section
+
+    fifo = {"policy": "fifo", "priority": 10, "cpus": [0], "notes": []}
+    reported = {"checks": [], "valid": True, "invalid_reasons": [],
+                "schedule_lag_ms": {"p50": 0.1, "p99": 0.2},
+                "driver": {"cpu_fraction": 0.05, "scheduling": fifo}}
+    assert validity_section(reported)["driver_scheduling"] == fifo
+    assert validity_section(None)["driver_scheduling"] is None
