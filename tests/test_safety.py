@@ -31,6 +31,8 @@ def test_token_and_dsn_password_never_land_in_run_files(target_with_distinctive_
     info = target_with_distinctive_token
     # trust auth on the socket ignores the password, so the DSN works and carries a secret
     dsn = info.dsn.replace("postgres@", f"postgres:{PASSWORD}@")
+    # libpq reads sslpassword only to decrypt a client key, so it is a harmless secret here
+    dsn += ("&" if "?" in dsn else "?") + f"sslpassword={PASSWORD}"
     monkeypatch.setenv("CERTCTL_TOKEN", TOKEN)
     monkeypatch.setenv("CERTCTL_DSN", dsn)
     run_dir, code = run.execute("agent_storm", "smoke", target_url=info.url, ca_file=info.ca_file,
@@ -52,6 +54,20 @@ def test_token_and_dsn_password_never_land_in_run_files(target_with_distinctive_
 def test_redacted_dsn_drops_the_password():
     assert seed.redact_dsn(f"postgresql://u:{PASSWORD}@127.0.0.1:5432/certctl") == (
         "postgresql://u@127.0.0.1:5432/certctl")
+
+
+@pytest.mark.parametrize("query", [f"password={PASSWORD}", f"sslpassword={PASSWORD}",
+                                   f"passfile=/home/{PASSWORD}/.pgpass",
+                                   f"sslmode=require&PASSWORD={PASSWORD}&application_name=wb"])
+def test_redacted_dsn_drops_a_password_given_in_the_query_string(query):
+    redacted = seed.redact_dsn(f"postgresql://u:{PASSWORD}@127.0.0.1:5432/certctl?{query}")
+    assert PASSWORD not in redacted
+    assert redacted.startswith("postgresql://u@127.0.0.1:5432/certctl")
+
+
+def test_redacted_dsn_keeps_the_query_parameters_that_are_not_secret():
+    assert seed.redact_dsn("postgresql://u@/certctl?host=/tmp/s&password=x&sslmode=disable") == (
+        "postgresql://u@/certctl?host=%2Ftmp%2Fs&sslmode=disable")
 
 
 @pytest.mark.parametrize("host", ["10.1.2.3", "db.example.test", "192.168.0.10"])
@@ -136,3 +152,86 @@ def test_seeding_and_resetting_every_scenario_leaves_foreign_rows_untouched(embe
                 conn.execute(sa.text(f"DELETE FROM {table} WHERE {KEY.get(table, 'id')}"
                                      " = ANY(:ids)"), {"ids": list(FOREIGN_IDS[table])})
         engine.dispose()
+
+
+# --- the API token: RFC 6750 characters only, never echoed, sent only where the user means ----
+
+def _workbench(*args, env=None, timeout=120):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("bad", [f"{TOKEN}\r\nX-Injected: 1", f"{TOKEN}\nX-Injected: 1",
+                                 f"Bearer {TOKEN}", f"{TOKEN}\u00e9", f"{TOKEN}=x", " "])
+def test_a_token_outside_rfc6750_is_refused_before_any_request_and_never_echoed(bad,
+                                                                                monkeypatch):
+    from workbench import preflight
+
+    monkeypatch.setenv(preflight.TOKEN_ENV, bad)
+    target = preflight.Target(url="https://127.0.0.1:9", ca_file=None, insecure=False,
+                              embedded=False)
+    with pytest.raises(WorkbenchError, match="not a valid Bearer token") as err:
+        preflight.token_for(target)
+    assert TOKEN not in str(err.value) and "X-Injected" not in str(err.value)
+
+
+@pytest.mark.parametrize("good", [TOKEN, "YWxhZGRpbjpvcGVuc2VzYW1l==", "a.b_c~d+e/f"])
+def test_rfc6750_tokens_are_accepted(good, monkeypatch):
+    from workbench import preflight
+
+    monkeypatch.setenv(preflight.TOKEN_ENV, good)
+    assert preflight.token_for(preflight.Target(url="https://db.example.test", ca_file=None,
+                                                insecure=False, embedded=False)) == good
+
+
+def test_drive_refuses_a_token_with_a_line_break_in_one_line_without_echoing_it(tmp_path):
+    from tests.loopback import LoopbackServer
+
+    with LoopbackServer() as srv:
+        out = _workbench("drive", f"{srv.url}/bulk", "--method", "post", "--body", "{}",
+                         "--rate", "5", "--duration", "1", "--send-token",
+                         "--out", str(tmp_path / "run"),
+                         env={"CERTCTL_TOKEN": f"{TOKEN}\r\nX-Injected: 1"})
+        assert srv.bulk_headers == {}  # no request was sent
+    assert out.returncode == 2 and out.stderr.startswith("error: ")
+    assert out.stderr.count("\n") == 1 and "Bearer token" in out.stderr
+    assert TOKEN not in out.stderr + out.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_drive_sends_the_token_only_with_send_token(tmp_path):
+    from tests.loopback import LoopbackServer
+
+    with LoopbackServer() as srv:
+        for flag, expected in (([], None), (["--send-token"], f"Bearer {TOKEN}")):
+            srv.bulk_headers = {}
+            out = _workbench("drive", f"{srv.url}/bulk", "--method", "post", "--body", "{}",
+                             "--rate", "5", "--duration", "1", *flag,
+                             "--out", str(tmp_path / f"run{len(flag)}"),
+                             env={"CERTCTL_TOKEN": TOKEN})
+            assert out.returncode == 0, out.stderr
+            assert srv.bulk_headers.get("Authorization") == expected
+    for path in (p for p in tmp_path.rglob("*") if p.is_file()):
+        assert TOKEN.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("url", ["http://10.255.255.1:9/x", "http://db.example.test/"])
+def test_drive_never_sends_the_token_over_plain_http_off_this_machine(url, tmp_path):
+    out = _workbench("drive", url, "--rate", "5", "--duration", "1", "--send-token",
+                     "--out", str(tmp_path / "run"), env={"CERTCTL_TOKEN": TOKEN})
+    assert out.returncode == 2 and "plain HTTP" in out.stderr, out.stderr
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_scenario_target_over_plain_http_off_this_machine_gets_no_token(monkeypatch):
+    from workbench import preflight
+
+    monkeypatch.setenv(preflight.TOKEN_ENV, TOKEN)
+    target = preflight.resolve_target("http://10.255.255.1:8080")
+    with pytest.raises(WorkbenchError, match="plain HTTP"):
+        preflight.token_for(target)

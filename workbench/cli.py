@@ -136,12 +136,16 @@ def cmd_drive(args) -> int:
     if bad:
         raise WorkbenchError(f"--header {bad[0]!r} must be NAME:VALUE")
     headers = tuple((k.strip(), v.strip()) for k, v in (h.split(":", 1) for h in args.header))
+    if args.send_token:  # an ad-hoc URL gets the token only when the user says so
+        preflight.token_for(preflight.Target(url=base, ca_file=None, insecure=False,
+                                             embedded=False))
     spec = driver.DriveSpec(
         base_url=base, templates=(driver.RequestTemplate(args.method.upper(), path, "adhoc",
                                                           args.body, headers),),
         rate=args.rate, duration_s=args.duration, max_vus=args.vus, timeout_s=args.timeout,
         ca_file=args.ca_file, insecure=args.insecure,
-        token_env=preflight.TOKEN_ENV, scenario="adhoc", protocol=args.protocol)
+        token_env=preflight.TOKEN_ENV if args.send_token else None, scenario="adhoc",
+        protocol=args.protocol)
     out = Path(args.out) if args.out else runs_dir() / f"adhoc_{secrets.token_hex(4)}"
     try:
         driver.drive(spec, out, echo=lambda line: print(line, file=sys.stderr, flush=True),
@@ -243,6 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--insecure", action="store_true")
     d.add_argument("--protocol", choices=("h1", "h2"), default="h1",
                    help="HTTP/1.1 (h1) or HTTP/2 (h2: ALPN h2 over https://)")
+    d.add_argument("--send-token", action="store_true",
+                   help="send CERTCTL_TOKEN as a Bearer token to this URL (https://, or plain "
+                        "http:// to this machine only)")
     d.add_argument("--out", help="output folder (default: runs/adhoc_<id>)")
     d.add_argument("--shards", type=_positive(int),
                    help="driver processes; arrival i goes to shard i mod N (default: automatic)")

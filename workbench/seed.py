@@ -33,15 +33,24 @@ CERTCTL_TABLES = ("agents", "teams", "owners", "issuers", "renewal_policies",
                   "managed_certificates", "certificate_versions", "jobs")
 
 
+# libpq connection parameters that carry a secret (or point at one) when given in the query
+# string: ``postgresql://u@h/db?password=...`` is as secret as ``u:...@h``.
+SECRET_DSN_PARAMS = frozenset({"password", "sslpassword", "passfile"})
+
+
 def redact_dsn(dsn: str) -> str:
-    """The DSN with any password removed, safe to record."""
+    """The DSN with every password removed (user info and query string), safe to record."""
     try:
-        return make_url(dsn).render_as_string(hide_password=True).replace(":***@", "@")
+        url = make_url(dsn)
+        url = url.difference_update_query(
+            [key for key in url.query if key.lower() in SECRET_DSN_PARAMS])
+        return url.render_as_string(hide_password=True).replace(":***@", "@")
     except Exception:  # noqa: BLE001 - an unparseable DSN is still never echoed
         return "<unparseable DSN>"
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine: a loopback address, ``localhost`` or a Unix socket."""
     if not host or host.startswith("/") or host == "localhost":
         return True  # Unix socket or local name
     try:
@@ -70,7 +79,7 @@ def engine_for(dsn: str, allow_remote: bool = False) -> sa.Engine:
     host = url.query.get("host") if url.host is None else url.host
     if isinstance(host, tuple):
         host = host[0]
-    if not allow_remote and not _is_loopback(host):
+    if not allow_remote and not is_loopback(host):
         raise WorkbenchError(f"database host {host!r} is not on this machine; pass "
                              "--allow-remote-db to write fixtures to it")
     return sa.create_engine(url, pool_pre_ping=True)
