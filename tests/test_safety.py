@@ -235,3 +235,46 @@ def test_a_scenario_target_over_plain_http_off_this_machine_gets_no_token(monkey
     target = preflight.resolve_target("http://10.255.255.1:8080")
     with pytest.raises(WorkbenchError, match="plain HTTP"):
         preflight.token_for(target)
+
+
+# --- secret headers: sent, never written ------------------------------------------------------
+
+SECRET_HEADER_VALUE = "Basic c2VjcmV0LWhlYWRlci1EaXN0aW5jdGl2ZQ-NEVER-WRITE"
+
+
+@pytest.mark.parametrize("shards", ["1", "2"])
+def test_a_secret_header_is_sent_but_lands_in_no_file(tmp_path, shards):
+    from tests.loopback import LoopbackServer
+
+    with LoopbackServer() as srv:
+        out = _workbench("drive", f"{srv.url}/bulk", "--method", "post", "--body", "{}",
+                         "--header", f"Authorization: {SECRET_HEADER_VALUE}",
+                         "--header", "X-Api-Key: k-NEVER-WRITE", "--header", "X-Trace: t-1",
+                         "--rate", "10", "--duration", "1", "--shards", shards,
+                         "--out", str(tmp_path / "run"))
+        assert out.returncode == 0, out.stderr
+        assert srv.bulk_headers["Authorization"] == SECRET_HEADER_VALUE
+        assert srv.bulk_headers["X-Api-Key"] == "k-NEVER-WRITE"
+    assert "NEVER-WRITE" not in out.stdout + out.stderr
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert "spec.json" in {p.name for p in files}
+    for path in files:
+        assert b"NEVER-WRITE" not in path.read_bytes(), path
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())["spec"]
+    assert dict(map(tuple, spec["templates"][0]["headers"]))["X-Trace"] == "t-1"  # not secret
+
+
+def test_a_spec_json_whose_secret_header_is_not_in_the_environment_is_refused(monkeypatch):
+    from workbench.driver.spec import DriveSpec, RequestTemplate
+
+    spec = DriveSpec("http://127.0.0.1:9", (RequestTemplate(
+        "GET", "/", "t", headers=(("Cookie", "sid=NEVER-WRITE"),)),), rate=1, duration_s=1)
+    text = spec.to_json()
+    assert "NEVER-WRITE" not in text
+    for name, value in spec.secret_env().items():
+        monkeypatch.setenv(name, value)
+    assert DriveSpec.from_json(text) == spec  # resolved from the environment
+    for name in spec.secret_env():
+        monkeypatch.delenv(name)
+    with pytest.raises(WorkbenchError, match="secret kept out of spec.json"):
+        DriveSpec.from_json(text).validate()
