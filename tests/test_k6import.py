@@ -96,6 +96,9 @@ def test_imported_run_is_committed_and_tabled_as_imported(tmp_path):
     (None, {"started_at": "yesterday"}, "not an ISO 8601 time"),
     (None, {"started_at": "2026-05-02T10:00:00"}, "no time zone"),
     (None, {"commit": "main"}, "not a git SHA"),
+    (None, {"machine": "../../x"}, "--machine '../../x' cannot name a baseline file"),
+    (None, {"machine": ".."}, "--machine '..' cannot name a baseline file"),
+    (None, {"machine": "a/b"}, "--machine 'a/b' cannot name a baseline file"),
 ])
 def test_bad_input_is_refused_with_one_line(tmp_path, content, args, needle):
     path = tmp_path / "summary.json"

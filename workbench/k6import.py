@@ -25,7 +25,7 @@ from pathlib import Path
 
 from workbench import hdr, record
 from workbench.analysis import _EXPR, ALL, PERCENTILES
-from workbench.baseline import workbench_revision
+from workbench.baseline import check_path_part, workbench_revision
 from workbench.errors import WorkbenchError
 from workbench.jsonio import write_json
 from workbench.paths import project_root, runs_dir
@@ -257,6 +257,8 @@ def import_summary(path: Path | str, scenario: str, *, machine: str | None = Non
                              "and underscores (e.g. api_tier)")
     if commit is not None and not re.fullmatch(r"[0-9a-fA-F]{7,40}", commit):
         raise WorkbenchError(f"--commit {commit!r} is not a git SHA (7 to 40 hex digits)")
+    if machine is not None:
+        check_path_part(machine, "--machine")  # it names a folder under baselines/
     try:
         raw = path.read_bytes()
     except OSError as exc:
