@@ -151,6 +151,11 @@ def cmd_drive(args) -> int:
         token_env=preflight.TOKEN_ENV if args.send_token else None, scenario="adhoc",
         protocol=args.protocol)
     out = Path(args.out) if args.out else runs_dir() / f"adhoc_{secrets.token_hex(4)}"
+    if out.exists() and not out.is_dir():
+        raise WorkbenchError(f"--out {out} is a file; name a new folder for the run")
+    if out.is_dir() and any(out.iterdir()):
+        raise WorkbenchError(f"--out {out} already holds files; name a new folder (a run's "
+                             "files are never overwritten)")
     try:
         driver.drive(spec, out, echo=lambda line: print(line, file=sys.stderr, flush=True),
                      shards=args.shards, cluster=args.cluster)

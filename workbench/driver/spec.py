@@ -278,6 +278,12 @@ def _template_problems(t: RequestTemplate) -> list[str]:
         elif str(value).startswith(ENV_REF):
             out.append(f"{where}: the value of header {name!r} is a secret kept out of "
                        f"spec.json; pass it in the environment as {str(value)[len(ENV_REF):]}")
+    if isinstance(t.body, str) and _is_json(_content_type(t)):
+        try:
+            json.loads(t.body)
+        except ValueError as exc:
+            out.append(f"{where}: the body is not JSON ({exc}) but is sent as "
+                       f"{_content_type(t)}; fix it, or set --header 'Content-Type: ...'")
     for status in t.expect:
         if not is_int(status) or not 100 <= status <= 599:
             out.append(f"{where}: expected status {status!r} is not an HTTP status")
@@ -285,6 +291,17 @@ def _template_problems(t: RequestTemplate) -> list[str]:
         if not isinstance(name, str) or not name:
             out.append(f"{where}: sum_fields must be names of JSON fields")
     return out
+
+
+def _content_type(t: RequestTemplate) -> str:
+    """The Content-Type a template's body is sent with: its own header, else JSON's."""
+    given = [v for k, v in t.headers if str(k).lower() == "content-type"]
+    return str(given[-1]) if given else "application/json"
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def _has_ctl(text: str, space: bool = False) -> bool:
