@@ -78,6 +78,32 @@ def test_a_non_loopback_database_needs_explicit_consent_before_any_write(host):
                           {"fleet_size": 10}, ("agents", "SELECT 1"))
 
 
+@pytest.mark.parametrize("dsn,env", [
+    ("postgresql://u@127.0.0.1/certctl?host=10.1.2.3", {}),
+    ("postgresql://u@/certctl?host=/tmp/s&host=db.example.test", {}),
+    ("postgresql://u@/certctl?host=127.0.0.1,10.1.2.3:5433", {}),
+    ("postgresql://u@127.0.0.1,db.example.test/certctl", {}),
+    ("postgresql://u@localhost/certctl?hostaddr=10.1.2.3", {}),
+    ("postgresql://u@/certctl?service=prod", {}),
+    ("postgresql://u@/certctl", {"PGHOST": "db.example.test"}),
+    ("postgresql://u@/certctl", {"PGSERVICE": "prod"}),
+    ("postgresql://u@localhost/certctl", {"PGHOSTADDR": "10.1.2.3"}),
+])
+def test_every_effective_database_host_needs_consent_when_remote(dsn, env, monkeypatch):
+    for name in ("PGHOST", "PGHOSTADDR", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(WorkbenchError, match="not on this machine.*--allow-remote-db"):
+        seed.engine_for(dsn)
+    seed.engine_for(dsn, allow_remote=True).dispose()
+
+
+def test_pghost_does_not_count_when_the_url_names_the_host(monkeypatch):
+    monkeypatch.setenv("PGHOST", "db.example.test")  # libpq ignores it: the URL gives a host
+    seed.engine_for("postgresql://u@127.0.0.1/x?host=/tmp/s,[::1]:5432").dispose()
+
+
 @pytest.mark.parametrize("dsn", ["postgresql://u@127.0.0.1:5432/x", "postgresql://u@[::1]/x",
                                  "postgresql://u@localhost/x", "postgresql://u@/x?host=/tmp/s"])
 def test_loopback_and_socket_databases_need_no_consent(dsn):
