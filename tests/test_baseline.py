@@ -212,3 +212,65 @@ def test_commit_date_of_the_measured_commit():
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", commit_date(head))
     assert commit_date("f" * 40) is None and commit_date("--help") is None
     assert commit_date(None) is None and commit_date("unknown") is None
+
+
+@pytest.mark.parametrize("field,value", [("machine", "../../x"), ("machine", ".."),
+                                         ("machine", "a/b"), ("scenario", "../up"),
+                                         ("commit", "../../../etc"), ("machine", "x\ny")])
+def test_a_record_whose_names_would_leave_baselines_is_refused_and_nothing_is_written(
+        repo, field, value):
+    rec = record()
+    if field == "machine":
+        rec["machine"]["name"] = value
+    elif field == "scenario":
+        rec["scenario"] = value
+    else:
+        rec["target"]["commit"] = value
+    run_dir = write_run(repo, rec)
+    with pytest.raises(WorkbenchError, match="cannot name a baseline file"):
+        baseline.commit(run_dir, repo)
+    assert sorted(p.name for p in repo.iterdir()) == [".git", ".gitignore", "code.py", "runs"]
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_a_symlinked_machine_folder_cannot_lead_out_of_baselines(repo, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (repo / "baselines").mkdir()
+    (repo / "baselines" / "x86_64-2c-24g-abcd1234").symlink_to(outside)
+    with pytest.raises(WorkbenchError, match="outside baselines/"):
+        baseline.commit(write_run(repo, record()), repo)
+    assert list(outside.iterdir()) == []
+
+
+def test_a_failed_git_commit_leaves_nothing_staged_or_written_and_a_retry_succeeds(repo):
+    baseline.commit(write_run(repo, record(run_id="20261126T110000Z_agent_storm_00000000")),
+                    repo)
+    table = (repo / "baselines" / "README.md").read_text()
+    hook = repo / ".git" / "hooks" / "pre-commit"
+    hook.write_text("#!/bin/sh\necho refused by hook >&2\nexit 1\n")
+    hook.chmod(0o755)
+    run_dir = write_run(repo, record())
+    with pytest.raises(WorkbenchError, match="refused by hook"):
+        baseline.commit(run_dir, repo)
+    assert git(repo, "status", "--porcelain") == ""  # nothing staged, nothing left over
+    assert (repo / "baselines" / "README.md").read_text() == table
+    assert len(list((repo / "baselines").rglob("*.json"))) == 1
+    hook.unlink()
+    dest = baseline.commit(run_dir, repo)  # the retry does not say "already exists"
+    assert dest.exists() and git(repo, "status", "--porcelain") == ""
+
+
+def test_render_writes_the_table_atomically(repo, monkeypatch):
+    baseline.commit(write_run(repo, record()), repo)
+    readme = repo / "baselines" / "README.md"
+    before = readme.read_text()
+    monkeypatch.setattr(jsonio.os, "fsync", lambda fd: (_ for _ in ()).throw(OSError("disk")))
+    readme.write_text("stale\n")
+    with pytest.raises(OSError):
+        baseline.render(repo)
+    assert readme.read_text() == "stale\n"  # the old file whole, never a half-written one
+    assert [p.name for p in readme.parent.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    baseline.render(repo)
+    assert readme.read_text() == before

@@ -38,6 +38,17 @@ def test_bad_input_is_refused_with_one_line(embedded_env, args, needle):
     assert baselines_listing() == before
 
 
+@pytest.mark.parametrize("name,value", [("rate", "NaN"), ("rate", "Infinity"),
+                                        ("duration_s", "NaN"), ("duration_s", "Infinity")])
+def test_nan_and_infinity_parameters_are_refused_before_anything_is_written(
+        embedded_env, tmp_path, name, value):
+    out = workbench("run", "agent_storm", "-p", name, value)
+    assert out.returncode == 2, out.stderr
+    assert f"parameter {name} must be a finite number" in out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("error: ")
+    assert not (tmp_path / "runs").exists()  # no run folder: nothing seeded, nothing sent
+
+
 @pytest.mark.parametrize("flag", ["--rate", "--duration", "--fleet-size"])
 def test_parameters_are_set_one_way_only(flag):
     out = workbench("run", "agent_storm", flag, "5")

@@ -9,6 +9,7 @@ import sys
 import time
 
 import pyarrow.parquet as pq
+import pytest
 
 from tests.loopback import LoopbackServer
 
@@ -87,3 +88,53 @@ def test_interrupted_sharded_run_flushes_readable_parquet_and_says_so(tmp_path):
     assert result["scheduled"] == result["completed"] + result["failed"] + result["dropped"]
     table = pq.read_table(tmp_path / "run" / "requests.parquet")
     assert table.num_rows == result["scheduled"]
+
+
+def _one_error_line(out):
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_drive_out_onto_an_existing_file_is_one_line_and_the_file_is_kept(tmp_path):
+    existing = tmp_path / "notes.txt"
+    existing.write_text("mine\n")
+    out = workbench("drive", "http://127.0.0.1:9/", "--rate", "5", "--duration", "1",
+                    "--out", str(existing))
+    _one_error_line(out)
+    assert "is a file" in out.stderr and existing.read_text() == "mine\n"
+
+
+def test_drive_out_into_an_existing_run_folder_is_refused_and_the_run_kept(tmp_path):
+    run = tmp_path / "run"
+    with LoopbackServer() as srv:
+        first = workbench("drive", f"{srv.url}/status/200", "--rate", "5", "--duration", "1",
+                          "--out", str(run))
+        assert first.returncode == 0, first.stderr
+        before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+        again = workbench("drive", f"{srv.url}/status/200", "--rate", "5", "--duration", "1",
+                          "--out", str(run))
+    _one_error_line(again)
+    assert "already holds files" in again.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("headers", [[], ["--header", "Content-Type: application/json"],
+                                     ["--header", "Content-Type: application/problem+json"]])
+def test_drive_refuses_a_body_that_is_not_json_when_sent_as_json(tmp_path, headers):
+    with LoopbackServer() as srv:
+        out = workbench("drive", f"{srv.url}/bulk", "--method", "post", "--body", "{bad",
+                        *headers, "--rate", "5", "--duration", "1", "--out", str(tmp_path / "r"))
+        assert srv.bulk_bodies == []  # nothing sent
+    _one_error_line(out)
+    assert "body is not JSON" in out.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_drive_sends_a_non_json_body_with_its_own_content_type(tmp_path):
+    with LoopbackServer() as srv:
+        out = workbench("drive", f"{srv.url}/bulk", "--method", "post", "--body", "{bad",
+                        "--header", "Content-Type: text/plain", "--rate", "5", "--duration", "1",
+                        "--vus", "5", "--out", str(tmp_path / "r"))
+        assert out.returncode == 0, out.stderr
+        assert srv.bulk_bodies and set(srv.bulk_bodies) == {b"{bad"}

@@ -96,6 +96,9 @@ def test_imported_run_is_committed_and_tabled_as_imported(tmp_path):
     (None, {"started_at": "yesterday"}, "not an ISO 8601 time"),
     (None, {"started_at": "2026-05-02T10:00:00"}, "no time zone"),
     (None, {"commit": "main"}, "not a git SHA"),
+    (None, {"machine": "../../x"}, "--machine '../../x' cannot name a baseline file"),
+    (None, {"machine": ".."}, "--machine '..' cannot name a baseline file"),
+    (None, {"machine": "a/b"}, "--machine 'a/b' cannot name a baseline file"),
 ])
 def test_bad_input_is_refused_with_one_line(tmp_path, content, args, needle):
     path = tmp_path / "summary.json"
@@ -107,6 +110,31 @@ def test_bad_input_is_refused_with_one_line(tmp_path, content, args, needle):
     with pytest.raises(WorkbenchError, match=needle) as err:
         k6import.import_summary(path, out_root=tmp_path / "runs", **kw)
     assert "\n" not in str(err.value)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("content", [
+    '{"metrics": {"http_req_duration": 5}}',
+    '{"metrics": {"http_req_duration": {"type": "trend", "values": 5}}}',
+    '{"metrics": {"http_req_duration": {"type": "trend", "values": {}, "thresholds": [1]}}}',
+    '{"metrics": {"http_req_duration": {"type": "trend", "values": {}}}, "state": 5}',
+    '{"metrics": {"http_req_duration": {"avg": 1}, "http_reqs": {"count": "x", "rate": 2}}}',
+    '{"metrics": {"http_req_duration": {"avg": 1}, "http_reqs": {"rate": 2}}}',
+    '{"metrics": {"http_req_duration": {"avg": 1, "max": NaN}}}',
+    '{"metrics": {"http_req_duration": {"avg": 1, "p(95)": Infinity}}}',
+])
+def test_a_summary_of_an_unexpected_shape_is_one_line_exit_2_and_nothing_written(tmp_path,
+                                                                                 content):
+    path = tmp_path / "summary.json"
+    path.write_text(content)
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "WORKBENCH_RUNS_DIR": str(tmp_path / "runs")}
+    out = subprocess.run([sys.executable, "-m", "workbench.cli", "import-k6", str(path),
+                          "--scenario", "api_tier", "--started-at", "2026-05-02T14:30:00Z"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1, out.stderr
+    assert "k6 summary" in out.stderr and "Traceback" not in out.stderr
     assert not (tmp_path / "runs").exists()
 
 

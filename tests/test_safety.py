@@ -31,6 +31,8 @@ def test_token_and_dsn_password_never_land_in_run_files(target_with_distinctive_
     info = target_with_distinctive_token
     # trust auth on the socket ignores the password, so the DSN works and carries a secret
     dsn = info.dsn.replace("postgres@", f"postgres:{PASSWORD}@")
+    # libpq reads sslpassword only to decrypt a client key, so it is a harmless secret here
+    dsn += ("&" if "?" in dsn else "?") + f"sslpassword={PASSWORD}"
     monkeypatch.setenv("CERTCTL_TOKEN", TOKEN)
     monkeypatch.setenv("CERTCTL_DSN", dsn)
     run_dir, code = run.execute("agent_storm", "smoke", target_url=info.url, ca_file=info.ca_file,
@@ -54,12 +56,52 @@ def test_redacted_dsn_drops_the_password():
         "postgresql://u@127.0.0.1:5432/certctl")
 
 
+@pytest.mark.parametrize("query", [f"password={PASSWORD}", f"sslpassword={PASSWORD}",
+                                   f"passfile=/home/{PASSWORD}/.pgpass",
+                                   f"sslmode=require&PASSWORD={PASSWORD}&application_name=wb"])
+def test_redacted_dsn_drops_a_password_given_in_the_query_string(query):
+    redacted = seed.redact_dsn(f"postgresql://u:{PASSWORD}@127.0.0.1:5432/certctl?{query}")
+    assert PASSWORD not in redacted
+    assert redacted.startswith("postgresql://u@127.0.0.1:5432/certctl")
+
+
+def test_redacted_dsn_keeps_the_query_parameters_that_are_not_secret():
+    assert seed.redact_dsn("postgresql://u@/certctl?host=/tmp/s&password=x&sslmode=disable") == (
+        "postgresql://u@/certctl?host=%2Ftmp%2Fs&sslmode=disable")
+
+
 @pytest.mark.parametrize("host", ["10.1.2.3", "db.example.test", "192.168.0.10"])
 def test_a_non_loopback_database_needs_explicit_consent_before_any_write(host):
     # refused before a connection is even attempted: no traffic leaves the machine
     with pytest.raises(WorkbenchError, match="not on this machine.*--allow-remote-db"):
         seed.load_fixture(f"postgresql://u:p@{host}:5432/certctl", "02_agent_fleet.sql",
                           {"fleet_size": 10}, ("agents", "SELECT 1"))
+
+
+@pytest.mark.parametrize("dsn,env", [
+    ("postgresql://u@127.0.0.1/certctl?host=10.1.2.3", {}),
+    ("postgresql://u@/certctl?host=/tmp/s&host=db.example.test", {}),
+    ("postgresql://u@/certctl?host=127.0.0.1,10.1.2.3:5433", {}),
+    ("postgresql://u@127.0.0.1,db.example.test/certctl", {}),
+    ("postgresql://u@localhost/certctl?hostaddr=10.1.2.3", {}),
+    ("postgresql://u@/certctl?service=prod", {}),
+    ("postgresql://u@/certctl", {"PGHOST": "db.example.test"}),
+    ("postgresql://u@/certctl", {"PGSERVICE": "prod"}),
+    ("postgresql://u@localhost/certctl", {"PGHOSTADDR": "10.1.2.3"}),
+])
+def test_every_effective_database_host_needs_consent_when_remote(dsn, env, monkeypatch):
+    for name in ("PGHOST", "PGHOSTADDR", "PGSERVICE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(WorkbenchError, match="not on this machine.*--allow-remote-db"):
+        seed.engine_for(dsn)
+    seed.engine_for(dsn, allow_remote=True).dispose()
+
+
+def test_pghost_does_not_count_when_the_url_names_the_host(monkeypatch):
+    monkeypatch.setenv("PGHOST", "db.example.test")  # libpq ignores it: the URL gives a host
+    seed.engine_for("postgresql://u@127.0.0.1/x?host=/tmp/s,[::1]:5432").dispose()
 
 
 @pytest.mark.parametrize("dsn", ["postgresql://u@127.0.0.1:5432/x", "postgresql://u@[::1]/x",
@@ -136,3 +178,129 @@ def test_seeding_and_resetting_every_scenario_leaves_foreign_rows_untouched(embe
                 conn.execute(sa.text(f"DELETE FROM {table} WHERE {KEY.get(table, 'id')}"
                                      " = ANY(:ids)"), {"ids": list(FOREIGN_IDS[table])})
         engine.dispose()
+
+
+# --- the API token: RFC 6750 characters only, never echoed, sent only where the user means ----
+
+def _workbench(*args, env=None, timeout=120):
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "workbench.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("bad", [f"{TOKEN}\r\nX-Injected: 1", f"{TOKEN}\nX-Injected: 1",
+                                 f"Bearer {TOKEN}", f"{TOKEN}\u00e9", f"{TOKEN}=x", " "])
+def test_a_token_outside_rfc6750_is_refused_before_any_request_and_never_echoed(bad,
+                                                                                monkeypatch):
+    from workbench import preflight
+
+    monkeypatch.setenv(preflight.TOKEN_ENV, bad)
+    target = preflight.Target(url="https://127.0.0.1:9", ca_file=None, insecure=False,
+                              embedded=False)
+    with pytest.raises(WorkbenchError, match="not a valid Bearer token") as err:
+        preflight.token_for(target)
+    assert TOKEN not in str(err.value) and "X-Injected" not in str(err.value)
+
+
+@pytest.mark.parametrize("good", [TOKEN, "YWxhZGRpbjpvcGVuc2VzYW1l==", "a.b_c~d+e/f"])
+def test_rfc6750_tokens_are_accepted(good, monkeypatch):
+    from workbench import preflight
+
+    monkeypatch.setenv(preflight.TOKEN_ENV, good)
+    assert preflight.token_for(preflight.Target(url="https://db.example.test", ca_file=None,
+                                                insecure=False, embedded=False)) == good
+
+
+def test_drive_refuses_a_token_with_a_line_break_in_one_line_without_echoing_it(tmp_path):
+    from tests.loopback import LoopbackServer
+
+    with LoopbackServer() as srv:
+        out = _workbench("drive", f"{srv.url}/bulk", "--method", "post", "--body", "{}",
+                         "--rate", "5", "--duration", "1", "--send-token",
+                         "--out", str(tmp_path / "run"),
+                         env={"CERTCTL_TOKEN": f"{TOKEN}\r\nX-Injected: 1"})
+        assert srv.bulk_headers == {}  # no request was sent
+    assert out.returncode == 2 and out.stderr.startswith("error: ")
+    assert out.stderr.count("\n") == 1 and "Bearer token" in out.stderr
+    assert TOKEN not in out.stderr + out.stdout
+    assert not (tmp_path / "run").exists()
+
+
+def test_drive_sends_the_token_only_with_send_token(tmp_path):
+    from tests.loopback import LoopbackServer
+
+    with LoopbackServer() as srv:
+        for flag, expected in (([], None), (["--send-token"], f"Bearer {TOKEN}")):
+            srv.bulk_headers = {}
+            out = _workbench("drive", f"{srv.url}/bulk", "--method", "post", "--body", "{}",
+                             "--rate", "5", "--duration", "1", *flag,
+                             "--out", str(tmp_path / f"run{len(flag)}"),
+                             env={"CERTCTL_TOKEN": TOKEN})
+            assert out.returncode == 0, out.stderr
+            assert srv.bulk_headers.get("Authorization") == expected
+    for path in (p for p in tmp_path.rglob("*") if p.is_file()):
+        assert TOKEN.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.parametrize("url", ["http://10.255.255.1:9/x", "http://db.example.test/"])
+def test_drive_never_sends_the_token_over_plain_http_off_this_machine(url, tmp_path):
+    out = _workbench("drive", url, "--rate", "5", "--duration", "1", "--send-token",
+                     "--out", str(tmp_path / "run"), env={"CERTCTL_TOKEN": TOKEN})
+    assert out.returncode == 2 and "plain HTTP" in out.stderr, out.stderr
+    assert out.stderr.startswith("error: ") and out.stderr.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_scenario_target_over_plain_http_off_this_machine_gets_no_token(monkeypatch):
+    from workbench import preflight
+
+    monkeypatch.setenv(preflight.TOKEN_ENV, TOKEN)
+    target = preflight.resolve_target("http://10.255.255.1:8080")
+    with pytest.raises(WorkbenchError, match="plain HTTP"):
+        preflight.token_for(target)
+
+
+# --- secret headers: sent, never written ------------------------------------------------------
+
+SECRET_HEADER_VALUE = "Basic c2VjcmV0LWhlYWRlci1EaXN0aW5jdGl2ZQ-NEVER-WRITE"
+
+
+@pytest.mark.parametrize("shards", ["1", "2"])
+def test_a_secret_header_is_sent_but_lands_in_no_file(tmp_path, shards):
+    from tests.loopback import LoopbackServer
+
+    with LoopbackServer() as srv:
+        out = _workbench("drive", f"{srv.url}/bulk", "--method", "post", "--body", "{}",
+                         "--header", f"Authorization: {SECRET_HEADER_VALUE}",
+                         "--header", "X-Api-Key: k-NEVER-WRITE", "--header", "X-Trace: t-1",
+                         "--rate", "10", "--duration", "1", "--shards", shards,
+                         "--out", str(tmp_path / "run"))
+        assert out.returncode == 0, out.stderr
+        assert srv.bulk_headers["Authorization"] == SECRET_HEADER_VALUE
+        assert srv.bulk_headers["X-Api-Key"] == "k-NEVER-WRITE"
+    assert "NEVER-WRITE" not in out.stdout + out.stderr
+    files = [p for p in (tmp_path / "run").rglob("*") if p.is_file()]
+    assert "spec.json" in {p.name for p in files}
+    for path in files:
+        assert b"NEVER-WRITE" not in path.read_bytes(), path
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())["spec"]
+    assert dict(map(tuple, spec["templates"][0]["headers"]))["X-Trace"] == "t-1"  # not secret
+
+
+def test_a_spec_json_whose_secret_header_is_not_in_the_environment_is_refused(monkeypatch):
+    from workbench.driver.spec import DriveSpec, RequestTemplate
+
+    spec = DriveSpec("http://127.0.0.1:9", (RequestTemplate(
+        "GET", "/", "t", headers=(("Cookie", "sid=NEVER-WRITE"),)),), rate=1, duration_s=1)
+    text = spec.to_json()
+    assert "NEVER-WRITE" not in text
+    for name, value in spec.secret_env().items():
+        monkeypatch.setenv(name, value)
+    assert DriveSpec.from_json(text) == spec  # resolved from the environment
+    for name in spec.secret_env():
+        monkeypatch.delenv(name)
+    with pytest.raises(WorkbenchError, match="secret kept out of spec.json"):
+        DriveSpec.from_json(text).validate()

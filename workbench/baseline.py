@@ -16,11 +16,13 @@ that measured it), and never pushes.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
+from datetime import UTC, datetime
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
-from workbench.jsonio import write_json
+from workbench.jsonio import write_json, write_text
 from workbench.record import RECORD_FILE, SCHEMA_VERSION, migrate, validate
 
 __all__ = ["RECORD_FILE", "SCHEMA_VERSION", "commit", "load_record", "render", "render_table"]
@@ -60,12 +62,46 @@ def load_record(path: Path) -> dict:
     return record
 
 
+_PATH_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # no leading dot: no "..", no hidden
+
+
+def check_path_part(value: object, what: str) -> str:
+    """``value`` if it can name a folder or file under ``baselines/``, else WorkbenchError.
+
+    Only ``[A-Za-z0-9._-]``, not starting with a dot: a machine name, scenario or commit can
+    never climb out of ``baselines/`` (``--machine ../../x``) or hide a file.
+    """
+    if not isinstance(value, str) or not _PATH_PART.fullmatch(value):
+        raise WorkbenchError(f"{what} {value!r} cannot name a baseline file: use only letters, "
+                             "digits, '.', '_' and '-' (not starting with '.')")
+    return value
+
+
+def _utc_stamp(started_at: str) -> str:
+    """``20261126T120000Z`` from an ISO 8601 time (a zone-less one is UTC, as ours are)."""
+    try:
+        when = datetime.fromisoformat(started_at.replace("Z", "+00:00"))
+    except (AttributeError, ValueError):
+        raise WorkbenchError(f"the record's start time {started_at!r} is not ISO 8601") from None
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    return when.strftime("%Y%m%dT%H%M%SZ")
+
+
 def baseline_path(root: Path, record: dict) -> Path:
-    stamp = record["run"]["started_at"].replace("-", "").replace(":", "").split(".")[0] + "Z"
+    """Where ``record`` is filed; every part checked, and the result inside ``baselines/``."""
+    stamp = _utc_stamp(record["run"]["started_at"])
     sha12 = (record["target"].get("commit") or "unknown")[:12]
     run8 = record["run_id"].rsplit("_", 1)[-1][:8]
-    return (root / "baselines" / record["machine"]["name"] / record["scenario"]
-            / f"{stamp}_{sha12}_{run8}.json")
+    parts = (check_path_part(record["machine"]["name"], "machine name"),
+             check_path_part(record["scenario"], "scenario"),
+             check_path_part(f"{check_path_part(stamp, 'start time')}_"
+                             f"{check_path_part(sha12, 'commit')}_"
+                             f"{check_path_part(run8, 'run id')}.json", "record name"))
+    base = (root / "baselines").resolve()
+    dest = base.joinpath(*parts)
+    if not dest.resolve().is_relative_to(base):  # a symlinked folder could still lead out
+        raise WorkbenchError(f"{dest} is not under {base}; refusing to write outside baselines/")
+    return root / "baselines" / Path(*parts)
 
 
 def _fmt(value, digits: int = 2) -> str:
@@ -119,8 +155,7 @@ def render(root: Path, check: bool = False) -> bool:
     if check:
         return current == text
     if current != text:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        write_text(path, text)
     return True
 
 
@@ -147,14 +182,35 @@ def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
     dest = baseline_path(root, record)
     if dest.exists():
         raise WorkbenchError(f"{dest.relative_to(root)} already exists; records are immutable")
-    write_json(dest, record, exclusive=True)
-    render(root)
-    rel = [str(dest.relative_to(root)), "baselines/README.md"]
-    git(root, "add", "--", *rel)
     sha12 = (record["target"].get("commit") or "unknown")[:12]
     message = (f"baseline: {record['scenario']} on {record['machine']['name']}\n\n"
                f"Measured {record['target']['kind']} at commit {sha12} "
                f"({record['target'].get('version')}) on {record['run']['started_at']}.\n"
                f"Workbench {record['workbench']['git_sha']}; run {record['run_id']}.")
-    git(root, "commit", "--quiet", "--only", "-m", message, "--", *rel)
+    readme = root / "baselines" / "README.md"
+    previous = readme.read_text() if readme.exists() else None
+    rel = [str(dest.relative_to(root)), "baselines/README.md"]
+    write_json(dest, record, exclusive=True)
+    try:
+        render(root)
+        git(root, "add", "--", *rel)
+        git(root, "commit", "--quiet", "--only", "-m", message, "--", *rel)
+    except BaseException:  # all or nothing: a retry must not find a half-filed record
+        _undo(root, dest, readme, previous, rel)
+        raise
     return dest
+
+
+def _undo(root: Path, dest: Path, readme: Path, previous: str | None, rel: list[str]) -> None:
+    """Unstage and remove what a failed :func:`commit` wrote; put the table back."""
+    git(root, "reset", "--quiet", "--", *rel, check=False)  # no HEAD yet: nothing was staged
+    dest.unlink(missing_ok=True)
+    for folder in (dest.parent, dest.parent.parent):  # the scenario's, the machine's, if empty
+        try:
+            folder.rmdir()
+        except OSError:
+            break
+    if previous is None:
+        readme.unlink(missing_ok=True)
+    else:
+        write_text(readme, previous)

@@ -125,6 +125,7 @@ def cmd_drive(args) -> int:
     from urllib.parse import urlsplit
 
     from workbench import driver, preflight
+    from workbench.driver.spec import is_secret_header
 
     preflight.validate_url(args.url)
     parts = urlsplit(args.url)
@@ -136,13 +137,25 @@ def cmd_drive(args) -> int:
     if bad:
         raise WorkbenchError(f"--header {bad[0]!r} must be NAME:VALUE")
     headers = tuple((k.strip(), v.strip()) for k, v in (h.split(":", 1) for h in args.header))
+    if args.cluster and any(is_secret_header(name) for name, _ in headers):
+        raise WorkbenchError("a secret header (Authorization, Cookie, ...) cannot go to Dask "
+                             "workers yet: spec.json never holds it; drop --cluster")
+    if args.send_token:  # an ad-hoc URL gets the token only when the user says so
+        preflight.token_for(preflight.Target(url=base, ca_file=None, insecure=False,
+                                             embedded=False))
     spec = driver.DriveSpec(
         base_url=base, templates=(driver.RequestTemplate(args.method.upper(), path, "adhoc",
                                                           args.body, headers),),
         rate=args.rate, duration_s=args.duration, max_vus=args.vus, timeout_s=args.timeout,
         ca_file=args.ca_file, insecure=args.insecure,
-        token_env=preflight.TOKEN_ENV, scenario="adhoc", protocol=args.protocol)
+        token_env=preflight.TOKEN_ENV if args.send_token else None, scenario="adhoc",
+        protocol=args.protocol)
     out = Path(args.out) if args.out else runs_dir() / f"adhoc_{secrets.token_hex(4)}"
+    if out.exists() and not out.is_dir():
+        raise WorkbenchError(f"--out {out} is a file; name a new folder for the run")
+    if out.is_dir() and any(out.iterdir()):
+        raise WorkbenchError(f"--out {out} already holds files; name a new folder (a run's "
+                             "files are never overwritten)")
     try:
         driver.drive(spec, out, echo=lambda line: print(line, file=sys.stderr, flush=True),
                      shards=args.shards, cluster=args.cluster)
@@ -243,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--insecure", action="store_true")
     d.add_argument("--protocol", choices=("h1", "h2"), default="h1",
                    help="HTTP/1.1 (h1) or HTTP/2 (h2: ALPN h2 over https://)")
+    d.add_argument("--send-token", action="store_true",
+                   help="send CERTCTL_TOKEN as a Bearer token to this URL (https://, or plain "
+                        "http:// to this machine only)")
     d.add_argument("--out", help="output folder (default: runs/adhoc_<id>)")
     d.add_argument("--shards", type=_positive(int),
                    help="driver processes; arrival i goes to shard i mod N (default: automatic)")

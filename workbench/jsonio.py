@@ -31,8 +31,15 @@ def write_json(path: Path, data: Any, *, exclusive: bool = False, mode: int | No
     check-then-write race. ``mode``: the file's permissions from the start (e.g. ``0o600`` for
     a file no other user may read), else the usual ``0o666`` less the umask.
     """
-    path = Path(path)
     text = dumps(data)  # before touching the disk: unserializable data leaves nothing behind
+    write_text(path, text, exclusive=exclusive, mode=mode)
+
+
+def write_text(path: Path, text: str, *, exclusive: bool = False, mode: int | None = None
+               ) -> None:
+    """Write ``text`` to ``path`` atomically (as :func:`write_json`): any generated file, such
+    as a Markdown table or an HTML report, is whole or absent, never half-written."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,

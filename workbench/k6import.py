@@ -25,9 +25,9 @@ from pathlib import Path
 
 from workbench import hdr, record
 from workbench.analysis import _EXPR, ALL, PERCENTILES
-from workbench.baseline import workbench_revision
+from workbench.baseline import check_path_part, workbench_revision
 from workbench.errors import WorkbenchError
-from workbench.jsonio import write_json
+from workbench.jsonio import dumps, write_json
 from workbench.paths import project_root, runs_dir
 from workbench.stats import label
 
@@ -258,6 +258,8 @@ def import_summary(path: Path | str, scenario: str, *, machine: str | None = Non
                              "and underscores (e.g. api_tier)")
     if commit is not None and not re.fullmatch(r"[0-9a-fA-F]{7,40}", commit):
         raise WorkbenchError(f"--commit {commit!r} is not a git SHA (7 to 40 hex digits)")
+    if machine is not None:
+        check_path_part(machine, "--machine")  # it names a folder under baselines/
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -267,17 +269,24 @@ def import_summary(path: Path | str, scenario: str, *, machine: str | None = Non
     except ValueError as exc:
         raise WorkbenchError(f"{path} is not JSON ({exc}); pass the file k6 wrote with "
                              "--summary-export or handleSummary") from None
-    summary = parse(data)
-    if started_at:
-        start, source = _parse_time(started_at), "given"
-    else:
-        start = datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
-        if summary.duration_s:
-            start -= timedelta(seconds=summary.duration_s)  # the file is written at the end
-        source = "file modification time minus the test duration"
-    rec = to_record(summary, scenario, start.replace(microsecond=0), file_name=path.name,
-                    sha256=hashlib.sha256(raw).hexdigest(), machine=machine, commit=commit,
-                    version=version, target_kind=target_kind, started_at_source=source)
+    given_start = _parse_time(started_at) if started_at else None
+    try:  # a summary of another shape fails somewhere in here: one line, nothing written
+        summary = parse(data)
+        if given_start is not None:
+            start, source = given_start, "given"
+        else:
+            start = datetime.fromtimestamp(os.stat(path).st_mtime, UTC)
+            if summary.duration_s:
+                start -= timedelta(seconds=summary.duration_s)  # the file is written at the end
+            source = "file modification time minus the test duration"
+        rec = to_record(summary, scenario, start.replace(microsecond=0), file_name=path.name,
+                        sha256=hashlib.sha256(raw).hexdigest(), machine=machine, commit=commit,
+                        version=version, target_kind=target_kind, started_at_source=source)
+        dumps(rec)  # NaN or infinity in the summary: refused here, before anything is written
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line
+        raise WorkbenchError(f"{path} is not a k6 summary this importer reads ({reason}); pass "
+                             "the file k6 wrote with --summary-export or handleSummary") from None
     run_dir = (out_root or runs_dir()) / rec["run_id"]
     write_json(run_dir / record.RECORD_FILE, rec, exclusive=True)
     return run_dir

@@ -7,6 +7,7 @@ target's state folder) and the database DSN from ``CERTCTL_DSN`` (or the embedde
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import time
 from collections.abc import Callable, Sequence
@@ -82,14 +83,43 @@ def resolve_target(url: str | None = None, ca_file: str | None = None,
 
 
 def token_for(target: Target) -> str:
-    """The API token: ``CERTCTL_TOKEN``, else the embedded target's own."""
+    """The API token for ``target``: ``CERTCTL_TOKEN``, else the embedded target's own.
+
+    Checked before any request (:func:`check_token`, :func:`check_token_destination`), so a
+    malformed token never reaches a header and a plain-HTTP hop off this machine never sees it.
+    """
     token = os.environ.get(TOKEN_ENV)
-    if token:
-        return token
-    if target.embedded:
-        return embedded.read_token()
-    raise WorkbenchError(f"no API token: export {TOKEN_ENV}=<key> (one of certctl's "
-                         "CERTCTL_AUTH_SECRET keys)")
+    if not token and target.embedded:
+        token = embedded.read_token()
+    if not token:
+        raise WorkbenchError(f"no API token: export {TOKEN_ENV}=<key> (one of certctl's "
+                             "CERTCTL_AUTH_SECRET keys)")
+    check_token(token)
+    check_token_destination(target.url)
+    return token
+
+
+# RFC 6750 section 2.1: b64token = 1*( ALPHA / DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"="
+_BEARER = re.compile(r"[A-Za-z0-9._~+/-]+=*")
+
+
+def check_token(token: str) -> None:
+    """Refuse a token that is not an RFC 6750 Bearer token (a CR/LF would inject headers).
+
+    The message never holds the token, not even a part of it.
+    """
+    if not isinstance(token, str) or not _BEARER.fullmatch(token):
+        raise WorkbenchError(f"{TOKEN_ENV} is not a valid Bearer token (RFC 6750 allows letters,"
+                             " digits, - . _ ~ + / and trailing =; no spaces or line breaks);"
+                             " export the API key exactly as the server has it (value not shown)")
+
+
+def check_token_destination(url: str) -> None:
+    """Refuse to send the token in clear text: plain ``http://`` only to this machine."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" and not (parts.hostname and seed.is_loopback(parts.hostname)):
+        raise WorkbenchError(f"refusing to send {TOKEN_ENV} over plain HTTP to {parts.hostname}"
+                             " (not this machine): use https://")
 
 
 def preflight(target: Target, token: str, strict: bool = False,

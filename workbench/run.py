@@ -27,7 +27,7 @@ import pandas as pd
 
 from workbench import analysis, baseline, driver, machine, plots, preflight, record, scenarios, seed
 from workbench.errors import WorkbenchError
-from workbench.jsonio import write_json
+from workbench.jsonio import write_json, write_text
 from workbench.notebook import Figures, Tables
 from workbench.paths import notebooks_dir, project_root, runs_dir
 
@@ -371,4 +371,4 @@ def render_html(notebook: Path, html: Path) -> None:
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    html.write_text(body)
+    write_text(html, body)  # whole or absent: a reader never sees half a report

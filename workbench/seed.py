@@ -33,15 +33,24 @@ CERTCTL_TABLES = ("agents", "teams", "owners", "issuers", "renewal_policies",
                   "managed_certificates", "certificate_versions", "jobs")
 
 
+# libpq connection parameters that carry a secret (or point at one) when given in the query
+# string: ``postgresql://u@h/db?password=...`` is as secret as ``u:...@h``.
+SECRET_DSN_PARAMS = frozenset({"password", "sslpassword", "passfile"})
+
+
 def redact_dsn(dsn: str) -> str:
-    """The DSN with any password removed, safe to record."""
+    """The DSN with every password removed (user info and query string), safe to record."""
     try:
-        return make_url(dsn).render_as_string(hide_password=True).replace(":***@", "@")
+        url = make_url(dsn)
+        url = url.difference_update_query(
+            [key for key in url.query if key.lower() in SECRET_DSN_PARAMS])
+        return url.render_as_string(hide_password=True).replace(":***@", "@")
     except Exception:  # noqa: BLE001 - an unparseable DSN is still never echoed
         return "<unparseable DSN>"
 
 
-def _is_loopback(host: str | None) -> bool:
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine: a loopback address, ``localhost`` or a Unix socket."""
     if not host or host.startswith("/") or host == "localhost":
         return True  # Unix socket or local name
     try:
@@ -67,13 +76,45 @@ def engine_for(dsn: str, allow_remote: bool = False) -> sa.Engine:
                              "postgresql+psycopg://user@host:port/dbname") from None
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")  # the driver this package ships
-    host = url.query.get("host") if url.host is None else url.host
-    if isinstance(host, tuple):
-        host = host[0]
-    if not allow_remote and not _is_loopback(host):
-        raise WorkbenchError(f"database host {host!r} is not on this machine; pass "
-                             "--allow-remote-db to write fixtures to it")
+    if not allow_remote:
+        remote = remote_hosts(url, os.environ)
+        if remote:
+            raise WorkbenchError(f"database host {', '.join(remote)} is not on this machine; "
+                                 "pass --allow-remote-db to write fixtures to it")
     return sa.create_engine(url, pool_pre_ping=True)
+
+
+def _values(value: str | tuple[str, ...] | None) -> list[str]:
+    """A libpq host list (``h1,h2:5433``, or a repeated query key) as bare host names."""
+    items = [value] if isinstance(value, str) else list(value or ())
+    hosts = []
+    for item in (h.strip() for v in items for h in v.split(",")):
+        if item.startswith("["):  # [::1]:5432
+            item = item[1:item.find("]")] if "]" in item else item
+        elif item.count(":") == 1 and not item.startswith("/"):  # host:port
+            item = item.split(":", 1)[0]
+        hosts.append(item)
+    return hosts
+
+
+def remote_hosts(url: sa.URL, environ: Mapping[str, str]) -> list[str]:
+    """Every host libpq may connect to for ``url`` that is not this machine.
+
+    The URL's host, every ``?host=`` and ``?hostaddr=`` (hostaddr is where libpq really
+    connects), and when the URL gives none, ``PGHOST``/``PGHOSTADDR``. A ``service`` (query or
+    ``PGSERVICE``) names its host in a service file this check does not read, so it counts as
+    remote.
+    """
+    query = url.query
+    hosts = _values(url.host) + _values(query.get("host"))
+    if not hosts:
+        hosts = _values(environ.get("PGHOST"))
+    addrs = _values(query.get("hostaddr")) or _values(environ.get("PGHOSTADDR"))
+    remote = [h for h in hosts + addrs if not is_loopback(h)]
+    service = query.get("service") or environ.get("PGSERVICE")
+    if service:
+        remote.append(f"(service {', '.join(_values(service))} in pg_service.conf)")
+    return list(dict.fromkeys(remote))
 
 
 def split_statements(sql: str) -> list[str]:

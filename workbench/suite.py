@@ -127,7 +127,7 @@ def combined_summary(outcomes: list[tuple[str, Path, int]]) -> pd.DataFrame:
 
 def write_report(suite_dir: Path, summary: pd.DataFrame, identity: dict, profile: str) -> None:
     """``summary.csv``, ``summary.json`` and ``report.html`` (no secret: no token, DSN redacted)."""
-    summary.to_csv(suite_dir / "summary.csv", index=False)
+    jsonio.write_text(suite_dir / "summary.csv", summary.to_csv(index=False))
     payload = {"schema_version": SUMMARY_SCHEMA_VERSION, "profile": profile,
                "target": {k: identity.get(k) for k in ("url", "kind", "version", "commit")},
                "warnings": identity.get("warnings", []),
@@ -142,7 +142,8 @@ def write_report(suite_dir: Path, summary: pd.DataFrame, identity: dict, profile
             index=False))
     target = payload["target"]
     warnings = "".join(f"<li>{html.escape(w)}</li>" for w in payload["warnings"])
-    (suite_dir / "report.html").write_text(
+    jsonio.write_text(
+        suite_dir / "report.html",
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>workbench run all</title>"
         "</head><body>"
         f"<h1>All scenarios, profile {html.escape(profile)}: "

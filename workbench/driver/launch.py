@@ -98,7 +98,7 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
         return load_result(out_dir)
     n = shards or auto_shards(spec)
     dirs = [out_dir] if n == 1 else [out_dir / f"shard-{k}" for k in range(n)]
-    child_env = os.environ | (env or {})
+    child_env = os.environ | spec.secret_env() | (env or {})  # secret headers: not in spec.json
     procs = [subprocess.Popen(
         [sys.executable, "-m", "workbench.driver", str(out_dir / SPEC_FILE), "--shard",
          f"{k}/{n}", "--out", str(d), "--wait-start", "--parent-pid", str(os.getpid())],

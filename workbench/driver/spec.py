@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +28,11 @@ EXECUTORS = ("constant-arrival-rate", "ramping-arrival-rate", "constant-vus")  #
 SCRIPTED = "scripted"  # the executor of a spec with a ``script``: constant-vus, scripted
 PROTOCOLS = ("h1", "h2")  # HTTP/1.1; HTTP/2 (ALPN h2 over TLS, prior knowledge over http://)
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods, header names
+# Header names whose values are credentials: never written to spec.json (or any file). Their
+# values travel to the driver processes in the environment, as the API token does.
+SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|passw|api-?key|auth|session"
+                           r"|credential|signature", re.IGNORECASE)
+ENV_REF = "$env:"  # spec.json holds ``$env:NAME`` where a secret header's value was
 
 
 class SpecDocument(TypedDict):
@@ -189,8 +195,19 @@ class DriveSpec:
         return out
 
     def document(self) -> SpecDocument:
-        """The content of ``spec.json``."""
-        return {"schema_version": SPEC_SCHEMA_VERSION, "spec": asdict(self)}
+        """The content of ``spec.json``: a secret header's value is replaced by ``$env:NAME``
+        (:meth:`secret_env` gives the variables the driver processes need)."""
+        raw = asdict(self)
+        for i, t in enumerate(raw["templates"]):
+            t["headers"] = [(name, _env_ref(i, j) if is_secret_header(name) else value)
+                            for j, (name, value) in enumerate(t["headers"])]
+        return {"schema_version": SPEC_SCHEMA_VERSION, "spec": raw}
+
+    def secret_env(self) -> dict[str, str]:
+        """``{NAME: value}`` of every secret header :meth:`document` left out of the file."""
+        return {_env_ref(i, j)[len(ENV_REF):]: value
+                for i, t in enumerate(self.templates) for j, (name, value) in enumerate(t.headers)
+                if is_secret_header(name) and not str(value).startswith(ENV_REF)}
 
     def to_json(self) -> str:
         return jsonio.dumps(self.document())
@@ -206,13 +223,13 @@ class DriveSpec:
         raw = dict(doc["spec"])
         try:
             raw["templates"] = tuple(RequestTemplate(**(t | {
-                "headers": tuple(tuple(h) for h in t.get("headers", ())),
+                "headers": tuple((name, _resolve(value)) for name, value in t.get("headers", ())),
                 "expect": tuple(t.get("expect", ())),
                 "sum_fields": tuple(t.get("sum_fields", ())),
             })) for t in raw["templates"])
             raw["stages"] = tuple(tuple(s) for s in raw.get("stages", ()))
             return cls(**raw)
-        except (KeyError, TypeError, AttributeError) as exc:
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise WorkbenchError(f"spec.json does not describe a drive ({exc}); write it with "
                                  "DriveSpec.to_json()") from None
 
@@ -229,6 +246,22 @@ def load_spec(path: Path) -> DriveSpec:
         raise WorkbenchError(f"cannot read {path}: {exc}") from None
 
 
+def is_secret_header(name: str) -> bool:
+    """Whether a header's value is a credential (Authorization, Cookie, X-Api-Key, ...)."""
+    return bool(SECRET_HEADER.search(str(name)))
+
+
+def _env_ref(template: int, header: int) -> str:
+    return f"{ENV_REF}WORKBENCH_SECRET_HEADER_{template}_{header}"
+
+
+def _resolve(value: str) -> str:
+    """A header value from spec.json: ``$env:NAME`` is read from this process's environment."""
+    if isinstance(value, str) and value.startswith(ENV_REF):
+        return os.environ.get(value[len(ENV_REF):], value)  # unresolved: refused by validate()
+    return value
+
+
 def _template_problems(t: RequestTemplate) -> list[str]:
     where = f"request {t.tag!r} ({t.method} {t.path})"
     out = []
@@ -242,6 +275,15 @@ def _template_problems(t: RequestTemplate) -> list[str]:
     for name, value in t.headers:
         if not _TOKEN.match(str(name)) or _has_ctl(str(value)):
             out.append(f"{where}: header {name!r} must be NAME:VALUE without line breaks")
+        elif str(value).startswith(ENV_REF):
+            out.append(f"{where}: the value of header {name!r} is a secret kept out of "
+                       f"spec.json; pass it in the environment as {str(value)[len(ENV_REF):]}")
+    if isinstance(t.body, str) and _is_json(_content_type(t)):
+        try:
+            json.loads(t.body)
+        except ValueError as exc:
+            out.append(f"{where}: the body is not JSON ({exc}) but is sent as "
+                       f"{_content_type(t)}; fix it, or set --header 'Content-Type: ...'")
     for status in t.expect:
         if not is_int(status) or not 100 <= status <= 599:
             out.append(f"{where}: expected status {status!r} is not an HTTP status")
@@ -249,6 +291,17 @@ def _template_problems(t: RequestTemplate) -> list[str]:
         if not isinstance(name, str) or not name:
             out.append(f"{where}: sum_fields must be names of JSON fields")
     return out
+
+
+def _content_type(t: RequestTemplate) -> str:
+    """The Content-Type a template's body is sent with: its own header, else JSON's."""
+    given = [v for k, v in t.headers if str(k).lower() == "content-type"]
+    return str(given[-1]) if given else "application/json"
+
+
+def _is_json(content_type: str) -> bool:
+    media = content_type.split(";", 1)[0].strip().lower()
+    return media == "application/json" or media.endswith("+json")
 
 
 def _has_ctl(text: str, space: bool = False) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import math
 import pkgutil
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -87,6 +88,8 @@ class Param:
             if isinstance(value, bool) or not isinstance(value, types):
                 want = "a number" if self.kind == NUMBER else "an integer"
                 raise WorkbenchError(f"{what} must be {want}, got {value!r}")
+            if not math.isfinite(value):  # JSON parsing of -p turns NaN and Infinity into floats
+                raise WorkbenchError(f"{what} must be a finite number, got {value!r}")
             if value < 0 or (value == 0 and not self.zero_ok):
                 rule = "must not be negative" if self.zero_ok else "must be positive"
                 raise WorkbenchError(f"{what} {rule}, got {value!r}")
