@@ -16,8 +16,9 @@ import pytest
 from workbench import notebook, scenarios
 from workbench.paths import project_root
 
+# in this order; run.notes() after drive when it has notes
 STEPS = ["run.seed()", "run.drive()", "run.summary()", "run.figures()", "run.record()",
-         "run.check_thresholds()"]  # in this order; run.notes() after drive when it has notes
+         "run.verdict()", "run.check_thresholds()"]
 
 
 def test_committed_notebooks_and_readme_table_are_the_generated_ones():

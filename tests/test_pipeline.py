@@ -1,6 +1,7 @@
 """End to end: the agent_storm notebook through papermill against the embedded target."""
 
 import json
+import xml.etree.ElementTree as ET
 
 import nbformat
 import pyarrow.parquet as pq
@@ -10,9 +11,11 @@ from workbench import run, target
 
 
 def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
-        embedded_env, embedded_target_state, monkeypatch):
+        embedded_env, embedded_target_state, monkeypatch, tmp_path):
     token = target.read_token(embedded_target_state)
     monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
+    step_summary = tmp_path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))  # as GitHub Actions sets it
     run_dir, code = run.execute("agent_storm", "smoke",
                                 overrides={"duration_s": 3.0, "fleet_size": 200})
     result = json.loads((run_dir / "result.json").read_text())
@@ -29,6 +32,13 @@ def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
     assert record["endpoints"]["heartbeat"]["requests"] == 501
     assert {t["threshold"] for t in record["thresholds"]} == {"p(99)<1000", "p(95)<500",
                                                               "rate<0.001"}
+    # CI-native exports beside the record: one testcase per threshold, HDR files, step summary
+    junit = ET.parse(run_dir / "junit.xml").getroot()
+    assert len(junit.findall(".//testcase")) == 3
+    assert len(junit.findall(".//failure")) == sum(not t["ok"] for t in record["thresholds"])
+    assert "Percentile" in (run_dir / "latency.hgrm").read_text()
+    assert "Histogram log format version" in (run_dir / "latency.hlog").read_text()
+    assert "agent_storm" in step_summary.read_text() and "heartbeat" in step_summary.read_text()
     html = (run_dir / "report.html").read_text()
     assert "heartbeat" in html and "<img" in html and "run = Run(" not in html  # code hidden
     nb = nbformat.read(run_dir / "agent_storm.ipynb", as_version=4)

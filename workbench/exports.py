@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 from hdrh.histogram import HdrHistogram
 
-from workbench import hdr, stats
+from workbench import hdr, jsonio, stats
 
 JUNIT_FILE = "junit.xml"
 HGRM_FILE = "latency.hgrm"
@@ -102,7 +102,7 @@ def write_junit(run_dir: str | Path, record: Mapping,
                 verdicts: pd.DataFrame | Iterable[Mapping] | None = None) -> Path:
     """Write ``junit.xml`` into ``run_dir`` (see :func:`junit_xml`)."""
     path = Path(run_dir) / JUNIT_FILE
-    path.write_text(junit_xml(record, verdicts))
+    jsonio.write_text(path, junit_xml(record, verdicts))
     return path
 
 
@@ -238,7 +238,7 @@ def hgrm_text(hist: HdrHistogram, ticks: int = TICKS_PER_HALF_DISTANCE) -> str:
 def write_hgrm(path: str | Path, hist: HdrHistogram) -> Path:
     """Write the ``.hgrm`` percentile distribution of ``hist`` (µs) to ``path``."""
     path = Path(path)
-    path.write_text(hgrm_text(hist))
+    jsonio.write_text(path, hgrm_text(hist))
     return path
 
 
@@ -297,7 +297,7 @@ def hlog_text(record: Mapping, start_epoch_s: float) -> str:
 def write_hlog(path: str | Path, record: Mapping, start_epoch_s: float) -> Path:
     """Write the record's windows as an HdrHistogram interval log (see :func:`hlog_text`)."""
     path = Path(path)
-    path.write_text(hlog_text(record, start_epoch_s))
+    jsonio.write_text(path, hlog_text(record, start_epoch_s))
     return path
 
 

@@ -25,10 +25,23 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from workbench import analysis, baseline, driver, machine, plots, preflight, record, scenarios, seed
+from workbench import (
+    analysis,
+    baseline,
+    driver,
+    exports,
+    machine,
+    plots,
+    preflight,
+    record,
+    report,
+    scenarios,
+    seed,
+)
+from workbench.driver.launch import PROGRESS_ENV, LiveLine
 from workbench.errors import WorkbenchError
 from workbench.jsonio import write_json, write_text
-from workbench.notebook import Figures, Tables
+from workbench.notebook import Facts, Figures, Tables
 from workbench.paths import notebooks_dir, project_root, runs_dir
 
 PREFLIGHT_FILE = "preflight.json"  # what preflight found, so a run checks its target once
@@ -115,17 +128,17 @@ class Run:
                 f"{self.identity['commit']}])")
         return "\n".join([head, *(f"warning: {w}" for w in self.identity["warnings"])])
 
-    def seed(self) -> dict:
+    def seed(self) -> pd.Series:
         """Create this scenario's fixtures, or (after ``workbench run all`` seeded them) undo
         what earlier runs changed; returns what was seeded and how fast."""
         if not self.scenario.needs_database:
-            return self.fixtures
+            return Facts(self.fixtures, name="seeded", dtype=object)
         if not self.target.dsn:
             raise WorkbenchError(f"no database to seed: export {preflight.DSN_ENV}=<DSN> "
                                  "for the target's database")
         load = self.scenario.seed if self.seed_fixtures else self.scenario.reset
         self.fixtures = load(self.target.dsn, self.params)
-        return self.fixtures
+        return Facts(self.fixtures, name="seeded", dtype=object)
 
     def drive(self) -> pd.Series:
         """Drive the load in the driver's own process; returns what it did (:data:`OUTCOME`)."""
@@ -134,11 +147,15 @@ class Run:
             **self.scenario.executor_settings(self.params),
             ca_file=self.target.ca_file, insecure=self.target.insecure,
             token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
-        self.result = driver.drive(spec, self.dir, env={_DRIVER_TOKEN_ENV: self._token},
-                                   echo=lambda line: print(line, flush=True))
+        live = LiveLine()  # one updating line here; nothing of it in the report
+        try:
+            self.result = driver.drive(spec, self.dir, env={_DRIVER_TOKEN_ENV: self._token},
+                                       echo=live)
+        finally:
+            live.close()
         self._requests = self._analysis = self._verdicts = None  # of an earlier drive
-        return pd.Series({k: self.result[k] for k in OUTCOME if k in self.result},
-                         name=self.scenario.name, dtype=object)
+        return Facts({k: self.result[k] for k in OUTCOME if k in self.result},
+                     name=self.scenario.name, dtype=object)
 
     def _driven(self) -> dict:
         if self.result is None:
@@ -207,10 +224,12 @@ class Run:
         return self._verdicts
 
     def record(self) -> pd.Series:
-        """Write ``record.json``, this run's baseline record (schema version 1), once.
+        """Write ``record.json``, this run's baseline record, once, and its CI-native exports.
 
         The database facts are read from the target's database now, with the password never
-        leaving the DSN. Returns where it went and its verdicts; the record is ``baseline``.
+        leaving the DSN. Beside the record go ``junit.xml``, ``latency.hgrm``, ``latency.hlog``
+        and, in GitHub Actions, the step summary (:func:`workbench.exports.write_all`).
+        Returns where it went and its verdicts; the record is ``baseline``.
         """
         r = self._driven()
         target = {k: self.identity.get(k) for k in ("url", "kind", "version", "commit",
@@ -242,9 +261,17 @@ class Run:
         path = self.dir / record.RECORD_FILE
         write_json(path, rec, exclusive=True)
         self.baseline = rec
-        return pd.Series({"record": str(path), "profile": rec["profile"],
-                          "valid": rec["validity"]["valid"], "passed": rec["passed"]},
-                         name=self.run_id, dtype=object)
+        exports.write_all(self.dir, rec, self.requests(), self.verdicts())
+        return Facts({"record": str(path), "profile": rec["profile"],
+                      "valid": rec["validity"]["valid"], "passed": rec["passed"]},
+                     name=self.run_id, dtype=object)
+
+    def verdict(self) -> report.Verdict:
+        """The verdict a report opens on: passed or breached, valid or invalid and why, target,
+        load, and per endpoint p50/p95/p99 against the thresholds. Needs :meth:`record`."""
+        if self.baseline is None:
+            raise WorkbenchError("record() has not run; the verdict is read from the record")
+        return report.Verdict(self.baseline)
 
     def check_thresholds(self) -> pd.DataFrame:
         """The threshold verdicts; a breach raises :class:`~workbench.analysis.ThresholdBreach`
@@ -343,6 +370,9 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
     out_nb = run_dir / spec.notebook
     started = time.monotonic()
     code = 0
+    # the kernel writes the driver's live line to this terminal too, in the terminal's way
+    progress_was = os.environ.get(PROGRESS_ENV)
+    os.environ[PROGRESS_ENV] = "tty" if sys.stderr.isatty() else "lines"
     try:
         papermill.execute_notebook(
             str(notebooks_dir() / spec.notebook), str(out_nb),
@@ -356,6 +386,11 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
         print(f"notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}",
               file=sys.stderr)
         code = 1
+    finally:
+        if progress_was is None:
+            os.environ.pop(PROGRESS_ENV, None)
+        else:
+            os.environ[PROGRESS_ENV] = progress_was
     if out_nb.exists():
         render_html(out_nb, run_dir / "report.html")
     print(f"[workbench] {scenario} ({profile}) took {time.monotonic() - started:.1f} s",
@@ -364,11 +399,17 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
 
 
 def render_html(notebook: Path, html: Path) -> None:
-    """The executed notebook as HTML with code cells hidden."""
+    """The executed notebook as HTML with code cells hidden, in the report's order: the
+    verdict first, figures next, details after (:func:`workbench.notebook.report_cells`);
+    the driver's live progress line is left out."""
     import nbformat
     from nbconvert import HTMLExporter
 
+    from workbench.notebook import report_cells
+
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
+    nb = nbformat.read(notebook, as_version=4)
+    nb.cells = report_cells(nb.cells)
+    body, _ = exporter.from_notebook_node(nb)
     write_text(html, body)  # whole or absent: a reader never sees half a report

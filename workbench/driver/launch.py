@@ -26,6 +26,7 @@ import json
 import math
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -53,7 +54,7 @@ from workbench.driver.result import (
     merge_reports,
     shard_document,
 )
-from workbench.driver.shard import format_progress, run_shard
+from workbench.driver.shard import run_shard
 from workbench.driver.spec import DriveSpec
 from workbench.errors import WorkbenchError
 
@@ -64,6 +65,10 @@ START_MARGIN_NS = 100_000_000  # children are warm and waiting; the start line n
 SHARD_CAPACITY_RPS = 5000.0
 CLUSTER_START_MARGIN_NS = 3_000_000_000  # Dask: time for every worker to start its shard
 CLUSTER_CONNECT_TIMEOUT_S = 10.0
+PROGRESS_EVERY_S = 10.0  # without a terminal (CI logs), one progress line this often
+PROGRESS_ENV = "WORKBENCH_PROGRESS"  # "tty" or "lines": `workbench run`'s kernel also writes
+PROGRESS_METADATA = "workbench_progress"  # marks the live line's output: never in a report
+_PROGRESS_LINE = re.compile(r"^\[driver\] .*\bsent \d+")
 
 
 def auto_shards(spec: DriveSpec) -> int:
@@ -104,7 +109,7 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
          f"{k}/{n}", "--out", str(d), "--wait-start", "--parent-pid", str(os.getpid())],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env=child_env) for k, d in enumerate(dirs)]
-    interrupted = _supervise(procs, echo)
+    interrupted = _supervise(procs, echo, spec.run_s)
     if n == 1:
         if not (out_dir / RESULT_FILE).exists():
             raise WorkbenchError(f"the driver exited with code {procs[0].returncode} and wrote "
@@ -119,11 +124,111 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
 
 # -- local shard processes ------------------------------------------------------------------
 
+def format_progress(elapsed: float, planned_s: float, sent: int, rate: float, errors: int,
+                    dropped: int, p95_ms: float | None) -> str:
+    """The live progress line: elapsed of planned, % done, ETA, sent, rate, errors, p95."""
+    done = min(elapsed / planned_s, 1.0) if planned_s > 0 else 1.0
+    eta = max(planned_s - elapsed, 0.0)
+    p95 = f"{p95_ms:.2f} ms" if p95_ms is not None else "-"
+    return (f"[driver] {elapsed:.0f}/{planned_s:.0f} s ({done:.0%}, ETA {eta:.0f} s)  sent {sent}"
+            f"  rate {rate:.1f}/s  errors {errors}  dropped {dropped}  p95 so far {p95}")
+
+
+class LiveLine:
+    """The driver's progress as one updating line; every other line passes through.
+
+    In a Jupyter kernel the line is one output updated in place (an IPython display handle,
+    tagged :data:`PROGRESS_METADATA` so the rendered report leaves it out); on a terminal it
+    is rewritten with ``\\r``; otherwise (CI logs, pipes) it is printed every ``every_s``
+    seconds and once at the end. A kernel started by ``workbench run`` also writes it to its
+    terminal (:data:`PROGRESS_ENV`). Call it as ``echo``; :meth:`close` ends the line.
+    """
+
+    def __init__(self, stream: IO[str] | None = None, every_s: float = PROGRESS_EVERY_S,
+                 notebook: bool | None = None) -> None:
+        self.every_s = every_s
+        self.notebook = _in_kernel() if notebook is None else notebook
+        self.stream: IO[str] | None = stream or sys.stderr
+        self.mode = "tty" if _isatty(self.stream) else "lines"
+        if self.notebook and stream is None:
+            mode = os.environ.get(PROGRESS_ENV)  # else the kernel's stderr is no one's terminal
+            self.stream, self.mode = (sys.__stderr__, mode) if mode in ("tty", "lines") else (
+                None, "none")
+        self._handle = None
+        self._last: str | None = None
+        self._shown_at: float | None = None  # when the last line was written ("lines")
+        self._written: str | None = None
+        self._open = False  # a \r line waits for its newline ("tty")
+
+    def __call__(self, line: str) -> None:
+        if not _PROGRESS_LINE.match(line):
+            self._end_line()
+            print(line, file=sys.stdout if self.notebook else self.stream or sys.stderr,
+                  flush=True)
+            return
+        self._last = line
+        if self.notebook:
+            self._display(line)
+        if self.stream is None:
+            return
+        if self.mode == "tty":
+            self.stream.write("\r" + line + "\x1b[K")
+            self.stream.flush()
+            self._open = True
+        elif self._shown_at is None or time.monotonic() - self._shown_at >= self.every_s:
+            self._write(line)
+
+    def _display(self, line: str) -> None:
+        from IPython.display import display
+
+        data, meta = {"text/plain": line}, {PROGRESS_METADATA: True}
+        if self._handle is None:
+            self._handle = display(data, raw=True, metadata=meta, display_id=True)
+        else:
+            self._handle.update(data, raw=True, metadata=meta)
+
+    def _write(self, line: str) -> None:
+        assert self.stream is not None
+        self.stream.write(line + "\n")
+        self.stream.flush()
+        self._shown_at = time.monotonic()
+        self._written = line
+
+    def _end_line(self) -> None:
+        if self._open and self.stream is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._open = False
+
+    def close(self) -> None:
+        """End the line: a newline on a terminal, the last state in a log if not yet there."""
+        self._end_line()
+        if (self.mode == "lines" and self.stream is not None and self._last is not None
+                and self._written != self._last):
+            self._write(self._last)
+
+
+def _isatty(stream: IO[str] | None) -> bool:
+    try:
+        return bool(stream is not None and stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def _in_kernel() -> bool:
+    """Whether this runs in a Jupyter kernel (IPython imported and holding a kernel)."""
+    if "IPython" not in sys.modules:
+        return False
+    from IPython import get_ipython
+
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
 class _Progress:
     """One live line from N shards' progress: counts added, histograms merged."""
 
-    def __init__(self, shards: int, echo: Callable[[str], None]) -> None:
-        self.shards, self.echo = shards, echo
+    def __init__(self, shards: int, echo: Callable[[str], None], planned_s: float) -> None:
+        self.shards, self.echo, self.planned_s = shards, echo, planned_s
         self.ticks: dict[int, dict[int, dict]] = {}
         self.last_sent, self.last_elapsed = 0, 0.0
 
@@ -139,11 +244,13 @@ class _Progress:
         rate = (sent - self.last_sent) / max(elapsed - self.last_elapsed, 1e-9)
         self.last_sent, self.last_elapsed = sent, elapsed
         p95 = hdr.percentiles_ms(hdr.merge(x["response_hist"] for x in parts), (95,))["p95"]
-        self.echo(format_progress(elapsed, sent, rate, sum(x["errors"] for x in parts),
+        self.echo(format_progress(elapsed, self.planned_s, sent, rate,
+                                  sum(x["errors"] for x in parts),
                                   sum(x["dropped"] for x in parts), p95))
 
 
-def _supervise(procs: list[subprocess.Popen], echo: Callable[[str], None]) -> bool:
+def _supervise(procs: list[subprocess.Popen], echo: Callable[[str], None],
+               planned_s: float) -> bool:
     """Start the children together, relay their lines, stop them on interrupt.
 
     Returns whether the caller was interrupted (the children then flushed and exited).
@@ -157,7 +264,7 @@ def _supervise(procs: list[subprocess.Popen], echo: Callable[[str], None]) -> bo
 
     for k, p in enumerate(procs):
         threading.Thread(target=pump, args=(k, p.stderr), daemon=True).start()
-    progress = _Progress(len(procs), echo)
+    progress = _Progress(len(procs), echo, planned_s)
     ready: set[int] = set()
     live = len(procs)
     started = interrupted = False
