@@ -24,9 +24,17 @@ from urllib.parse import urlsplit
 from workbench.driver.engine import Done, find_header
 from workbench.driver.outcomes import ERR, classify_exception
 
-_IDLE, _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER, _UNTIL_EOF = range(7)
-MAX_HEAD_BYTES = 64 * 1024
+_IDLE, _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_EOF = range(8)
+MAX_HEAD_BYTES = 64 * 1024  # a response head (or trailer section) longer than this: protocol
+MAX_LINE_BYTES = 4 * 1024  # a chunk-size line (size and extensions) longer than this: protocol
+MAX_KEPT_BODY = 16 * 1024 * 1024  # a body kept for the caller (want_body) longer: protocol
 _NO_BODY_STATUS = frozenset((204, 304))
+_IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"))
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+
+
+class ProtocolError(ValueError):
+    """A response that breaks HTTP/1.1 (RFC 9112) or one of this engine's caps."""
 
 @dataclass(frozen=True)
 class PreparedRequest:
@@ -36,6 +44,7 @@ class PreparedRequest:
     head_only: bool  # HEAD: the response has no body whatever its headers say
     want_body: bool  # keep the body for the caller (JSON fields to sum)
     want_head: bool = False  # pass the response head to ``done`` (scripted virtual users)
+    idempotent: bool = False  # may be sent again on a fresh connection (RFC 9112 9.3.1)
 
 
 def ssl_context(base_url: str, ca_file: str | None, insecure: bool) -> ssl.SSLContext | None:
@@ -84,7 +93,8 @@ class HttpEngine:
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body or b'')}")
         wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-        return PreparedRequest(wire, method == "HEAD", want_body, want_head)
+        return PreparedRequest(wire, method == "HEAD", want_body, want_head,
+                               method in _IDEMPOTENT)
 
     async def start(self, warm: int = 0) -> None:
         """Start the timeout sweep and open ``warm`` connections (failures are left to send)."""
@@ -101,11 +111,19 @@ class HttpEngine:
         while idle:
             conn = idle.pop()
             if not conn.closed and not conn.transport.is_closing():
-                conn.send(request, done, time.perf_counter_ns())
+                conn.send(request, done, time.perf_counter_ns(), True)
                 return
-        task = self.loop.create_task(self._connect_and_send(request, done))
+        self._send_on_new(request, done, None)
+
+    def _send_on_new(self, request: PreparedRequest, done: Done, started_ns: int | None) -> None:
+        task = self.loop.create_task(self._connect_and_send(request, done, started_ns))
         self.connecting[task] = done
         task.add_done_callback(self._connected)
+
+    def retry(self, request: PreparedRequest, done: Done, started_ns: int) -> None:
+        """Send ``request`` again on a new connection: the idle one it met was already closed
+        by the server (RFC 9112 9.3.1). Its latency still counts from the first send."""
+        self._send_on_new(request, done, started_ns)
 
     async def _connect(self) -> _Connection:
         _, conn = await asyncio.wait_for(self.loop.create_connection(
@@ -113,8 +131,9 @@ class HttpEngine:
             server_hostname=self.host if self.ssl else None), self.timeout_ns / 1e9)
         return conn
 
-    async def _connect_and_send(self, request: PreparedRequest, done: Done) -> None:
-        started = time.perf_counter_ns()
+    async def _connect_and_send(self, request: PreparedRequest, done: Done,
+                                started_ns: int | None = None) -> None:
+        started = time.perf_counter_ns() if started_ns is None else started_ns
         try:
             conn = await self._connect()
         except asyncio.CancelledError:
@@ -125,7 +144,7 @@ class HttpEngine:
         if conn.closed:
             done(0, None, 0, None, ERR["reset"], None)
         else:
-            conn.send(request, done, started)  # the timeout counts the connect too
+            conn.send(request, done, started, False)  # the timeout counts the connect too
 
     def _connected(self, task: asyncio.Task) -> None:
         done = self.connecting.pop(task)
@@ -175,7 +194,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = ("engine", "transport", "buf", "closed", "done", "state", "status", "ctype",
                  "nbytes", "remaining", "keep_alive", "head_only", "want_body", "parts",
-                 "sent_ns", "want_head", "head")
+                 "sent_ns", "want_head", "head", "request", "reused", "answered")
 
     def __init__(self, engine: HttpEngine) -> None:
         self.engine = engine
@@ -190,8 +209,11 @@ class _Connection(asyncio.Protocol):
         self.transport = transport
         self.engine.connections.add(self)
 
-    def send(self, request: PreparedRequest, done: Done, started_ns: int) -> None:
+    def send(self, request: PreparedRequest, done: Done, started_ns: int, reused: bool) -> None:
         self.done = done
+        self.request = request
+        self.reused = reused  # an idle connection the server may have closed meanwhile
+        self.answered = False  # no byte of the response yet: a retry is still safe
         self.state = _HEAD
         self.head_only = request.head_only
         self.want_body = request.want_body
@@ -207,12 +229,51 @@ class _Connection(asyncio.Protocol):
         if self.done is None:  # nothing asked: a server talking out of turn; drop it
             self.close()
             return
+        self.answered = True
         self.buf += data
         try:
             self._parse()
-        except (ValueError, IndexError):
-            self.fail(ERR["other"])
+        except (ValueError, IndexError):  # ProtocolError is a ValueError
+            self.fail(ERR["protocol"])
             self.close()
+
+    def _head(self, head: bytes) -> None:
+        """Read a final response's head (RFC 9112 sections 4, 6 and 9.3); set the framing."""
+        low = head.lower()
+        self.status = status = int(head[9:12])
+        self.head = head
+        self.ctype = self.engine.content_type(find_header(low, low, b"\r\ncontent-type:"))
+        connection = find_header(low, low, b"\r\nconnection:")
+        if connection is None:
+            self.keep_alive = head[7:8] != b"0"
+        elif head[7:8] != b"0":  # HTTP/1.1: persistent unless a "close" option
+            self.keep_alive = b"close" not in [t.strip() for t in connection.split(b",")]
+        else:
+            self.keep_alive = b"keep-alive" in [t.strip() for t in connection.split(b",")]
+        if self.head_only or status in _NO_BODY_STATUS:
+            self.state = _IDLE
+            return
+        encoding = find_header(low, low, b"\r\ntransfer-encoding:")
+        if encoding is not None:
+            if encoding != b"chunked":  # the only coding we read; RFC 9112 6.1
+                raise ProtocolError("unsupported Transfer-Encoding")
+            self.state = _CHUNK_SIZE
+        else:
+            length = _content_length(low)
+            if length is None:  # the body runs to the end of the connection
+                self.keep_alive = False
+                self.state = _UNTIL_EOF
+            else:
+                self.remaining = length
+                self.state = _BODY
+        if self.want_body:
+            self.parts = []
+
+    def _keep(self, data: bytes) -> None:
+        """Keep part of the body for the caller, up to :data:`MAX_KEPT_BODY`."""
+        if self.nbytes > MAX_KEPT_BODY:
+            raise ProtocolError("body too large to keep")
+        self.parts.append(data)
 
     def _parse(self) -> None:
         buf = self.buf
@@ -222,52 +283,44 @@ class _Connection(asyncio.Protocol):
                 end = buf.find(b"\r\n\r\n")
                 if end < 0:
                     if len(buf) > MAX_HEAD_BYTES:
-                        raise ValueError("response head too large")
+                        raise ProtocolError("response head too large")
                     return
+                if end > MAX_HEAD_BYTES:
+                    raise ProtocolError("response head too large")
                 head = bytes(buf[:end + 2])
                 del buf[:end + 4]
-                if head[:5] != b"HTTP/":
-                    raise ValueError("not an HTTP response")
-                status = int(head[9:12])
-                if status < 200:  # 100 Continue and friends: the final response follows
-                    continue
-                low = head.lower()
-                self.status = status
-                self.head = head
-                self.ctype = self.engine.content_type(find_header(low, low, b"\r\ncontent-type:"))
-                connection = find_header(low, low, b"\r\nconnection:")
-                self.keep_alive = (connection != b"close" if head[5:8] == b"1.1"
-                                   else connection == b"keep-alive")
-                if self.head_only or status in _NO_BODY_STATUS:
+                if not (head[:7] == b"HTTP/1." and head[8:9] == b" " and head[7:8].isdigit()
+                        and head[9:12].isdigit() and head[12:13] in (b" ", b"\r")):
+                    raise ProtocolError("malformed status line")  # RFC 9112 section 4
+                if head[9:10] == b"1":
+                    continue  # 100 Continue and friends: the final response follows
+                self._head(head)
+                if self.state == _IDLE:
                     self._finish()
                     return
-                encoding = find_header(low, low, b"\r\ntransfer-encoding:")
-                length = find_header(low, low, b"\r\ncontent-length:")
-                if encoding is not None and b"chunked" in encoding:
-                    self.state = _CHUNK_SIZE
-                elif length is not None:
-                    self.remaining = int(length)
-                    self.state = _BODY
-                else:  # the body runs to the end of the connection
-                    self.keep_alive = False
-                    self.state = _UNTIL_EOF
-                if self.want_body:
-                    self.parts = []
             elif state == _BODY:
-                n = self.remaining
-                if len(buf) < n:
-                    return
+                n = min(self.remaining, len(buf))  # take what came; keep only what is wanted
+                self.nbytes += n
                 if self.want_body:
-                    self.parts.append(bytes(buf[:n]))
+                    self._keep(bytes(buf[:n]))
                 del buf[:n]
-                self.nbytes = n
+                self.remaining -= n
+                if self.remaining:
+                    return
                 self._finish()
                 return
             elif state == _CHUNK_SIZE:
                 end = buf.find(b"\r\n")
                 if end < 0:
+                    if len(buf) > MAX_LINE_BYTES:
+                        raise ProtocolError("chunk-size line too long")
                     return
-                size = int(bytes(buf[:end]).split(b";", 1)[0], 16)
+                if end > MAX_LINE_BYTES:
+                    raise ProtocolError("chunk-size line too long")
+                digits = bytes(buf[:end]).split(b";", 1)[0].rstrip(b" \t")
+                if not digits or len(digits) > 16 or not _HEX.issuperset(digits):
+                    raise ProtocolError("malformed chunk size")
+                size = int(digits, 16)
                 del buf[:end + 2]
                 if size == 0:
                     self.state = _TRAILER
@@ -275,13 +328,22 @@ class _Connection(asyncio.Protocol):
                     self.remaining = size
                     self.state = _CHUNK_DATA
             elif state == _CHUNK_DATA:
-                n = self.remaining
-                if len(buf) < n + 2:
+                n = min(self.remaining, len(buf))
+                if n == 0:
                     return
-                if self.want_body:
-                    self.parts.append(bytes(buf[:n]))
                 self.nbytes += n
-                del buf[:n + 2]
+                if self.want_body:
+                    self._keep(bytes(buf[:n]))
+                del buf[:n]
+                self.remaining -= n
+                if not self.remaining:
+                    self.state = _CHUNK_END
+            elif state == _CHUNK_END:
+                if len(buf) < 2:
+                    return
+                if buf[:2] != b"\r\n":
+                    raise ProtocolError("chunk data not followed by CRLF")
+                del buf[:2]
                 self.state = _CHUNK_SIZE
             elif state == _TRAILER:
                 if buf[:2] == b"\r\n":
@@ -289,14 +351,18 @@ class _Connection(asyncio.Protocol):
                 else:
                     end = buf.find(b"\r\n\r\n")
                     if end < 0:
+                        if len(buf) > MAX_HEAD_BYTES or buf[:1] == b"\r" and len(buf) > 1:
+                            raise ProtocolError("malformed or too large trailer section")
                         return
+                    if end > MAX_HEAD_BYTES:
+                        raise ProtocolError("trailer section too large")
                     del buf[:end + 4]
                 self._finish()
                 return
             elif state == _UNTIL_EOF:
                 self.nbytes += len(buf)
                 if self.want_body:
-                    self.parts.append(bytes(buf))
+                    self._keep(bytes(buf))
                 buf.clear()
                 return
             else:
@@ -334,9 +400,44 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.engine.forget(self)
-        if self.done is None:
+        done = self.done
+        if done is None:
             return
         if self.state == _UNTIL_EOF and exc is None:
             self._finish()
+        elif self.reused and not self.answered and self.request.idempotent:
+            # the server closed this idle connection as the request left: not its answer
+            self.done = None
+            self.state = _IDLE
+            self.engine.retry(self.request, done, self.sent_ns)
         else:
             self.fail(ERR["tls"] if isinstance(exc, ssl.SSLError) else ERR["reset"])
+
+
+_CL = b"\r\ncontent-length:"
+
+
+def _content_length(low: bytes) -> int | None:
+    """The body length a lower-cased head (ending in CRLF) declares, or None.
+
+    ProtocolError when it is not 1*DIGIT (``-5``, ``1_0``, ``+5``), or when several
+    Content-Length fields or list members disagree (RFC 9112 6.3); one plain field is the
+    fast path.
+    """
+    i = low.find(_CL)
+    if i < 0:
+        return None
+    i += len(_CL)
+    j = low.find(b"\r\n", i)
+    value = low[i:j].strip(b" \t")
+    if value.isdigit() and len(value) < 19 and low.find(_CL, j) < 0:  # bytes: ASCII digits
+        return int(value)
+    found = set()
+    while i >= len(_CL):
+        j = low.find(b"\r\n", i)
+        found.update(v.strip(b" \t") for v in low[i:j].split(b","))
+        i = low.find(_CL, j) + len(_CL)
+    value = found.pop()
+    if found or not value.isdigit() or len(value) > 18:
+        raise ProtocolError("bad Content-Length")
+    return int(value)
