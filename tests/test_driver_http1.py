@@ -220,8 +220,7 @@ def connection(want_body: bool = False):
     conn = http1._Connection(engine)
     conn.connection_made(FakeTransport())
     outcomes = []
-    conn.send(engine.prepare("GET", "/", {}, None, want_body), lambda *o: outcomes.append(o),
-              0, False)
+    conn.send(engine.prepare("GET", "/", {}, None, want_body), lambda *o: outcomes.append(o), 0)
     return conn, outcomes
 
 

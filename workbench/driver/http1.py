@@ -31,6 +31,10 @@ MAX_KEPT_BODY = 16 * 1024 * 1024  # a body kept for the caller (want_body) longe
 _NO_BODY_STATUS = frozenset((204, 304))
 _IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"))
 _HEX = frozenset(b"0123456789abcdefABCDEF")
+_VERSIONS = frozenset((b"HTTP/1.1 ", b"HTTP/1.0 "))
+_AFTER_STATUS = frozenset(b" \r")
+_CL = b"\r\ncontent-length:"
+_CL_LEN = len(_CL)
 
 
 class ProtocolError(ValueError):
@@ -103,7 +107,9 @@ class HttpEngine:
         if warm > 0:
             results = await asyncio.gather(*(self._connect() for _ in range(warm)),
                                            return_exceptions=True)
-            self.idle += [c for c in results if isinstance(c, _Connection) and not c.closed]
+            for conn in results:
+                if isinstance(conn, _Connection) and not conn.closed:
+                    self.release(conn)  # idle until the first send: the server may close it
 
     def send(self, request: PreparedRequest, done: Done) -> None:
         """Start ``request`` on an idle connection, or on a new one."""
@@ -111,7 +117,7 @@ class HttpEngine:
         while idle:
             conn = idle.pop()
             if not conn.closed and not conn.transport.is_closing():
-                conn.send(request, done, time.perf_counter_ns(), True)
+                conn.send(request, done, time.perf_counter_ns())
                 return
         self._send_on_new(request, done, None)
 
@@ -144,7 +150,7 @@ class HttpEngine:
         if conn.closed:
             done(0, None, 0, None, ERR["reset"], None)
         else:
-            conn.send(request, done, started, False)  # the timeout counts the connect too
+            conn.send(request, done, started)  # the timeout counts the connect too
 
     def _connected(self, task: asyncio.Task) -> None:
         done = self.connecting.pop(task)
@@ -152,6 +158,7 @@ class HttpEngine:
             done(0, None, 0, None, ERR["cancelled"], None)
 
     def release(self, conn: _Connection) -> None:
+        conn.reused = True
         self.idle.append(conn)
 
     def forget(self, conn: _Connection) -> None:
@@ -194,7 +201,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = ("engine", "transport", "buf", "closed", "done", "state", "status", "ctype",
                  "nbytes", "remaining", "keep_alive", "head_only", "want_body", "parts",
-                 "sent_ns", "want_head", "head", "request", "reused", "answered")
+                 "sent_ns", "want_head", "head", "request", "reused", "interim")
 
     def __init__(self, engine: HttpEngine) -> None:
         self.engine = engine
@@ -204,16 +211,16 @@ class _Connection(asyncio.Protocol):
         self.done: Done | None = None
         self.state = _IDLE
         self.sent_ns = 0
+        self.reused = False  # True once it served a request: the server may close it idle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
         self.engine.connections.add(self)
 
-    def send(self, request: PreparedRequest, done: Done, started_ns: int, reused: bool) -> None:
+    def send(self, request: PreparedRequest, done: Done, started_ns: int) -> None:
         self.done = done
         self.request = request
-        self.reused = reused  # an idle connection the server may have closed meanwhile
-        self.answered = False  # no byte of the response yet: a retry is still safe
+        self.interim = False  # a 1xx arrived: the server did answer, so no retry
         self.state = _HEAD
         self.head_only = request.head_only
         self.want_body = request.want_body
@@ -229,45 +236,12 @@ class _Connection(asyncio.Protocol):
         if self.done is None:  # nothing asked: a server talking out of turn; drop it
             self.close()
             return
-        self.answered = True
         self.buf += data
         try:
             self._parse()
         except (ValueError, IndexError):  # ProtocolError is a ValueError
             self.fail(ERR["protocol"])
             self.close()
-
-    def _head(self, head: bytes) -> None:
-        """Read a final response's head (RFC 9112 sections 4, 6 and 9.3); set the framing."""
-        low = head.lower()
-        self.status = status = int(head[9:12])
-        self.head = head
-        self.ctype = self.engine.content_type(find_header(low, low, b"\r\ncontent-type:"))
-        connection = find_header(low, low, b"\r\nconnection:")
-        if connection is None:
-            self.keep_alive = head[7:8] != b"0"
-        elif head[7:8] != b"0":  # HTTP/1.1: persistent unless a "close" option
-            self.keep_alive = b"close" not in [t.strip() for t in connection.split(b",")]
-        else:
-            self.keep_alive = b"keep-alive" in [t.strip() for t in connection.split(b",")]
-        if self.head_only or status in _NO_BODY_STATUS:
-            self.state = _IDLE
-            return
-        encoding = find_header(low, low, b"\r\ntransfer-encoding:")
-        if encoding is not None:
-            if encoding != b"chunked":  # the only coding we read; RFC 9112 6.1
-                raise ProtocolError("unsupported Transfer-Encoding")
-            self.state = _CHUNK_SIZE
-        else:
-            length = _content_length(low)
-            if length is None:  # the body runs to the end of the connection
-                self.keep_alive = False
-                self.state = _UNTIL_EOF
-            else:
-                self.remaining = length
-                self.state = _BODY
-        if self.want_body:
-            self.parts = []
 
     def _keep(self, data: bytes) -> None:
         """Keep part of the body for the caller, up to :data:`MAX_KEPT_BODY`."""
@@ -289,24 +263,61 @@ class _Connection(asyncio.Protocol):
                     raise ProtocolError("response head too large")
                 head = bytes(buf[:end + 2])
                 del buf[:end + 4]
-                if not (head[:7] == b"HTTP/1." and head[8:9] == b" " and head[7:8].isdigit()
-                        and head[9:12].isdigit() and head[12:13] in (b" ", b"\r")):
-                    raise ProtocolError("malformed status line")  # RFC 9112 section 4
-                if head[9:10] == b"1":
-                    continue  # 100 Continue and friends: the final response follows
-                self._head(head)
-                if self.state == _IDLE:
+                # RFC 9112 section 4: HTTP/1.x SP 3DIGIT, then SP reason or the line's end
+                if (head[:9] not in _VERSIONS or not head[9:12].isdigit()
+                        or head[12] not in _AFTER_STATUS):
+                    raise ProtocolError("malformed status line")
+                if head[9] == 49:  # "1": 100 Continue and friends; the final response follows
+                    self.interim = True
+                    continue
+                low = head.lower()
+                self.status = status = int(head[9:12])
+                self.head = head
+                self.ctype = self.engine.content_type(find_header(low, low, b"\r\ncontent-type:"))
+                connection = find_header(low, low, b"\r\nconnection:")
+                if connection is None or connection == b"keep-alive":  # no list to split
+                    self.keep_alive = connection is not None or head[7] != 48
+                elif head[7] != 48:  # HTTP/1.1: persistent unless "close" is among the options
+                    self.keep_alive = b"close" not in [t.strip() for t in connection.split(b",")]
+                else:  # HTTP/1.0: persistent only with "keep-alive" among them
+                    self.keep_alive = b"keep-alive" in [t.strip() for t in connection.split(b",")]
+                if self.head_only or status in _NO_BODY_STATUS:
                     self._finish()
                     return
+                encoding = find_header(low, low, b"\r\ntransfer-encoding:")
+                if encoding is not None:
+                    if encoding != b"chunked":  # the only coding we read; RFC 9112 6.1
+                        raise ProtocolError("unsupported Transfer-Encoding")
+                    self.state = _CHUNK_SIZE
+                else:
+                    i = low.find(_CL)
+                    if i < 0:  # the body runs to the end of the connection
+                        self.keep_alive = False
+                        self.state = _UNTIL_EOF
+                    else:
+                        j = low.find(b"\r\n", i + _CL_LEN)
+                        value = low[i + _CL_LEN:j].strip()
+                        if value.isdigit() and len(value) < 19 and low.find(_CL, j) < 0:
+                            self.remaining = int(value)  # the usual case: one plain length
+                        else:
+                            self.remaining = _content_length(low)
+                        self.state = _BODY
+                if self.want_body:
+                    self.parts = []
             elif state == _BODY:
-                n = min(self.remaining, len(buf))  # take what came; keep only what is wanted
+                n = self.remaining
+                have = len(buf)
+                if have < n:  # part of it: counted, kept only if wanted, never buffered
+                    self.nbytes += have
+                    if self.want_body:
+                        self._keep(bytes(buf))
+                    buf.clear()
+                    self.remaining = n - have
+                    return
                 self.nbytes += n
                 if self.want_body:
                     self._keep(bytes(buf[:n]))
                 del buf[:n]
-                self.remaining -= n
-                if self.remaining:
-                    return
                 self._finish()
                 return
             elif state == _CHUNK_SIZE:
@@ -405,16 +416,14 @@ class _Connection(asyncio.Protocol):
             return
         if self.state == _UNTIL_EOF and exc is None:
             self._finish()
-        elif self.reused and not self.answered and self.request.idempotent:
-            # the server closed this idle connection as the request left: not its answer
+        elif (self.reused and self.state == _HEAD and not self.buf and not self.interim
+              and self.request.idempotent):
+            # no byte of an answer: the server closed this idle connection as the request left
             self.done = None
             self.state = _IDLE
             self.engine.retry(self.request, done, self.sent_ns)
         else:
             self.fail(ERR["tls"] if isinstance(exc, ssl.SSLError) else ERR["reset"])
-
-
-_CL = b"\r\ncontent-length:"
 
 
 def _content_length(low: bytes) -> int | None:
