@@ -106,7 +106,7 @@ def test_transport_failures_are_classified():
     with RawServer(RESPONSES) as srv:
         (garbage, reset, after), _ = fetch(srv.url, [("GET", "/garbage"), ("GET", "/reset"),
                                                      ("GET", "/cl")])
-    assert garbage[4] == err("other") and garbage[0] == 0
+    assert garbage[4] == err("protocol") and garbage[0] == 0  # not HTTP at all
     assert reset[4] == err("reset")
     assert after == (200, b"application/json", 11, b'{"ok":true}', 0, None)  # a new connection
     (refused,), _ = fetch(f"http://127.0.0.1:{free_port()}", [("GET", "/")])

@@ -24,9 +24,21 @@ from urllib.parse import urlsplit
 from workbench.driver.engine import Done, find_header
 from workbench.driver.outcomes import ERR, classify_exception
 
-_IDLE, _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _TRAILER, _UNTIL_EOF = range(7)
-MAX_HEAD_BYTES = 64 * 1024
+_IDLE, _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_EOF = range(8)
+MAX_HEAD_BYTES = 64 * 1024  # a response head (or trailer section) longer than this: protocol
+MAX_LINE_BYTES = 4 * 1024  # a chunk-size line (size and extensions) longer than this: protocol
+MAX_KEPT_BODY = 16 * 1024 * 1024  # a body kept for the caller (want_body) longer: protocol
 _NO_BODY_STATUS = frozenset((204, 304))
+_IDEMPOTENT = frozenset(("GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"))
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_VERSIONS = frozenset((b"HTTP/1.1 ", b"HTTP/1.0 "))
+_AFTER_STATUS = frozenset(b" \r")
+_CL = b"\r\ncontent-length:"
+_CL_LEN = len(_CL)
+
+
+class ProtocolError(ValueError):
+    """A response that breaks HTTP/1.1 (RFC 9112) or one of this engine's caps."""
 
 @dataclass(frozen=True)
 class PreparedRequest:
@@ -36,6 +48,7 @@ class PreparedRequest:
     head_only: bool  # HEAD: the response has no body whatever its headers say
     want_body: bool  # keep the body for the caller (JSON fields to sum)
     want_head: bool = False  # pass the response head to ``done`` (scripted virtual users)
+    idempotent: bool = False  # may be sent again on a fresh connection (RFC 9112 9.3.1)
 
 
 def ssl_context(base_url: str, ca_file: str | None, insecure: bool) -> ssl.SSLContext | None:
@@ -84,7 +97,8 @@ class HttpEngine:
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body or b'')}")
         wire = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
-        return PreparedRequest(wire, method == "HEAD", want_body, want_head)
+        return PreparedRequest(wire, method == "HEAD", want_body, want_head,
+                               method in _IDEMPOTENT)
 
     async def start(self, warm: int = 0) -> None:
         """Start the timeout sweep and open ``warm`` connections (failures are left to send)."""
@@ -93,7 +107,9 @@ class HttpEngine:
         if warm > 0:
             results = await asyncio.gather(*(self._connect() for _ in range(warm)),
                                            return_exceptions=True)
-            self.idle += [c for c in results if isinstance(c, _Connection) and not c.closed]
+            for conn in results:
+                if isinstance(conn, _Connection) and not conn.closed:
+                    self.release(conn)  # idle until the first send: the server may close it
 
     def send(self, request: PreparedRequest, done: Done) -> None:
         """Start ``request`` on an idle connection, or on a new one."""
@@ -103,9 +119,17 @@ class HttpEngine:
             if not conn.closed and not conn.transport.is_closing():
                 conn.send(request, done, time.perf_counter_ns())
                 return
-        task = self.loop.create_task(self._connect_and_send(request, done))
+        self._send_on_new(request, done, None)
+
+    def _send_on_new(self, request: PreparedRequest, done: Done, started_ns: int | None) -> None:
+        task = self.loop.create_task(self._connect_and_send(request, done, started_ns))
         self.connecting[task] = done
         task.add_done_callback(self._connected)
+
+    def retry(self, request: PreparedRequest, done: Done, started_ns: int) -> None:
+        """Send ``request`` again on a new connection: the idle one it met was already closed
+        by the server (RFC 9112 9.3.1). Its latency still counts from the first send."""
+        self._send_on_new(request, done, started_ns)
 
     async def _connect(self) -> _Connection:
         _, conn = await asyncio.wait_for(self.loop.create_connection(
@@ -113,8 +137,9 @@ class HttpEngine:
             server_hostname=self.host if self.ssl else None), self.timeout_ns / 1e9)
         return conn
 
-    async def _connect_and_send(self, request: PreparedRequest, done: Done) -> None:
-        started = time.perf_counter_ns()
+    async def _connect_and_send(self, request: PreparedRequest, done: Done,
+                                started_ns: int | None = None) -> None:
+        started = time.perf_counter_ns() if started_ns is None else started_ns
         try:
             conn = await self._connect()
         except asyncio.CancelledError:
@@ -133,6 +158,7 @@ class HttpEngine:
             done(0, None, 0, None, ERR["cancelled"], None)
 
     def release(self, conn: _Connection) -> None:
+        conn.reused = True
         self.idle.append(conn)
 
     def forget(self, conn: _Connection) -> None:
@@ -175,7 +201,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = ("engine", "transport", "buf", "closed", "done", "state", "status", "ctype",
                  "nbytes", "remaining", "keep_alive", "head_only", "want_body", "parts",
-                 "sent_ns", "want_head", "head")
+                 "sent_ns", "want_head", "head", "request", "reused", "interim")
 
     def __init__(self, engine: HttpEngine) -> None:
         self.engine = engine
@@ -185,6 +211,7 @@ class _Connection(asyncio.Protocol):
         self.done: Done | None = None
         self.state = _IDLE
         self.sent_ns = 0
+        self.reused = False  # True once it served a request: the server may close it idle
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
@@ -192,6 +219,8 @@ class _Connection(asyncio.Protocol):
 
     def send(self, request: PreparedRequest, done: Done, started_ns: int) -> None:
         self.done = done
+        self.request = request
+        self.interim = False  # a 1xx arrived: the server did answer, so no retry
         self.state = _HEAD
         self.head_only = request.head_only
         self.want_body = request.want_body
@@ -210,9 +239,15 @@ class _Connection(asyncio.Protocol):
         self.buf += data
         try:
             self._parse()
-        except (ValueError, IndexError):
-            self.fail(ERR["other"])
+        except (ValueError, IndexError):  # ProtocolError is a ValueError
+            self.fail(ERR["protocol"])
             self.close()
+
+    def _keep(self, data: bytes) -> None:
+        """Keep part of the body for the caller, up to :data:`MAX_KEPT_BODY`."""
+        if self.nbytes > MAX_KEPT_BODY:
+            raise ProtocolError("body too large to keep")
+        self.parts.append(data)
 
     def _parse(self) -> None:
         buf = self.buf
@@ -222,52 +257,81 @@ class _Connection(asyncio.Protocol):
                 end = buf.find(b"\r\n\r\n")
                 if end < 0:
                     if len(buf) > MAX_HEAD_BYTES:
-                        raise ValueError("response head too large")
+                        raise ProtocolError("response head too large")
                     return
+                if end > MAX_HEAD_BYTES:
+                    raise ProtocolError("response head too large")
                 head = bytes(buf[:end + 2])
                 del buf[:end + 4]
-                if head[:5] != b"HTTP/":
-                    raise ValueError("not an HTTP response")
-                status = int(head[9:12])
-                if status < 200:  # 100 Continue and friends: the final response follows
+                # RFC 9112 section 4: HTTP/1.x SP 3DIGIT, then SP reason or the line's end
+                if (head[:9] not in _VERSIONS or not head[9:12].isdigit()
+                        or head[12] not in _AFTER_STATUS):
+                    raise ProtocolError("malformed status line")
+                if head[9] == 49:  # "1": 100 Continue and friends; the final response follows
+                    self.interim = True
                     continue
                 low = head.lower()
-                self.status = status
+                self.status = status = int(head[9:12])
                 self.head = head
                 self.ctype = self.engine.content_type(find_header(low, low, b"\r\ncontent-type:"))
                 connection = find_header(low, low, b"\r\nconnection:")
-                self.keep_alive = (connection != b"close" if head[5:8] == b"1.1"
-                                   else connection == b"keep-alive")
+                if connection is None or connection == b"keep-alive":  # no list to split
+                    self.keep_alive = connection is not None or head[7] != 48
+                elif head[7] != 48:  # HTTP/1.1: persistent unless "close" is among the options
+                    self.keep_alive = b"close" not in [t.strip() for t in connection.split(b",")]
+                else:  # HTTP/1.0: persistent only with "keep-alive" among them
+                    self.keep_alive = b"keep-alive" in [t.strip() for t in connection.split(b",")]
                 if self.head_only or status in _NO_BODY_STATUS:
                     self._finish()
                     return
                 encoding = find_header(low, low, b"\r\ntransfer-encoding:")
-                length = find_header(low, low, b"\r\ncontent-length:")
-                if encoding is not None and b"chunked" in encoding:
+                if encoding is not None:
+                    if encoding != b"chunked":  # the only coding we read; RFC 9112 6.1
+                        raise ProtocolError("unsupported Transfer-Encoding")
                     self.state = _CHUNK_SIZE
-                elif length is not None:
-                    self.remaining = int(length)
-                    self.state = _BODY
-                else:  # the body runs to the end of the connection
-                    self.keep_alive = False
-                    self.state = _UNTIL_EOF
+                else:
+                    i = low.find(_CL)
+                    if i < 0:  # the body runs to the end of the connection
+                        self.keep_alive = False
+                        self.state = _UNTIL_EOF
+                    else:
+                        j = low.find(b"\r\n", i + _CL_LEN)
+                        value = low[i + _CL_LEN:j].strip()
+                        if value.isdigit() and len(value) < 19 and low.find(_CL, j) < 0:
+                            self.remaining = int(value)  # the usual case: one plain length
+                        else:
+                            self.remaining = _content_length(low)
+                        self.state = _BODY
                 if self.want_body:
                     self.parts = []
             elif state == _BODY:
                 n = self.remaining
-                if len(buf) < n:
+                have = len(buf)
+                if have < n:  # part of it: counted, kept only if wanted, never buffered
+                    self.nbytes += have
+                    if self.want_body:
+                        self._keep(bytes(buf))
+                    buf.clear()
+                    self.remaining = n - have
                     return
+                self.nbytes += n
                 if self.want_body:
-                    self.parts.append(bytes(buf[:n]))
+                    self._keep(bytes(buf[:n]))
                 del buf[:n]
-                self.nbytes = n
                 self._finish()
                 return
             elif state == _CHUNK_SIZE:
                 end = buf.find(b"\r\n")
                 if end < 0:
+                    if len(buf) > MAX_LINE_BYTES:
+                        raise ProtocolError("chunk-size line too long")
                     return
-                size = int(bytes(buf[:end]).split(b";", 1)[0], 16)
+                if end > MAX_LINE_BYTES:
+                    raise ProtocolError("chunk-size line too long")
+                digits = bytes(buf[:end]).split(b";", 1)[0].rstrip(b" \t")
+                if not digits or len(digits) > 16 or not _HEX.issuperset(digits):
+                    raise ProtocolError("malformed chunk size")
+                size = int(digits, 16)
                 del buf[:end + 2]
                 if size == 0:
                     self.state = _TRAILER
@@ -275,13 +339,22 @@ class _Connection(asyncio.Protocol):
                     self.remaining = size
                     self.state = _CHUNK_DATA
             elif state == _CHUNK_DATA:
-                n = self.remaining
-                if len(buf) < n + 2:
+                n = min(self.remaining, len(buf))
+                if n == 0:
                     return
-                if self.want_body:
-                    self.parts.append(bytes(buf[:n]))
                 self.nbytes += n
-                del buf[:n + 2]
+                if self.want_body:
+                    self._keep(bytes(buf[:n]))
+                del buf[:n]
+                self.remaining -= n
+                if not self.remaining:
+                    self.state = _CHUNK_END
+            elif state == _CHUNK_END:
+                if len(buf) < 2:
+                    return
+                if buf[:2] != b"\r\n":
+                    raise ProtocolError("chunk data not followed by CRLF")
+                del buf[:2]
                 self.state = _CHUNK_SIZE
             elif state == _TRAILER:
                 if buf[:2] == b"\r\n":
@@ -289,14 +362,18 @@ class _Connection(asyncio.Protocol):
                 else:
                     end = buf.find(b"\r\n\r\n")
                     if end < 0:
+                        if len(buf) > MAX_HEAD_BYTES or buf[:1] == b"\r" and len(buf) > 1:
+                            raise ProtocolError("malformed or too large trailer section")
                         return
+                    if end > MAX_HEAD_BYTES:
+                        raise ProtocolError("trailer section too large")
                     del buf[:end + 4]
                 self._finish()
                 return
             elif state == _UNTIL_EOF:
                 self.nbytes += len(buf)
                 if self.want_body:
-                    self.parts.append(bytes(buf))
+                    self._keep(bytes(buf))
                 buf.clear()
                 return
             else:
@@ -334,9 +411,42 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.engine.forget(self)
-        if self.done is None:
+        done = self.done
+        if done is None:
             return
         if self.state == _UNTIL_EOF and exc is None:
             self._finish()
+        elif (self.reused and self.state == _HEAD and not self.buf and not self.interim
+              and self.request.idempotent):
+            # no byte of an answer: the server closed this idle connection as the request left
+            self.done = None
+            self.state = _IDLE
+            self.engine.retry(self.request, done, self.sent_ns)
         else:
             self.fail(ERR["tls"] if isinstance(exc, ssl.SSLError) else ERR["reset"])
+
+
+def _content_length(low: bytes) -> int | None:
+    """The body length a lower-cased head (ending in CRLF) declares, or None.
+
+    ProtocolError when it is not 1*DIGIT (``-5``, ``1_0``, ``+5``), or when several
+    Content-Length fields or list members disagree (RFC 9112 6.3); one plain field is the
+    fast path.
+    """
+    i = low.find(_CL)
+    if i < 0:
+        return None
+    i += len(_CL)
+    j = low.find(b"\r\n", i)
+    value = low[i:j].strip(b" \t")
+    if value.isdigit() and len(value) < 19 and low.find(_CL, j) < 0:  # bytes: ASCII digits
+        return int(value)
+    found = set()
+    while i >= len(_CL):
+        j = low.find(b"\r\n", i)
+        found.update(v.strip(b" \t") for v in low[i:j].split(b","))
+        i = low.find(_CL, j) + len(_CL)
+    value = found.pop()
+    if found or not value.isdigit() or len(value) > 18:
+        raise ProtocolError("bad Content-Length")
+    return int(value)

@@ -60,6 +60,8 @@ MAX_WINDOW = 2**31 - 1
 MAX_FRAME = 16_384  # what we accept (we never raise SETTINGS_MAX_FRAME_SIZE)
 MAX_STREAM_ID = 2**31 - 1
 MAX_HEADER_BLOCK = 256 * 1024  # a response head beyond this is refused
+MAX_CONTINUATIONS = 64  # CONTINUATION frames per header block (empty ones cost memory too)
+MAX_KEPT_BODY = 16 * 1024 * 1024  # a body kept for the caller (want_body) beyond: protocol
 BLOCK_CACHE_ENTRIES = 4096
 STREAM_WINDOW = 1 << 24  # per stream: a response up to 8 MiB needs no WINDOW_UPDATE at all
 CONNECTION_WINDOW = 1 << 30
@@ -199,8 +201,8 @@ def decode_header_block(block: bytes, full: bool = False
                 value, i = _string_at(block, i, keep)
                 if not keep:
                     continue
-            if name == b":status":
-                status = int(value)
+            if name == b":status":  # exactly three digits (RFC 9113 8.3.2), else malformed
+                status = int(value) if len(value) == 3 and value.isdigit() else -1
             elif name == b"content-type":
                 ctype = value
             if fields is not None:
@@ -551,7 +553,7 @@ class _Connection(asyncio.Protocol):
         last = self.next_sid - 2 if self.next_sid > 1 else 0
         if self.transport is not None and not self.closed:
             self.transport.write(frame(GOAWAY, 0, 0, struct.pack(">LL", last, exc.code)))
-        self.lose(ERR["other"])
+        self.lose(ERR["protocol"])
 
     # -- streams out --------------------------------------------------------------------
     def submit(self, stream: _Stream) -> None:
@@ -743,7 +745,9 @@ class _Connection(asyncio.Protocol):
             stream.nbytes += end - start
             if stream.parts is not None:
                 stream.parts.append(bytes(view[start:end]))
-            if flags & END_STREAM:
+            if stream.parts is not None and stream.nbytes > MAX_KEPT_BODY:
+                self._reset_stream(stream, CANCEL)  # memory stays bounded: refuse the rest
+            elif flags & END_STREAM:
                 self._finish(stream)
             else:
                 stream.recv += length
@@ -772,7 +776,8 @@ class _Connection(asyncio.Protocol):
         if sid != self.block_sid or sid == 0:
             raise H2Error(PROTOCOL_ERROR, "CONTINUATION without its HEADERS")
         self.block_parts.append(bytes(view[start:end]))
-        if sum(map(len, self.block_parts)) > MAX_HEADER_BLOCK:
+        if (len(self.block_parts) > MAX_CONTINUATIONS
+                or sum(map(len, self.block_parts)) > MAX_HEADER_BLOCK):
             raise H2Error(PROTOCOL_ERROR, "response header block too large")
         if flags & END_HEADERS:
             self.block_sid = 0
@@ -806,10 +811,10 @@ class _Connection(asyncio.Protocol):
             self._finish(stream)
 
     def _reset_stream(self, stream: _Stream, code: int) -> None:
-        """A malformed response: RST_STREAM it and fail the request as ``other``."""
+        """A malformed response (or one past our caps): RST_STREAM it, fail it as ``protocol``."""
         self.streams.pop(stream.sid, None)
         self._write(frame(RST_STREAM, 0, stream.sid, code.to_bytes(4, "big")))
-        self._fail(stream, ERR["other"])
+        self._fail(stream, ERR["protocol"])
         self._pump()
 
     def _settings(self, sid: int, flags: int, view, start: int, end: int) -> None:

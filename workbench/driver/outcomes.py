@@ -12,6 +12,7 @@ import ssl
 ERROR_CLASSES = (
     "", "connect", "timeout", "reset", "tls", "http_4xx", "http_5xx", "http_429", "other",
     "dropped", "unexpected_status", "cancelled",
+    "protocol",  # a response that breaks HTTP (bad framing, status line) or the engine's caps
 )
 ERR = {name: code for code, name in enumerate(ERROR_CLASSES)}
 OK = 0
