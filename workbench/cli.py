@@ -74,8 +74,10 @@ def print_summary(run_dir: Path) -> None:
                   f"  FAIL {t['metric']} {t['threshold']} (no samples)")
         print(f"  target: {record['target']['kind']} {record['target']['version']} "
               f"commit {record['target']['commit']}")
-    print(f"  report: {run_dir / 'report.html'}")
-    print(f"  record: {record_path}  (commit it: workbench baseline commit {run_dir})")
+    if (run_dir / "report.html").exists():
+        print(f"  report: {run_dir / 'report.html'}")
+    if record_path.exists():
+        print(f"  record: {record_path}  (commit it: workbench baseline commit {run_dir})")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -125,6 +127,7 @@ def cmd_drive(args) -> int:
     from urllib.parse import urlsplit
 
     from workbench import driver, preflight
+    from workbench.driver.launch import LiveLine
 
     preflight.validate_url(args.url)
     parts = urlsplit(args.url)
@@ -143,14 +146,48 @@ def cmd_drive(args) -> int:
         ca_file=args.ca_file, insecure=args.insecure,
         token_env=preflight.TOKEN_ENV, scenario="adhoc", protocol=args.protocol)
     out = Path(args.out) if args.out else runs_dir() / f"adhoc_{secrets.token_hex(4)}"
+    thresholds = _drive_thresholds(args.threshold)
+    _clear_drive(out)
+    live = LiveLine()
     try:
-        driver.drive(spec, out, echo=lambda line: print(line, file=sys.stderr, flush=True),
-                     shards=args.shards, cluster=args.cluster)
+        driver.drive(spec, out, echo=live, shards=args.shards, cluster=args.cluster)
     except KeyboardInterrupt:
-        print_summary(out)  # the driver flushed what it recorded before stopping
+        live.close()
+        _record_drive(out, spec, thresholds)  # the driver flushed what it recorded
+        print_summary(out)
         raise
+    live.close()
+    passed = _record_drive(out, spec, thresholds)
     print_summary(out)
-    return 0
+    return 0 if passed else 1
+
+
+def _drive_thresholds(pairs: list[list[str]]) -> dict[str, list[str]]:
+    """``--threshold METRIC EXPR`` pairs as a k6 threshold mapping, checked before any load."""
+    from workbench import analysis
+
+    thresholds: dict[str, list[str]] = {}
+    for metric, expression in pairs:
+        thresholds.setdefault(metric, []).append(expression)
+    analysis.parse_thresholds(thresholds)
+    return thresholds
+
+
+def _clear_drive(out: Path) -> None:
+    from workbench import adhoc
+
+    adhoc.clear(out)
+
+
+def _record_drive(out: Path, spec, thresholds: dict[str, list[str]]) -> bool:
+    """record.json, the exports and report.html of a drive; whether its thresholds held.
+    A drive that left no result records nothing (the error above says why)."""
+    from workbench import adhoc
+    from workbench.driver.result import RESULT_FILE
+
+    if not (out / RESULT_FILE).exists():
+        return False
+    return bool(adhoc.finish(out, spec, thresholds)["passed"])
 
 
 def cmd_baseline(args) -> int:
@@ -244,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--protocol", choices=("h1", "h2"), default="h1",
                    help="HTTP/1.1 (h1) or HTTP/2 (h2: ALPN h2 over https://)")
     d.add_argument("--out", help="output folder (default: runs/adhoc_<id>)")
+    d.add_argument("--threshold", nargs=2, action="append", default=[],
+                   metavar=("METRIC", "EXPR"),
+                   help="a k6 threshold judged on this run, e.g. --threshold http_req_duration "
+                        "'p(95)<500'; a breach exits 1 (repeatable)")
     d.add_argument("--shards", type=_positive(int),
                    help="driver processes; arrival i goes to shard i mod N (default: automatic)")
     d.add_argument("--cluster", metavar="tcp://HOST:8786",
