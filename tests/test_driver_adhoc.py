@@ -130,7 +130,7 @@ def test_a_breached_adhoc_threshold_exits_1_with_the_record_kept(tmp_path):
     assert out.returncode == 1, out.stderr
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert record["passed"] is False
-    assert "BREACHED (1 of 1 thresholds)" in (tmp_path / "run" / "report.html").read_text()
+    assert "BREACHED (1 of 1 threshold)" in (tmp_path / "run" / "report.html").read_text()
     assert "<failure" in (tmp_path / "run" / "junit.xml").read_text()
 
 

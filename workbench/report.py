@@ -135,12 +135,14 @@ class Verdict:
         """(passed or breached, valid or invalid and why) as words."""
         thresholds = self.record.get("thresholds") or []
         failed = sum(not t["ok"] for t in thresholds)
+        n = len(thresholds)
+        noun = "threshold" if n == 1 else "thresholds"
         if not thresholds:
             result = "no thresholds"
         elif failed:
-            result = f"BREACHED ({failed} of {len(thresholds)} thresholds)"
+            result = f"BREACHED ({failed} of {n} {noun})"
         else:
-            result = f"PASSED ({len(thresholds)} thresholds)"
+            result = f"PASSED ({n} {noun})"
         validity = self.record.get("validity") or {}
         if self.valid is None:
             valid = "validity not judged"
