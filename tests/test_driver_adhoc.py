@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -138,3 +139,54 @@ def test_drive_sends_a_non_json_body_with_its_own_content_type(tmp_path):
                         "--vus", "5", "--out", str(tmp_path / "r"))
         assert out.returncode == 0, out.stderr
         assert srv.bulk_bodies and set(srv.bulk_bodies) == {b"{bad"}
+
+
+def test_adhoc_drive_writes_a_record_a_report_and_exports_and_two_of_them_compare(tmp_path):
+    runs = [tmp_path / "a", tmp_path / "b"]
+    with LoopbackServer() as srv:
+        for run in runs:
+            out = workbench("drive", f"{srv.url}/delay?ms=2&secret=s3cr3t", "--header",
+                            "Authorization: Bearer s3cr3t", "--rate", "50", "--duration", "2",
+                            "--threshold", "p(95)<5000",
+                            "--threshold", "http_req_failed rate<0.01", "--out", str(run))
+            assert out.returncode == 0, out.stderr
+    record = json.loads((runs[0] / "record.json").read_text())
+    assert record["scenario"] == "adhoc" and record["schema_version"] == 2
+    assert record["target"]["kind"] == "unknown"  # a loopback server, not certctl
+    assert record["parameters"]["path"] == "/delay" and record["parameters"]["rate"] == 50
+    assert record["parameters"]["headers"] == ["authorization"]
+    assert [t["ok"] for t in record["thresholds"]] == [True, True] and record["passed"]
+    assert record["load"]["scheduled"] == 100 and record["validity"]["valid"] is not None
+    html = (runs[0] / "report.html").read_text()
+    assert html.index("PASSED (2 thresholds)") < html.index("<img") < html.index("Details")
+    text = re.sub(r'src="data:[^"]*"', "", html)  # base64 figures may spell anything
+    assert "NaN" not in text and "[driver]" not in text
+    junit = (runs[0] / "junit.xml").read_text()
+    assert junit.count("<testcase") == 2 and "<failure" not in junit
+    assert (runs[0] / "latency.hgrm").exists() and (runs[0] / "latency.hlog").exists()
+    # what this step writes holds no header value or query (spec.json is the driver's own)
+    for name in ("record.json", "report.html", "junit.xml", "latency.hgrm", "latency.hlog"):
+        assert b"s3cr3t" not in (runs[0] / name).read_bytes(), name
+    assert f"record: {runs[0] / 'record.json'}" in out.stdout or "record:" in out.stdout
+    compared = workbench("compare", str(runs[0]), str(runs[1]))
+    assert compared.returncode == 0, compared.stderr
+    assert "schema version" not in compared.stderr and "adhoc" in compared.stdout
+
+
+def test_a_breached_adhoc_threshold_exits_1_with_the_record_kept(tmp_path):
+    with LoopbackServer() as srv:
+        out = workbench("drive", f"{srv.url}/delay?ms=5", "--rate", "20", "--duration", "1",
+                        "--threshold", "http_req_duration p(95)<0.001",
+                        "--out", str(tmp_path / "run"))
+    assert out.returncode == 1, out.stderr
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert record["passed"] is False
+    assert "BREACHED (1 of 1 threshold)" in (tmp_path / "run" / "report.html").read_text()
+    assert "<failure" in (tmp_path / "run" / "junit.xml").read_text()
+
+
+def test_a_bad_adhoc_threshold_is_refused_before_any_load(tmp_path):
+    out = workbench("drive", "http://127.0.0.1:9/", "--rate", "5", "--duration", "1",
+                    "--threshold", "p95<1", "--out", str(tmp_path / "x"))
+    assert out.returncode == 2 and out.stderr.startswith("error: ")
+    assert not (tmp_path / "x" / "requests.parquet").exists()

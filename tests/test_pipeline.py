@@ -1,6 +1,7 @@
 """End to end: the agent_storm notebook through papermill against the embedded target."""
 
 import json
+import re
 import xml.etree.ElementTree as ET
 
 import nbformat
@@ -43,6 +44,9 @@ def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
     assert "agent_storm" in step_summary.read_text() and "heartbeat" in step_summary.read_text()
     html = (run_dir / "report.html").read_text()
     assert "heartbeat" in html and "<img" in html and "run = Run(" not in html  # code hidden
+    opening = "PASSED (3 thresholds)" if record["passed"] else "BREACHED ("
+    assert html.index(opening) < html.index("<img") < html.index("Run(agent_storm")  # verdict
+    assert "[driver]" not in html and "NaN" not in re.sub(r'src="data:[^"]*"', "", html)
     nb = nbformat.read(run_dir / "agent_storm.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters["fleet_size"] == 200
     assert len(pq.read_table(run_dir / "requests.parquet")) == 501

@@ -158,3 +158,26 @@ def test_in_a_notebook_progress_is_one_display_updated_in_place(monkeypatch):
     live.close()
     assert [kind for kind, _, _ in shown] == ["display", "update", "update"]
     assert shown[-1][1] == LINES[2] and all(m == {PROGRESS_METADATA: True} for *_, m in shown)
+
+
+def test_the_combined_report_opens_on_its_verdict_one_row_per_scenario_and_endpoint(tmp_path):
+    from workbench import suite
+
+    rows = [
+        {"scenario": "agent_storm", "endpoint": "heartbeat", "requests": 501.0, "failed": 0.0,
+         "dropped": 0.0, "error_rate": 0.0, "achieved_rps": 167.0, "p50": 1.834567,
+         "p95": 5.78123, "p99": 9.2612, "max": 17.7, "passed": True, "valid": True,
+         "exit_code": 0, "notes": "", "run_dir": str(tmp_path / "R1_agent_storm")},
+        {"scenario": "acme_flow", "endpoint": "-", "passed": False, "valid": False,
+         "exit_code": 1, "notes": "no requests recorded", "run_dir": str(tmp_path / "R2")},
+    ]
+    summary = pd.DataFrame(rows, columns=list(suite.COLUMNS))
+    identity = {"url": "https://127.0.0.1:8080", "kind": "certctl", "version": "v2.0.71",
+                "commit": "aad95d3", "warnings": []}
+    suite.write_report(tmp_path, summary, identity, "smoke")
+    shown = (tmp_path / "report.html").read_text()
+    assert shown.index("FAILED (1 of 2 scenarios): acme_flow") < shown.index("<table")
+    assert "INVALID: acme_flow" in shown and "certctl v2.0.71 (commit aad95d3)" in shown
+    assert ">501<" in shown and ">1.83<" in shown and ">167<" in shown and ">0<" in shown
+    assert "501.0" not in shown and "NaN" not in shown and "nan" not in shown
+    assert 'href="../R1_agent_storm/report.html"' in shown

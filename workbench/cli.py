@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import secrets
 import sys
 from pathlib import Path
@@ -74,8 +75,10 @@ def print_summary(run_dir: Path) -> None:
                   f"  FAIL {t['metric']} {t['threshold']} (no samples)")
         print(f"  target: {record['target']['kind']} {record['target']['version']} "
               f"commit {record['target']['commit']}")
-    print(f"  report: {run_dir / 'report.html'}")
-    print(f"  record: {record_path}  (commit it: workbench baseline commit {run_dir})")
+    if (run_dir / "report.html").exists():
+        print(f"  report: {run_dir / 'report.html'}")
+    if record_path.exists():
+        print(f"  record: {record_path}  (commit it: workbench baseline commit {run_dir})")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -125,6 +128,7 @@ def cmd_drive(args) -> int:
     from urllib.parse import urlsplit
 
     from workbench import driver, preflight
+    from workbench.driver.launch import LiveLine
     from workbench.driver.spec import is_secret_header
 
     preflight.validate_url(args.url)
@@ -156,14 +160,50 @@ def cmd_drive(args) -> int:
     if out.is_dir() and any(out.iterdir()):
         raise WorkbenchError(f"--out {out} already holds files; name a new folder (a run's "
                              "files are never overwritten)")
+    thresholds = drive_thresholds(args.threshold)
+    live = LiveLine()
     try:
-        driver.drive(spec, out, echo=lambda line: print(line, file=sys.stderr, flush=True),
-                     shards=args.shards, cluster=args.cluster)
+        driver.drive(spec, out, echo=live, shards=args.shards, cluster=args.cluster)
     except KeyboardInterrupt:
-        print_summary(out)  # the driver flushed what it recorded before stopping
+        live.close()
+        _record_drive(out, spec, thresholds)  # the driver flushed what it recorded
+        print_summary(out)
         raise
+    live.close()
+    passed = _record_drive(out, spec, thresholds)
     print_summary(out)
-    return 0
+    return 0 if passed else 1
+
+
+METRIC_FIRST = re.compile(r"([a-z_]+(?:\{[^}]*\})?)\s+(\S.*)")  # 'http_req_failed rate<0.01'
+
+
+def drive_thresholds(options: list[str]) -> dict[str, list[str]]:
+    """``--threshold`` options as a k6 threshold mapping, checked before any load.
+
+    Each is a k6 threshold expression, for ``http_req_duration`` unless a metric comes first:
+    ``'p(99)<200'``, ``'http_req_failed rate<0.01'``.
+    """
+    from workbench import analysis
+
+    thresholds: dict[str, list[str]] = {}
+    for option in options:
+        named = METRIC_FIRST.match(option.strip())
+        metric, expression = named.groups() if named else ("http_req_duration", option.strip())
+        thresholds.setdefault(metric, []).append(expression)
+    analysis.parse_thresholds(thresholds)
+    return thresholds
+
+
+def _record_drive(out: Path, spec, thresholds: dict[str, list[str]]) -> bool:
+    """record.json, the exports and report.html of a drive; whether its thresholds held.
+    A drive that left no result records nothing (the error above says why)."""
+    from workbench import adhoc
+    from workbench.driver.result import RESULT_FILE
+
+    if not (out / RESULT_FILE).exists():
+        return False
+    return bool(adhoc.finish(out, spec, thresholds)["passed"])
 
 
 def cmd_baseline(args) -> int:
@@ -260,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="send CERTCTL_TOKEN as a Bearer token to this URL (https://, or plain "
                         "http:// to this machine only)")
     d.add_argument("--out", help="output folder (default: runs/adhoc_<id>)")
+    d.add_argument("--threshold", action="append", default=[], metavar="'[METRIC] EXPR'",
+                   help="a k6 threshold judged on this run, e.g. --threshold 'p(95)<500' (on "
+                        "http_req_duration) or --threshold 'http_req_failed rate<0.01'; a breach "
+                        "exits 1 (repeatable)")
     d.add_argument("--shards", type=_positive(int),
                    help="driver processes; arrival i goes to shard i mod N (default: automatic)")
     d.add_argument("--cluster", metavar="tcp://HOST:8786",

@@ -58,7 +58,8 @@ def number(value: object) -> str:
     return f"{x:.3g}"
 
 
-def _coloured(text: str, colour: str, bold: bool = False) -> str:
+def coloured(text: str, colour: str, bold: bool = False) -> str:
+    """``text``, escaped, in ``colour``."""
     weight = ";font-weight:bold" if bold else ""
     return f'<span style="color:{colour}{weight}">{html.escape(text)}</span>'
 
@@ -89,7 +90,7 @@ def _latency_cell(record: Mapping, endpoint: str, label: str, value: float | Non
         return html.escape(number(value))
     ok = all(_OPS[op](value, limit) for op, limit in limits)
     bounds = ", ".join(f"{op} {number(limit)}" for op, limit in limits)
-    return (_coloured(number(value), PASS if ok else FAIL, bold=not ok)
+    return (coloured(number(value), PASS if ok else FAIL, bold=not ok)
             + f' <small style="color:{MUTED}">({html.escape(bounds)})</small>')
 
 
@@ -134,12 +135,14 @@ class Verdict:
         """(passed or breached, valid or invalid and why) as words."""
         thresholds = self.record.get("thresholds") or []
         failed = sum(not t["ok"] for t in thresholds)
+        n = len(thresholds)
+        noun = "threshold" if n == 1 else "thresholds"
         if not thresholds:
             result = "no thresholds"
         elif failed:
-            result = f"BREACHED ({failed} of {len(thresholds)} thresholds)"
+            result = f"BREACHED ({failed} of {n} {noun})"
         else:
-            result = f"PASSED ({len(thresholds)} thresholds)"
+            result = f"PASSED ({n} {noun})"
         validity = self.record.get("validity") or {}
         if self.valid is None:
             valid = "validity not judged"
@@ -162,8 +165,8 @@ class Verdict:
         title = f"{r.get('scenario')}" + (f" ({r['profile']})" if r.get("profile") else "")
         head = (f'<div class="workbench-verdict" style="border-left:6px solid {colour};'
                 'padding:0.4em 1em;margin:0.5em 0 1em 0">'
-                f'<h2 style="margin:0.2em 0">{_coloured(result, FAIL if not self.passed else PASS)}'
-                f" · {_coloured(valid, valid_colour)}"
+                f'<h2 style="margin:0.2em 0">{coloured(result, FAIL if not self.passed else PASS)}'
+                f" · {coloured(valid, valid_colour)}"
                 "</h2>"
                 f"<p><b>{html.escape(title)}</b>, run <code>{html.escape(str(r.get('run_id')))}"
                 f"</code>, started {html.escape(str((r.get('run') or {}).get('started_at')))}"
@@ -183,7 +186,7 @@ class Verdict:
         checks = [f"<tr><td><code>{html.escape(t['metric'])}</code></td>"
                   f"<td><code>{html.escape(t['threshold'])}</code></td>"
                   f"<td>{number(t.get('value'))}</td>"
-                  f"<td>{_coloured('pass' if t['ok'] else 'FAIL', PASS if t['ok'] else FAIL, True)}"
+                  f"<td>{coloured('pass' if t['ok'] else 'FAIL', PASS if t['ok'] else FAIL, True)}"
                   "</td></tr>" for t in r.get("thresholds") or []]
         thresholds = ("<table><thead><tr><th>threshold</th><th></th><th>measured</th>"
                       "<th>result</th></tr></thead><tbody>" + "".join(checks)

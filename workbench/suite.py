@@ -4,20 +4,22 @@ write one combined report.
 The combined report (``runs/<stamp>_all_<id>/``) has one row per scenario and endpoint:
 requests, failures, achieved rate, percentiles, the scenario's threshold verdict and validity,
 bulk-renew's response totals and the two 429 counters. ``summary.csv`` and ``summary.json``
-hold the table, ``report.html`` shows it with a link to each scenario's own report.
+hold the table; ``report.html`` opens on the combined verdict, then shows the table with a link
+to each scenario's own report.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from workbench import analysis, driver, jsonio, preflight, run, scenarios
+from workbench import analysis, driver, jsonio, preflight, report, run, scenarios
 from workbench.errors import WorkbenchError
 from workbench.paths import runs_dir
 
@@ -126,7 +128,12 @@ def combined_summary(outcomes: list[tuple[str, Path, int]]) -> pd.DataFrame:
 
 
 def write_report(suite_dir: Path, summary: pd.DataFrame, identity: dict, profile: str) -> None:
-    """``summary.csv``, ``summary.json`` and ``report.html`` (no secret: no token, DSN redacted)."""
+    """``summary.csv``, ``summary.json`` and ``report.html`` (no secret: no token, DSN redacted).
+
+    The report opens on the verdict (passed or failed, which scenarios breached or were
+    invalid, the target), then one row per scenario and endpoint, then links to each
+    scenario's own report.
+    """
     jsonio.write_text(suite_dir / "summary.csv", summary.to_csv(index=False))
     payload = {"schema_version": SUMMARY_SCHEMA_VERSION, "profile": profile,
                "target": {k: identity.get(k) for k in ("url", "kind", "version", "commit")},
@@ -134,24 +141,78 @@ def write_report(suite_dir: Path, summary: pd.DataFrame, identity: dict, profile
                "passed": bool(len(summary)) and bool(summary["passed"].all()),
                "rows": json.loads(summary.to_json(orient="records"))}
     jsonio.write_json(suite_dir / "summary.json", payload)
-    table = summary.drop(columns=["run_dir"]).to_html(index=False, float_format="{:.2f}".format,
-                                                      na_rep="")
+    sections = [report.Section("", verdict_html(summary, payload)),
+                report.Section("Scenarios and endpoints", rows_html(summary))]
+    if payload["warnings"]:
+        warnings = "".join(f"<li>{html.escape(w)}</li>" for w in payload["warnings"])
+        sections.append(report.Section("Preflight warnings", f"<ul>{warnings}</ul>"))
     links = "".join(
-        f'<li><a href="../{html.escape(Path(d).name)}/report.html">{html.escape(s)}</a></li>'
+        f'<li><a href="{_link(d)}">{html.escape(s)}</a></li>'
         for s, d in summary.drop_duplicates("scenario")[["scenario", "run_dir"]].itertuples(
             index=False))
+    sections.append(report.Section("Scenario reports", f"<ul>{links}</ul>"))
+    jsonio.write_text(suite_dir / "report.html",
+                      report.page(f"workbench run all, profile {profile}", sections))
+
+
+def _link(run_dir: str) -> str:
+    return f"../{html.escape(Path(run_dir).name)}/report.html"
+
+
+def verdict_html(summary: pd.DataFrame, payload: Mapping) -> str:
+    """The combined verdict: passed or failed, which scenarios breached or were invalid, and
+    the target they ran against."""
+    per_scenario = summary.groupby("scenario", sort=False).agg(
+        passed=("passed", "all"), valid=("valid", "all"), exit_code=("exit_code", "max"))
+    breached = [s for s, r in per_scenario.iterrows() if not r["passed"]]
+    invalid = [s for s, r in per_scenario.iterrows() if not r["valid"]]
+    n = len(per_scenario)
+    if payload["passed"]:
+        head = report.coloured(f"PASSED ({n} scenarios)", report.PASS, bold=True)
+    else:
+        head = report.coloured(f"FAILED ({len(breached)} of {n} scenarios): "
+                               + ", ".join(breached), report.FAIL, bold=True)
+    validity = (report.coloured("all valid", report.PASS) if not invalid else
+                report.coloured("INVALID: " + ", ".join(invalid), report.FAIL))
     target = payload["target"]
-    warnings = "".join(f"<li>{html.escape(w)}</li>" for w in payload["warnings"])
-    jsonio.write_text(
-        suite_dir / "report.html",
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>workbench run all</title>"
-        "</head><body>"
-        f"<h1>All scenarios, profile {html.escape(profile)}: "
-        f"{'passed' if payload['passed'] else 'FAILED'}</h1>"
-        f"<p>Target {html.escape(str(target['kind']))} {html.escape(str(target['version']))}"
-        f" commit {html.escape(str(target['commit']))} at {html.escape(str(target['url']))}.</p>"
-        + (f"<h2>Preflight warnings</h2><ul>{warnings}</ul>" if warnings else "")
-        + f"{table}<h2>Scenario reports</h2><ul>{links}</ul></body></html>\n")
+    colour = report.PASS if payload["passed"] and not invalid else report.FAIL
+    return (f'<div class="workbench-verdict" style="border-left:6px solid {colour};'
+            f'padding:0.4em 1em;margin:0.5em 0 1em 0"><h2 style="margin:0.2em 0">{head} · '
+            f"{validity}</h2><p>Target: {html.escape(str(target['kind']))} "
+            f"{html.escape(str(target['version']))} (commit "
+            f"{html.escape(str(target['commit'])[:12])}) at {html.escape(str(target['url']))}"
+            "</p></div>")
+
+
+SHOWN = ("requests", "failed", "dropped", "error_rate", "achieved_rps", "p50", "p95", "p99",
+         "max")
+
+
+def rows_html(summary: pd.DataFrame) -> str:
+    """One row per scenario and endpoint: verdicts in colour, numbers rounded, integers as
+    integers, blanks (never NaN) where a run recorded nothing."""
+    heads = ["scenario", "endpoint", "passed", "valid", "requests", "failed", "dropped",
+             "error rate", "achieved req/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "notes"]
+    body = []
+    for row in summary.to_dict("records"):
+        cells = [f'<a href="{_link(row["run_dir"])}">{html.escape(str(row["scenario"]))}</a>',
+                 html.escape(str(row["endpoint"])),
+                 report.coloured("pass" if row["passed"] else "FAIL",
+                                 report.PASS if row["passed"] else report.FAIL, True),
+                 report.coloured("valid" if row["valid"] else "INVALID",
+                                 report.PASS if row["valid"] else report.FAIL)]
+        cells += [html.escape(report.number(row.get(k))) if not _blank(row.get(k)) else ""
+                  for k in SHOWN]
+        cells.append(html.escape(str(row.get("notes") or "")) if not _blank(row.get("notes"))
+                     else "")
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return ('<div style="overflow-x:auto"><table><thead><tr>'
+            + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>"
+            + "".join(body) + "</tbody></table></div>")
+
+
+def _blank(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
 
 
 def print_summary(suite_dir: Path) -> None:

@@ -152,8 +152,8 @@ class LiveLine:
         self.mode = "tty" if _isatty(self.stream) else "lines"
         if self.notebook and stream is None:
             mode = os.environ.get(PROGRESS_ENV)  # else the kernel's stderr is no one's terminal
-            self.stream, self.mode = (sys.__stderr__, mode) if mode in ("tty", "lines") else (
-                None, "none")
+            terminal = _kernel_terminal() if mode in ("tty", "lines") else None
+            self.stream, self.mode = (terminal, mode) if terminal else (None, "none")
         self._handle = None
         self._last: str | None = None
         self._shown_at: float | None = None  # when the last line was written ("lines")
@@ -213,6 +213,15 @@ def _isatty(stream: IO[str] | None) -> bool:
         return bool(stream is not None and stream.isatty())
     except (AttributeError, ValueError):
         return False
+
+
+def _kernel_terminal() -> IO[str] | None:
+    """The terminal the kernel was started from, bypassing the kernel's capture of its file
+    descriptor 2 (which would put every line into the notebook as a stderr stream)."""
+    fd = getattr(sys.stderr, "_original_stdstream_copy", None)  # ipykernel >= 6 keeps it
+    if not isinstance(fd, int):
+        return None
+    return open(fd, "w", closefd=False)  # noqa: SIM115 - the fd outlives this line's use
 
 
 def _in_kernel() -> bool:

@@ -1,0 +1,135 @@
+"""An ad-hoc ``workbench drive`` run's record and report, as a scenario run has them.
+
+After the driver wrote ``result.json`` and ``requests.parquet``, :func:`finish` writes
+``record.json`` (scenario ``adhoc``, its parameters, the target as far as it can be told, the
+validity, the thresholds when given), the CI-native exports beside it and ``report.html``. The
+report is built here from the same sections a scenario's report shows (verdict, figures,
+details), without papermill: an ad-hoc run has no notebook to keep, and a kernel would add
+seconds to a command meant to be as quick as ``vegeta attack``.
+
+No secret reaches any of these files: header values, the query string and the body are
+recorded as a hash (so two runs with different ones do not compare), never as text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from workbench import analysis, baseline, exports, machine, plots, record, report
+from workbench.driver import DriveSpec, load_result
+from workbench.jsonio import write_json, write_text
+from workbench.notebook import Tables
+from workbench.paths import project_root
+
+SCENARIO = "adhoc"
+REPORT_FILE = "report.html"
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parameters(spec: DriveSpec) -> dict:
+    """What the run did, comparable and free of secrets: the request's method and path, the
+    hashes of its query, body and header values, and the load's settings."""
+    [template] = spec.templates
+    path, _, query = template.path.partition("?")
+    return {
+        "method": template.method, "path": path,
+        "query_sha256": _digest(query) if query else None,
+        "body_sha256": _digest(template.body) if template.body else None,
+        "headers": sorted(name.lower() for name, _ in template.headers),
+        "headers_sha256": _digest(repr(sorted(template.headers))) if template.headers else None,
+        "rate": spec.rate, "duration_s": spec.duration_s, "max_vus": spec.max_vus,
+        "timeout_s": spec.timeout_s, "protocol": spec.protocol,
+    }
+
+
+def identify(base_url: str, verify: object = True) -> dict:
+    """The target as far as it can be told without a token: certctl (or the workbench's
+    stand-in) answers ``/api/v1/version``; anything else is ``unknown``."""
+    facts = {"url": base_url, "kind": "unknown", "version": None, "commit": None,
+             "modified": None, "dsn": None, "commit_date": None}
+    try:
+        with httpx.Client(verify=verify, timeout=3.0) as client:  # type: ignore[arg-type]
+            answer = client.get(base_url.rstrip("/") + "/api/v1/version")
+        body = answer.json() if answer.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return facts
+    if isinstance(body, dict) and body.get("version"):
+        facts |= {"kind": "stand-in" if body.get("standin") else "certctl",
+                  "version": body.get("version"), "commit": body.get("commit"),
+                  "modified": body.get("modified")}
+    return facts
+
+
+def build_record(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None,
+                 target: Mapping) -> tuple[dict, pd.DataFrame, analysis.Analysis, pd.DataFrame]:
+    """The run's record (not yet written), its requests, analysis and threshold verdicts."""
+    result = load_result(out_dir)
+    requests = analysis.load_requests(out_dir)
+    analysed = analysis.analyse(requests, SCENARIO, result.get("offered_rate"), spec.run_s,
+                                reported=result)
+    verdicts = analysis.evaluate_thresholds(requests, dict(thresholds or {}))
+    context = {
+        "run_id": out_dir.name, "scenario": SCENARIO, "profile": None, "profile_base": None,
+        "profile_differs": {}, "parameters": parameters(spec), "target": dict(target),
+        "workbench": baseline.workbench_revision(project_root()),
+        "run": {k: result[k] for k in ("started_at", "ended_at", "status")},
+        "machine": machine.facts(), "software": machine.software(), "database": None,
+        "fixtures": {"sizes": {}, "seeded": {}},
+        "load": {k: result.get(k) for k in ("offered_rate", "achieved_rate", "duration_s",
+                                           "scheduled", "completed", "failed", "dropped",
+                                           "error_rate")}
+                | {"max_vus": spec.max_vus, "engine": (result.get("driver") or {}).get("engine")},
+    }
+    rec = record.build(context, analysed, requests, verdicts, reported=result)
+    return rec, requests, analysed, verdicts
+
+
+def report_html(rec: Mapping, requests: pd.DataFrame, analysed: analysis.Analysis) -> str:
+    """The report page: the verdict, the figures, then the details tables."""
+    target = rec["target"]
+    title = (SCENARIO, f"{target['kind']} {target.get('version') or ''} @ {target['url']}",
+             rec["run"]["started_at"][:16].replace("T", " ") + " UTC")
+    figures = [plots.percentile_plot(requests, *title), plots.cdf_plot(requests, *title),
+               plots.latency_over_time(requests, *title),
+               plots.throughput_and_errors(requests, *title,
+                                           offered_rate=rec["load"].get("offered_rate"))]
+    images = "".join(report.figure_html(f) for f in figures)
+    for figure in figures:
+        plt.close(figure)
+    details = Tables({
+        "Latency by endpoint and status class (ms)": analysed.percentiles,
+        "Offered against achieved load": analysed.load,
+        "Errors by class": analysed.errors,
+        "Validity": analysed.validity,
+        "Per-window percentiles and rates": analysed.windows,
+        "Parameters": pd.Series(rec["parameters"], dtype=object),
+    })
+    sections = [report.Section("", report.Verdict(rec)._repr_html_()),
+                report.Section("Figures", images),
+                report.Section("Details", details._repr_html_())]
+    path = rec["parameters"]["path"]
+    return report.page(f"workbench drive: {rec['parameters']['method']} {path}", sections)
+
+
+def finish(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None = None) -> dict:
+    """Write ``record.json``, the exports and ``report.html`` of a finished drive; returns the
+    record. The target is identified after the load, so the probe never disturbs it."""
+    out_dir = Path(out_dir)
+    verify = (False if spec.insecure else
+              ssl.create_default_context(cafile=spec.ca_file) if spec.ca_file else True)
+    target = identify(spec.base_url, verify)
+    rec, requests, analysed, verdicts = build_record(out_dir, spec, thresholds, target)
+    write_json(out_dir / record.RECORD_FILE, rec)
+    exports.write_all(out_dir, rec, requests, verdicts)
+    write_text(out_dir / REPORT_FILE, report_html(rec, requests, analysed))
+    return rec
