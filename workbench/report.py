@@ -271,7 +271,7 @@ def figure_html(figure) -> str:
     return f'<img style="max-width:100%" src="data:image/png;base64,{data}">'
 
 
-_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}"
+_STYLE = ("body{font-family:system-ui,sans-serif;max-width:1400px;margin:1em auto;padding:0 1em}"
           "table{border-collapse:collapse;margin:0.5em 0}"
           "th,td{padding:0.2em 0.6em;text-align:right;border-bottom:1px solid #d0d7de}"
           "th:first-child,td:first-child{text-align:left}")

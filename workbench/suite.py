@@ -205,7 +205,10 @@ def rows_html(summary: pd.DataFrame) -> str:
                   for k in SHOWN]
         cells.append(html.escape(str(row.get("notes") or "")) if not _blank(row.get("notes"))
                      else "")
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        left = (0, 1, len(cells) - 1)  # names and notes read from the left
+        body.append("<tr>" + "".join(f'<td style="text-align:left">{c}</td>' if i in left
+                                     else f"<td>{c}</td>" for i, c in enumerate(cells))
+                    + "</tr>")
     return ('<div style="overflow-x:auto"><table><thead><tr>'
             + "".join(f"<th>{h}</th>" for h in heads) + "</tr></thead><tbody>"
             + "".join(body) + "</tbody></table></div>")
