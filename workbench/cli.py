@@ -78,12 +78,28 @@ def print_summary(run_dir: Path) -> None:
     print(f"  record: {record_path}  (commit it: workbench baseline commit {run_dir})")
 
 
+def _target_pid_to_env(pid: int | None) -> None:
+    """``--target-pid``: the telemetry's target process, passed to the notebook kernel through
+    the environment (a notebook parameter would change every scenario's notebook)."""
+    from workbench.run import TARGET_PID_ENV
+
+    if pid is None:
+        return
+    import psutil
+
+    if not psutil.pid_exists(pid):
+        raise WorkbenchError(f"--target-pid {pid}: no such process on this machine; pass the "
+                             "pid of the target's server process (e.g. pgrep certctl-server)")
+    os.environ[TARGET_PID_ENV] = str(pid)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """One scenario's notebook through papermill, or every scenario with one combined report."""
     from workbench import run, seed
 
     if args.allow_remote_db:  # the environment reaches the notebook kernel; a parameter would not
         os.environ[seed.ALLOW_REMOTE_ENV] = "1"
+    _target_pid_to_env(args.target_pid)
 
     overrides = {}
     for name, value in args.param:
@@ -228,6 +244,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consent to writing fixtures to a database not on this machine")
     r.add_argument("--strict", action="store_true",
                    help="refuse the target when preflight finds one of certctl's traps")
+    r.add_argument("--target-pid", type=_positive(int), metavar="PID",
+                   help="the target server's process id, for its CPU and memory in the "
+                        "telemetry (default: the process listening on the target's port)")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("drive", help="ad-hoc open-loop load on any URL (like vegeta attack)")

@@ -23,9 +23,21 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
-from workbench import analysis, baseline, driver, machine, plots, preflight, record, scenarios, seed
+from workbench import (
+    analysis,
+    baseline,
+    driver,
+    machine,
+    plots,
+    preflight,
+    record,
+    scenarios,
+    seed,
+    telemetry,
+)
 from workbench.errors import WorkbenchError
 from workbench.jsonio import write_json
 from workbench.notebook import Figures, Tables
@@ -34,6 +46,8 @@ from workbench.paths import notebooks_dir, project_root, runs_dir
 PREFLIGHT_FILE = "preflight.json"  # what preflight found, so a run checks its target once
 PREFLIGHT_SCHEMA_VERSION = 1
 _DRIVER_TOKEN_ENV = "WORKBENCH_DRIVER_TOKEN"
+# --target-pid reaches the notebook kernel through the environment, as --allow-remote-db does
+TARGET_PID_ENV = "WORKBENCH_TARGET_PID"
 # What the driver did, as the drive step shows it (the whole result is Run.result).
 OUTCOME = ("executor", "status", "scheduled", "completed", "failed", "dropped", "iterations",
            "offered_rate", "achieved_rate", "error_rate", "valid", "invalid_reasons")
@@ -100,6 +114,10 @@ class Run:
         self._requests: pd.DataFrame | None = None
         self._analysis: analysis.Analysis | None = None
         self._verdicts: pd.DataFrame | None = None
+        self.target_pid = target_pid_from_env()
+        self._sampler: telemetry.TelemetrySampler | None = None
+        self.telemetry_sidecar: dict | None = None  # telemetry.json, once the sampler stopped
+        self._telemetry: pd.DataFrame | None = None
 
     def _preflight(self) -> dict:
         """Check the target now (a notebook run by hand) and leave ``preflight.json``."""
@@ -134,11 +152,80 @@ class Run:
             **self.scenario.executor_settings(self.params),
             ca_file=self.target.ca_file, insecure=self.target.insecure,
             token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
-        self.result = driver.drive(spec, self.dir, env={_DRIVER_TOKEN_ENV: self._token},
-                                   echo=lambda line: print(line, flush=True))
+        self.start_telemetry()
+        try:
+            self.result = driver.drive(spec, self.dir, env={_DRIVER_TOKEN_ENV: self._token},
+                                       echo=lambda line: print(line, flush=True))
+        finally:
+            self.stop_telemetry()
         self._requests = self._analysis = self._verdicts = None  # of an earlier drive
+        self._telemetry = None
         return pd.Series({k: self.result[k] for k in OUTCOME if k in self.result},
                          name=self.scenario.name, dtype=object)
+
+    def start_telemetry(self) -> None:
+        """Start sampling the server side (PostgreSQL, certctl's jobs, host, target process)
+        into this run's folder. A sampler that cannot start is a warning, never a failed run."""
+        if self._sampler is not None and self._sampler.running:
+            return
+        try:
+            self._sampler = telemetry.TelemetrySampler(
+                self.dir, dsn=self.target.dsn, target_url=self.target.url,
+                target_pid=self.target_pid).start()
+            if self._sampler.error:
+                print(f"warning: telemetry: {self._sampler.error}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - telemetry never breaks the run it watches
+            self._sampler = None
+            print(f"warning: telemetry not sampled: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+
+    def stop_telemetry(self) -> dict | None:
+        """Stop the sampler (``telemetry.parquet`` and ``telemetry.json`` are then written);
+        returns the sidecar, or None when nothing was sampled."""
+        if self._sampler is None:
+            return self.telemetry_sidecar
+        sampler, self._sampler = self._sampler, None
+        try:
+            self.telemetry_sidecar = sampler.stop()
+        except Exception as exc:  # noqa: BLE001 - the run's own results matter more
+            print(f"warning: telemetry did not stop cleanly: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            self.telemetry_sidecar = telemetry.read_sidecar(self.dir)
+        return self.telemetry_sidecar
+
+    def telemetry(self) -> pd.DataFrame | None:
+        """This run's telemetry samples (long format), or None when none were taken."""
+        if self._telemetry is None:
+            try:
+                self._telemetry = telemetry.load_telemetry(self.dir)
+            except WorkbenchError:
+                return None
+        return self._telemetry
+
+    def telemetry_windows(self) -> pd.DataFrame | None:
+        """Per-window mean/min/max of every telemetry metric, on the latency windows' edges."""
+        samples = self.telemetry()
+        if samples is None or samples.empty or not len(self.requests()):
+            return None
+        analysed = self.analyse()
+        n_windows = int(np.ceil(float(self.params["duration_s"]) / analysed.window_s))
+        return telemetry.telemetry_windows(samples, int(self.requests()["intended_ns"].min()),
+                                           analysed.window_s, n_windows)
+
+    def telemetry_section(self) -> dict | None:
+        """The record's ``telemetry``: per-window summaries and what each source did."""
+        sidecar = self.telemetry_sidecar or telemetry.read_sidecar(self.dir)
+        if sidecar is None:
+            return None
+        windows = self.telemetry_windows()
+        section = (telemetry.record_summary(windows, self.analyse().window_s)
+                   if windows is not None else {"window_s": None, "sources": {}})
+        section["sampler"] = {
+            "status": sidecar.get("status"), "interval_s": sidecar.get("interval_s"),
+            "ticks": sidecar.get("ticks"), "late_ticks": sidecar.get("late_ticks"),
+            "sources": {name: {k: s.get(k) for k in ("enabled", "reason", "samples", "failed")}
+                        for name, s in (sidecar.get("sources") or {}).items()}}
+        return section
 
     def _driven(self) -> dict:
         if self.result is None:
@@ -196,6 +283,10 @@ class Run:
                            plots.latency_over_time(df, *title),
                            plots.throughput_and_errors(df, *title, offered_rate=self._driven()
                                                        .get("offered_rate"))])
+        samples = self.telemetry()
+        if samples is not None and not samples.empty:
+            figures.append(plots.latency_and_telemetry(df, samples, *title,
+                                                       seconds=self.analyse().window_s))
         for figure in figures:
             plt.close(figure)  # shown once, by the list, not again by the inline backend
         return figures
@@ -238,6 +329,7 @@ class Run:
                     | {"max_vus": self.scenario.executor_settings(self.params)["max_vus"],
                        "engine": (r.get("driver") or {}).get("engine")},
         }
+        context["telemetry"] = self.telemetry_section()
         rec = record.build(context, self.analyse(), self.requests(), self.verdicts(), reported=r)
         path = self.dir / record.RECORD_FILE
         write_json(path, rec, exclusive=True)
@@ -260,6 +352,16 @@ class Run:
 
 
 _SHA = re.compile(r"[0-9a-fA-F]{7,40}")
+
+
+def target_pid_from_env() -> int | None:
+    """The target's process id from ``WORKBENCH_TARGET_PID`` (``--target-pid``), or None."""
+    text = os.environ.get(TARGET_PID_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise WorkbenchError(f"{TARGET_PID_ENV} must be a process id, got {text!r}")
+    return int(text)
 
 
 def commit_date(commit: str | None) -> str | None:
