@@ -120,6 +120,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Seed one scenario's fixture at ``--size`` rows (idempotent: a reseed leaves that many)."""
+    from workbench import preflight, scenarios, seed
+
+    if args.allow_remote_db:
+        os.environ[seed.ALLOW_REMOTE_ENV] = "1"
+    spec = scenarios.get(args.scenario)
+    if spec.size_param is None:
+        sized = ", ".join(n for n in scenarios.names() if scenarios.get(n).size_param)
+        raise WorkbenchError(f"{spec.name} has no sized fixture; scenarios with one: {sized}")
+    spec.params_for(args.profile, {spec.size_param: args.size})  # bad size: refused, no write
+    target = preflight.resolve_target(args.target, None, False)
+    if not target.dsn:
+        raise WorkbenchError(f"no database to seed: export {preflight.DSN_ENV}=<DSN> for the "
+                             "target's database")
+    preflight.check_database(target, parents="fixture_parents" in spec.traps)
+    seeded = spec.seed_size(target.dsn, args.size, args.profile)
+    counts = ", ".join(f"{k} {v:,}" for k, v in seeded.items()
+                       if k not in ("fixture", "seconds", spec.size_param) and isinstance(v, int))
+    print(f"seeded {spec.name} ({seeded.get('fixture')}, {spec.size_param}={args.size:,}): "
+          f"{counts} in {seeded.get('seconds', 0):.1f} s")
+    return 0
+
+
 def cmd_notebooks(args: argparse.Namespace) -> int:
     """Write the scenario notebooks and README's scenario table from the registry."""
     from workbench import notebook
@@ -301,6 +325,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--started-at", help="when the k6 run started (ISO 8601 with zone); "
                    "default: the file's modification time minus the test duration")
     k.set_defaults(func=cmd_import_k6)
+
+    s = sub.add_parser("seed", help="seed a scenario's fixture at a given size (1 to 1,000,000 "
+                                    "rows; a reseed resets it, a smaller size shrinks it)")
+    s.add_argument("scenario")
+    s.add_argument("--size", type=_positive(int), required=True, help="fixture rows")
+    s.add_argument("--profile", default="smoke",
+                   help="the profile whose other parameters the fixture takes (default smoke)")
+    s.add_argument("--target", help="certctl base URL whose database CERTCTL_DSN names "
+                                     "(default: the embedded stand-in's)")
+    s.add_argument("--allow-remote-db", action="store_true",
+                   help="consent to writing fixtures to a database not on this machine")
+    s.set_defaults(func=cmd_seed)
 
     n = sub.add_parser("notebooks", help="generate the scenario notebooks and README's scenario "
                                          "table from the scenario registry")
