@@ -64,6 +64,10 @@ def print_summary(run_dir: Path) -> None:
     if lag["p50"] is not None:
         print(f"  schedule lag ms: p50 {lag['p50']:.3f}  p99 {lag['p99']:.3f};"
               f" driver CPU {r['driver']['cpu_fraction']:.0%}")
+    from workbench.run import noop_warnings
+
+    for warning in noop_warnings(r):
+        print(f"  warning: {warning}")
     print(f"  valid: {r['valid']}" + (f" ({'; '.join(r['invalid_reasons'])})"
                                        if r["invalid_reasons"] else ""))
     if record_path.exists():

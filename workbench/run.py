@@ -53,6 +53,29 @@ OUTCOME = ("executor", "status", "scheduled", "completed", "failed", "dropped", 
            "offered_rate", "achieved_rate", "error_rate", "valid", "invalid_reasons")
 
 
+NOOP_SHARE = 0.9  # more of the matched certificates skipped than this: mostly no-op calls
+
+
+def noop_warnings(result: Mapping) -> list[str]:
+    """In words, each endpoint whose responses skipped more than 90 % of what they matched
+    (bulk renewal over an exhausted fleet): its latency is that of calls that did nothing."""
+    warnings = []
+    for tag, totals in sorted((result.get("response_totals") or {}).items()):
+        matched, skipped = totals.get("total_matched"), totals.get("total_skipped")
+        if matched is None or skipped is None:
+            continue
+        enqueued = totals.get("total_enqueued", 0)
+        if matched == 0:
+            warnings.append(f"{tag}: no call matched a certificate, so this run timed no-op "
+                            "calls only")
+        elif skipped > NOOP_SHARE * matched:
+            warnings.append(f"{tag}: {skipped:,} of the {matched:,} certificates matched "
+                            f"({skipped / matched:.0%}) were skipped and {enqueued:,} enqueued, "
+                            "so this run timed mostly no-op calls (the fleet was exhausted: "
+                            "in ids mode keep size_to_run on, or seed a larger fleet)")
+    return warnings
+
+
 def new_run_id(scenario: str) -> str:
     """``<UTC stamp>_<scenario>_<8 hex>``: sortable by start, unique without coordination."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -260,7 +283,10 @@ class Run:
         analysed, result = self.analyse(), self._driven()
         timing = {k: result[k] for k in ("service_time_ms", "schedule_lag_ms")
                   if any(v is not None for v in (result.get(k) or {}).values())}
+        warnings = noop_warnings(result)
         return Tables({
+            **({"Warning: mostly no-op calls": pd.Series(warnings, name="warning", dtype=object)}
+               if warnings else {}),
             "Latency by endpoint and status class (ms)": analysed.percentiles,
             "Offered against achieved load": analysed.load,
             "Errors by class": analysed.errors,
@@ -322,7 +348,7 @@ class Run:
             "software": machine.software(),
             "database": database_facts(self.target.dsn),
             "fixtures": {"sizes": self.scenario.fixture_sizes(self.params),
-                         "seeded": self.fixtures},
+                         "seeded": self.fixtures, "warnings": noop_warnings(r)},
             "load": {k: r.get(k) for k in ("offered_rate", "achieved_rate", "duration_s",
                                            "scheduled", "completed", "failed", "dropped",
                                            "error_rate")}
