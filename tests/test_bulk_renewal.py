@@ -1,6 +1,12 @@
 """bulk_renewal that renews: ids mode sized to the run, and a run of no-op calls said in words."""
 
+import dataclasses
 import json
+import threading
+
+import matplotlib.pyplot as plt
+import pytest
+import sqlalchemy as sa
 
 from workbench import run, target
 from workbench.baseline import load_record
@@ -37,6 +43,10 @@ def test_ids_mode_at_smoke_size_enqueues_what_it_matches(embedded_env, embedded_
     assert record["fixtures"]["warnings"] == []
     html = (run_dir / "report.html").read_text()
     assert "so this run timed mostly no-op calls" not in html
+    drain = record["telemetry"]["drain"]
+    assert drain["enqueued"] == totals["total_enqueued"] and drain["waited"] is False
+    assert drain["meaning"].startswith("the stand-in has no job processor: nothing will drain")
+    assert "the stand-in has no job processor" in html
 
 
 def test_an_exhausted_fleet_says_so_in_summary_report_and_record(embedded_env,
@@ -56,3 +66,92 @@ def test_an_exhausted_fleet_says_so_in_summary_report_and_record(embedded_env,
     capsys.readouterr()
     print_summary(run_dir)
     assert f"  warning: {warning}" in capsys.readouterr().out.splitlines()
+
+
+def test_the_drain_plan_says_what_each_keygen_mode_measures():
+    wait, meaning = run.drain_plan("stand-in", {"AwaitingCSR": 0, "Pending": 900})
+    assert not wait and meaning.startswith("the stand-in has no job processor: nothing will "
+                                           "drain (900 Pending/Running")
+    wait, meaning = run.drain_plan("certctl", {"AwaitingCSR": 1000, "Pending": 0})
+    assert not wait and meaning.startswith("agent keygen mode: 1000 jobs are AwaitingCSR")
+    wait, meaning = run.drain_plan("certctl", {"Pending": 40, "Running": 3, "AwaitingCSR": 0})
+    assert wait and meaning.startswith("server keygen mode: certctl's job processor issues")
+    assert run.drain_plan("certctl", {}) == (
+        False, "no Pending or Running job of the fixture: nothing to drain")
+
+
+def _pending(dsn: str) -> None:
+    """The fixture's jobs as certctl's server keygen mode creates them."""
+    engine = sa.create_engine(dsn)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE jobs SET status = 'Pending'"
+                             " WHERE certificate_id LIKE 'mc-loadtest-bulk-%'"))
+    engine.dispose()
+
+
+def _certctl_like(r: run.Run) -> None:
+    """The embedded database seen as a real certctl's (whose processor the test plays)."""
+    r.target = dataclasses.replace(r.target, embedded=False)
+
+
+def test_a_backlog_that_never_drains_stops_at_the_timeout_and_says_so(
+        embedded_env, embedded_target_state, monkeypatch, tmp_path):
+    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    r = run.Run("bulk_renewal", {"mode": "ids", "duration_s": 1.0}, run_dir=tmp_path / "r")
+    r.seed()
+    r.drive()
+    assert r.drain["waited"] is False and "no job processor" in r.drain["meaning"]
+    _certctl_like(r)  # the stand-in's jobs are AwaitingCSR (agent keygen): never waited for
+    assert r.drain_backlog(2.0)["meaning"].startswith("agent keygen mode: ")
+    _pending(embedded_env.dsn)  # server keygen, and no processor works them off
+    drain = r.drain_backlog(2.0)
+    assert drain["waited"] and drain["drained"] is False
+    assert drain["backlog_at_start"] == drain["backlog_at_end"] > 0
+    assert drain["drained_per_s"] == 0.0
+    assert drain["curve"]["t_s"][0] == 0.0 and len(drain["curve"]["backlog"]) >= 2
+
+
+def test_a_backlog_a_processor_works_off_drains_with_its_rate(embedded_env, tmp_path,
+                                                              embedded_target_state,
+                                                              monkeypatch):
+    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    r = run.Run("bulk_renewal", {"mode": "ids", "duration_s": 1.0, "drain_timeout_s": 0},
+                run_dir=tmp_path / "r")
+    r.seed()
+    r.drive()
+    assert r.drain is None  # drain_timeout_s 0: no drain
+    _pending(embedded_env.dsn)
+    engine = sa.create_engine(embedded_env.dsn)
+    stop = threading.Event()
+
+    def processor():  # 25 jobs a tick, as certctl's default CERTCTL_RENEWAL_CONCURRENCY
+        while not stop.wait(0.5):
+            with engine.begin() as conn:
+                left = conn.execute(sa.text(
+                    "UPDATE jobs SET status = 'Completed' WHERE id IN (SELECT id FROM jobs"
+                    " WHERE status = 'Pending' AND certificate_id LIKE 'mc-loadtest-bulk-%'"
+                    " LIMIT 25)")).rowcount
+            if not left:
+                return
+
+    worker = threading.Thread(target=processor)
+    _certctl_like(r)
+    worker.start()
+    try:
+        r.drain = r.drain_backlog(120.0)
+    finally:
+        stop.set()
+        worker.join()
+        engine.dispose()
+    drain = r.drain
+    assert drain["waited"] and drain["drained"] is True and drain["backlog_at_end"] == 0
+    assert drain["backlog_at_start"] > 0 and drain["drained_per_s"] > 0
+    assert drain["drained_per_s"] == pytest.approx(
+        drain["backlog_at_start"] / drain["seconds"], rel=1e-3)
+    assert drain["curve"]["backlog"][-1] == 0
+    figures = r.figures()
+    titles = [f.axes[0].get_title() for f in figures]
+    plt.close("all")
+    assert any(t.startswith("bulk_renewal: backlog drain") for t in titles)
+    r.record()
+    assert r.baseline["telemetry"]["drain"]["drained"] is True

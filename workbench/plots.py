@@ -366,3 +366,24 @@ def latency_and_telemetry(df: pd.DataFrame, telemetry: pd.DataFrame, scenario: s
     axes[-1].set_xlabel("seconds into the run (from the first intended start)")
     return _finish(fig, ax, _title("latency and server telemetry", scenario, target, date),
                    show=False)
+
+
+def drain_curve(samples: pd.DataFrame, scenario: str, target: str, date: str) -> plt.Figure:
+    """The fixture's job backlog after the timed phase, by status, until drained or timed out.
+
+    ``samples`` is :attr:`workbench.telemetry.Drain.samples` (``elapsed_s``, ``backlog`` and
+    ``jobs.<Status>`` columns).
+    """
+    fig, ax = _figure()
+    x = samples["elapsed_s"].to_numpy()
+    ax.plot(x, samples["backlog"].to_numpy(), label="backlog (Pending + Running)",
+            color="black", lw=1.8, marker=".")
+    for i, status in enumerate(("Pending", "Running", "Completed", "Failed")):
+        column = f"jobs.{status}"
+        if column in samples and np.any(samples[column].to_numpy()):
+            ax.plot(x, samples[column].to_numpy(), label=status, color=COLORS[i % len(COLORS)],
+                    lw=1.0)
+    ax.set_xlabel("seconds after the timed phase")
+    ax.set_ylabel("jobs of the fixture")
+    ax.set_ylim(bottom=0)
+    return _finish(fig, ax, _title("backlog drain", scenario, target, date))

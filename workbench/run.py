@@ -141,6 +141,8 @@ class Run:
         self._sampler: telemetry.TelemetrySampler | None = None
         self.telemetry_sidecar: dict | None = None  # telemetry.json, once the sampler stopped
         self._telemetry: pd.DataFrame | None = None
+        self.drain: dict | None = None  # the backlog drain after the timed phase, if any
+        self._drain_curve: pd.DataFrame | None = None
 
     def _preflight(self) -> dict:
         """Check the target now (a notebook run by hand) and leave ``preflight.json``."""
@@ -179,6 +181,8 @@ class Run:
         try:
             self.result = driver.drive(spec, self.dir, env={_DRIVER_TOKEN_ENV: self._token},
                                        echo=lambda line: print(line, flush=True))
+            if float(self.params.get("drain_timeout_s") or 0) > 0:
+                self.drain = self.drain_backlog(float(self.params["drain_timeout_s"]))
         finally:
             self.stop_telemetry()
         self._requests = self._analysis = self._verdicts = None  # of an earlier drive
@@ -239,16 +243,60 @@ class Run:
         """The record's ``telemetry``: per-window summaries and what each source did."""
         sidecar = self.telemetry_sidecar or telemetry.read_sidecar(self.dir)
         if sidecar is None:
-            return None
+            return None if self.drain is None else {"window_s": None, "sources": {},
+                                                    "drain": self.drain, "sampler": None}
         windows = self.telemetry_windows()
         section = (telemetry.record_summary(windows, self.analyse().window_s)
                    if windows is not None else {"window_s": None, "sources": {}})
+        section["drain"] = self.drain
         section["sampler"] = {
             "status": sidecar.get("status"), "interval_s": sidecar.get("interval_s"),
             "ticks": sidecar.get("ticks"), "late_ticks": sidecar.get("late_ticks"),
             "sources": {name: {k: s.get(k) for k in ("enabled", "reason", "samples", "failed")}
                         for name, s in (sidecar.get("sources") or {}).items()}}
         return section
+
+    def drain_backlog(self, timeout_s: float) -> dict:
+        """After the timed phase: sample the fixture's jobs until no job is ``Pending`` or
+        ``Running`` or ``timeout_s`` passes; what was enqueued, drained per second, time to
+        drain and what that means for this target (see :func:`drain_plan`)."""
+        totals = (self.result or {}).get("response_totals") or {}
+        enqueued = sum(int(t.get("total_enqueued", 0)) for t in totals.values())
+        out: dict = {"timeout_s": timeout_s, "enqueued": enqueued, "waited": False,
+                     "drained": None, "seconds": None, "drained_per_s": None,
+                     "backlog_at_start": None, "backlog_at_end": None, "curve": None}
+        if not self.target.dsn:
+            return out | {"meaning": "no database DSN: the backlog could not be read"}
+        try:
+            source = telemetry.JobsSource(self.target.dsn, certificate_like=FIXTURE_JOBS_LIKE)
+            try:
+                sampled = source.sample()
+            finally:
+                source.close()
+            counts = {k.removeprefix("jobs."): int(v) for k, v in sampled.items()
+                      if k != "jobs.total"}
+            wait, meaning = drain_plan(self.target.kind, counts)
+            out |= {"jobs_at_start": counts, "meaning": meaning}
+            if not wait:
+                return out
+            backlog = sum(counts.get(s, 0) for s in PROCESSED)
+            print(f"[drain] waiting up to {timeout_s:g} s for {backlog} Pending/Running jobs",
+                  flush=True)
+            drain = telemetry.wait_for_drain(self.target.dsn, timeout_s, interval_s=1.0,
+                                             statuses=PROCESSED,
+                                             certificate_like=FIXTURE_JOBS_LIKE)
+        except Exception as exc:  # noqa: BLE001 - the timed phase's results are kept
+            return out | {"meaning": f"the drain could not be sampled: {type(exc).__name__}: "
+                                     f"{seed.redact_dsn(str(exc)) if '://' in str(exc) else exc}"}
+        self._drain_curve = drain.samples
+        curve = drain.samples
+        return out | {
+            "waited": True, "drained": drain.drained, "seconds": round(drain.seconds, 3),
+            "drained_per_s": drain.drained_per_s, "backlog_at_start": drain.initial_backlog,
+            "backlog_at_end": drain.final_backlog, "failures": drain.failures,
+            "curve": None if curve.empty else {
+                "t_s": [round(float(t), 3) for t in curve["elapsed_s"]],
+                "backlog": [int(b) for b in curve["backlog"]]}}
 
     def _driven(self) -> dict:
         if self.result is None:
@@ -294,6 +342,9 @@ class Run:
             "Service time and schedule lag (ms)": pd.DataFrame(timing).T,
             "Driver": pd.Series(result.get("driver") or {}, dtype=object),
             "Per-window percentiles and rates": analysed.windows,
+            **({"Backlog drain after the timed phase": pd.Series(
+                {k: v for k, v in self.drain.items() if k != "curve"}, dtype=object)}
+               if self.drain else {}),
         })
 
     def title(self) -> tuple[str, str, str]:
@@ -313,6 +364,8 @@ class Run:
         if samples is not None and not samples.empty:
             figures.append(plots.latency_and_telemetry(df, samples, *title,
                                                        seconds=self.analyse().window_s))
+        if self._drain_curve is not None and not self._drain_curve.empty:
+            figures.append(plots.drain_curve(self._drain_curve, *title))
         for figure in figures:
             plt.close(figure)  # shown once, by the list, not again by the inline backend
         return figures
@@ -378,6 +431,36 @@ class Run:
 
 
 _SHA = re.compile(r"[0-9a-fA-F]{7,40}")
+
+
+FIXTURE_JOBS_LIKE = "mc-loadtest-%"  # jobs of fixture certificates: what a run enqueued
+PROCESSED = ("Pending", "Running")  # what certctl's job processor claims and works on
+
+
+def drain_plan(kind: str, jobs: Mapping[str, int]) -> tuple[bool, str]:
+    """Whether to wait for the fixture's backlog to drain, and what the drain measures.
+
+    certctl's job processor (every ``CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL``, 30 s; up to
+    ``CERTCTL_RENEWAL_CONCURRENCY``, 25, at a time) claims ``Pending`` jobs. In server keygen
+    mode bulk renew creates them ``Pending`` and the processor issues each through the CA: the
+    drain is the scheduler's issuing throughput. In agent keygen mode it creates
+    ``AwaitingCSR`` jobs, which only an agent's CSR moves on: nothing drains. The stand-in has
+    no job processor at all.
+    """
+    pending = sum(jobs.get(s, 0) for s in PROCESSED)
+    if kind == "stand-in":
+        return False, (f"the stand-in has no job processor: nothing will drain ({pending} "
+                       "Pending/Running jobs stay as they are)")
+    if pending == 0 and jobs.get("AwaitingCSR", 0):
+        return False, (f"agent keygen mode: {jobs['AwaitingCSR']} jobs are AwaitingCSR, which "
+                       "only an agent's CSR moves on; certctl's job processor leaves them, so "
+                       "nothing drains (run certctl with CERTCTL_KEYGEN_MODE=server to measure "
+                       "the scheduler)")
+    if pending == 0:
+        return False, "no Pending or Running job of the fixture: nothing to drain"
+    return True, ("server keygen mode: certctl's job processor issues the Pending jobs "
+                  "(every CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL, up to "
+                  "CERTCTL_RENEWAL_CONCURRENCY at a time); the drain is its throughput")
 
 
 def target_pid_from_env() -> int | None:

@@ -17,6 +17,7 @@ from workbench.scenarios import (
     INTEGER,
     MAX_VUS,
     NAME,
+    NUMBER,
     RATE,
     Note,
     Param,
@@ -117,10 +118,14 @@ SCENARIO = Scenario(
         Param("size_to_run", FLAG, True, "ids mode: grow the fleet to calls x ids_per_request "
                                          "so no call re-sends a renewed certificate"),
         MAX_VUS,
+        Param("drain_timeout_s", NUMBER, 60.0, "after the timed phase, wait at most this long "
+                                               "for the renewal jobs to drain (0: do not wait)",
+              zero_ok=True),
     ),
     profiles={
-        "smoke": {"rate": 5.0, "duration_s": 4.0, "bulk_size": 200},
-        "canonical": {"rate": 5.0, "duration_s": 300.0, "bulk_size": 10000},
+        "smoke": {"rate": 5.0, "duration_s": 4.0, "bulk_size": 200, "drain_timeout_s": 10.0},
+        "canonical": {"rate": 5.0, "duration_s": 300.0, "bulk_size": 10000,
+                      "drain_timeout_s": 600.0},
     },
     thresholds={"http_req_duration": ["p(99)<5000", "p(95)<2000"],
                 "http_req_failed": ["rate<0.01"]},
