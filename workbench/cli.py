@@ -97,6 +97,19 @@ def _target_pid_to_env(pid: int | None) -> None:
     os.environ[TARGET_PID_ENV] = str(pid)
 
 
+def _run_sweep(args: argparse.Namespace, overrides: dict) -> int:
+    """``--fixture-sizes``: the scenario once per size, then latency against size."""
+    from workbench import sweep
+
+    if args.scenario == "all":
+        raise WorkbenchError("--fixture-sizes sweeps one scenario; name it instead of all")
+    sweep_dir, code = sweep.run_sweep(args.scenario, args.profile,
+                                      sweep.parse_sizes(args.fixture_sizes), args.target,
+                                      args.ca_file, args.insecure, overrides, strict=args.strict)
+    sweep.print_summary(sweep_dir)
+    return code
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """One scenario's notebook through papermill, or every scenario with one combined report."""
     from workbench import run, seed
@@ -111,6 +124,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides[name] = json.loads(value)
         except ValueError:
             overrides[name] = value
+    if args.fixture_sizes:
+        return _run_sweep(args, overrides)
     if args.scenario == "all":
         from workbench import suite
 
@@ -272,6 +287,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consent to writing fixtures to a database not on this machine")
     r.add_argument("--strict", action="store_true",
                    help="refuse the target when preflight finds one of certctl's traps")
+    r.add_argument("--fixture-sizes", metavar="N,N,...",
+                   help="run the scenario once per fixture size (e.g. 10000,100000,1000000) "
+                        "and draw latency against fixture size")
     r.add_argument("--target-pid", type=_positive(int), metavar="PID",
                    help="the target server's process id, for its CPU and memory in the "
                         "telemetry (default: the process listening on the target's port)")
