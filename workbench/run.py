@@ -433,7 +433,7 @@ class Run:
 _SHA = re.compile(r"[0-9a-fA-F]{7,40}")
 
 
-FIXTURE_JOBS_LIKE = "mc-loadtest-%"  # jobs of fixture certificates: what a run enqueued
+FIXTURE_JOBS_LIKE = "mc-loadtest-bulk-%"  # jobs of the bulk fleet: what bulk renew enqueued
 PROCESSED = ("Pending", "Running")  # what certctl's job processor claims and works on
 
 
