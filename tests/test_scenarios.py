@@ -105,10 +105,25 @@ def test_bulk_templates_criteria_and_ids_modes():
     assert len(criteria) == 1
     assert json.loads(criteria[0].body) == {"team_id": "t-platform", "issuer_id": "iss-local"}
     assert criteria[0].expect == (200,) and criteria[0].sum_fields == bulk_renewal.TOTALS
-    ids = spec.templates(spec.params_for("smoke", {"bulk_size": 120, "mode": "ids"}))
+    ids = spec.templates(spec.params_for("smoke", {"bulk_size": 120, "mode": "ids",
+                                                   "size_to_run": False}))
     batches = [json.loads(t.body)["certificate_ids"] for t in ids]
     assert [len(b) for b in batches] == [50, 50, 20]
     assert sum(batches, []) == bulk_renewal.certificate_ids(120)
+
+
+def test_ids_mode_sizes_the_fleet_to_the_run_so_no_call_resends_a_certificate():
+    spec = scenarios.get("bulk_renewal")
+    params = spec.params_for("smoke", {"mode": "ids", "rate": 5.0, "duration_s": 4.1})
+    assert bulk_renewal.fleet_size(params) == 21 * 50  # ceil(5/s x 4.1 s) calls of 50
+    batches = [json.loads(t.body)["certificate_ids"] for t in spec.templates(params)]
+    assert len(batches) == 21 and {len(b) for b in batches} == {50}
+    assert len(set(sum(batches, []))) == 1050
+    assert spec.fixture_sizes(params) == {"certificates": 1050}
+    # a larger bulk_size is kept; criteria mode is never resized; the bound holds
+    assert bulk_renewal.fleet_size(params | {"bulk_size": 5000}) == 5000
+    assert bulk_renewal.fleet_size(params | {"mode": "criteria"}) == 200
+    assert bulk_renewal.fleet_size(params | {"duration_s": 1e6}) == 1_000_000
 
 
 def test_acme_iterations_cycle_through_the_ari_fixture():

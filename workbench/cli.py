@@ -65,6 +65,10 @@ def print_summary(run_dir: Path) -> None:
     if lag["p50"] is not None:
         print(f"  schedule lag ms: p50 {lag['p50']:.3f}  p99 {lag['p99']:.3f};"
               f" driver CPU {r['driver']['cpu_fraction']:.0%}")
+    from workbench.run import noop_warnings
+
+    for warning in noop_warnings(r):
+        print(f"  warning: {warning}")
     print(f"  valid: {r['valid']}" + (f" ({'; '.join(r['invalid_reasons'])})"
                                        if r["invalid_reasons"] else ""))
     if record_path.exists():
@@ -81,12 +85,41 @@ def print_summary(run_dir: Path) -> None:
         print(f"  record: {record_path}  (commit it: workbench baseline commit {run_dir})")
 
 
+def _target_pid_to_env(pid: int | None) -> None:
+    """``--target-pid``: the telemetry's target process, passed to the notebook kernel through
+    the environment (a notebook parameter would change every scenario's notebook)."""
+    from workbench.run import TARGET_PID_ENV
+
+    if pid is None:
+        return
+    import psutil
+
+    if not psutil.pid_exists(pid):
+        raise WorkbenchError(f"--target-pid {pid}: no such process on this machine; pass the "
+                             "pid of the target's server process (e.g. pgrep certctl-server)")
+    os.environ[TARGET_PID_ENV] = str(pid)
+
+
+def _run_sweep(args: argparse.Namespace, overrides: dict) -> int:
+    """``--fixture-sizes``: the scenario once per size, then latency against size."""
+    from workbench import sweep
+
+    if args.scenario == "all":
+        raise WorkbenchError("--fixture-sizes sweeps one scenario; name it instead of all")
+    sweep_dir, code = sweep.run_sweep(args.scenario, args.profile,
+                                      sweep.parse_sizes(args.fixture_sizes), args.target,
+                                      args.ca_file, args.insecure, overrides, strict=args.strict)
+    sweep.print_summary(sweep_dir)
+    return code
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """One scenario's notebook through papermill, or every scenario with one combined report."""
     from workbench import run, seed
 
     if args.allow_remote_db:  # the environment reaches the notebook kernel; a parameter would not
         os.environ[seed.ALLOW_REMOTE_ENV] = "1"
+    _target_pid_to_env(args.target_pid)
 
     overrides = {}
     for name, value in args.param:
@@ -94,6 +127,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides[name] = json.loads(value)
         except ValueError:
             overrides[name] = value
+    if args.fixture_sizes:
+        return _run_sweep(args, overrides)
     if args.scenario == "all":
         from workbench import suite
 
@@ -105,6 +140,30 @@ def cmd_run(args: argparse.Namespace) -> int:
                                 args.insecure, overrides, strict=args.strict)
     print_summary(run_dir)
     return code
+
+
+def cmd_seed(args: argparse.Namespace) -> int:
+    """Seed one scenario's fixture at ``--size`` rows (idempotent: a reseed leaves that many)."""
+    from workbench import preflight, scenarios, seed
+
+    if args.allow_remote_db:
+        os.environ[seed.ALLOW_REMOTE_ENV] = "1"
+    spec = scenarios.get(args.scenario)
+    if spec.size_param is None:
+        sized = ", ".join(n for n in scenarios.names() if scenarios.get(n).size_param)
+        raise WorkbenchError(f"{spec.name} has no sized fixture; scenarios with one: {sized}")
+    spec.params_for(args.profile, {spec.size_param: args.size})  # bad size: refused, no write
+    target = preflight.resolve_target(args.target, None, False)
+    if not target.dsn:
+        raise WorkbenchError(f"no database to seed: export {preflight.DSN_ENV}=<DSN> for the "
+                             "target's database")
+    preflight.check_database(target, parents="fixture_parents" in spec.traps)
+    seeded = spec.seed_size(target.dsn, args.size, args.profile)
+    counts = ", ".join(f"{k} {v:,}" for k, v in seeded.items()
+                       if k not in ("fixture", "seconds", spec.size_param) and isinstance(v, int))
+    print(f"seeded {spec.name} ({seeded.get('fixture')}, {spec.size_param}={args.size:,}): "
+          f"{counts} in {seeded.get('seconds', 0):.1f} s")
+    return 0
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
@@ -281,6 +340,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consent to writing fixtures to a database not on this machine")
     r.add_argument("--strict", action="store_true",
                    help="refuse the target when preflight finds one of certctl's traps")
+    r.add_argument("--fixture-sizes", metavar="N,N,...",
+                   help="run the scenario once per fixture size (e.g. 10000,100000,1000000) "
+                        "and draw latency against fixture size")
+    r.add_argument("--target-pid", type=_positive(int), metavar="PID",
+                   help="the target server's process id, for its CPU and memory in the "
+                        "telemetry (default: the process listening on the target's port)")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("drive", help="ad-hoc open-loop load on any URL (like vegeta attack)")
@@ -342,6 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--started-at", help="when the k6 run started (ISO 8601 with zone); "
                    "default: the file's modification time minus the test duration")
     k.set_defaults(func=cmd_import_k6)
+
+    s = sub.add_parser("seed", help="seed a scenario's fixture at a given size (1 to 1,000,000 "
+                                    "rows; a reseed resets it, a smaller size shrinks it)")
+    s.add_argument("scenario")
+    s.add_argument("--size", type=_positive(int), required=True, help="fixture rows")
+    s.add_argument("--profile", default="smoke",
+                   help="the profile whose other parameters the fixture takes (default smoke)")
+    s.add_argument("--target", help="certctl base URL whose database CERTCTL_DSN names "
+                                     "(default: the embedded stand-in's)")
+    s.add_argument("--allow-remote-db", action="store_true",
+                   help="consent to writing fixtures to a database not on this machine")
+    s.set_defaults(func=cmd_seed)
 
     n = sub.add_parser("notebooks", help="generate the scenario notebooks and README's scenario "
                                          "table from the scenario registry")

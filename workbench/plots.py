@@ -366,3 +366,42 @@ def latency_and_telemetry(df: pd.DataFrame, telemetry: pd.DataFrame, scenario: s
     axes[-1].set_xlabel("seconds into the run (from the first intended start)")
     return _finish(fig, ax, _title("latency and server telemetry", scenario, target, date),
                    show=False)
+
+
+def drain_curve(samples: pd.DataFrame, scenario: str, target: str, date: str) -> plt.Figure:
+    """The fixture's job backlog after the timed phase, by status, until drained or timed out.
+
+    ``samples`` is :attr:`workbench.telemetry.Drain.samples` (``elapsed_s``, ``backlog`` and
+    ``jobs.<Status>`` columns).
+    """
+    fig, ax = _figure()
+    x = samples["elapsed_s"].to_numpy()
+    ax.plot(x, samples["backlog"].to_numpy(), label="backlog (Pending + Running)",
+            color="black", lw=1.8, marker=".")
+    for i, status in enumerate(("Pending", "Running", "Completed", "Failed")):
+        column = f"jobs.{status}"
+        if column in samples and np.any(samples[column].to_numpy()):
+            ax.plot(x, samples[column].to_numpy(), label=status, color=COLORS[i % len(COLORS)],
+                    lw=1.0)
+    ax.set_xlabel("seconds after the timed phase")
+    ax.set_ylabel("jobs of the fixture")
+    ax.set_ylim(bottom=0)
+    return _finish(fig, ax, _title("backlog drain", scenario, target, date))
+
+
+def latency_vs_fixture_size(sweep: pd.DataFrame, scenario: str) -> plt.Figure:
+    """p50/p95/p99 of every request against the fixture's rows, one point per sweep run.
+
+    ``sweep`` is :func:`workbench.sweep.table` (``fixture_rows``, ``p50``, ``p95``, ``p99``).
+    """
+    fig, ax = _figure()
+    done = sweep.dropna(subset=["p50"]).sort_values("fixture_rows")
+    for col, color in (("p50", "tab:blue"), ("p95", "tab:orange"), ("p99", "tab:green")):
+        ax.plot(done["fixture_rows"].astype(float), done[col].astype(float), label=col,
+                color=color, marker="o", lw=1.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("fixture rows (log scale)")
+    ax.set_ylabel("response time (ms)")
+    if len(done) and float(done["p99"].max()) > 0:
+        _log_ms_axis(ax)
+    return _finish(fig, ax, f"{scenario}: latency against fixture size")

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from workbench import (
@@ -37,6 +38,7 @@ from workbench import (
     report,
     scenarios,
     seed,
+    telemetry,
 )
 from workbench.driver.launch import PROGRESS_ENV, LiveLine
 from workbench.errors import WorkbenchError
@@ -47,9 +49,34 @@ from workbench.paths import notebooks_dir, project_root, runs_dir
 PREFLIGHT_FILE = "preflight.json"  # what preflight found, so a run checks its target once
 PREFLIGHT_SCHEMA_VERSION = 1
 _DRIVER_TOKEN_ENV = "WORKBENCH_DRIVER_TOKEN"
+# --target-pid reaches the notebook kernel through the environment, as --allow-remote-db does
+TARGET_PID_ENV = "WORKBENCH_TARGET_PID"
 # What the driver did, as the drive step shows it (the whole result is Run.result).
 OUTCOME = ("executor", "status", "scheduled", "completed", "failed", "dropped", "iterations",
            "offered_rate", "achieved_rate", "error_rate", "valid", "invalid_reasons")
+
+
+NOOP_SHARE = 0.9  # more of the matched certificates skipped than this: mostly no-op calls
+
+
+def noop_warnings(result: Mapping) -> list[str]:
+    """In words, each endpoint whose responses skipped more than 90 % of what they matched
+    (bulk renewal over an exhausted fleet): its latency is that of calls that did nothing."""
+    warnings = []
+    for tag, totals in sorted((result.get("response_totals") or {}).items()):
+        matched, skipped = totals.get("total_matched"), totals.get("total_skipped")
+        if matched is None or skipped is None:
+            continue
+        enqueued = totals.get("total_enqueued", 0)
+        if matched == 0:
+            warnings.append(f"{tag}: no call matched a certificate, so this run timed no-op "
+                            "calls only")
+        elif skipped > NOOP_SHARE * matched:
+            warnings.append(f"{tag}: {skipped:,} of the {matched:,} certificates matched "
+                            f"({skipped / matched:.0%}) were skipped and {enqueued:,} enqueued, "
+                            "so this run timed mostly no-op calls (the fleet was exhausted: "
+                            "in ids mode keep size_to_run on, or seed a larger fleet)")
+    return warnings
 
 
 def new_run_id(scenario: str) -> str:
@@ -113,6 +140,12 @@ class Run:
         self._requests: pd.DataFrame | None = None
         self._analysis: analysis.Analysis | None = None
         self._verdicts: pd.DataFrame | None = None
+        self.target_pid = target_pid_from_env()
+        self._sampler: telemetry.TelemetrySampler | None = None
+        self.telemetry_sidecar: dict | None = None  # telemetry.json, once the sampler stopped
+        self._telemetry: pd.DataFrame | None = None
+        self.drain: dict | None = None  # the backlog drain after the timed phase, if any
+        self._drain_curve: pd.DataFrame | None = None
 
     def _preflight(self) -> dict:
         """Check the target now (a notebook run by hand) and leave ``preflight.json``."""
@@ -148,14 +181,129 @@ class Run:
             ca_file=self.target.ca_file, insecure=self.target.insecure,
             token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
         live = LiveLine()  # one updating line here; nothing of it in the report
+        self.start_telemetry()
         try:
-            self.result = driver.drive(spec, self.dir, env={_DRIVER_TOKEN_ENV: self._token},
-                                       echo=live)
+            try:
+                self.result = driver.drive(spec, self.dir,
+                                           env={_DRIVER_TOKEN_ENV: self._token}, echo=live)
+            finally:
+                live.close()
+            if float(self.params.get("drain_timeout_s") or 0) > 0:
+                self.drain = self.drain_backlog(float(self.params["drain_timeout_s"]))
         finally:
-            live.close()
+            self.stop_telemetry()
         self._requests = self._analysis = self._verdicts = None  # of an earlier drive
+        self._telemetry = None
         return Facts({k: self.result[k] for k in OUTCOME if k in self.result},
                      name=self.scenario.name, dtype=object)
+
+    def start_telemetry(self) -> None:
+        """Start sampling the server side (PostgreSQL, certctl's jobs, host, target process)
+        into this run's folder. A sampler that cannot start is a warning, never a failed run."""
+        if self._sampler is not None and self._sampler.running:
+            return
+        try:
+            self._sampler = telemetry.TelemetrySampler(
+                self.dir, dsn=self.target.dsn, target_url=self.target.url,
+                target_pid=self.target_pid).start()
+            if self._sampler.error:
+                print(f"warning: telemetry: {self._sampler.error}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - telemetry never breaks the run it watches
+            self._sampler = None
+            print(f"warning: telemetry not sampled: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+
+    def stop_telemetry(self) -> dict | None:
+        """Stop the sampler (``telemetry.parquet`` and ``telemetry.json`` are then written);
+        returns the sidecar, or None when nothing was sampled."""
+        if self._sampler is None:
+            return self.telemetry_sidecar
+        sampler, self._sampler = self._sampler, None
+        try:
+            self.telemetry_sidecar = sampler.stop()
+        except Exception as exc:  # noqa: BLE001 - the run's own results matter more
+            print(f"warning: telemetry did not stop cleanly: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+            self.telemetry_sidecar = telemetry.read_sidecar(self.dir)
+        return self.telemetry_sidecar
+
+    def telemetry(self) -> pd.DataFrame | None:
+        """This run's telemetry samples (long format), or None when none were taken."""
+        if self._telemetry is None:
+            try:
+                self._telemetry = telemetry.load_telemetry(self.dir)
+            except WorkbenchError:
+                return None
+        return self._telemetry
+
+    def telemetry_windows(self) -> pd.DataFrame | None:
+        """Per-window mean/min/max of every telemetry metric, on the latency windows' edges."""
+        samples = self.telemetry()
+        if samples is None or samples.empty or not len(self.requests()):
+            return None
+        analysed = self.analyse()
+        n_windows = int(np.ceil(float(self.params["duration_s"]) / analysed.window_s))
+        return telemetry.telemetry_windows(samples, int(self.requests()["intended_ns"].min()),
+                                           analysed.window_s, n_windows)
+
+    def telemetry_section(self) -> dict | None:
+        """The record's ``telemetry``: per-window summaries and what each source did."""
+        sidecar = self.telemetry_sidecar or telemetry.read_sidecar(self.dir)
+        if sidecar is None:
+            return None if self.drain is None else {"window_s": None, "sources": {},
+                                                    "drain": self.drain, "sampler": None}
+        windows = self.telemetry_windows()
+        section = (telemetry.record_summary(windows, self.analyse().window_s)
+                   if windows is not None else {"window_s": None, "sources": {}})
+        section["drain"] = self.drain
+        section["sampler"] = {
+            "status": sidecar.get("status"), "interval_s": sidecar.get("interval_s"),
+            "ticks": sidecar.get("ticks"), "late_ticks": sidecar.get("late_ticks"),
+            "sources": {name: {k: s.get(k) for k in ("enabled", "reason", "samples", "failed")}
+                        for name, s in (sidecar.get("sources") or {}).items()}}
+        return section
+
+    def drain_backlog(self, timeout_s: float) -> dict:
+        """After the timed phase: sample the fixture's jobs until no job is ``Pending`` or
+        ``Running`` or ``timeout_s`` passes; what was enqueued, drained per second, time to
+        drain and what that means for this target (see :func:`drain_plan`)."""
+        totals = (self.result or {}).get("response_totals") or {}
+        enqueued = sum(int(t.get("total_enqueued", 0)) for t in totals.values())
+        out: dict = {"timeout_s": timeout_s, "enqueued": enqueued, "waited": False,
+                     "drained": None, "seconds": None, "drained_per_s": None,
+                     "backlog_at_start": None, "backlog_at_end": None, "curve": None}
+        if not self.target.dsn:
+            return out | {"meaning": "no database DSN: the backlog could not be read"}
+        try:
+            source = telemetry.JobsSource(self.target.dsn, certificate_like=FIXTURE_JOBS_LIKE)
+            try:
+                sampled = source.sample()
+            finally:
+                source.close()
+            counts = {k.removeprefix("jobs."): int(v) for k, v in sampled.items()
+                      if k != "jobs.total"}
+            wait, meaning = drain_plan(self.target.kind, counts)
+            out |= {"jobs_at_start": counts, "meaning": meaning}
+            if not wait:
+                return out
+            backlog = sum(counts.get(s, 0) for s in PROCESSED)
+            print(f"[drain] waiting up to {timeout_s:g} s for {backlog} Pending/Running jobs",
+                  flush=True)
+            drain = telemetry.wait_for_drain(self.target.dsn, timeout_s, interval_s=1.0,
+                                             statuses=PROCESSED,
+                                             certificate_like=FIXTURE_JOBS_LIKE)
+        except Exception as exc:  # noqa: BLE001 - the timed phase's results are kept
+            return out | {"meaning": f"the drain could not be sampled: {type(exc).__name__}: "
+                                     f"{seed.redact_dsn(str(exc)) if '://' in str(exc) else exc}"}
+        self._drain_curve = drain.samples
+        curve = drain.samples
+        return out | {
+            "waited": True, "drained": drain.drained, "seconds": round(drain.seconds, 3),
+            "drained_per_s": drain.drained_per_s, "backlog_at_start": drain.initial_backlog,
+            "backlog_at_end": drain.final_backlog, "failures": drain.failures,
+            "curve": None if curve.empty else {
+                "t_s": [round(float(t), 3) for t in curve["elapsed_s"]],
+                "backlog": [int(b) for b in curve["backlog"]]}}
 
     def _driven(self) -> dict:
         if self.result is None:
@@ -190,7 +338,10 @@ class Run:
         analysed, result = self.analyse(), self._driven()
         timing = {k: result[k] for k in ("service_time_ms", "schedule_lag_ms")
                   if any(v is not None for v in (result.get(k) or {}).values())}
+        warnings = noop_warnings(result)
         return Tables({
+            **({"Warning: mostly no-op calls": pd.Series(warnings, name="warning", dtype=object)}
+               if warnings else {}),
             "Latency by endpoint and status class (ms)": analysed.percentiles,
             "Offered against achieved load": analysed.load,
             "Errors by class": analysed.errors,
@@ -198,6 +349,9 @@ class Run:
             "Service time and schedule lag (ms)": pd.DataFrame(timing).T,
             "Driver": pd.Series(result.get("driver") or {}, dtype=object),
             "Per-window percentiles and rates": analysed.windows,
+            **({"Backlog drain after the timed phase": pd.Series(
+                {k: v for k, v in self.drain.items() if k != "curve"}, dtype=object)}
+               if self.drain else {}),
         })
 
     def title(self) -> tuple[str, str, str]:
@@ -213,6 +367,12 @@ class Run:
                            plots.latency_over_time(df, *title),
                            plots.throughput_and_errors(df, *title, offered_rate=self._driven()
                                                        .get("offered_rate"))])
+        samples = self.telemetry()
+        if samples is not None and not samples.empty:
+            figures.append(plots.latency_and_telemetry(df, samples, *title,
+                                                       seconds=self.analyse().window_s))
+        if self._drain_curve is not None and not self._drain_curve.empty:
+            figures.append(plots.drain_curve(self._drain_curve, *title))
         for figure in figures:
             plt.close(figure)  # shown once, by the list, not again by the inline backend
         return figures
@@ -250,13 +410,14 @@ class Run:
             "software": machine.software(),
             "database": database_facts(self.target.dsn),
             "fixtures": {"sizes": self.scenario.fixture_sizes(self.params),
-                         "seeded": self.fixtures},
+                         "seeded": self.fixtures, "warnings": noop_warnings(r)},
             "load": {k: r.get(k) for k in ("offered_rate", "achieved_rate", "duration_s",
                                            "scheduled", "completed", "failed", "dropped",
                                            "error_rate")}
                     | {"max_vus": self.scenario.executor_settings(self.params)["max_vus"],
                        "engine": (r.get("driver") or {}).get("engine")},
         }
+        context["telemetry"] = self.telemetry_section()
         rec = record.build(context, self.analyse(), self.requests(), self.verdicts(), reported=r)
         path = self.dir / record.RECORD_FILE
         write_json(path, rec, exclusive=True)
@@ -287,6 +448,46 @@ class Run:
 
 
 _SHA = re.compile(r"[0-9a-fA-F]{7,40}")
+
+
+FIXTURE_JOBS_LIKE = "mc-loadtest-bulk-%"  # jobs of the bulk fleet: what bulk renew enqueued
+PROCESSED = ("Pending", "Running")  # what certctl's job processor claims and works on
+
+
+def drain_plan(kind: str, jobs: Mapping[str, int]) -> tuple[bool, str]:
+    """Whether to wait for the fixture's backlog to drain, and what the drain measures.
+
+    certctl's job processor (every ``CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL``, 30 s; up to
+    ``CERTCTL_RENEWAL_CONCURRENCY``, 25, at a time) claims ``Pending`` jobs. In server keygen
+    mode bulk renew creates them ``Pending`` and the processor issues each through the CA: the
+    drain is the scheduler's issuing throughput. In agent keygen mode it creates
+    ``AwaitingCSR`` jobs, which only an agent's CSR moves on: nothing drains. The stand-in has
+    no job processor at all.
+    """
+    pending = sum(jobs.get(s, 0) for s in PROCESSED)
+    if kind == "stand-in":
+        return False, (f"the stand-in has no job processor: nothing will drain ({pending} "
+                       "Pending/Running jobs stay as they are)")
+    if pending == 0 and jobs.get("AwaitingCSR", 0):
+        return False, (f"agent keygen mode: {jobs['AwaitingCSR']} jobs are AwaitingCSR, which "
+                       "only an agent's CSR moves on; certctl's job processor leaves them, so "
+                       "nothing drains (run certctl with CERTCTL_KEYGEN_MODE=server to measure "
+                       "the scheduler)")
+    if pending == 0:
+        return False, "no Pending or Running job of the fixture: nothing to drain"
+    return True, ("server keygen mode: certctl's job processor issues the Pending jobs "
+                  "(every CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL, up to "
+                  "CERTCTL_RENEWAL_CONCURRENCY at a time); the drain is its throughput")
+
+
+def target_pid_from_env() -> int | None:
+    """The target's process id from ``WORKBENCH_TARGET_PID`` (``--target-pid``), or None."""
+    text = os.environ.get(TARGET_PID_ENV, "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) <= 0:
+        raise WorkbenchError(f"{TARGET_PID_ENV} must be a process id, got {text!r}")
+    return int(text)
 
 
 def commit_date(commit: str | None) -> str | None:

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     def ready() -> None:
         print(READY, flush=True)
 
-    sidecar = sampler.run(stop, on_first_tick=ready)
+    sidecar = sampler.run(stop, on_first_tick=ready, final_tick=True)
     return 0 if sidecar["status"] == "completed" else 1
 
 

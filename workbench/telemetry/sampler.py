@@ -278,8 +278,9 @@ class Sampler:
         self.ticks += 1
         return rows
 
-    def run(self, stop: threading.Event, on_first_tick=None) -> dict:
-        """Tick on a fixed schedule until ``stop`` is set; write the files; return the sidecar."""
+    def run(self, stop: threading.Event, on_first_tick=None, final_tick: bool = False) -> dict:
+        """Tick on a fixed schedule until ``stop`` is set (then once more with ``final_tick``);
+        write the files; return the sidecar."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
         spool = _Spool(self.out_dir / SPOOL_FILE)
         status = "completed"
@@ -301,6 +302,8 @@ class Sampler:
                     k += skipped
                     next_at = start + k * self.interval_s
                 stop.wait(max(0.0, next_at - time.monotonic()))
+            if final_tick:  # one more at the stop: the samples reach the end of the run
+                spool.write(self.tick())
         except Exception as exc:  # noqa: BLE001 - keep what was sampled, say why it stopped
             status = f"failed: {scrub(f'{type(exc).__name__}: {exc}', self.dsn)}"
         finally:

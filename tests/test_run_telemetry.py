@@ -1,0 +1,98 @@
+"""Telemetry through every run: the sampler around the timed phase, its files, record, report."""
+
+import json
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from workbench import run, target
+from workbench.cli import main
+from workbench.telemetry import load_telemetry
+
+
+def _epoch_ns(iso: str) -> int:
+    return int(datetime.fromisoformat(iso).timestamp() * 1e9)
+
+
+def test_a_smoke_run_samples_postgres_host_and_the_standin_every_second(embedded_env,
+                                                                        embedded_target_state,
+                                                                        monkeypatch):
+    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    run_dir, _ = run.execute("agent_storm", "smoke", overrides={"duration_s": 4.0,
+                                                                "fleet_size": 200})
+    samples = load_telemetry(run_dir)
+    result = json.loads((run_dir / "result.json").read_text())
+    started, ended = _epoch_ns(result["started_at"]), _epoch_ns(result["ended_at"])
+    for source in ("postgres", "host", "target_process"):
+        t = np.sort(samples[samples["source"] == source]["t_ns"].unique())
+        assert t.size, f"no {source} samples"
+        # the samples cover the timed phase, and none is more than a tick late (a skipped
+        # tick leaves a gap of two intervals): at least one sample per second of the run
+        assert t[0] <= started and t[-1] >= ended, (source, t[0] - started, t[-1] - ended)
+        assert np.diff(t).max() < 2e9, (source, np.diff(t).max())
+        assert t.size >= (ended - started) / 1e9, (source, t.size)
+    record = json.loads((run_dir / "record.json").read_text())
+    section = record["telemetry"]
+    assert section["sampler"]["status"] == "completed"
+    assert section["sampler"]["sources"]["target_process"]["enabled"] is True
+    window_s = section["window_s"]
+    assert window_s == pytest.approx(0.4)  # the latency windows' length: a tenth of 4 s
+    commits = section["sources"]["postgres"]["xact_commit_per_s"]
+    # one entry per window that holds a sample, labelled by the window's start within the run
+    assert len(commits["t_s"]) >= 3 and all(0 <= t < 4.0 for t in commits["t_s"])
+    assert all(round(t / window_s, 6).is_integer() for t in commits["t_s"])
+    assert max(m for m in commits["mean"] if m is not None) > 0  # the heartbeats committed
+    html = (run_dir / "report.html").read_text()
+    assert html.count("<img") >= 5  # the four latency figures and latency with telemetry
+
+
+def test_a_sampler_that_cannot_start_never_breaks_the_run(embedded_env, embedded_target_state,
+                                                          monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+
+    def refuse(self, *args, **kwargs):
+        raise OSError("no processes left")
+
+    monkeypatch.setattr("workbench.telemetry.TelemetrySampler.start", refuse)
+    r = run.Run("agent_storm", {"duration_s": 1.0, "fleet_size": 50}, run_dir=tmp_path / "r")
+    r.seed()
+    outcome = r.drive()
+    assert outcome["status"] == "completed"
+    assert "telemetry not sampled: OSError: no processes left" in capsys.readouterr().err
+    assert r.telemetry() is None
+    r.record()
+    assert r.baseline["telemetry"] is None
+    assert len(r.figures()) == 4
+
+
+def test_a_sampler_that_dies_mid_run_keeps_what_it_sampled(embedded_env, embedded_target_state,
+                                                           monkeypatch, tmp_path):
+    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    r = run.Run("agent_storm", {"duration_s": 3.0, "fleet_size": 50}, run_dir=tmp_path / "r")
+    r.seed()
+    original = r.start_telemetry
+
+    def start_then_kill():
+        original()
+        r._sampler.process.kill()  # as the OOM killer would, before the load starts
+
+    monkeypatch.setattr(r, "start_telemetry", start_then_kill)
+    assert r.drive()["status"] == "completed"
+    assert r.telemetry_sidecar["status"] == "interrupted"
+    r.record()
+    assert r.baseline["telemetry"]["sampler"]["status"] == "interrupted"
+
+
+@pytest.mark.parametrize("pid", ["0", "-3", "abc"])
+def test_a_bad_target_pid_is_refused_before_any_load(pid, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "agent_storm", "--target-pid", pid])
+    assert exc.value.code == 2
+    assert "--target-pid" in capsys.readouterr().err
+
+
+def test_a_target_pid_that_is_no_process_is_refused_naming_the_fix(embedded_env, capsys):
+    assert main(["run", "agent_storm", "--target-pid", "999999999"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --target-pid 999999999: no such process")
