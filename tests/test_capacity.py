@@ -1,0 +1,176 @@
+"""The capacity search's logic on synthetic latency curves: no sockets, exact decisions."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from workbench import capacity
+from workbench.capacity import SearchOptions, Step, search
+from workbench.errors import WorkbenchError
+
+LIMIT_MS = 200.0  # the threshold every synthetic step is judged by: p(99)<200
+
+
+def queue_p99(load: float, capacity_rps: float, step_s: float, base_ms: float = 5.0) -> float:
+    """p99 of a fixed-capacity server under a constant arrival rate for ``step_s`` seconds.
+
+    Below capacity nothing queues; above it the backlog grows by ``load - capacity`` per
+    second, so the request arriving at time t waits ``(load - capacity) * t / capacity``.
+    """
+    if load <= capacity_rps:
+        return base_ms
+    return base_ms + 1000.0 * (load - capacity_rps) * 0.99 * step_s / capacity_rps
+
+
+def knee(capacity_rps: float, step_s: float, base_ms: float = 5.0) -> float:
+    """The load at which :func:`queue_p99` reaches the threshold."""
+    return capacity_rps * (1 + (LIMIT_MS - base_ms) / (1000.0 * 0.99 * step_s))
+
+
+def judged(load: float, p99: float, **extra) -> Step:
+    ok = p99 < LIMIT_MS
+    return Step(load=load, achieved_rate=load, p50=p99 / 2, p95=p99 * 0.9, p99=p99, passed=ok,
+                valid=True, failed=() if ok else (f"p(99)<{LIMIT_MS:g} (measured {p99:.1f})",),
+                **extra)
+
+
+def monotone(capacity_rps: float, step_s: float):
+    calls: list[float] = []
+
+    def run(load: float) -> Step:
+        calls.append(load)
+        return judged(load, queue_p99(load, capacity_rps, step_s))
+    return run, calls
+
+
+def test_a_monotone_curve_is_bracketed_within_the_tolerance():
+    run, calls = monotone(800.0, 20.0)
+    result = search(run, SearchOptions(start=50, ceiling=20_000, step_s=20.0))
+    true_knee = knee(800.0, 20.0)
+    low, high = result.interval
+    assert result.verdict == capacity.KNEE and result.found
+    assert low <= true_knee < high
+    assert high / low <= 1.05
+    assert result.max_sustainable == low
+    assert abs(result.max_sustainable - 800.0) / 800.0 < 0.15
+    assert result.limiting_check.startswith("p(99)<200")
+    # the ramp doubled from the start until the first failure, then only bisected inside it
+    assert calls[:5] == [50, 100, 200, 400, 800]
+    assert calls[5] == 1600 and all(800 < c < 1600 for c in calls[6:-1])
+    assert result.steps[-1].confirmation and result.steps[-1].load == low
+
+
+def test_noisy_curves_land_near_the_knee_for_almost_every_seed():
+    true = knee(800.0, 10.0)
+    errors = []
+    for seed in range(60):
+        rng = np.random.default_rng(seed)
+
+        def run(load: float, rng=rng) -> Step:
+            return judged(load, queue_p99(load, 800.0, 10.0) * float(rng.lognormal(0, 0.35)))
+        result = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0))
+        assert result.verdict == capacity.KNEE
+        errors.append(abs(result.max_sustainable - true) / true)
+    errors = np.array(errors)
+    # noise near the knee can only move the answer by the width of the noisy region
+    assert (errors <= 0.15).mean() >= 0.95
+    assert errors.max() <= 0.30
+
+
+def test_a_lucky_pass_is_caught_by_its_confirmation():
+    seen: dict[float, int] = {}
+
+    def run(load: float) -> Step:
+        seen[load] = seen.get(load, 0) + 1
+        p99 = queue_p99(load, 800.0, 20.0)
+        if 800 < load < 900 and seen[load] == 1:
+            p99 = 50.0  # passes once by chance, fails when run again
+        return judged(load, p99)
+    result = search(run, SearchOptions(start=100, ceiling=5_000, step_s=20.0, tolerance=0.05))
+    assert result.verdict == capacity.KNEE
+    assert result.max_sustainable <= knee(800.0, 20.0)
+    assert any(s.confirmation and not s.passed for s in result.steps)
+
+
+def test_a_driver_that_cannot_keep_time_is_reported_as_such_never_as_capacity():
+    def run(load: float) -> Step:
+        if load > 3000:  # the driver's own limit, far below the server's
+            return Step(load=load, achieved_rate=2900, p50=1, p95=2, p99=3, passed=False,
+                        valid=False, driver_bound=True,
+                        failed=("schedule-lag p99 7.10 ms > 2.0 ms",))
+        return judged(load, queue_p99(load, 50_000.0, 10.0))
+    result = search(run, SearchOptions(start=100, ceiling=100_000, step_s=10.0))
+    assert result.verdict == capacity.DRIVER_BOUND and not result.found
+    assert result.max_sustainable == 1600 and result.interval == (1600, None)
+    assert "driver bound above 1,600 req/s" in result.sentence()
+    assert "schedule-lag" in result.sentence()
+
+
+def test_every_step_passing_up_to_the_ceiling_is_a_lower_bound():
+    run, calls = monotone(50_000.0, 10.0)
+    result = search(run, SearchOptions(start=100, ceiling=1000, step_s=10.0))
+    assert result.verdict == capacity.NOT_REACHED
+    assert calls == [100, 200, 400, 800, 1000] and result.max_sustainable == 1000
+    assert "above 1,000 req/s" in result.sentence() and "--ceiling" in result.sentence()
+
+
+def test_a_first_step_that_fails_bounds_the_capacity_from_above():
+    run, calls = monotone(10.0, 10.0)
+    result = search(run, SearchOptions(start=100, ceiling=1000, step_s=10.0))
+    assert result.verdict == capacity.BELOW_START and calls == [100]
+    assert result.max_sustainable is None and result.interval == (None, 100)
+    assert "below 100 req/s" in result.sentence() and "--start" in result.sentence()
+
+
+def test_a_virtual_user_search_steps_through_whole_users():
+    def run(vus: float) -> Step:
+        assert vus == int(vus)
+        return judged(vus, 10.0 if vus <= 37 else 500.0)
+    result = search(run, SearchOptions(start=4, ceiling=400, step_s=10.0, unit=capacity.VUS))
+    assert result.verdict == capacity.KNEE
+    assert result.interval == (37, 38)  # adjacent integers: nothing left to bisect
+    assert result.sentence().startswith("capacity: 37 vus")
+
+
+def test_the_search_never_runs_more_than_its_step_budget():
+    run, calls = monotone(800.0, 20.0)
+    result = search(run, SearchOptions(start=100, ceiling=1e6, step_s=20.0, max_steps=8,
+                                       tolerance=0.001))
+    assert len(calls) == 8 == len(result.steps)
+    assert result.verdict == capacity.KNEE and result.interval[1] / result.interval[0] > 1.001
+
+
+def test_a_ramp_that_spends_its_budget_says_so():
+    run, calls = monotone(800.0, 20.0)
+    result = search(run, SearchOptions(start=1, ceiling=1e6, step_s=20.0, max_steps=6))
+    assert calls == [1, 2, 4, 8, 16, 32]
+    assert result.verdict == capacity.NOT_REACHED and result.budget_spent
+    assert "step budget ran out" in result.sentence()
+
+
+def test_the_result_serializes_with_every_step():
+    run, _ = monotone(800.0, 20.0)
+    data = search(run, SearchOptions(start=100, ceiling=5000, step_s=20.0)).to_dict()
+    assert data["schema_version"] == capacity.SCHEMA_VERSION
+    assert data["max_sustainable_rate"] == data["max_sustainable"]
+    assert {"load", "achieved_rate", "p50", "p95", "p99", "passed", "valid"} <= set(
+        data["steps"][0])
+    assert all(isinstance(s["failed"], list) for s in data["steps"])
+
+
+@pytest.mark.parametrize("options, needle", [
+    (dict(start=500, ceiling=100), "ceiling 100 is below the start 500"),
+    (dict(start=0, ceiling=100), "start must be a positive load"),
+    (dict(start=10, ceiling=100, growth=1.0), "growth factor must be above 1"),
+    (dict(start=10, ceiling=100, step_s=math.nan), "step duration"),
+    (dict(start=10, ceiling=100, tolerance=2), "tolerance"),
+    (dict(start=0.5, ceiling=100, unit=capacity.VUS), "starts at 1 VU"),
+])
+def test_bad_options_are_refused_before_any_step(options, needle):
+    calls = []
+    with pytest.raises(WorkbenchError, match=needle):
+        search(lambda load: calls.append(load), SearchOptions(**options))
+    assert calls == []
