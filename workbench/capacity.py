@@ -161,7 +161,14 @@ class Capacity:
                 "max_sustainable_rate": self.max_sustainable if self.unit == RATE else None,
                 "interval": list(self.interval), "limiting_check": self.limiting_check,
                 "budget_spent": self.budget_spent, "options": asdict(self.options),
-                "steps": [asdict(s) | {"failed": list(s.failed)} for s in self.steps]}
+                "steps": [self._step_dict(s) for s in self.steps]}
+
+    def _step_dict(self, step: Step) -> dict:
+        """A step as capacity.json shows it: its load named as what it is (``offered_rate``
+        in requests/s for an open loop, ``vus`` for a closed one) beside the measurements."""
+        load = {"offered_rate": step.load if self.unit == RATE else None,
+                "vus": int(step.load) if self.unit == VUS else None}
+        return load | asdict(step) | {"failed": list(step.failed)}
 
 
 def search(run_step: Callable[[float], Step], options: SearchOptions,

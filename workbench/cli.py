@@ -120,8 +120,8 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_drive(args) -> int:
-    """Ad-hoc open-loop load on one URL; writes requests.parquet and result.json like a run."""
+def _drive_spec(args, rate: float, duration_s: float):
+    """The DriveSpec of ``workbench drive``'s arguments at one rate and duration."""
     from urllib.parse import urlsplit
 
     from workbench import driver, preflight
@@ -136,12 +136,29 @@ def cmd_drive(args) -> int:
     if bad:
         raise WorkbenchError(f"--header {bad[0]!r} must be NAME:VALUE")
     headers = tuple((k.strip(), v.strip()) for k, v in (h.split(":", 1) for h in args.header))
-    spec = driver.DriveSpec(
+    return driver.DriveSpec(
         base_url=base, templates=(driver.RequestTemplate(args.method.upper(), path, "adhoc",
                                                           args.body, headers),),
-        rate=args.rate, duration_s=args.duration, max_vus=args.vus, timeout_s=args.timeout,
+        rate=rate, duration_s=duration_s, max_vus=args.vus, timeout_s=args.timeout,
         ca_file=args.ca_file, insecure=args.insecure,
         token_env=preflight.TOKEN_ENV, scenario="adhoc", protocol=args.protocol)
+
+
+def cmd_drive(args) -> int:
+    """Ad-hoc open-loop load on one URL; writes requests.parquet and result.json like a run."""
+    from workbench import driver
+
+    if args.find_capacity:
+        return cmd_drive_capacity(args)
+    if args.threshold:
+        raise WorkbenchError("--threshold judges the steps of --find-capacity; add "
+                             "--find-capacity, or judge a plain drive in its report")
+    missing = [flag for flag, value in (("--rate", args.rate), ("--duration", args.duration))
+               if value is None]
+    if missing:
+        raise WorkbenchError(f"drive needs {' and '.join(missing)} (or --find-capacity to "
+                             "search for the highest rate that passes)")
+    spec = _drive_spec(args, args.rate, args.duration)
     out = Path(args.out) if args.out else runs_dir() / f"adhoc_{secrets.token_hex(4)}"
     try:
         driver.drive(spec, out, echo=lambda line: print(line, file=sys.stderr, flush=True),
@@ -151,6 +168,65 @@ def cmd_drive(args) -> int:
         raise
     print_summary(out)
     return 0
+
+
+def _search_options(args, unit: str):
+    """SearchOptions from the --find-capacity flags (validated by the search)."""
+    from workbench.capacity import SearchOptions
+
+    return SearchOptions(start=args.start, ceiling=args.ceiling, growth=args.growth,
+                         step_s=args.step_duration, tolerance=args.tolerance,
+                         max_steps=args.max_steps, unit=unit)
+
+
+def cmd_drive_capacity(args) -> int:
+    """``drive URL --find-capacity``: steps of rising rate, bisected; capacity.json + figures."""
+    from workbench import capacity_run
+    from workbench.capacity import RATE
+
+    if not args.threshold:
+        raise WorkbenchError("--find-capacity needs at least one --threshold to judge each "
+                             "step by, e.g. --threshold 'p(99)<200'")
+    if args.rate is not None or args.duration is not None:
+        raise WorkbenchError("--find-capacity chooses each step's rate and duration; use "
+                             "--start/--ceiling/--step-duration instead of --rate/--duration")
+    thresholds = capacity_run.parse_threshold_options(args.threshold)
+    options = _search_options(args, RATE)
+    options.validate()
+    spec = _drive_spec(args, options.start, options.step_s)
+    out = Path(args.out) if args.out else runs_dir() / f"capacity_{secrets.token_hex(4)}"
+    context = {"kind": "adhoc", "target_url": args.url, "method": args.method.upper(),
+               "thresholds": list(args.threshold), "max_error_rate": args.max_error_rate}
+    result = capacity_run.search_steps(
+        spec, out, thresholds, options, max_error_rate=args.max_error_rate, context=context,
+        echo=lambda line: print(line, file=sys.stderr, flush=True), shards=args.shards)
+    print(result.sentence())
+    print(f"  capacity.json: {out / 'capacity.json'}")
+    return 0
+
+
+def add_capacity_options(p: argparse.ArgumentParser, unit_hint: str = "req/s") -> None:
+    """The --find-capacity flags, shared by ``drive`` and ``run``."""
+    from workbench.capacity_run import DEFAULT_MAX_ERROR_RATE
+
+    g = p.add_argument_group("capacity search (--find-capacity)")
+    g.add_argument("--find-capacity", action="store_true",
+                   help="search for the highest load that passes: steps of rising load, then "
+                        "bisection between the last passing and the first failing step")
+    g.add_argument("--start", type=float, default=10.0,
+                   help=f"first step's load ({unit_hint}, default 10)")
+    g.add_argument("--growth", type=float, default=2.0,
+                   help="each ramp step's load over the last's (default 2)")
+    g.add_argument("--step-duration", type=float, default=20.0,
+                   help="seconds of load per step (default 20)")
+    g.add_argument("--ceiling", type=float, default=10_000.0,
+                   help=f"highest load to try ({unit_hint}, default 10000)")
+    g.add_argument("--tolerance", type=float, default=0.05,
+                   help="bisect until the bracket's ratio is within 1 + this (default 0.05)")
+    g.add_argument("--max-steps", type=int, default=24, help="most steps to run (default 24)")
+    g.add_argument("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE,
+                   help="a step with more errors than this share of its requests fails "
+                        "(default 0.01)")
 
 
 def cmd_baseline(args) -> int:
@@ -232,8 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("drive", help="ad-hoc open-loop load on any URL (like vegeta attack)")
     d.add_argument("url")
-    d.add_argument("--rate", type=_positive(float), required=True)
-    d.add_argument("--duration", type=_positive(float), required=True)
+    d.add_argument("--rate", type=_positive(float), help="requests/s (required without "
+                                                         "--find-capacity)")
+    d.add_argument("--duration", type=_positive(float), help="seconds (required without "
+                                                             "--find-capacity)")
     d.add_argument("--vus", type=_positive(int), default=200, help="max in-flight requests")
     d.add_argument("--method", default="GET")
     d.add_argument("--body", help="JSON request body")
@@ -248,6 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="driver processes; arrival i goes to shard i mod N (default: automatic)")
     d.add_argument("--cluster", metavar="tcp://HOST:8786",
                    help="run the shards on this Dask scheduler's workers, one shard each")
+    d.add_argument("--threshold", action="append", default=[],
+                   help="with --find-capacity: a check every step must pass, k6 syntax, "
+                        "repeatable: 'p(99)<200' (response time, ms) or METRIC:EXPR such as "
+                        "'http_req_failed:rate<0.01'")
+    add_capacity_options(d)
     d.set_defaults(func=cmd_drive)
 
     b = sub.add_parser("baseline", help="record and render baselines")
