@@ -48,6 +48,7 @@ from benchmarks import tools  # noqa: E402
 from benchmarks.bars import Bar  # noqa: E402
 from workbench import jsonio  # noqa: E402
 from workbench.driver import DriveResult, DriveSpec, RequestTemplate, load_result  # noqa: E402
+from workbench.driver.priority import DISABLE_ENV  # noqa: E402
 from workbench.ports import free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -152,9 +153,14 @@ def measure_closed_loop(argv: list[str], server: BenchServer, warmup_s: float, w
 
 
 def _driver_argv(spec: DriveSpec, out: Path, realtime: bool = False) -> list[str]:
+    """The driver pinned to DRIVER_CPU; under SCHED_FIFO when ``realtime``, else at the
+    priority it inherits (its own protection switched off: "plain" means as a shared machine
+    gives it, and a closed loop at full speed measures CPU cost, not wake-up priority)."""
     jsonio.write_json(out / "spec.json", spec.document())
-    return tools.pinned([sys.executable, "-m", "workbench.driver", str(out / "spec.json"),
-                         "--out", str(out)], DRIVER_CPU, realtime)
+    argv = [sys.executable, "-m", "workbench.driver", str(out / "spec.json"), "--out", str(out)]
+    if not realtime:
+        argv = ["env", f"{DISABLE_ENV}=off", *argv]
+    return tools.pinned(argv, DRIVER_CPU, realtime)
 
 
 def run_driver(spec: DriveSpec, out: Path, realtime: bool = False) -> DriveResult:
@@ -370,3 +376,68 @@ def bench_memory(requests: int = 1_000_000, rate: float = 10_000.0) -> dict:
 def memory_bars(r: dict) -> list[Bar]:
     return [(f"memory: RSS growth per request over {r['recorded']:,} (bytes)",
              r["bytes_per_request"], BYTES_TARGET, "<=")]
+
+
+# -- 5. the driver's own priority -----------------------------------------------------------
+
+def _busy_loops() -> list[subprocess.Popen]:
+    """One endless loop per core at normal priority: the other tenants of a shared host."""
+    loop = [sys.executable, "-c", "while True: pass"]
+    return [subprocess.Popen(tools.pinned(loop, cpu)) for cpu in range(os.cpu_count() or 1)]
+
+
+def bench_priority(rate: float = 1000, duration_s: float = 20.0, repeats: int = 2
+                   ) -> list[dict]:
+    """``workbench drive`` at ``rate`` against a 5 ms loopback server while busy loops hold
+    every core: unprotected (``WORKBENCH_DRIVER_PRIORITY=off``) and as it ships, interleaved."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        with BenchServer(tmp, delay="fixed:5") as server:
+            loops = _busy_loops()
+            try:
+                for i in range(repeats):
+                    for protected in (False, True):
+                        env = dict(os.environ)
+                        env.pop(DISABLE_ENV, None)
+                        if not protected:
+                            env[DISABLE_ENV] = "off"
+                        out = tmp / f"prio-{i}-{protected}"
+                        subprocess.run([sys.executable, "-m", "workbench.cli", "drive",
+                                        server.url + "/", "--rate", str(rate), "--duration",
+                                        str(duration_s), "--vus", "400", "--out", str(out)],
+                                       check=True, env=env, capture_output=True)
+                        r = load_result(out)
+                        lag, lat = r["schedule_lag_ms"], r["latency_ms"]
+                        sched = r["driver"]["scheduling"] or {}
+                        rows.append({"mode": "protected" if protected else "unprotected",
+                                     "policy": sched.get("policy", "?"),
+                                     "cpus": sched.get("cpus", []), "lag_p50": lag["p50"],
+                                     "lag_p99": lag["p99"], "p50": lat["p50"],
+                                     "p99": lat["p99"], "dropped": r["dropped"],
+                                     "valid": r["valid"]})
+            finally:
+                for proc in loops:
+                    proc.kill()
+                    proc.wait()
+    return rows
+
+
+def print_priority(rows: list[dict]) -> None:
+    print("\nDriver priority: workbench drive, 1,000 req/s, 5 ms server, a busy loop on every"
+          " core")
+    print(f"{'mode':<12} {'policy':<7} {'cpus':<6} {'lag p50':>8} {'lag p99':>8} {'p50':>7}"
+          f" {'p99':>7} {'dropped':>8}  valid")
+    for r in rows:
+        print(f"{r['mode']:<12} {r['policy']:<7} {','.join(map(str, r['cpus'])):<6}"
+              f" {r['lag_p50']:>8.3f} {r['lag_p99']:>8.3f} {r['p50']:>7.2f} {r['p99']:>7.2f}"
+              f" {r['dropped']:>8}  {r['valid']}")
+
+
+def priority_bars(rows: list[dict]) -> list[Bar]:
+    """Protected runs only: the unprotected ones are the contrast, not a target."""
+    bars: list[Bar] = []
+    for i, r in enumerate(r for r in rows if r["mode"] == "protected"):
+        bars += [(f"priority run {i + 1}: schedule-lag p99 (ms)", r["lag_p99"], 2.0, "<="),
+                 (f"priority run {i + 1}: valid", int(r["valid"]), 1, "==")]
+    return bars

@@ -1,7 +1,8 @@
 """Benchmarks with targets, side by side in one run (absolute times on a shared box are noisy).
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
-                                               acme_orders,http2,fixtures,telemetry]
+                                               acme_orders,http2,fixtures,telemetry,
+                                               priority]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -17,7 +18,9 @@ Sections (details in each module's docstring):
   (``bench_http2.py``);
 - fixtures: 1,000,000 bulk certificates and 1,000,000 agents: first load, re-seed, re-seed
   down to 10,000, each under 60 s (``bench_seeding.py``);
-- telemetry: the sampler's CPU per sample per source (``bench_telemetry.py``).
+- telemetry: the sampler's CPU per sample per source (``bench_telemetry.py``);
+- priority: ``workbench drive`` at 1,000 req/s against a 5 ms server while a busy loop holds
+  every core, with the driver's own protection off and on, interleaved (``bench_driver.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -40,7 +43,7 @@ from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
-            "http2", "fixtures", "telemetry")
+            "http2", "fixtures", "telemetry", "priority")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -169,6 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         costs = bench_telemetry.bench(q)
         bench_telemetry.print_table(costs)
         bars += bench_telemetry.bars(costs)
+    if "priority" in chosen:
+        rows = bench_driver.bench_priority(duration_s=5.0 if q else 20.0, repeats=1 if q else 2)
+        bench_driver.print_priority(rows)
+        bars += bench_driver.priority_bars(rows)
     return 1 if print_bars(bars) else 0
 
 

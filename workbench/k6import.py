@@ -223,7 +223,8 @@ def to_record(summary: Summary, scenario: str, started_at: datetime, *, file_nam
                      "reasons": [f"k6 dropped {dropped} iterations"] if dropped else [],
                      "checks": [{"check": "dropped iterations (k6)", "measured": dropped,
                                  "limit": 0, "ok": dropped == 0}],
-                     "schedule_lag_ms": None, "driver_cpu_fraction": None},
+                     "schedule_lag_ms": None, "driver_cpu_fraction": None,
+                     "driver_scheduling": None},
         "thresholds": thresholds,
         "passed": all(t["ok"] for t in thresholds),
     }

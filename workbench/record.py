@@ -228,12 +228,14 @@ def validity_section(reported: DriveResult | None) -> dict:
     """
     if reported is None:
         return {"valid": None, "reasons": [], "checks": [], "schedule_lag_ms": None,
-                "driver_cpu_fraction": None}
+                "driver_cpu_fraction": None, "driver_scheduling": None}
     checks = [{k: num(c[k]) for k in ("check", "measured", "limit", "ok")}
               for c in reported["checks"]]
     return {"valid": bool(reported["valid"]), "reasons": list(reported["invalid_reasons"]),
             "checks": checks, "schedule_lag_ms": reported["schedule_lag_ms"],
-            "driver_cpu_fraction": reported["driver"]["cpu_fraction"]}
+            "driver_cpu_fraction": reported["driver"]["cpu_fraction"],
+            # what the driver got from the OS: how far other tenants could delay its wake-ups
+            "driver_scheduling": reported["driver"].get("scheduling")}
 
 
 def threshold_section(verdicts: pd.DataFrame) -> list[dict]:

@@ -63,6 +63,15 @@ class Check(TypedDict):
     ok: bool
 
 
+class Scheduling(TypedDict):
+    """What the driver process got from the OS (:func:`workbench.driver.priority.protect`)."""
+
+    policy: str  # fifo | nice | normal
+    priority: int  # real-time priority (fifo) or nice value
+    cpus: list[int]  # the cores it may run on (one when pinned)
+    notes: list[str]  # what was refused and why
+
+
 class ShardReport(TypedDict):
     """``shard.json``: what one shard (process or Dask worker) measured, for the merge."""
 
@@ -100,6 +109,7 @@ class ShardReport(TypedDict):
     script_timings: NotRequired[dict[str, dict[str, Any]]]
     setup_s: NotRequired[float]
     # added by the shard's process when it writes the file
+    scheduling: NotRequired[Scheduling]
     schema_version: NotRequired[int]
     host: NotRequired[str]
     started_at: NotRequired[str | None]
@@ -126,6 +136,7 @@ class DriverFacts(TypedDict):
     wall_s: float
     rss_peak_bytes: int
     bytes_per_request: float
+    scheduling: Scheduling | None  # the least protected shard's; None in-process (Dask, tests)
 
 
 class ShardSummary(TypedDict):
@@ -137,6 +148,7 @@ class ShardSummary(TypedDict):
     schedule_lag_p99_ms: float | None
     pid: int | None
     host: str | None
+    scheduling: Scheduling | None
 
 
 class ScriptSummary(TypedDict):
@@ -305,6 +317,15 @@ def validity_checks(spec: DriveSpec, status: str, dropped: int, lag_p99_ms: floa
     return [c for c, _ in rows], [reason for c, reason in rows if not c["ok"]]
 
 
+POLICY_RANK = {"fifo": 2, "nice": 1, "normal": 0}
+
+
+def least_protected(states: list[Scheduling | None]) -> Scheduling | None:
+    """The weakest scheduling any shard ran under (None when no shard recorded one)."""
+    known = [s for s in states if s]
+    return min(known, key=lambda s: POLICY_RANK.get(s["policy"], 0), default=None)
+
+
 def merge_reports(spec: DriveSpec, reports: list[ShardReport], started_at: str | None = None,
                   ended_at: str | None = None) -> DriveResult:
     """The result of a run from its shards' reports (one report: a single-process run)."""
@@ -400,13 +421,14 @@ def merge_reports(spec: DriveSpec, reports: list[ShardReport], started_at: str |
             "bytes_per_request": max(
                 (r["rss_peak_bytes"] - r["rss_start_bytes"]) / r["recorded"]
                 if r["recorded"] else 0.0 for r in reports),
+            "scheduling": least_protected([r.get("scheduling") for r in reports]),
         },
         "shards": [{
             "shard": r["shard"], "status": r["status"], "scheduled": r["scheduled"],
             "dropped": r["dropped"], "cpu_fraction": r["cpu_fraction"],
             "schedule_lag_p99_ms": hdr.percentiles_ms(
                 hdr.decode(r["timing_histograms"]["schedule_lag"]), (99,))["p99"],
-            "pid": r.get("pid"), "host": r.get("host"),
+            "pid": r.get("pid"), "host": r.get("host"), "scheduling": r.get("scheduling"),
         } for r in reports],
         "checks": checks,
         "valid": not reasons,

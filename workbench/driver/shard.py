@@ -26,6 +26,7 @@ from workbench import hdr, jsonio
 from workbench.driver.engine import Engine
 from workbench.driver.executors.base import Progress, StartInstant
 from workbench.driver.http1 import HttpEngine
+from workbench.driver.priority import protect, target_is_local
 from workbench.driver.recorder import Recorder
 from workbench.driver.result import (
     REQUESTS_FILE,
@@ -182,8 +183,13 @@ def main(argv: list[str] | None = None) -> int:
             line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             return int(line.split()[1]) if line.startswith("start ") else None
 
+    # before the Recorder's writer thread exists: threads inherit the scheduling policy
+    scheduling = protect(shard, pin=target_is_local(spec.base_url))
+    for note in scheduling["notes"]:
+        print(f"driver scheduling, shard {shard}: {note}", file=sys.stderr, flush=True)
     started_at = iso(time.time_ns())
     report = run_shard(spec, out, shard, shards, start=start, progress=progress)
+    report["scheduling"] = scheduling
     ended_at = iso(time.time_ns())
     if shards == 1:
         jsonio.write_json(out / RESULT_FILE, merge_reports(spec, [report], started_at, ended_at))
