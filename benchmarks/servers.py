@@ -2,7 +2,7 @@
 
     python benchmarks/servers.py --port P [--cpu 1]
         [--delay none|fixed:MS|lognormal:MEDIAN_MS:SIGMA] [--stall-after S --stall-s S]
-        [--counter FILE] [--holds FILE.npy] [--slots K]
+        [--counter FILE] [--holds FILE.npy] [--slots K] [--realtime]
 
 One process, uvloop, an ``asyncio.Protocol`` answering every request with a tiny JSON body, so
 on its own core it outpaces the clients under test. Why not aiohttp's server with
@@ -193,11 +193,18 @@ def main() -> None:
     p.add_argument("--stall-s", type=float, default=2.0)
     p.add_argument("--counter")
     p.add_argument("--holds")
+    p.add_argument("--realtime", action="store_true",
+                   help="run under SCHED_FIFO (or nice -20) as the driver does, where allowed: "
+                        "a known-capacity server must not stall behind other tenants")
     p.add_argument("--slots", type=int, default=0,
                    help="requests held at once; more wait in a queue (0: no limit)")
     args = p.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    if args.realtime:
+        from workbench.driver.priority import protect
+
+        protect()
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -7,6 +7,7 @@ requests held at once for H ms each, the rest queued, so it serves at most K / H
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -22,8 +23,11 @@ from workbench.driver import DriveSpec, RequestTemplate
 from workbench.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-SLOTS, HOLD_MS = 4, 20.0
+SLOTS, HOLD_MS = 10, 50.0
 TRUE_CAPACITY = SLOTS / (HOLD_MS / 1000.0)  # 200 req/s
+# Where the server's timing must hold on a busy host: real-time priority on the core the
+# driver's shard 0 does not take (the driver pins itself to the first allowed core).
+PROTECTED = ("--realtime", "--cpu", str(sorted(os.sched_getaffinity(0))[-1]))
 
 
 def workbench(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -100,21 +104,31 @@ def test_threshold_options_take_a_metric_and_an_endpoint():
 
 
 def test_the_search_finds_a_known_capacity_within_15_percent(tmp_path):
-    out_dir = tmp_path / "cap"
-    with bench_server("--slots", str(SLOTS), "--delay", f"fixed:{HOLD_MS:g}") as url:
-        # 2 s steps: a backlog growing at 5 % over capacity passes 100 ms within a step
-        out = workbench("drive", f"{url}/", "--find-capacity", "--threshold", "p(99)<100",
-                        "--start", "50", "--ceiling", "3200", "--step-duration", "2",
-                        "--tolerance", "0.1", "--shards", "1", "--out", str(out_dir))
-    assert out.returncode == 0, out.stderr
-    doc = json.loads((out_dir / "capacity.json").read_text())
+    # On a host busy past its cores the driver can lag even at real-time priority; the search
+    # then says "driver bound" (correct, but no measure of accuracy). Such an attempt must
+    # still claim nothing above the truth; then the search runs again, up to three times.
+    for attempt in range(3):
+        out_dir = tmp_path / f"cap{attempt}"
+        with bench_server("--slots", str(SLOTS), "--delay", f"fixed:{HOLD_MS:g}",
+                          *PROTECTED) as url:
+            # 2 s steps: a backlog growing at 5 % over capacity passes 150 ms within a step,
+            # and 100 ms over the hold leaves room for a busy host's hiccups below capacity
+            out = workbench("drive", f"{url}/", "--find-capacity", "--threshold", "p(99)<150",
+                            "--start", "50", "--ceiling", "3200", "--step-duration", "2",
+                            "--tolerance", "0.1", "--shards", "1", "--out", str(out_dir))
+        assert out.returncode == 0, out.stderr
+        doc = json.loads((out_dir / "capacity.json").read_text())
+        if doc["verdict"] != capacity.DRIVER_BOUND:
+            break
+        assert "driver bound" in out.stdout
+        assert doc["interval"][0] is None or doc["interval"][0] <= 1.15 * TRUE_CAPACITY
     assert doc["schema_version"] == capacity.SCHEMA_VERSION
     assert doc["verdict"] == capacity.KNEE, doc["sentence"]
     found = doc["max_sustainable_rate"]
     assert abs(found - TRUE_CAPACITY) / TRUE_CAPACITY <= 0.15, doc["sentence"]
     low, high = doc["interval"]
     assert low == found and high > low
-    assert "p(99)<100" in doc["limiting_check"]
+    assert "p(99)<150" in doc["limiting_check"]
     assert out.stdout.startswith(f"capacity: {found:,.0f} req/s")
     steps = doc["steps"]
     assert [s["offered_rate"] for s in steps[:3]] == [50, 100, 200]
@@ -126,6 +140,11 @@ def test_the_search_finds_a_known_capacity_within_15_percent(tmp_path):
     # below the capacity a step passes; far above it the queue breaks the threshold
     assert steps[0]["passed"] and steps[1]["passed"]
     assert not any(s["passed"] for s in steps if s["offered_rate"] >= 1.3 * TRUE_CAPACITY)
+    # past the knee the server still serves what its slots allow, and the steps show it
+    saturated = [s["throughput"] for s in steps if s["offered_rate"] >= 1.3 * TRUE_CAPACITY]
+    assert saturated and all(abs(t / TRUE_CAPACITY - 1) <= 0.15 for t in saturated), saturated
+    for figure in capacity_run.FIGURES:
+        assert (out_dir / figure).read_bytes().startswith(b"\x89PNG")
 
 
 def test_a_driver_slower_than_the_server_is_reported_as_driver_bound(tmp_path):

@@ -41,6 +41,7 @@ from workbench.driver.spec import DriveSpec
 from workbench.errors import WorkbenchError
 
 STEPS_DIR = "steps"
+FIGURES = ("hockey_stick.png", "throughput.png")  # beside capacity.json
 DEFAULT_MAX_ERROR_RATE = 0.01  # errors over 1 % of sent requests fail a step
 _DURATION_METRIC = "http_req_duration"
 
@@ -119,12 +120,16 @@ def judge(run_dir: Path, load: float, thresholds: list[Threshold],
             target.append(f"achieved {achieved:.1f} req/s < {MIN_ACHIEVED_RATIO:.0%} of "
                           f"offered {offered:.1f}")
     lat = result["latency_ms"]
+    served = requests[~requests["dropped"] & ~requests["failed"]]
+    span_s = ((served["end_ns"].max() - requests["intended_ns"].min()) / 1e9
+              if len(served) else 0.0)
     return Step(load=load, achieved_rate=result["achieved_rate"], p50=lat["p50"],
                 p95=lat["p95"], p99=lat["p99"], passed=not target and not driver,
                 valid=not driver, failed=tuple(target or driver),
                 driver_bound=bool(driver) and not target,
                 requests=result["completed"] + result["failed"], errors=result["failed"],
-                run_dir=str(run_dir))
+                run_dir=str(run_dir),
+                throughput=len(served) / span_s if span_s > 0 else None)
 
 
 def step_dir_name(index: int, load: float, unit: str) -> str:
@@ -181,7 +186,35 @@ def search_steps(spec: DriveSpec, out: Path, thresholds: list[Threshold],
 
     result = capacity.search(run_step, options, echo=echo)
     write_capacity(out, result, context)
+    write_figures(out, capacity_document(result, context), thresholds)
     return result
+
+
+def latency_limits(thresholds: list[Threshold]) -> list[tuple[str, float]]:
+    """The thresholds a hockey stick can draw: percentiles of the response time, in ms."""
+    return [(f"{t.metric} {t.expression}", t.limit) for t in thresholds
+            if t.column == "latency_ms" and t.agg in ("p", "avg", "med", "max")]
+
+
+def write_figures(out: Path, doc: Mapping[str, Any], thresholds: list[Threshold]) -> list[Path]:
+    """The hockey stick and throughput figures of a capacity document, as PNG in ``out``."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; a notebook shows them with its own backend
+    import matplotlib.pyplot as plt
+
+    from workbench import plots
+
+    name = doc.get("scenario") or "drive"
+    target, date = doc.get("target_label") or doc.get("target_url") or "", doc.get("date", "")
+    figures = (plots.hockey_stick(dict(doc), latency_limits(thresholds), name, target, date),
+               plots.capacity_throughput(dict(doc), name, target, date))
+    paths = []
+    for fig, file in zip(figures, FIGURES, strict=True):
+        fig.savefig(Path(out) / file, dpi=110)
+        plt.close(fig)
+        paths.append(Path(out) / file)
+    return paths
 
 
 def unit_label(unit: str) -> str:

@@ -181,6 +181,8 @@ def _search_options(args, unit: str):
 
 def cmd_drive_capacity(args) -> int:
     """``drive URL --find-capacity``: steps of rising rate, bisected; capacity.json + figures."""
+    from datetime import UTC, datetime
+
     from workbench import capacity_run
     from workbench.capacity import RATE
 
@@ -196,12 +198,14 @@ def cmd_drive_capacity(args) -> int:
     spec = _drive_spec(args, options.start, options.step_s)
     out = Path(args.out) if args.out else runs_dir() / f"capacity_{secrets.token_hex(4)}"
     context = {"kind": "adhoc", "target_url": args.url, "method": args.method.upper(),
-               "thresholds": list(args.threshold), "max_error_rate": args.max_error_rate}
+               "thresholds": list(args.threshold), "max_error_rate": args.max_error_rate,
+               "date": datetime.now(UTC).isoformat(timespec="seconds")}
     result = capacity_run.search_steps(
         spec, out, thresholds, options, max_error_rate=args.max_error_rate, context=context,
         echo=lambda line: print(line, file=sys.stderr, flush=True), shards=args.shards)
     print(result.sentence())
-    print(f"  capacity.json: {out / 'capacity.json'}")
+    print(f"  capacity.json: {out / 'capacity.json'}; figures: "
+          f"{', '.join(str(out / f) for f in capacity_run.FIGURES)}")
     return 0
 
 
