@@ -68,7 +68,7 @@ def step_spec(spec: DriveSpec, load: float, options: SearchOptions) -> DriveSpec
     if options.unit == VUS:
         if spec.open_loop:
             raise WorkbenchError("a virtual-user capacity search needs a closed-loop scenario")
-        return replace(spec, vus=int(load), duration_s=options.step_s)
+        return replace(spec, vus=int(load), max_vus=int(load), duration_s=options.step_s)
     if spec.executor != "constant-arrival-rate":
         raise WorkbenchError(f"a rate capacity search drives constant-arrival-rate steps; this "
                              f"spec's executor is {spec.executor}")
@@ -220,3 +220,235 @@ def write_figures(out: Path, doc: Mapping[str, Any], thresholds: list[Threshold]
 def unit_label(unit: str) -> str:
     return "requests/s" if unit == RATE else "virtual users"
 
+
+
+# -- a scenario's capacity, through papermill ---------------------------------------------------
+
+NOTEBOOK = "capacity.ipynb"
+HEARTBEAT_INTERVAL_S = 60.0  # certctl's agents heartbeat once a minute
+FLEET_SCENARIOS = {"agent_storm"}  # scenarios whose request rate means a fleet of agents
+
+
+def fleet_line(scenario: str, result: Capacity) -> str | None:
+    """For agent_storm: the fleet a heartbeat rate means (N req/s x 60 s interval)."""
+    low = result.interval[0]
+    if scenario not in FLEET_SCENARIOS or low is None or result.unit != RATE:
+        return None
+    agents = low * HEARTBEAT_INTERVAL_S
+    bound = "" if result.verdict == capacity.KNEE else "at least "
+    return (f"fleet: {bound}{agents:,.0f} agents at certctl's {HEARTBEAT_INTERVAL_S:.0f} s "
+            f"heartbeat interval ({low:,.0f} heartbeats/s)")
+
+
+class ScenarioCapacity:
+    """A scenario's capacity search, one method per notebook cell: ``seed``, ``search``,
+    ``steps``, ``figures``, ``conclusion``. Preflight is the :class:`workbench.run.Run`'s (once,
+    read from ``preflight.json``); fixtures are seeded once and reset between steps when the
+    scenario changes state (it declares a ``fixture_reset``). The thresholds are the
+    scenario's own (or the ones given); an open-loop scenario searches over request rate, a
+    closed-loop one (acme_burst) over virtual users."""
+
+    def __init__(self, scenario: str, params: Mapping | None = None,
+                 thresholds: Mapping | None = None, target_url: str | None = None,
+                 ca_file: str | None = None, insecure: bool = False,
+                 run_dir: str | Path | None = None, profile: str = "smoke",
+                 options: Mapping | None = None) -> None:
+        from workbench.run import Run
+
+        self.run = Run(scenario, params, thresholds, target_url, ca_file, insecure, run_dir,
+                       profile)
+        self.options = scenario_options(self.run.scenario, self.run.params, options or {})
+        self.options.validate()
+        self.result: Capacity | None = None
+
+    def __repr__(self) -> str:
+        return f"capacity search of {self.run!r}\n{self.options}"
+
+    def spec(self) -> DriveSpec:
+        from workbench import driver
+        from workbench.run import _DRIVER_TOKEN_ENV
+
+        r = self.run
+        return driver.DriveSpec(
+            base_url=r.target.url, templates=r.scenario.templates(r.params),
+            **r.scenario.executor_settings(r.params), ca_file=r.target.ca_file,
+            insecure=r.target.insecure, token_env=_DRIVER_TOKEN_ENV, scenario=r.scenario.name)
+
+    def seed(self) -> dict:
+        """The scenario's fixtures, once for the whole search."""
+        return self.run.seed()
+
+    def _reset(self) -> None:
+        r = self.run
+        if r.scenario.fixture_reset is not None and r.target.dsn:
+            r.scenario.reset(r.target.dsn, r.params)
+
+    def search(self) -> str:
+        """Run the steps (each printed as it is judged); returns the capacity sentence."""
+        from workbench.run import _DRIVER_TOKEN_ENV
+
+        r = self.run
+        context = {"kind": "scenario", "scenario": r.scenario.name, "run_id": r.run_id,
+                   "profile": r.profile, "parameters": r.params,
+                   "thresholds": r.threshold_spec, "target_url": r.target.url,
+                   "target": {k: r.identity.get(k) for k in ("kind", "version", "commit")},
+                   "target_label": r.title()[1], "date": _now()}
+        self.result = search_steps(
+            self.spec(), r.dir, r.thresholds, self.options, context=context,
+            env={_DRIVER_TOKEN_ENV: r._token}, echo=lambda line: print(line, flush=True),
+            reset=self._reset)
+        write_capacity(r.dir, self.result, context | {
+            "fleet": fleet_line(r.scenario.name, self.result)})
+        return self.conclusion()
+
+    def conclusion(self) -> str:
+        """``capacity: N req/s ...`` and, for agent_storm, the fleet it means."""
+        if self.result is None:
+            raise WorkbenchError("search() has not run")
+        fleet = fleet_line(self.run.scenario.name, self.result)
+        return self.result.sentence() + (f"\n{fleet}" if fleet else "")
+
+    def steps(self):
+        """Every step: load, achieved and served rates, p50/p95/p99, passed, valid, why."""
+        import pandas as pd
+
+        if self.result is None:
+            raise WorkbenchError("search() has not run")
+        doc = self.result.to_dict()
+        return pd.DataFrame([{"load": s["load"], "achieved_rate": s["achieved_rate"],
+                              "served": s["throughput"], "p50": s["p50"], "p95": s["p95"],
+                              "p99": s["p99"], "passed": s["passed"], "valid": s["valid"],
+                              "again": s["confirmation"], "failed": "; ".join(s["failed"])}
+                             for s in doc["steps"]])
+
+    def figures(self):
+        """The hockey stick and the throughput figure (also written as PNG in the run)."""
+        import json
+
+        from IPython.display import Image, display
+
+        doc = json.loads((self.run.dir / CAPACITY_FILE).read_text())
+        paths = write_figures(self.run.dir, doc, self.run.thresholds)
+        for path in paths:
+            display(Image(filename=str(path)))
+        return [str(p) for p in paths]
+
+
+def _now() -> str:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+PARAMETERS = {"scenario": "agent_storm", "profile": "smoke", "target_url": None,
+              "ca_file": None, "insecure": False, "run_dir": None, "params": {},
+              "thresholds": None, "options": {}}
+
+
+def notebook():
+    """The capacity notebook: a ``parameters`` cell, then one workbench call per cell."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = "\n".join(f"{k} = {v!r}" for k, v in PARAMETERS.items())
+    cells = [
+        nbformat.v4.new_markdown_cell(
+            "# Capacity search\n\nSteps of rising load against the scenario, each judged by "
+            "its thresholds, its error limit and the saturation signs; then bisection between "
+            "the last passing and the first failing step. A driver-bound step is reported as "
+            "such, never as the target's capacity."),
+        nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell(
+            "from workbench.capacity_run import ScenarioCapacity\n\n"
+            "cap = ScenarioCapacity(scenario, params, thresholds, target_url, ca_file, insecure,"
+            "\n                       run_dir, profile, options)\ncap"),
+        nbformat.v4.new_code_cell("cap.seed()"),
+        nbformat.v4.new_code_cell("print(cap.search())"),
+        nbformat.v4.new_markdown_cell("## Steps"),
+        nbformat.v4.new_code_cell("cap.steps()"),
+        nbformat.v4.new_markdown_cell("## Latency and throughput against load"),
+        nbformat.v4.new_code_cell("cap.figures()"),
+        nbformat.v4.new_code_cell("print(cap.conclusion())"),
+    ]
+    nb.cells = cells
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    for i, cell in enumerate(nb.cells):  # stable ids: the committed file never churns
+        cell["id"] = f"capacity-{i:02d}"
+    return nb
+
+
+CEILING_FACTOR = 64.0  # a scenario's default ceiling: its profile's load times this
+
+
+def scenario_options(scenario, params: Mapping, given: Mapping) -> SearchOptions:
+    """Search options for a scenario: the flags given, else from its profile (start at the
+    profile's rate or VUs, ceiling 64 times that); closed loop searches over VUs."""
+    closed = scenario.executor == "constant-vus"
+    profile_load = (float(params["vus"]) if closed
+                    else float(params["rate"]) * scenario.steps)
+    start = given.get("start") or profile_load
+    options = {"ceiling": start * CEILING_FACTOR, **given, "start": start,
+               "unit": VUS if closed else RATE}
+    result = SearchOptions(**options)
+    result.validate()
+    return result
+
+
+def execute(scenario: str, profile: str, target_url: str | None, ca_file: str | None,
+            insecure: bool, overrides: Mapping, options: Mapping,
+            strict: bool = False) -> tuple[Path, int, str | None]:
+    """``workbench run SCENARIO --find-capacity``: preflight once, then the capacity notebook
+    through papermill into a new run folder, and its HTML report. Returns the run folder, the
+    exit code and the conclusion (None when the notebook failed)."""
+    import sys
+
+    import papermill
+
+    from workbench import preflight, run, scenarios
+    from workbench.paths import notebooks_dir, project_root, runs_dir
+
+    spec = scenarios.get(scenario)
+    overrides = dict(overrides)
+    thresholds = overrides.pop("thresholds", None)
+    if thresholds is not None:
+        analysis.parse_thresholds(thresholds)
+    params = spec.params_for(profile, overrides)
+    scenario_options(spec, params, options)  # bad input: refused before any load
+    target = preflight.resolve_target(target_url, ca_file, insecure)
+    identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
+                                   **spec.preflight_args(params))
+    for warning in identity["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if spec.needs_database:
+        preflight.check_database(target, parents="fixture_parents" in spec.traps)
+    run_dir = runs_dir() / run.new_run_id(f"{scenario}_capacity")
+    run_dir.mkdir(parents=True)
+    run.write_preflight(run_dir, spec.name, params, identity)
+    out_nb = run_dir / NOTEBOOK
+    code = 0
+    try:
+        papermill.execute_notebook(
+            str(notebooks_dir() / NOTEBOOK), str(out_nb),
+            parameters={"scenario": scenario, "profile": profile, "target_url": target_url,
+                        "ca_file": ca_file, "insecure": insecure, "run_dir": str(run_dir),
+                        "params": overrides, "thresholds": thresholds,
+                        "options": dict(options)},
+            kernel_name="python3", progress_bar=False, log_output=False,
+            stdout_file=sys.stdout, stderr_file=sys.stderr, cwd=str(project_root()))
+    except papermill.PapermillExecutionError as exc:
+        print(f"notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}",
+              file=sys.stderr)
+        code = 1
+    if out_nb.exists():
+        run.render_html(out_nb, run_dir / "report.html")
+    conclusion = None
+    if (run_dir / CAPACITY_FILE).exists() and code == 0:
+        import json
+
+        doc = json.loads((run_dir / CAPACITY_FILE).read_text())
+        conclusion = doc.get("sentence")
+        fleet = doc.get("fleet")
+        if fleet:
+            conclusion += f"\n{fleet}"
+    return run_dir, code, conclusion

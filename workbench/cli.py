@@ -91,6 +91,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides[name] = json.loads(value)
         except ValueError:
             overrides[name] = value
+    if args.find_capacity:
+        return cmd_run_capacity(args, overrides)
     if args.scenario == "all":
         from workbench import suite
 
@@ -170,13 +172,38 @@ def cmd_drive(args) -> int:
     return 0
 
 
+DRIVE_CAPACITY_DEFAULTS = {"start": 10.0, "ceiling": 10_000.0}
+
+
+def _given_search_options(args) -> dict:
+    """The --find-capacity flags given on the command line, as SearchOptions fields."""
+    given = {"start": args.start, "ceiling": args.ceiling, "growth": args.growth,
+             "step_s": args.step_duration, "tolerance": args.tolerance,
+             "max_steps": args.max_steps}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def _search_options(args, unit: str):
-    """SearchOptions from the --find-capacity flags (validated by the search)."""
+    """SearchOptions for ``drive --find-capacity`` (validated by the search)."""
     from workbench.capacity import SearchOptions
 
-    return SearchOptions(start=args.start, ceiling=args.ceiling, growth=args.growth,
-                         step_s=args.step_duration, tolerance=args.tolerance,
-                         max_steps=args.max_steps, unit=unit)
+    return SearchOptions(**(DRIVE_CAPACITY_DEFAULTS | _given_search_options(args)), unit=unit)
+
+
+def cmd_run_capacity(args, overrides: dict) -> int:
+    """``run SCENARIO --find-capacity``: the capacity notebook through papermill."""
+    from workbench import capacity_run
+
+    if args.scenario == "all":
+        raise WorkbenchError("--find-capacity searches one scenario at a time; name it")
+    run_dir, code, conclusion = capacity_run.execute(
+        args.scenario, args.profile, args.target, args.ca_file, args.insecure, overrides,
+        _given_search_options(args), strict=args.strict)
+    if conclusion:
+        print(conclusion)
+    print(f"  capacity.json: {run_dir / 'capacity.json'}")
+    print(f"  report: {run_dir / 'report.html'}")
+    return code
 
 
 def cmd_drive_capacity(args) -> int:
@@ -211,26 +238,21 @@ def cmd_drive_capacity(args) -> int:
 
 def add_capacity_options(p: argparse.ArgumentParser, unit_hint: str = "req/s") -> None:
     """The --find-capacity flags, shared by ``drive`` and ``run``."""
-    from workbench.capacity_run import DEFAULT_MAX_ERROR_RATE
-
     g = p.add_argument_group("capacity search (--find-capacity)")
     g.add_argument("--find-capacity", action="store_true",
                    help="search for the highest load that passes: steps of rising load, then "
                         "bisection between the last passing and the first failing step")
-    g.add_argument("--start", type=float, default=10.0,
-                   help=f"first step's load ({unit_hint}, default 10)")
-    g.add_argument("--growth", type=float, default=2.0,
-                   help="each ramp step's load over the last's (default 2)")
-    g.add_argument("--step-duration", type=float, default=20.0,
+    g.add_argument("--start", type=float,
+                   help=f"first step's load ({unit_hint}; drive: 10, run: the profile's)")
+    g.add_argument("--growth", type=float, help="each ramp step's load over the last's "
+                                                "(default 2)")
+    g.add_argument("--step-duration", type=float,
                    help="seconds of load per step (default 20)")
-    g.add_argument("--ceiling", type=float, default=10_000.0,
-                   help=f"highest load to try ({unit_hint}, default 10000)")
-    g.add_argument("--tolerance", type=float, default=0.05,
+    g.add_argument("--ceiling", type=float,
+                   help=f"highest load to try ({unit_hint}; drive: 10000, run: 64 x start)")
+    g.add_argument("--tolerance", type=float,
                    help="bisect until the bracket's ratio is within 1 + this (default 0.05)")
-    g.add_argument("--max-steps", type=int, default=24, help="most steps to run (default 24)")
-    g.add_argument("--max-error-rate", type=float, default=DEFAULT_MAX_ERROR_RATE,
-                   help="a step with more errors than this share of its requests fails "
-                        "(default 0.01)")
+    g.add_argument("--max-steps", type=int, help="most steps to run (default 24)")
 
 
 def cmd_baseline(args) -> int:
@@ -308,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="consent to writing fixtures to a database not on this machine")
     r.add_argument("--strict", action="store_true",
                    help="refuse the target when preflight finds one of certctl's traps")
+    add_capacity_options(r, "req/s, or VUs for a closed-loop scenario")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("drive", help="ad-hoc open-loop load on any URL (like vegeta attack)")
@@ -335,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "repeatable: 'p(99)<200' (response time, ms) or METRIC:EXPR such as "
                         "'http_req_failed:rate<0.01'")
     add_capacity_options(d)
+    d.add_argument("--max-error-rate", type=float, default=0.01,
+                   help="with --find-capacity: a step with more errors than this share of its "
+                        "requests fails (default 0.01)")
     d.set_defaults(func=cmd_drive)
 
     b = sub.add_parser("baseline", help="record and render baselines")
