@@ -19,6 +19,7 @@ import json
 import subprocess
 from pathlib import Path
 
+from workbench import capacity_record
 from workbench.errors import WorkbenchError
 from workbench.jsonio import write_json
 from workbench.record import RECORD_FILE, SCHEMA_VERSION, migrate, validate
@@ -108,6 +109,7 @@ def render_table(root: Path) -> str:
         "|" + "|".join("---" for _ in TABLE_HEADER) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += capacity_record.table(root)
     return "\n".join(lines) + "\n"
 
 
@@ -127,6 +129,8 @@ def render(root: Path, check: bool = False) -> bool:
 def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
     """File the run's record under baselines/, regenerate the table and make a git commit."""
     source = run_dir / RECORD_FILE
+    if not source.exists() and (run_dir / capacity_record.CAPACITY_RECORD_FILE).exists():
+        return commit_capacity(run_dir, root, force=force)
     if not source.exists():
         raise WorkbenchError(f"{run_dir} has no {RECORD_FILE}; run a scenario to completion "
                              "first (`workbench run NAME`)")
@@ -137,13 +141,7 @@ def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
                              "to commit it anyway")
     if not force and not record["passed"]:
         raise WorkbenchError("the run breached its thresholds; use --force to commit it anyway")
-    if git(root, "rev-parse", "--is-inside-work-tree", check=False).strip() != "true":
-        raise WorkbenchError(f"{root} is not a git work tree; baselines are committed with git")
-    dirty = dirty_paths(root)
-    if dirty:
-        raise WorkbenchError("uncommitted changes outside baselines/ and runs/ ("
-                             + ", ".join(dirty[:5]) + "); commit or stash them first, so the "
-                             "baseline names the code that measured it")
+    _check_tree(root)
     dest = baseline_path(root, record)
     if dest.exists():
         raise WorkbenchError(f"{dest.relative_to(root)} already exists; records are immutable")
@@ -156,5 +154,44 @@ def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
                f"Measured {record['target']['kind']} at commit {sha12} "
                f"({record['target'].get('version')}) on {record['run']['started_at']}.\n"
                f"Workbench {record['workbench']['git_sha']}; run {record['run_id']}.")
+    git(root, "commit", "--quiet", "--only", "-m", message, "--", *rel)
+    return dest
+
+
+def _check_tree(root: Path) -> None:
+    """A git work tree with nothing uncommitted outside baselines/ and runs/."""
+    if git(root, "rev-parse", "--is-inside-work-tree", check=False).strip() != "true":
+        raise WorkbenchError(f"{root} is not a git work tree; baselines are committed with git")
+    dirty = dirty_paths(root)
+    if dirty:
+        raise WorkbenchError("uncommitted changes outside baselines/ and runs/ ("
+                             + ", ".join(dirty[:5]) + "); commit or stash them first, so the "
+                             "baseline names the code that measured it")
+
+
+def commit_capacity(run_dir: Path, root: Path, force: bool = False) -> Path:
+    """File a capacity search's record under baselines/, regenerate the tables, git commit.
+
+    Only a found capacity (a knee) is committed without ``force``: a driver-bound search
+    measured the driver, and the other verdicts are bounds only."""
+    record = capacity_record.load(run_dir / capacity_record.CAPACITY_RECORD_FILE)
+    if not force and record["verdict"] != "knee":
+        raise WorkbenchError(f"the capacity search ended {record['verdict']!r} "
+                             f"({record.get('sentence')}); it is a bound, not a capacity. Use "
+                             "--force to commit it anyway")
+    _check_tree(root)
+    dest = capacity_record.path_for(root, record)
+    if dest.exists():
+        raise WorkbenchError(f"{dest.relative_to(root)} already exists; records are immutable")
+    write_json(dest, record, exclusive=True)
+    render(root)
+    rel = [str(dest.relative_to(root)), "baselines/README.md"]
+    git(root, "add", "--", *rel)
+    sha12 = (record["target"].get("commit") or "unknown")[:12]
+    message = (f"capacity: {record['scenario']} on {record['machine']['name']}\n\n"
+               f"{record.get('sentence')}\nMeasured {record['target']['kind']} at commit "
+               f"{sha12} ({record['target'].get('version')}) on "
+               f"{record['run']['started_at']}.\nWorkbench {record['workbench']['git_sha']}; "
+               f"run {record['run_id']}.")
     git(root, "commit", "--quiet", "--only", "-m", message, "--", *rel)
     return dest

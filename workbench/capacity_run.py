@@ -288,6 +288,7 @@ class ScenarioCapacity:
         from workbench.run import _DRIVER_TOKEN_ENV
 
         r = self.run
+        started_at = _now()
         context = {"kind": "scenario", "scenario": r.scenario.name, "run_id": r.run_id,
                    "profile": r.profile, "parameters": r.params,
                    "thresholds": r.threshold_spec, "target_url": r.target.url,
@@ -299,7 +300,32 @@ class ScenarioCapacity:
             reset=self._reset)
         write_capacity(r.dir, self.result, context | {
             "fleet": fleet_line(r.scenario.name, self.result)})
+        self.write_record(started_at)
         return self.conclusion()
+
+    def write_record(self, started_at: str) -> Path:
+        """``capacity-record.json``: the search as a baseline-like record, for
+        ``workbench baseline commit``."""
+        import json
+
+        from workbench import baseline, capacity_record, machine
+        from workbench.paths import project_root
+        from workbench.run import commit_date
+
+        r = self.run
+        target = {k: r.identity.get(k) for k in ("url", "kind", "version", "commit",
+                                                 "modified")}
+        target["commit_date"] = commit_date(r.identity.get("commit"))
+        doc = json.loads((r.dir / CAPACITY_FILE).read_text())
+        record = capacity_record.build(doc, {
+            "run_id": r.run_id, "scenario": r.scenario.name, "profile": r.profile,
+            "parameters": r.params, "target": target,
+            "workbench": baseline.workbench_revision(project_root()),
+            "machine": machine.facts(), "software": machine.software(),
+            "run": {"started_at": started_at, "ended_at": _now()}})
+        path = r.dir / capacity_record.CAPACITY_RECORD_FILE
+        jsonio.write_json(path, record)
+        return path
 
     def conclusion(self) -> str:
         """``capacity: N req/s ...`` and, for agent_storm, the fleet it means."""
