@@ -389,7 +389,7 @@ def notebook():
             "cap = ScenarioCapacity(scenario, params, thresholds, target_url, ca_file, insecure,"
             "\n                       run_dir, profile, options)\ncap"),
         nbformat.v4.new_code_cell("cap.seed()"),
-        nbformat.v4.new_code_cell("print(cap.search())"),
+        nbformat.v4.new_code_cell("sentence = cap.search()  # each step printed as judged"),
         nbformat.v4.new_markdown_cell("## Steps"),
         nbformat.v4.new_code_cell("cap.steps()"),
         nbformat.v4.new_markdown_cell("## Latency and throughput against load"),
