@@ -104,9 +104,11 @@ def test_threshold_options_take_a_metric_and_an_endpoint():
 
 
 def test_the_search_finds_a_known_capacity_within_15_percent(tmp_path):
-    # On a host busy past its cores the driver can lag even at real-time priority; the search
-    # then says "driver bound" (correct, but no measure of accuracy). Such an attempt must
-    # still claim nothing above the truth; then the search runs again, up to three times.
+    # On a host busy past its cores (a VM whose vCPUs the host also takes away) the driver can
+    # lag, and the server stall, even at real-time priority. A lagging driver makes the search
+    # say "driver bound" (correct, but no measure of accuracy; it must still claim nothing
+    # above the truth); a stalled server fails a step below its capacity, which a slot server
+    # cannot do otherwise. Either way the search runs again, up to three times.
     for attempt in range(3):
         out_dir = tmp_path / f"cap{attempt}"
         with bench_server("--slots", str(SLOTS), "--delay", f"fixed:{HOLD_MS:g}",
@@ -118,10 +120,13 @@ def test_the_search_finds_a_known_capacity_within_15_percent(tmp_path):
                             "--tolerance", "0.1", "--shards", "1", "--out", str(out_dir))
         assert out.returncode == 0, out.stderr
         doc = json.loads((out_dir / "capacity.json").read_text())
-        if doc["verdict"] != capacity.DRIVER_BOUND:
+        stalled = [s for s in doc["steps"] if not s["passed"] and not s["driver_bound"]
+                   and s["offered_rate"] < 0.9 * TRUE_CAPACITY]
+        if doc["verdict"] == capacity.DRIVER_BOUND:
+            assert "driver bound" in out.stdout
+            assert doc["interval"][0] is None or doc["interval"][0] <= 1.15 * TRUE_CAPACITY
+        elif not stalled:
             break
-        assert "driver bound" in out.stdout
-        assert doc["interval"][0] is None or doc["interval"][0] <= 1.15 * TRUE_CAPACITY
     assert doc["schema_version"] == capacity.SCHEMA_VERSION
     assert doc["verdict"] == capacity.KNEE, doc["sentence"]
     found = doc["max_sustainable_rate"]

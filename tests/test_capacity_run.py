@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from workbench import capacity, capacity_run, cli, target
+from workbench import capacity, capacity_record, capacity_run, cli, target
 from workbench.paths import notebooks_dir
 
 
@@ -37,6 +37,9 @@ def test_agent_storm_capacity_runs_through_papermill_and_names_its_fleet(embedde
     if doc["interval"][0] is not None:
         assert "fleet: " in out and f"{doc['interval'][0] * 60:,.0f} agents" in out
     assert (run_dir / "report.html").exists() and (run_dir / "hockey_stick.png").exists()
+    record = capacity_record.load(run_dir / capacity_record.CAPACITY_RECORD_FILE)
+    assert record["verdict"] == doc["verdict"] and record["target"]["kind"] == "stand-in"
+    assert record["parameters"]["fleet_size"] == 100 and record["machine"]["name"]
     executed = nbformat.read(run_dir / capacity_run.NOTEBOOK, as_version=4)
     assert "capacity: " in json.dumps(executed.cells[-1].outputs)
     # no secret in anything the run wrote
