@@ -418,12 +418,14 @@ def hockey_stick(capacity: dict, limits: Sequence[tuple[str, float]], scenario: 
     (``limits``: label and ms) and the knee: where latency leaves its floor."""
     frame = _steps_frame(capacity)
     fig, ax = _figure()
+    judged = frame[~frame["driver_bound"]]  # a driver-bound step measured the driver
     for k, q in enumerate(("p50", "p95", "p99")):
-        per_load = frame.groupby("load")[q].median().dropna()
+        per_load = judged.groupby("load")[q].median().dropna()
         ax.plot(per_load.index, per_load.to_numpy(), color=COLORS[k], lw=1.5, label=q)
         _step_markers(ax, frame, q, COLORS[k])
-    for label, limit in limits:
-        ax.axhline(limit, color="black", ls=":", lw=1.2, label=label)
+    for (label, limit), style in zip(limits, [":", "-.", (0, (1, 3))] * len(limits),
+                                     strict=False):
+        ax.axhline(limit, color="black", ls=style, lw=1.2, label=label)
     _mark_knee(ax, capacity)
     _log_ms_axis(ax, "x")
     _log_ms_axis(ax)
@@ -441,7 +443,7 @@ def capacity_throughput(capacity: dict, scenario: str, target: str, date: str) -
     fig, ax = _figure()
     for k, (column, label) in enumerate((("achieved", "sent (achieved)"),
                                          ("served", "served (responses/s)"))):
-        per_load = frame.groupby("load")[column].median().dropna()
+        per_load = frame[~frame["driver_bound"]].groupby("load")[column].median().dropna()
         ax.plot(per_load.index, per_load.to_numpy(), color=COLORS[k], lw=1.5, label=label)
         _step_markers(ax, frame, column, COLORS[k])
     if capacity["unit"] == "req/s" and len(frame):
