@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
                                                acme_orders,http2,fixtures,telemetry,
-                                               priority]
+                                               priority,capacity-search]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -20,7 +20,9 @@ Sections (details in each module's docstring):
   down to 10,000, each under 60 s (``bench_seeding.py``);
 - telemetry: the sampler's CPU per sample per source (``bench_telemetry.py``);
 - priority: ``workbench drive`` at 1,000 req/s against a 5 ms server while a busy loop holds
-  every core, with the driver's own protection off and on, interleaved (``bench_driver.py``).
+  every core, with the driver's own protection off and on, interleaved (``bench_driver.py``);
+- capacity-search: ``drive --find-capacity`` against slot servers of known capacity K / H,
+  the answer's error beside the truth (``bench_capacity.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -43,7 +45,7 @@ from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
-            "http2", "fixtures", "telemetry", "priority")
+            "http2", "fixtures", "telemetry", "priority", "capacity-search")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -176,6 +178,12 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_driver.bench_priority(duration_s=5.0 if q else 20.0, repeats=1 if q else 2)
         bench_driver.print_priority(rows)
         bars += bench_driver.priority_bars(rows)
+    if "capacity-search" in chosen:
+        from benchmarks import bench_capacity
+
+        searches = bench_capacity.bench(q)
+        bench_capacity.print_table(searches)
+        bars += bench_capacity.bars(searches)
     return 1 if print_bars(bars) else 0
 
 

@@ -2,7 +2,7 @@
 
     python benchmarks/servers.py --port P [--cpu 1]
         [--delay none|fixed:MS|lognormal:MEDIAN_MS:SIGMA] [--stall-after S --stall-s S]
-        [--counter FILE] [--holds FILE.npy]
+        [--counter FILE] [--holds FILE.npy] [--slots K] [--realtime]
 
 One process, uvloop, an ``asyncio.Protocol`` answering every request with a tiny JSON body, so
 on its own core it outpaces the clients under test. Why not aiohttp's server with
@@ -16,6 +16,12 @@ holds, dumped to ``--holds`` on exit, are the ground truth the driver is compare
 through mmap, to count requests served inside a measuring window). ``--stall-after S``: S
 seconds after the first request the server answers nothing for ``--stall-s`` seconds
 (coordinated-omission test); the stall's UTC start and end are written next to the holds file.
+
+``--slots K``: a server of known capacity. At most K requests are held at once; a request that
+finds every slot busy waits in a FIFO queue for one, and its hold starts when it gets it. With
+``--delay fixed:H`` it serves at most K / H requests per second (K=4, H=20 ms: 200 req/s): below
+that nothing waits, above it the queue, and every response time, grows for as long as the load
+lasts. The capacity search's accuracy is measured against it (benchmarks/bench_capacity.py).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import signal
 import sys
 import time
 from array import array
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +62,9 @@ class Server:
         self.requests = 0
         self.pending: list = []  # heap of (deadline, seq, protocol, received)
         self.seq = 0
+        self.slots = args.slots  # 0: unlimited
+        self.busy = 0
+        self.waiting: deque = deque()  # (protocol, received) waiting for a slot, FIFO
         self.counter = None
         if args.counter:
             fd = os.open(args.counter, os.O_RDWR | os.O_CREAT, 0o600)
@@ -85,10 +95,19 @@ class Server:
             self.stall_until = self.stall_from + self.stall_ns
             offset = time.time_ns() - time.perf_counter_ns()
             self.stall_epoch = (self.stall_from + offset, self.stall_until + offset)
-        deadline = received + self.hold_for()
+        if self.slots:
+            if self.busy >= self.slots:
+                self.waiting.append((proto, received))
+                return
+            self.busy += 1
+        self.hold(proto, received, received)
+
+    def hold(self, proto: _Protocol, received: int, now: int) -> None:
+        """Start a request's hold at ``now`` (its arrival, or when it got a slot)."""
+        deadline = now + self.hold_for()
         if self.stall_from <= received < self.stall_until:
             deadline = max(deadline, self.stall_until)
-        if deadline <= received:
+        if deadline <= now:
             self.respond(proto, received)
             return
         self.seq += 1
@@ -106,12 +125,24 @@ class Server:
             self.timer.arm(pending[0][0])
 
     def respond(self, proto: _Protocol, received: int) -> None:
-        if proto.transport.is_closing():
+        if not proto.transport.is_closing():
+            proto.transport.write(RESPONSE)
+            self.holds.append(time.perf_counter_ns() - received)
+            if self.counter is not None:
+                self.counter[0] += 1
+        self.free_slot()
+
+    def free_slot(self) -> None:
+        """A held request is done: give its slot to the longest-waiting request."""
+        if not self.slots:
             return
-        proto.transport.write(RESPONSE)
-        self.holds.append(time.perf_counter_ns() - received)
-        if self.counter is not None:
-            self.counter[0] += 1
+        self.busy -= 1
+        while self.waiting and self.busy < self.slots:
+            proto, received = self.waiting.popleft()
+            if proto.transport.is_closing():
+                continue
+            self.busy += 1
+            self.hold(proto, received, time.perf_counter_ns())
 
 
 class _Protocol(asyncio.Protocol):
@@ -162,9 +193,18 @@ def main() -> None:
     p.add_argument("--stall-s", type=float, default=2.0)
     p.add_argument("--counter")
     p.add_argument("--holds")
+    p.add_argument("--realtime", action="store_true",
+                   help="run under SCHED_FIFO (or nice -20) as the driver does, where allowed: "
+                        "a known-capacity server must not stall behind other tenants")
+    p.add_argument("--slots", type=int, default=0,
+                   help="requests held at once; more wait in a queue (0: no limit)")
     args = p.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
+    if args.realtime:
+        from workbench.driver.priority import protect
+
+        protect()
     import resource
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

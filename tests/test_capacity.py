@@ -109,6 +109,32 @@ def test_a_driver_that_cannot_keep_time_is_reported_as_such_never_as_capacity():
     assert "schedule-lag" in result.sentence()
 
 
+def test_a_driver_bound_step_runs_again_before_it_ends_the_search():
+    """A moment's contention on a shared host (one lagging step) must not end the search; a
+    driver truly out of budget is out of budget on the re-run as well."""
+    hiccups = {400}  # the first run at 400 req/s lagged; its re-run did not
+    seen: list[tuple[float, bool]] = []
+
+    def run(load: float) -> Step:
+        if load in hiccups:
+            hiccups.discard(load)
+            step = Step(load=load, achieved_rate=load, p50=1, p95=2, p99=30, passed=False,
+                        valid=False, driver_bound=True, failed=("schedule-lag p99 21 ms",))
+        else:
+            step = judged(load, queue_p99(load, 800.0, 10.0))
+        seen.append((load, step.driver_bound))
+        return step
+    result = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0))
+    assert result.verdict == capacity.KNEE
+    assert seen[2:4] == [(400, True), (400, False)]
+    assert 800 <= result.max_sustainable <= knee(800.0, 10.0)
+    strict = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0,
+                                       driver_retries=0))
+    assert strict.verdict == capacity.KNEE  # no hiccup left: the same answer without retries
+    with pytest.raises(WorkbenchError, match="driver_retries"):
+        search(run, SearchOptions(start=100, ceiling=1000, driver_retries=-1))
+
+
 def test_every_step_passing_up_to_the_ceiling_is_a_lower_bound():
     run, calls = monotone(50_000.0, 10.0)
     result = search(run, SearchOptions(start=100, ceiling=1000, step_s=10.0))

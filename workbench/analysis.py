@@ -64,6 +64,22 @@ class Threshold:
     limit: float
 
 
+METRIC_FIRST = re.compile(r"([a-z_]+(?:\{[^}]*\})?)\s*[:\s]\s*(\S.*)")
+
+
+def threshold_options(values: list[str]) -> dict[str, list[str]]:
+    """Command-line thresholds as k6's mapping: each a k6 expression on
+    ``http_req_duration`` (``p(99)<200``) unless a metric comes first, after a space or a
+    colon (``http_req_failed rate<0.01``, ``http_req_duration{endpoint:heartbeat}:p(95)<100``).
+    """
+    thresholds: dict[str, list[str]] = {}
+    for value in values:
+        named = METRIC_FIRST.fullmatch(value.strip())
+        metric, expression = named.groups() if named else ("http_req_duration", value.strip())
+        thresholds.setdefault(metric, []).append(expression.strip())
+    return thresholds
+
+
 def parse_thresholds(spec: Mapping[str, list[str] | str]) -> list[Threshold]:
     """Parse k6-style thresholds; a malformed one raises WorkbenchError naming it."""
     if not isinstance(spec, Mapping):

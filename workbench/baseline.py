@@ -21,6 +21,7 @@ import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
+from workbench import capacity_record
 from workbench.errors import WorkbenchError
 from workbench.jsonio import write_json, write_text
 from workbench.record import RECORD_FILE, SCHEMA_VERSION, migrate, validate
@@ -87,13 +88,18 @@ def _utc_stamp(started_at: str) -> str:
     return when.strftime("%Y%m%dT%H%M%SZ")
 
 
-def baseline_path(root: Path, record: dict) -> Path:
-    """Where ``record`` is filed; every part checked, and the result inside ``baselines/``."""
+def baseline_path(root: Path, record: dict, kind: str | None = None) -> Path:
+    """Where ``record`` is filed; every part checked, and the result inside ``baselines/``.
+
+    ``baselines/<machine>/<scenario>/[<kind>/]<UTC start>_<sha12>_<run8>.json``; capacity
+    records go in the ``capacity`` kind folder.
+    """
     stamp = _utc_stamp(record["run"]["started_at"])
     sha12 = (record["target"].get("commit") or "unknown")[:12]
     run8 = record["run_id"].rsplit("_", 1)[-1][:8]
     parts = (check_path_part(record["machine"]["name"], "machine name"),
              check_path_part(record["scenario"], "scenario"),
+             *((check_path_part(kind, "record kind"),) if kind else ()),
              check_path_part(f"{check_path_part(stamp, 'start time')}_"
                              f"{check_path_part(sha12, 'commit')}_"
                              f"{check_path_part(run8, 'run id')}.json", "record name"))
@@ -144,6 +150,7 @@ def render_table(root: Path) -> str:
         "|" + "|".join("---" for _ in TABLE_HEADER) + "|",
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    lines += capacity_record.table(root)
     return "\n".join(lines) + "\n"
 
 
@@ -162,6 +169,8 @@ def render(root: Path, check: bool = False) -> bool:
 def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
     """File the run's record under baselines/, regenerate the table and make a git commit."""
     source = run_dir / RECORD_FILE
+    if not source.exists() and (run_dir / capacity_record.CAPACITY_RECORD_FILE).exists():
+        return commit_capacity(run_dir, root, force=force)
     if not source.exists():
         raise WorkbenchError(f"{run_dir} has no {RECORD_FILE}; run a scenario to completion "
                              "first (`workbench run NAME`)")
@@ -172,13 +181,7 @@ def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
                              "to commit it anyway")
     if not force and not record["passed"]:
         raise WorkbenchError("the run breached its thresholds; use --force to commit it anyway")
-    if git(root, "rev-parse", "--is-inside-work-tree", check=False).strip() != "true":
-        raise WorkbenchError(f"{root} is not a git work tree; baselines are committed with git")
-    dirty = dirty_paths(root)
-    if dirty:
-        raise WorkbenchError("uncommitted changes outside baselines/ and runs/ ("
-                             + ", ".join(dirty[:5]) + "); commit or stash them first, so the "
-                             "baseline names the code that measured it")
+    _check_tree(root)
     dest = baseline_path(root, record)
     if dest.exists():
         raise WorkbenchError(f"{dest.relative_to(root)} already exists; records are immutable")
@@ -187,6 +190,12 @@ def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
                f"Measured {record['target']['kind']} at commit {sha12} "
                f"({record['target'].get('version')}) on {record['run']['started_at']}.\n"
                f"Workbench {record['workbench']['git_sha']}; run {record['run_id']}.")
+    return _file(root, dest, record, message)
+
+
+def _file(root: Path, dest: Path, record: dict, message: str) -> Path:
+    """Write ``record`` at ``dest``, regenerate the tables and git commit both: all or nothing,
+    so a retry never finds a half-filed record."""
     readme = root / "baselines" / "README.md"
     previous = readme.read_text() if readme.exists() else None
     rel = [str(dest.relative_to(root)), "baselines/README.md"]
@@ -195,7 +204,7 @@ def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
         render(root)
         git(root, "add", "--", *rel)
         git(root, "commit", "--quiet", "--only", "-m", message, "--", *rel)
-    except BaseException:  # all or nothing: a retry must not find a half-filed record
+    except BaseException:
         _undo(root, dest, readme, previous, rel)
         raise
     return dest
@@ -214,3 +223,37 @@ def _undo(root: Path, dest: Path, readme: Path, previous: str | None, rel: list[
         readme.unlink(missing_ok=True)
     else:
         write_text(readme, previous)
+
+
+def _check_tree(root: Path) -> None:
+    """A git work tree with nothing uncommitted outside baselines/ and runs/."""
+    if git(root, "rev-parse", "--is-inside-work-tree", check=False).strip() != "true":
+        raise WorkbenchError(f"{root} is not a git work tree; baselines are committed with git")
+    dirty = dirty_paths(root)
+    if dirty:
+        raise WorkbenchError("uncommitted changes outside baselines/ and runs/ ("
+                             + ", ".join(dirty[:5]) + "); commit or stash them first, so the "
+                             "baseline names the code that measured it")
+
+
+def commit_capacity(run_dir: Path, root: Path, force: bool = False) -> Path:
+    """File a capacity search's record under baselines/, regenerate the tables, git commit.
+
+    Only a found capacity (a knee) is committed without ``force``: a driver-bound search
+    measured the driver, and the other verdicts are bounds only."""
+    record = capacity_record.load(run_dir / capacity_record.CAPACITY_RECORD_FILE)
+    if not force and record["verdict"] != "knee":
+        raise WorkbenchError(f"the capacity search ended {record['verdict']!r} "
+                             f"({record.get('sentence')}); it is a bound, not a capacity. Use "
+                             "--force to commit it anyway")
+    _check_tree(root)
+    dest = baseline_path(root, record, kind="capacity")
+    if dest.exists():
+        raise WorkbenchError(f"{dest.relative_to(root)} already exists; records are immutable")
+    sha12 = (record["target"].get("commit") or "unknown")[:12]
+    message = (f"capacity: {record['scenario']} on {record['machine']['name']}\n\n"
+               f"{record.get('sentence')}\nMeasured {record['target']['kind']} at commit "
+               f"{sha12} ({record['target'].get('version')}) on "
+               f"{record['run']['started_at']}.\nWorkbench {record['workbench']['git_sha']}; "
+               f"run {record['run_id']}.")
+    return _file(root, dest, record, message)

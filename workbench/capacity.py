@@ -51,6 +51,7 @@ class SearchOptions:
     tolerance: float = 0.05
     max_steps: int = 24
     confirmations: int = 2  # re-runs of the answer before it is believed
+    driver_retries: int = 1  # re-runs of a driver-bound step before the search believes it
     unit: str = RATE
 
     def validate(self) -> None:
@@ -69,6 +70,10 @@ class SearchOptions:
             problems.append(f"step duration must be positive seconds, got {self.step_s!r}")
         if not _finite(self.tolerance) or not 0.0 < self.tolerance < 1.0:
             problems.append(f"tolerance must be between 0 and 1, got {self.tolerance!r}")
+        if isinstance(self.driver_retries, bool) or not isinstance(self.driver_retries, int) \
+                or self.driver_retries < 0:
+            problems.append(f"driver_retries must be an integer of at least 0, got "
+                            f"{self.driver_retries!r}")
         if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) \
                 or self.max_steps < 2:
             problems.append(f"max_steps must be an integer of at least 2, got {self.max_steps!r}")
@@ -111,6 +116,8 @@ class Step:
     errors: int = 0
     run_dir: str | None = None
     confirmation: bool = False  # a re-run of an earlier load
+    throughput: float | None = None  # responses/s from the first intended start to the last
+    # response: what the target served (achieved_rate counts sends, which a queue accepts)
 
     @property
     def limiting(self) -> str | None:
@@ -161,7 +168,14 @@ class Capacity:
                 "max_sustainable_rate": self.max_sustainable if self.unit == RATE else None,
                 "interval": list(self.interval), "limiting_check": self.limiting_check,
                 "budget_spent": self.budget_spent, "options": asdict(self.options),
-                "steps": [asdict(s) | {"failed": list(s.failed)} for s in self.steps]}
+                "steps": [self._step_dict(s) for s in self.steps]}
+
+    def _step_dict(self, step: Step) -> dict:
+        """A step as capacity.json shows it: its load named as what it is (``offered_rate``
+        in requests/s for an open loop, ``vus`` for a closed one) beside the measurements."""
+        load = {"offered_rate": step.load if self.unit == RATE else None,
+                "vus": int(step.load) if self.unit == VUS else None}
+        return load | asdict(step) | {"failed": list(step.failed)}
 
 
 def search(run_step: Callable[[float], Step], options: SearchOptions,
@@ -171,12 +185,18 @@ def search(run_step: Callable[[float], Step], options: SearchOptions,
     steps: list[Step] = []
 
     def step(load: float, confirmation: bool = False) -> Step:
-        result = run_step(load)
-        if confirmation:
-            result = replace(result, confirmation=True)
-        steps.append(result)
-        if echo:
-            echo(_describe(result, options.unit))
+        # A driver-bound step runs again before it ends the search: on a shared host another
+        # tenant can hold the driver's core for a moment, while a driver truly out of budget
+        # at this load is out of budget every time.
+        for _ in range(1 + options.driver_retries):
+            result = run_step(load)
+            if confirmation:
+                result = replace(result, confirmation=True)
+            steps.append(result)
+            if echo:
+                echo(_describe(result, options.unit))
+            if not result.driver_bound:
+                break
         return result
 
     def outcome(verdict: str, low: Step | None, high: Step | None, limiting: str | None
@@ -240,7 +260,7 @@ def _highest_passing(steps: list[Step], below: float) -> Step | None:
     """The highest load below ``below`` that passed every time it ran."""
     loads: dict[float, bool] = {}
     for s in steps:
-        if s.load < below:
+        if s.load < below and not s.driver_bound:  # a driver-bound run judged nothing
             loads[s.load] = loads.get(s.load, True) and s.passed
     passed = [load for load, ok in loads.items() if ok]
     if not passed:

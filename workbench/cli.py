@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import secrets
 import sys
 from pathlib import Path
@@ -127,8 +126,12 @@ def cmd_run(args: argparse.Namespace) -> int:
             overrides[name] = json.loads(value)
         except ValueError:
             overrides[name] = value
+    if args.fixture_sizes and args.find_capacity:
+        raise WorkbenchError("--fixture-sizes and --find-capacity are separate runs; choose one")
     if args.fixture_sizes:
         return _run_sweep(args, overrides)
+    if args.find_capacity:
+        return cmd_run_capacity(args, overrides)
     if args.scenario == "all":
         from workbench import suite
 
@@ -182,12 +185,11 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_drive(args) -> int:
-    """Ad-hoc open-loop load on one URL; writes requests.parquet and result.json like a run."""
+def _drive_spec(args, rate: float, duration_s: float):
+    """The DriveSpec of ``workbench drive``'s arguments at one rate and duration."""
     from urllib.parse import urlsplit
 
     from workbench import driver, preflight
-    from workbench.driver.launch import LiveLine
     from workbench.driver.spec import is_secret_header
 
     preflight.validate_url(args.url)
@@ -206,13 +208,29 @@ def cmd_drive(args) -> int:
     if args.send_token:  # an ad-hoc URL gets the token only when the user says so
         preflight.token_for(preflight.Target(url=base, ca_file=None, insecure=False,
                                              embedded=False))
-    spec = driver.DriveSpec(
+    return driver.DriveSpec(
         base_url=base, templates=(driver.RequestTemplate(args.method.upper(), path, "adhoc",
                                                           args.body, headers),),
-        rate=args.rate, duration_s=args.duration, max_vus=args.vus, timeout_s=args.timeout,
+        rate=rate, duration_s=duration_s, max_vus=args.vus, timeout_s=args.timeout,
         ca_file=args.ca_file, insecure=args.insecure,
         token_env=preflight.TOKEN_ENV if args.send_token else None, scenario="adhoc",
         protocol=args.protocol)
+
+
+def cmd_drive(args) -> int:
+    """Ad-hoc open-loop load on one URL; writes requests.parquet and result.json like a run,
+    then record.json, the exports and report.html, judged by any --threshold."""
+    from workbench import driver
+    from workbench.driver.launch import LiveLine
+
+    if args.find_capacity:
+        return cmd_drive_capacity(args)
+    missing = [flag for flag, value in (("--rate", args.rate), ("--duration", args.duration))
+               if value is None]
+    if missing:
+        raise WorkbenchError(f"drive needs {' and '.join(missing)} (or --find-capacity to "
+                             "search for the highest rate that passes)")
+    spec = _drive_spec(args, args.rate, args.duration)
     out = Path(args.out) if args.out else runs_dir() / f"adhoc_{secrets.token_hex(4)}"
     if out.exists() and not out.is_dir():
         raise WorkbenchError(f"--out {out} is a file; name a new folder for the run")
@@ -234,22 +252,12 @@ def cmd_drive(args) -> int:
     return 0 if passed else 1
 
 
-METRIC_FIRST = re.compile(r"([a-z_]+(?:\{[^}]*\})?)\s+(\S.*)")  # 'http_req_failed rate<0.01'
-
-
 def drive_thresholds(options: list[str]) -> dict[str, list[str]]:
-    """``--threshold`` options as a k6 threshold mapping, checked before any load.
-
-    Each is a k6 threshold expression, for ``http_req_duration`` unless a metric comes first:
-    ``'p(99)<200'``, ``'http_req_failed rate<0.01'``.
-    """
+    """``--threshold`` options as a k6 threshold mapping, checked before any load
+    (:func:`workbench.analysis.threshold_options`)."""
     from workbench import analysis
 
-    thresholds: dict[str, list[str]] = {}
-    for option in options:
-        named = METRIC_FIRST.match(option.strip())
-        metric, expression = named.groups() if named else ("http_req_duration", option.strip())
-        thresholds.setdefault(metric, []).append(expression)
+    thresholds = analysis.threshold_options(options)
     analysis.parse_thresholds(thresholds)
     return thresholds
 
@@ -263,6 +271,89 @@ def _record_drive(out: Path, spec, thresholds: dict[str, list[str]]) -> bool:
     if not (out / RESULT_FILE).exists():
         return False
     return bool(adhoc.finish(out, spec, thresholds)["passed"])
+
+
+DRIVE_CAPACITY_DEFAULTS = {"start": 10.0, "ceiling": 10_000.0}
+
+
+def _given_search_options(args) -> dict:
+    """The --find-capacity flags given on the command line, as SearchOptions fields."""
+    given = {"start": args.start, "ceiling": args.ceiling, "growth": args.growth,
+             "step_s": args.step_duration, "tolerance": args.tolerance,
+             "max_steps": args.max_steps}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _search_options(args, unit: str):
+    """SearchOptions for ``drive --find-capacity`` (validated by the search)."""
+    from workbench.capacity import SearchOptions
+
+    return SearchOptions(**(DRIVE_CAPACITY_DEFAULTS | _given_search_options(args)), unit=unit)
+
+
+def cmd_run_capacity(args, overrides: dict) -> int:
+    """``run SCENARIO --find-capacity``: the capacity notebook through papermill."""
+    from workbench import capacity_run
+
+    if args.scenario == "all":
+        raise WorkbenchError("--find-capacity searches one scenario at a time; name it")
+    run_dir, code, conclusion = capacity_run.execute(
+        args.scenario, args.profile, args.target, args.ca_file, args.insecure, overrides,
+        _given_search_options(args), strict=args.strict)
+    if conclusion:
+        print(conclusion)
+    print(f"  capacity.json: {run_dir / 'capacity.json'}")
+    print(f"  report: {run_dir / 'report.html'}")
+    return code
+
+
+def cmd_drive_capacity(args) -> int:
+    """``drive URL --find-capacity``: steps of rising rate, bisected; capacity.json + figures."""
+    from datetime import UTC, datetime
+
+    from workbench import capacity_run
+    from workbench.capacity import RATE
+
+    if not args.threshold:
+        raise WorkbenchError("--find-capacity needs at least one --threshold to judge each "
+                             "step by, e.g. --threshold 'p(99)<200'")
+    if args.rate is not None or args.duration is not None:
+        raise WorkbenchError("--find-capacity chooses each step's rate and duration; use "
+                             "--start/--ceiling/--step-duration instead of --rate/--duration")
+    thresholds = capacity_run.parse_threshold_options(args.threshold)
+    options = _search_options(args, RATE)
+    options.validate()
+    spec = _drive_spec(args, options.start, options.step_s)
+    out = Path(args.out) if args.out else runs_dir() / f"capacity_{secrets.token_hex(4)}"
+    context = {"kind": "adhoc", "target_url": args.url, "method": args.method.upper(),
+               "thresholds": list(args.threshold), "max_error_rate": args.max_error_rate,
+               "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    result = capacity_run.search_steps(
+        spec, out, thresholds, options, max_error_rate=args.max_error_rate, context=context,
+        echo=lambda line: print(line, file=sys.stderr, flush=True), shards=args.shards)
+    print(result.sentence())
+    print(f"  capacity.json: {out / 'capacity.json'}; figures: "
+          f"{', '.join(str(out / f) for f in capacity_run.FIGURES)}")
+    return 0
+
+
+def add_capacity_options(p: argparse.ArgumentParser, unit_hint: str = "req/s") -> None:
+    """The --find-capacity flags, shared by ``drive`` and ``run``."""
+    g = p.add_argument_group("capacity search (--find-capacity)")
+    g.add_argument("--find-capacity", action="store_true",
+                   help="search for the highest load that passes: steps of rising load, then "
+                        "bisection between the last passing and the first failing step")
+    g.add_argument("--start", type=float,
+                   help=f"first step's load ({unit_hint}; drive: 10, run: the profile's)")
+    g.add_argument("--growth", type=float, help="each ramp step's load over the last's "
+                                                "(default 2)")
+    g.add_argument("--step-duration", type=float,
+                   help="seconds of load per step (default 20)")
+    g.add_argument("--ceiling", type=float,
+                   help=f"highest load to try ({unit_hint}; drive: 10000, run: 64 x start)")
+    g.add_argument("--tolerance", type=float,
+                   help="bisect until the bracket's ratio is within 1 + this (default 0.05)")
+    g.add_argument("--max-steps", type=int, help="most steps to run (default 24)")
 
 
 def cmd_baseline(args) -> int:
@@ -346,12 +437,15 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target-pid", type=_positive(int), metavar="PID",
                    help="the target server's process id, for its CPU and memory in the "
                         "telemetry (default: the process listening on the target's port)")
+    add_capacity_options(r, "req/s, or VUs for a closed-loop scenario")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("drive", help="ad-hoc open-loop load on any URL (like vegeta attack)")
     d.add_argument("url")
-    d.add_argument("--rate", type=_positive(float), required=True)
-    d.add_argument("--duration", type=_positive(float), required=True)
+    d.add_argument("--rate", type=_positive(float), help="requests/s (required without "
+                                                         "--find-capacity)")
+    d.add_argument("--duration", type=_positive(float), help="seconds (required without "
+                                                             "--find-capacity)")
     d.add_argument("--vus", type=_positive(int), default=200, help="max in-flight requests")
     d.add_argument("--method", default="GET")
     d.add_argument("--body", help="JSON request body")
@@ -373,6 +467,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="driver processes; arrival i goes to shard i mod N (default: automatic)")
     d.add_argument("--cluster", metavar="tcp://HOST:8786",
                    help="run the shards on this Dask scheduler's workers, one shard each")
+    d.add_argument("--threshold", action="append", default=[],
+                   help="with --find-capacity: a check every step must pass, k6 syntax, "
+                        "repeatable: 'p(99)<200' (response time, ms) or METRIC:EXPR such as "
+                        "'http_req_failed:rate<0.01'")
+    add_capacity_options(d)
+    d.add_argument("--max-error-rate", type=float, default=0.01,
+                   help="with --find-capacity: a step with more errors than this share of its "
+                        "requests fails (default 0.01)")
     d.set_defaults(func=cmd_drive)
 
     b = sub.add_parser("baseline", help="record and render baselines")

@@ -11,7 +11,9 @@ each function returns its figure.
 * :func:`compare_percentiles` A against B by percentile, per endpoint;
 * :func:`trend_plot` p95 and p99 across baselines in commit order;
 * :func:`latency_and_telemetry` per-window p50/p95/p99 above the server's telemetry (CPU,
-  database activity, sessions and waits, certctl's jobs), one shared time axis.
+  database activity, sessions and waits, certctl's jobs), one shared time axis;
+* :func:`hockey_stick` a capacity search's p50/p95/p99 per step against the offered load,
+  the threshold lines and the knee; :func:`capacity_throughput` achieved against offered.
 """
 
 from __future__ import annotations
@@ -405,3 +407,91 @@ def latency_vs_fixture_size(sweep: pd.DataFrame, scenario: str) -> plt.Figure:
     if len(done) and float(done["p99"].max()) > 0:
         _log_ms_axis(ax)
     return _finish(fig, ax, f"{scenario}: latency against fixture size")
+
+
+# -- capacity search ------------------------------------------------------------------------
+
+def _load_label(unit: str) -> str:
+    return "offered load (requests/s)" if unit == "req/s" else "virtual users"
+
+
+def _mark_knee(ax: plt.Axes, capacity: dict) -> None:
+    """The bracket the search ended in, shaded, and the answer as a dashed line."""
+    low, high = capacity["interval"]
+    if low is not None and high is not None:
+        ax.axvspan(low, high, color="tab:red", alpha=0.08, lw=0)
+    if capacity["verdict"] == "knee" and low is not None:
+        ax.axvline(low, color="tab:red", ls="--", lw=1.2,
+                   label=f"capacity {low:,.0f} {capacity['unit']}")
+    elif low is not None:
+        ax.axvline(low, color="tab:gray", ls="--", lw=1.2,
+                   label=f"{capacity['verdict']} above {low:,.0f} {capacity['unit']}")
+
+
+def _steps_frame(capacity: dict) -> pd.DataFrame:
+    frame = pd.DataFrame([{"load": s["load"], "achieved": s["achieved_rate"],
+                          "served": s.get("throughput"), "p50": s["p50"],
+                          "p95": s["p95"], "p99": s["p99"], "passed": s["passed"],
+                          "driver_bound": s["driver_bound"]} for s in capacity["steps"]],
+                         columns=["load", "achieved", "served", "p50", "p95", "p99", "passed",
+                                  "driver_bound"])
+    numbers = ["load", "achieved", "served", "p50", "p95", "p99"]
+    frame[numbers] = frame[numbers].apply(pd.to_numeric).astype(float)  # None: not measured
+    return frame.sort_values("load", kind="stable")
+
+
+def _step_markers(ax: plt.Axes, frame: pd.DataFrame, column: str, color) -> None:
+    """Passing steps as dots, failing ones as crosses, driver-bound ones hollow."""
+    for mask, marker, face in ((frame["passed"], "o", color),
+                               (~frame["passed"] & ~frame["driver_bound"], "x", color),
+                               (frame["driver_bound"], "o", "none")):
+        part = frame[mask & frame[column].notna()]
+        if len(part):
+            ax.scatter(part["load"], part[column], marker=marker, color=color,
+                       facecolors=face, s=28, zorder=3)
+
+
+def hockey_stick(capacity: dict, limits: Sequence[tuple[str, float]], scenario: str,
+                 target: str, date: str) -> plt.Figure:
+    """p50/p95/p99 of each step against its load (log-log), the latency threshold lines
+    (``limits``: label and ms) and the knee: where latency leaves its floor."""
+    frame = _steps_frame(capacity)
+    fig, ax = _figure()
+    judged = frame[~frame["driver_bound"]]  # a driver-bound step measured the driver
+    for k, q in enumerate(("p50", "p95", "p99")):
+        per_load = judged.groupby("load")[q].median().dropna()
+        ax.plot(per_load.index, per_load.to_numpy(), color=COLORS[k], lw=1.5, label=q)
+        _step_markers(ax, frame, q, COLORS[k])
+    for (label, limit), style in zip(limits, [":", "-.", (0, (1, 3))] * len(limits),
+                                     strict=False):
+        ax.axhline(limit, color="black", ls=style, lw=1.2, label=label)
+    _mark_knee(ax, capacity)
+    _log_ms_axis(ax, "x")
+    _log_ms_axis(ax)
+    ax.set_xlabel(_load_label(capacity["unit"]))
+    ax.set_ylabel("response time (ms)")
+    return _finish(fig, ax, _title("latency against load (x: step failed, hollow: driver "
+                                   "bound)", scenario, target, date), loc="upper left")
+
+
+def capacity_throughput(capacity: dict, scenario: str, target: str, date: str) -> plt.Figure:
+    """Each step's throughput against its load: requests sent (achieved) and responses
+    served per second until the last one came back; an open loop's ideal is y = x. Past the
+    knee the sends may keep up while the served rate flattens at what the target can do."""
+    frame = _steps_frame(capacity)
+    fig, ax = _figure()
+    for k, (column, label) in enumerate((("achieved", "sent (achieved)"),
+                                         ("served", "served (responses/s)"))):
+        per_load = frame[~frame["driver_bound"]].groupby("load")[column].median().dropna()
+        ax.plot(per_load.index, per_load.to_numpy(), color=COLORS[k], lw=1.5, label=label)
+        _step_markers(ax, frame, column, COLORS[k])
+    if capacity["unit"] == "req/s" and len(frame):
+        span = np.array([frame["load"].min(), frame["load"].max()])
+        ax.plot(span, span, color="gray", ls=":", lw=1, label="achieved = offered")
+    _mark_knee(ax, capacity)
+    _log_ms_axis(ax, "x")
+    _log_ms_axis(ax)
+    ax.set_xlabel(_load_label(capacity["unit"]))
+    ax.set_ylabel("requests/s")
+    return _finish(fig, ax, _title("throughput against load", scenario, target, date),
+                   loc="upper left")

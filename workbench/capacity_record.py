@@ -1,0 +1,98 @@
+"""Capacity records: a capacity search kept like a baseline, one immutable JSON per search.
+
+A record says what was measured and where (schema version, machine, target version and
+commit, the workbench's revision, the scenario's parameters, the search's options and
+thresholds) and what the search found (verdict, the answer, its bracket, the limiting check,
+every step). ``workbench baseline commit RUN`` files it as
+``baselines/<machine>/<scenario>/capacity/<UTC start>_<sha12>_<run8>.json`` and
+``baselines/README.md`` shows it in a capacity table beside the latency table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from workbench.errors import WorkbenchError
+
+CAPACITY_RECORD_FILE = "capacity-record.json"
+SCHEMA_VERSION = 1
+KIND = "capacity"
+REQUIRED = ("schema_version", "kind", "run_id", "scenario", "machine", "target", "workbench",
+            "run", "parameters", "search", "verdict", "unit", "max_sustainable", "interval",
+            "limiting_check", "steps")
+_STEP_FIELDS = ("load", "offered_rate", "vus", "achieved_rate", "throughput", "p50", "p95",
+                "p99", "passed", "valid", "driver_bound", "failed", "requests", "errors",
+                "confirmation")
+
+
+def build(doc: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
+    """A record from ``capacity.json``'s content and the run's context (run_id, scenario,
+    profile, parameters, target, workbench, machine, software, run)."""
+    record = {"schema_version": SCHEMA_VERSION, "kind": KIND, **context,
+              "search": {"options": doc["options"], "thresholds": doc.get("thresholds"),
+                         "max_error_rate": doc.get("max_error_rate")},
+              "verdict": doc["verdict"], "unit": doc["unit"],
+              "max_sustainable": doc["max_sustainable"], "interval": doc["interval"],
+              "limiting_check": doc["limiting_check"], "sentence": doc.get("sentence"),
+              "fleet": doc.get("fleet"),
+              # run folders are local: a record keeps what each step measured, not where
+              "steps": [{k: s.get(k) for k in _STEP_FIELDS} for s in doc["steps"]]}
+    validate(record)
+    return record
+
+
+def validate(record: Mapping[str, Any], where: str = "capacity record") -> None:
+    """Refuse a record of another schema version or without the fields a reader needs."""
+    if record.get("kind") != KIND or record.get("schema_version") != SCHEMA_VERSION:
+        raise WorkbenchError(f"{where} is not a capacity record of schema version "
+                             f"{SCHEMA_VERSION} (kind {record.get('kind')!r}, version "
+                             f"{record.get('schema_version')!r}); search again")
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        raise WorkbenchError(f"{where} lacks {', '.join(missing)}; search again")
+    if "name" not in (record["machine"] or {}) or "started_at" not in (record["run"] or {}):
+        raise WorkbenchError(f"{where} lacks machine.name or run.started_at; search again")
+
+
+def load(path: Path) -> dict:
+    try:
+        record = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise WorkbenchError(f"cannot read capacity record {path}: {exc}") from None
+    validate(record, str(path))
+    return record
+
+
+HEADER = ("scenario", "capacity", "unit", "verdict", "fails at", "limiting check", "fleet",
+          "step s", "date (UTC)", "commit", "target", "machine")
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def table(root: Path) -> list[str]:
+    """The capacity table's Markdown lines (none without a capacity record)."""
+    rows = []
+    for path in sorted((root / "baselines").glob("*/*/capacity/*.json")):
+        r = load(path)
+        low, high = r["interval"]
+        rows.append((r["scenario"], _num(low), r["unit"], r["verdict"], _num(high),
+                     (r["limiting_check"] or "").replace("|", "\\|"), r.get("fleet") or "",
+                     f"{r['search']['options']['step_s']:g}",
+                     r["run"]["started_at"][:16].replace("T", " "),
+                     (r["target"].get("commit") or "unknown")[:12], r["target"]["kind"],
+                     r["machine"]["name"]))
+    if not rows:
+        return []
+    rows.sort(key=lambda row: (row[0], row[8], row[11]))
+    return ["", "## Capacity", "",
+            "The highest load each scenario sustained while every threshold held "
+            "(`workbench run SCENARIO --find-capacity`): a `knee` is bracketed between the "
+            "capacity and the load that failed; `driver bound`, `not reached` and `below start` "
+            "are bounds only.", "",
+            "| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|",
+            *("| " + " | ".join(row) + " |" for row in rows)]
