@@ -460,17 +460,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "http:// to this machine only)")
     d.add_argument("--out", help="output folder (default: runs/adhoc_<id>)")
     d.add_argument("--threshold", action="append", default=[], metavar="'[METRIC] EXPR'",
-                   help="a k6 threshold judged on this run, e.g. --threshold 'p(95)<500' (on "
-                        "http_req_duration) or --threshold 'http_req_failed rate<0.01'; a breach "
-                        "exits 1 (repeatable)")
+                   help="a k6 threshold, repeatable: 'p(95)<500' (response time, ms) or a "
+                        "metric first, 'http_req_failed rate<0.01' (or METRIC:EXPR); judges "
+                        "the run (a breach exits 1) or, with --find-capacity, every step")
     d.add_argument("--shards", type=_positive(int),
                    help="driver processes; arrival i goes to shard i mod N (default: automatic)")
     d.add_argument("--cluster", metavar="tcp://HOST:8786",
                    help="run the shards on this Dask scheduler's workers, one shard each")
-    d.add_argument("--threshold", action="append", default=[],
-                   help="with --find-capacity: a check every step must pass, k6 syntax, "
-                        "repeatable: 'p(99)<200' (response time, ms) or METRIC:EXPR such as "
-                        "'http_req_failed:rate<0.01'")
     add_capacity_options(d)
     d.add_argument("--max-error-rate", type=float, default=0.01,
                    help="with --find-capacity: a step with more errors than this share of its "
