@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from workbench import run, target
-from workbench.cli import main
+from workbench.cli import main, print_summary
 from workbench.telemetry import load_telemetry
 
 
@@ -17,7 +17,7 @@ def _epoch_ns(iso: str) -> int:
 
 def test_a_smoke_run_samples_postgres_host_and_the_standin_every_second(embedded_env,
                                                                         embedded_target_state,
-                                                                        monkeypatch):
+                                                                        monkeypatch, capsys):
     monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
     run_dir, _ = run.execute("agent_storm", "smoke", overrides={"duration_s": 4.0,
                                                                 "fleet_size": 200})
@@ -45,6 +45,11 @@ def test_a_smoke_run_samples_postgres_host_and_the_standin_every_second(embedded
     assert max(m for m in commits["mean"] if m is not None) > 0  # the heartbeats committed
     html = (run_dir / "report.html").read_text()
     assert html.count("<img") >= 5  # the four latency figures and latency with telemetry
+    capsys.readouterr()
+    print_summary(run_dir)
+    line = next(x for x in capsys.readouterr().out.splitlines() if "telemetry" in x)
+    assert line.startswith("  telemetry (completed): samples certctl ")
+    assert "target_process " in line and " off" not in line
 
 
 def test_a_sampler_that_cannot_start_never_breaks_the_run(embedded_env, embedded_target_state,

@@ -78,6 +78,7 @@ def print_summary(run_dir: Path) -> None:
                   f"  FAIL {t['metric']} {t['threshold']} (no samples)")
         print(f"  target: {record['target']['kind']} {record['target']['version']} "
               f"commit {record['target']['commit']}")
+    _print_telemetry(run_dir)
     if (run_dir / "report.html").exists():
         print(f"  report: {run_dir / 'report.html'}")
     if record_path.exists():
@@ -110,6 +111,19 @@ def _run_sweep(args: argparse.Namespace, overrides: dict) -> int:
                                       args.ca_file, args.insecure, overrides, strict=args.strict)
     sweep.print_summary(sweep_dir)
     return code
+
+
+def _print_telemetry(run_dir: Path) -> None:
+    """One line: the telemetry's status and samples per source (or why a source was off)."""
+    from workbench.telemetry import read_sidecar
+
+    sidecar = read_sidecar(run_dir)
+    if sidecar is None:
+        print("  telemetry: none sampled")
+        return
+    sources = ", ".join(f"{name} {s['samples']}" if s.get("enabled") else f"{name} off"
+                        for name, s in (sidecar.get("sources") or {}).items())
+    print(f"  telemetry ({sidecar.get('status')}): samples {sources}")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
