@@ -118,6 +118,7 @@ class DriveSpec:
     script: str = ""
     script_params: dict[str, Any] = field(default_factory=dict)  # JSON values, never a secret
     protocol: str = "h1"
+    connection_per_client: bool = False  # each VU (agent) its own connection, not a shared pool
 
     @property
     def kind(self) -> str:

@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from workbench import seed
 from workbench.driver import RequestTemplate
 from workbench.scenarios import (
+    ACME_H1,
     CONSTANT_VUS,
     DURATION,
+    PER_CLIENT,
     RATE_LIMITED,
     SLEEP,
     VUS,
@@ -64,6 +66,8 @@ SCENARIO = Scenario(
     sends="directory, new-nonce, renewal-info",
     executor=CONSTANT_VUS,
     parameters=(
+        ACME_H1,
+        PER_CLIENT,
         VUS.but(help="virtual users, closed loop (certctl's plan: 200)"),
         DURATION,
         SLEEP.but(help="think time after each iteration, as certctl's k6 ACME script sleeps"),

@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from workbench.driver import RequestTemplate
-from workbench.scenarios import CONSTANT_VUS, DURATION, SLEEP, VUS, Scenario, _acme
+from workbench.scenarios import (
+    ACME_H1,
+    CONSTANT_VUS,
+    DURATION,
+    PER_CLIENT,
+    SLEEP,
+    VUS,
+    Scenario,
+    _acme,
+)
 
 K6_CERT_ID = "aaaa.bbbb"  # k6's synthetic renewal-info id: well-formed, names no certificate
 
@@ -29,6 +38,8 @@ SCENARIO = Scenario(
     sends=f"directory, new-nonce, renewal-info/{K6_CERT_ID} (404 expected)",
     executor=CONSTANT_VUS,
     parameters=(
+        ACME_H1,
+        PER_CLIENT,
         VUS.but(help="virtual users, closed loop (k6: K6_VUS, default 100)"),
         DURATION,
         SLEEP.but(help="k6: sleep(1) after each iteration"),

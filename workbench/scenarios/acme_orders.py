@@ -31,10 +31,12 @@ from workbench.driver import RequestTemplate
 from workbench.driver.scripted import Response, VirtualUser, problem_type
 from workbench.jws import ALLOWED_ALGS, AccountKey, b64u
 from workbench.scenarios import (
+    ACME_H1,
     CONSTANT_VUS,
     DURATION,
     FLAG,
     NAME,
+    PER_CLIENT,
     SLEEP,
     VUS,
     Note,
@@ -343,6 +345,8 @@ SCENARIO = Scenario(
           "ES256 (or RS256/EdDSA) account key",
     executor=CONSTANT_VUS,
     parameters=(
+        ACME_H1,
+        PER_CLIENT,
         VUS.but(help="virtual users, one ACME account each, closed loop"),
         DURATION,
         SLEEP.but(help="think time after each iteration (0: as fast as the server answers)"),

@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from workbench import seed
 from workbench.driver import RequestTemplate
 from workbench.scenarios import (
+    AGENT_CONNECTION,
     ARRIVAL_RATE,
     DURATION,
     MAX_VUS,
     RATE,
+    REST_H2,
     Scenario,
     fixture_size,
 )
@@ -55,6 +57,8 @@ SCENARIO = Scenario(
     sends="`POST /api/v1/agents/{id}/heartbeat`",
     executor=ARRIVAL_RATE,
     parameters=(
+        REST_H2,
+        AGENT_CONNECTION,
         RATE.but(help="heartbeats per second, open loop (certctl's plan: 5,000 agents / 30 s)"),
         DURATION,
         fixture_size("fleet_size", f"agents in seed/{FLEET_SQL} (plan: 5,000)"),

@@ -15,7 +15,9 @@ from workbench.scenarios import (
     INTEGER,
     MAX_VUS,
     NAME,
+    PER_CLIENT,
     RATE,
+    REST_H2,
     Note,
     Param,
     Scenario,
@@ -90,6 +92,8 @@ SCENARIO = Scenario(
     sends="`POST /api/v1/certificates/bulk-renew`",
     executor=ARRIVAL_RATE,
     parameters=(
+        REST_H2,
+        PER_CLIENT,
         RATE.but(help="bulk-renew calls per second, open loop (certctl's plan: 5/s for 5 min)"),
         DURATION,
         fixture_size("bulk_size", f"certificates in seed/{CERTS_SQL} (plan: 10,000)"),
