@@ -34,6 +34,7 @@ if TYPE_CHECKING:  # pandas only where a table is made: every driver process imp
 
 ARRIVAL_RATE = "constant-arrival-rate"  # open loop: ``rate`` iterations per second
 CONSTANT_VUS = "constant-vus"  # closed loop: ``vus`` users, each iterating after the last ended
+AGENT_FLEET = "agent-fleet"  # open loop per agent: certctl's heartbeat and work-poll loop
 PROFILES = ("smoke", "canonical")  # every scenario has both
 CUSTOM = "custom"  # the profile of a run whose parameters differ from the profile it names
 # The two 429 shapes certctl sends, as the driver counts them (status and content type): its
@@ -192,7 +193,7 @@ class Scenario:
     title: str
     description: str  # what it sends and why, the notebook's introduction
     sends: str  # the requests in a few words, for README's table
-    executor: str  # ARRIVAL_RATE or CONSTANT_VUS
+    executor: str  # ARRIVAL_RATE, CONSTANT_VUS or AGENT_FLEET
     parameters: tuple[Param, ...]
     profiles: Mapping[str, Mapping[str, Any]]  # PROFILES, each over the parameters' defaults
     thresholds: Mapping[str, Sequence[str]]  # k6 syntax, the notebook's default
@@ -289,7 +290,14 @@ class Scenario:
                           "duration_s": float(params["duration_s"]),
                           "protocol": params["protocol"],
                           "connection_per_client": bool(params["connection_per_client"])}
-        if self.executor == CONSTANT_VUS:
+        if self.executor == AGENT_FLEET:
+            agents = int(params[self.size_param])
+            settings |= {"agents": agents, "max_vus": 2 * agents,  # each agent's two loops
+                         "heartbeat_s": float(params["heartbeat_s"]),
+                         "poll_s": float(params["poll_s"]),
+                         "fleet_start": params["start"],
+                         "start_window_s": float(params["start_window_s"])}
+        elif self.executor == CONSTANT_VUS:
             vus = int(params["vus"])
             settings |= {"vus": vus, "max_vus": vus, "sleep_s": float(params["sleep_s"])}
             if self.script:
