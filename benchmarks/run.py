@@ -1,7 +1,7 @@
 """Benchmarks with targets, side by side in one run (absolute times on a shared box are noisy).
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
-                                               acme_orders,http2,fixtures,telemetry]
+                                               acme_orders,http2,fixtures,telemetry,fleet]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -17,7 +17,9 @@ Sections (details in each module's docstring):
   (``bench_http2.py``);
 - fixtures: 1,000,000 bulk certificates and 1,000,000 agents: first load, re-seed, re-seed
   down to 10,000, each under 60 s (``bench_seeding.py``);
-- telemetry: the sampler's CPU per sample per source (``bench_telemetry.py``).
+- telemetry: the sampler's CPU per sample per source (``bench_telemetry.py``);
+- fleet: agents one driver core holds at certctl's real intervals (a connection each, h2),
+  against a constant-arrival-rate control, and memory per connection (``bench_fleet.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -40,7 +42,7 @@ from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
-            "http2", "fixtures", "telemetry")
+            "http2", "fixtures", "telemetry", "fleet")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -148,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         orders = bench_acme_orders.bench(q)
         bench_acme_orders.print_tables(orders)
         bars += bench_acme_orders.bars(orders)
+    if "fleet" in chosen:
+        from benchmarks import bench_fleet
+
+        bench_fleet.print_fleet(bench_fleet.bench_fleet(
+            *((bench_fleet.QUICK_SIZES, 20.0) if q else ())))
     if "http2" in chosen:
         from benchmarks import bench_http2
 
