@@ -141,7 +141,8 @@ def cmd_drive(args) -> int:
                                                           args.body, headers),),
         rate=args.rate, duration_s=args.duration, max_vus=args.vus, timeout_s=args.timeout,
         ca_file=args.ca_file, insecure=args.insecure,
-        token_env=preflight.TOKEN_ENV, scenario="adhoc", protocol=args.protocol)
+        token_env=preflight.TOKEN_ENV, scenario="adhoc", protocol=args.protocol,
+        connection_per_client=args.connection_per_client)
     out = Path(args.out) if args.out else runs_dir() / f"adhoc_{secrets.token_hex(4)}"
     try:
         driver.drive(spec, out, echo=lambda line: print(line, file=sys.stderr, flush=True),
@@ -243,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--insecure", action="store_true")
     d.add_argument("--protocol", choices=("h1", "h2"), default="h1",
                    help="HTTP/1.1 (h1) or HTTP/2 (h2: ALPN h2 over https://)")
+    d.add_argument("--connection-per-client", action="store_true",
+                   help="each VU its own connection (default: a shared pool)")
     d.add_argument("--out", help="output folder (default: runs/adhoc_<id>)")
     d.add_argument("--shards", type=_positive(int),
                    help="driver processes; arrival i goes to shard i mod N (default: automatic)")
