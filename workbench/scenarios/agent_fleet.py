@@ -64,7 +64,9 @@ def _connections_line(result: Mapping, tag: str) -> str:
 
 CONNECTIONS = Note(
     "Connections and work",
-    "Connections opened (one per agent) and failed, TCP + TLS handshake percentiles, requests "
+    "Connections opened (one per agent) and failed, TCP + TLS handshake percentiles (from the "
+    "connect call to the connection being ready: in a herd, the wait for the driver's and the "
+    "server's CPU is part of it, as for agents that all reconnect at once), requests "
     "per endpoint (heartbeats : polls is 1 : 2 over whole minutes) and the work polls' "
     "`count` of jobs, summed.",
     _connections_table, _connections_line)
