@@ -64,8 +64,12 @@ def bench_fleet(sizes: tuple[int, ...] = SIZES, duration_s: float = HEARTBEAT_S)
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         conf = Path(tmp)
         server = bench_http2.NginxH2(conf)
+        # nginx closes a connection idle for 60-75 s; opening 15,000 takes about that long,
+        # so the first ones would be closed before their agent's first request
         server.conf.write_text(server.conf.read_text().replace(
-            "worker_connections 4096;", f"worker_connections {hard};"))
+            "worker_connections 4096;", f"worker_connections {hard};").replace(
+            "access_log off;", "access_log off;\n  keepalive_timeout 600s;\n"
+                               "  client_header_timeout 600s;"))
         with server:
             for agents in sizes:
                 out = conf / f"fleet-{agents}"
