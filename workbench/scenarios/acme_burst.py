@@ -66,13 +66,13 @@ SCENARIO = Scenario(
     sends="directory, new-nonce, renewal-info",
     executor=CONSTANT_VUS,
     parameters=(
-        ACME_H1,
-        PER_CLIENT,
         VUS.but(help="virtual users, closed loop (certctl's plan: 200)"),
         DURATION,
         SLEEP.but(help="think time after each iteration, as certctl's k6 ACME script sleeps"),
         fixture_size("ari_size", "ARI fixture certificates the iterations cycle through"),
         _acme.PROFILE_ID,
+        ACME_H1,
+        PER_CLIENT,
     ),
     profiles={
         "smoke": {"vus": 20, "duration_s": 3.0, "ari_size": 100},

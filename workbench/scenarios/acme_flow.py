@@ -38,12 +38,12 @@ SCENARIO = Scenario(
     sends=f"directory, new-nonce, renewal-info/{K6_CERT_ID} (404 expected)",
     executor=CONSTANT_VUS,
     parameters=(
-        ACME_H1,
-        PER_CLIENT,
         VUS.but(help="virtual users, closed loop (k6: K6_VUS, default 100)"),
         DURATION,
         SLEEP.but(help="k6: sleep(1) after each iteration"),
         _acme.PROFILE_ID.but(help="k6 used prof-test, which no certctl seed creates"),
+        ACME_H1,
+        PER_CLIENT,
     ),
     profiles={
         "smoke": {"vus": 5, "duration_s": 3.0},

@@ -345,8 +345,6 @@ SCENARIO = Scenario(
           "ES256 (or RS256/EdDSA) account key",
     executor=CONSTANT_VUS,
     parameters=(
-        ACME_H1,
-        PER_CLIENT,
         VUS.but(help="virtual users, one ACME account each, closed loop"),
         DURATION,
         SLEEP.but(help="think time after each iteration (0: as fast as the server answers)"),
@@ -357,6 +355,8 @@ SCENARIO = Scenario(
         Param("finalize", FLAG, False, "finalize with a CSR: certctl answers 500 "
                                        "serverInternal (see preflight)"),
         _acme.PROFILE_ID.but(help="ACME profile in the URL path (trust_authenticated mode)"),
+        ACME_H1,
+        PER_CLIENT,
     ),
     profiles={
         "smoke": {"vus": 4, "duration_s": 3.0, "sleep_s": 0.1},

@@ -88,8 +88,6 @@ SCENARIO = Scenario(
     sends="per agent: `POST .../heartbeat` every 60 s, `GET .../work` every 30 s",
     executor=AGENT_FLEET,
     parameters=(
-        REST_H2,
-        AGENT_CONNECTION,
         fixture_size("fleet_size", f"agents in seed/{agent_storm.FLEET_SQL}, one connection "
                                    "each (plan: 5,000)"),
         DURATION,
@@ -100,6 +98,8 @@ SCENARIO = Scenario(
                                            "(certctl's agent: 60)"),
         Param("poll_s", NUMBER, 30.0, "seconds between an agent's work polls "
                                       "(certctl's agent: 30)"),
+        REST_H2,
+        AGENT_CONNECTION,
     ),
     profiles={
         # smoke: a tenth of the real intervals, so a short run holds whole heartbeat cycles

@@ -57,12 +57,12 @@ SCENARIO = Scenario(
     sends="`POST /api/v1/agents/{id}/heartbeat`",
     executor=ARRIVAL_RATE,
     parameters=(
-        REST_H2,
-        AGENT_CONNECTION,
         RATE.but(help="heartbeats per second, open loop (certctl's plan: 5,000 agents / 30 s)"),
         DURATION,
         fixture_size("fleet_size", f"agents in seed/{FLEET_SQL} (plan: 5,000)"),
         MAX_VUS,
+        REST_H2,
+        AGENT_CONNECTION,
     ),
     profiles={
         "smoke": {"rate": 167.0, "duration_s": 10.0, "fleet_size": 500},

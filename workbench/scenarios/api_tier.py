@@ -56,11 +56,11 @@ SCENARIO = Scenario(
     sends="`POST /api/v1/certificates` and `GET /api/v1/certificates?per_page=50`, alternating",
     executor=ARRIVAL_RATE,
     parameters=(
-        REST_H2,
-        PER_CLIENT,
         RATE.but(help="requests per second, creates and lists alternating (k6: 100 in total)"),
         DURATION,
         MAX_VUS,
+        REST_H2,
+        PER_CLIENT,
     ),
     profiles={
         "smoke": {"rate": 20.0, "duration_s": 3.0},

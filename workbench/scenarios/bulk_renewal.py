@@ -92,8 +92,6 @@ SCENARIO = Scenario(
     sends="`POST /api/v1/certificates/bulk-renew`",
     executor=ARRIVAL_RATE,
     parameters=(
-        REST_H2,
-        PER_CLIENT,
         RATE.but(help="bulk-renew calls per second, open loop (certctl's plan: 5/s for 5 min)"),
         DURATION,
         fixture_size("bulk_size", f"certificates in seed/{CERTS_SQL} (plan: 10,000)"),
@@ -103,6 +101,8 @@ SCENARIO = Scenario(
         Param("issuer_id", NAME, "iss-local", "criteria mode: the issuer"),
         Param("ids_per_request", INTEGER, 50, "ids mode: certificate ids per call"),
         MAX_VUS,
+        REST_H2,
+        PER_CLIENT,
     ),
     profiles={
         "smoke": {"rate": 5.0, "duration_s": 4.0, "bulk_size": 200},
