@@ -103,7 +103,8 @@ SCENARIO = Scenario(
     ),
     profiles={
         # smoke: a tenth of the real intervals, so a short run holds whole heartbeat cycles
-        "smoke": {"fleet_size": 100, "duration_s": 12.0, "heartbeat_s": 6.0, "poll_s": 3.0},
+        "smoke": {"fleet_size": 100, "duration_s": 12.0, "heartbeat_s": 6.0, "poll_s": 3.0,
+                  "start_window_s": 0.5},
         "canonical": {"fleet_size": 5000, "duration_s": 300.0},
         # 50,000 connections: more than one process's open files here, so several shards
         "fleet_50k": {"fleet_size": 50000, "duration_s": 300.0},
