@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
                                                acme_orders,http2,fixtures,telemetry,
-                                               priority,capacity-search]
+                                               priority,capacity-search,fleet]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -22,7 +22,9 @@ Sections (details in each module's docstring):
 - priority: ``workbench drive`` at 1,000 req/s against a 5 ms server while a busy loop holds
   every core, with the driver's own protection off and on, interleaved (``bench_driver.py``);
 - capacity-search: ``drive --find-capacity`` against slot servers of known capacity K / H,
-  the answer's error beside the truth (``bench_capacity.py``).
+  the answer's error beside the truth (``bench_capacity.py``);
+- fleet: agents one driver core holds at certctl's real intervals (a connection each, h2),
+  against a constant-arrival-rate control, and memory per connection (``bench_fleet.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -45,7 +47,7 @@ from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
-            "http2", "fixtures", "telemetry", "priority", "capacity-search")
+            "http2", "fixtures", "telemetry", "priority", "capacity-search", "fleet")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -153,6 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         orders = bench_acme_orders.bench(q)
         bench_acme_orders.print_tables(orders)
         bars += bench_acme_orders.bars(orders)
+    if "fleet" in chosen:
+        from benchmarks import bench_fleet
+
+        bench_fleet.print_fleet(bench_fleet.bench_fleet(
+            *((bench_fleet.QUICK_SIZES, 20.0) if q else ())))
     if "http2" in chosen:
         from benchmarks import bench_http2
 

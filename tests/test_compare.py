@@ -284,3 +284,15 @@ def test_compare_notebook_takes_one_path_a_side_from_the_papermill_cli(tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     text = (tmp_path / "out.ipynb").read_text()
     assert "slower" in text and a["run_id"] in text and b["run_id"] in text
+
+
+def test_runs_over_different_protocols_are_not_comparable_unless_forced():
+    a = make_record(seed=1)
+    b = make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2, scale=1.3) | {
+        "protocol": "h2"}
+    result = compare.compare([a], [b])
+    assert result.verdict == "not comparable"
+    assert result.reasons == ["different protocols: h1, h2"]
+    assert compare.compare([a], [b], force=True).verdict == "slower"
+    imported = b | {"protocol": None}
+    assert "different protocols: h1, unknown" in compare.comparability([a], [imported])

@@ -155,6 +155,7 @@ def test_timing_identity_holds_for_every_row(tmp_path, executor):
 
 def test_executors_are_registered_by_name_and_a_spec_finds_its_own():
     from workbench.driver.executors import (
+        AgentFleet,
         ConstantArrivalRate,
         ConstantVUs,
         RampingArrivalRate,
@@ -168,12 +169,14 @@ def test_executors_are_registered_by_name_and_a_spec_finds_its_own():
                                           stages=((1.0, 5.0),)),
         "constant-vus": DriveSpec("http://x", ABC, executor="constant-vus", vus=1,
                                   duration_s=1),
+        "agent-fleet": DriveSpec("http://x", ABC[:2], executor="agent-fleet", agents=1,
+                                 duration_s=1),
     }
     assert set(specs) == set(EXECUTORS)
     classes = {name: executor_type(spec) for name, spec in specs.items()}
     assert classes == {"constant-arrival-rate": ConstantArrivalRate,
                        "ramping-arrival-rate": RampingArrivalRate,
-                       "constant-vus": ConstantVUs}
+                       "constant-vus": ConstantVUs, "agent-fleet": AgentFleet}
     assert all(cls.name == name for name, cls in classes.items())
     scripted = DriveSpec("http://x", ABC, executor="constant-vus", vus=1, duration_s=1,
                          script="any.module:factory")  # not loaded here

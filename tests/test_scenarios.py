@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -380,3 +381,31 @@ def test_run_all_gives_a_parameter_only_to_the_scenarios_that_take_it():
         name for name in scenarios.names() if "rate" in scenarios.get(name).takes}
     assert {"agent_storm", "api_tier", "bulk_renewal"} <= {n for n, own in planned.items() if own}
     assert all(own in ({}, {"rate": 7.0}) for own in planned.values())
+
+
+def test_every_scenario_takes_a_protocol_and_connection_model_with_real_client_defaults():
+    for name in scenarios.names():
+        scenario = scenarios.get(name)
+        smoke = scenario.defaults("smoke")
+        settings = scenario.executor_settings(smoke)
+        assert settings["protocol"] == smoke["protocol"] in ("h1", "h2")
+        assert settings["connection_per_client"] is smoke["connection_per_client"]
+        # certctl's agents, CLI and k6 tier speak h2; certbot speaks HTTP/1.1 to ACME
+        assert smoke["protocol"] == ("h1" if name.startswith("acme") else "h2"), name
+        assert smoke["connection_per_client"] is name.startswith("agent"), name
+        overridden = scenario.params_for("smoke", {"protocol": "h1"})
+        assert scenario.executor_settings(overridden)["protocol"] == "h1"
+        with pytest.raises(WorkbenchError, match="protocol must be one of h1, h2"):
+            scenario.params_for("smoke", {"protocol": "h3"})
+
+
+def test_a_scenario_without_a_protocol_or_with_extra_profiles():
+    storm = scenarios.get("agent_storm")
+    bare = tuple(p for p in storm.parameters if p.name != "protocol")
+    with pytest.raises(WorkbenchError, match="parameters must include protocol"):
+        dataclasses.replace(storm, parameters=bare)
+    big = dataclasses.replace(storm, profiles=dict(storm.profiles) | {
+        "huge": {"rate": 1.0, "duration_s": 1.0, "fleet_size": 9}})
+    assert big.defaults("huge")["fleet_size"] == 9
+    with pytest.raises(WorkbenchError, match="profiles must include smoke, canonical"):
+        dataclasses.replace(storm, profiles={"smoke": storm.profiles["smoke"]})

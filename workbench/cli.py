@@ -228,7 +228,7 @@ def _drive_spec(args, rate: float, duration_s: float):
         rate=rate, duration_s=duration_s, max_vus=args.vus, timeout_s=args.timeout,
         ca_file=args.ca_file, insecure=args.insecure,
         token_env=preflight.TOKEN_ENV if args.send_token else None, scenario="adhoc",
-        protocol=args.protocol)
+        protocol=args.protocol, connection_per_client=args.connection_per_client)
 
 
 def cmd_drive(args) -> int:
@@ -472,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--send-token", action="store_true",
                    help="send CERTCTL_TOKEN as a Bearer token to this URL (https://, or plain "
                         "http:// to this machine only)")
+    d.add_argument("--connection-per-client", action="store_true",
+                   help="each VU its own connection (default: a shared pool)")
     d.add_argument("--out", help="output folder (default: runs/adhoc_<id>)")
     d.add_argument("--threshold", action="append", default=[], metavar="'[METRIC] EXPR'",
                    help="a k6 threshold, repeatable: 'p(95)<500' (response time, ms) or a "

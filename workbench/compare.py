@@ -110,6 +110,9 @@ def comparability(a: Sequence[Mapping], b: Sequence[Mapping]) -> list[str]:
     if len(fingerprints) > 1:
         reasons.append("different machines (fingerprints "
                        + ", ".join(f"{f} {n}" for f, n in sorted(fingerprints.items())) + ")")
+    protocols = {r.get("protocol") or "unknown" for r in records}
+    if len(protocols) > 1:  # HTTP/1.1 and HTTP/2 load a server differently: not one baseline
+        reasons.append(f"different protocols: {', '.join(sorted(protocols))}")
     params = {r["parameters_hash"]: r["parameters"] for r in records}
     if len(params) > 1:
         keys = sorted({k for p in params.values() for k in p

@@ -71,8 +71,14 @@ class HttpEngine:
     name = "workbench-http1"  # in results: which engine measured
 
     def __init__(self, base_url: str, *, ca_file: str | None = None, insecure: bool = False,
-                 timeout_s: float = 10.0) -> None:
+                 timeout_s: float = 10.0, local_host: str | None = None) -> None:
         parts = urlsplit(base_url)
+        # the source address of every connection: more than one address lifts the ~28,000
+        # local ports one (source, destination) pair allows (the fleet's loopback aliases)
+        self.local_addr = (local_host, 0) if local_host else None
+        self.opened = self.open_failed = 0
+        self.clients: list[Http1Client] = []
+        self.handshakes_ns: list[int] = []  # TCP connect + TLS handshake, per connection
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         default_port = self.port == (443 if parts.scheme == "https" else 80)
@@ -131,11 +137,25 @@ class HttpEngine:
         by the server (RFC 9112 9.3.1). Its latency still counts from the first send."""
         self._send_on_new(request, done, started_ns)
 
-    async def _connect(self) -> _Connection:
-        _, conn = await asyncio.wait_for(self.loop.create_connection(
-            lambda: _Connection(self), self.host, self.port, ssl=self.ssl,
-            server_hostname=self.host if self.ssl else None), self.timeout_ns / 1e9)
+    async def _connect(self, owner: HttpEngine | Http1Client | None = None) -> _Connection:
+        started = time.perf_counter_ns()
+        try:
+            _, conn = await asyncio.wait_for(self.loop.create_connection(
+                lambda: _Connection(self, owner or self), self.host, self.port, ssl=self.ssl,
+                server_hostname=self.host if self.ssl else None, local_addr=self.local_addr),
+                self.timeout_ns / 1e9)
+        except BaseException:
+            self.open_failed += 1
+            raise
+        self.opened += 1
+        self.handshakes_ns.append(time.perf_counter_ns() - started)
         return conn
+
+    def client(self) -> Http1Client:
+        """A sender with its own connection (a virtual agent's), opened on first use."""
+        client = Http1Client(self)
+        self.clients.append(client)
+        return client
 
     async def _connect_and_send(self, request: PreparedRequest, done: Done,
                                 started_ns: int | None = None) -> None:
@@ -187,6 +207,8 @@ class HttpEngine:
         connecting = list(self.connecting)
         for task in connecting:
             task.cancel()
+        for client in self.clients:
+            client.close()
         for conn in list(self.connections):
             conn.fail(ERR["cancelled"])
             conn.close()
@@ -196,15 +218,105 @@ class HttpEngine:
         await asyncio.sleep(0)  # let transports finish closing
 
 
-class _Connection(asyncio.Protocol):
-    """One HTTP/1.1 connection: at most one request in flight (no pipelining)."""
+class Http1Client:
+    """One virtual user's (or agent's) own connection, with the engine's ``send`` contract.
 
-    __slots__ = ("engine", "transport", "buf", "closed", "done", "state", "status", "ctype",
-                 "nbytes", "remaining", "keep_alive", "head_only", "want_body", "parts",
-                 "sent_ns", "want_head", "head", "request", "reused", "interim")
+    HTTP/1.1 carries one request at a time: a request sent while the connection is busy (or
+    still opening) waits for it, and its latency from the intended start says so. The
+    connection is reopened after a loss; ``close()`` ends it.
+    """
+
+    __slots__ = ("engine", "conn", "waiting", "connecting", "closed")
 
     def __init__(self, engine: HttpEngine) -> None:
         self.engine = engine
+        self.closed = False
+        self.conn: _Connection | None = None
+        self.waiting: list[tuple[PreparedRequest, Done, int]] = []
+        self.connecting: asyncio.Task | None = None
+
+    async def open(self) -> None:
+        """Connect now (a failure is left to the first ``send``)."""
+        if self.conn is None or self.conn.closed:
+            try:
+                self.conn = await self.engine._connect(self)
+            except Exception:  # noqa: BLE001 - counted by the engine, retried by send
+                self.conn = None
+
+    def send(self, request: PreparedRequest, done: Done) -> None:
+        started = time.perf_counter_ns()
+        conn = self.conn
+        if (conn is not None and not conn.closed and conn.done is None and not self.waiting
+                and not conn.transport.is_closing()):
+            conn.send(request, done, started)
+            return
+        self.waiting.append((request, done, started))
+        if conn is None or conn.closed:
+            self._reopen()
+
+    def retry(self, request: PreparedRequest, done: Done, started_ns: int) -> None:
+        """The idle connection was already closed by the server (RFC 9112 9.3.1): send
+        ``request`` again, first, on the reopened one; its latency counts from the first send."""
+        self.waiting.insert(0, (request, done, started_ns))
+        self._reopen()
+
+    def _reopen(self) -> None:
+        if self.connecting is None and not self.closed:
+            self.connecting = self.engine.loop.create_task(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        try:
+            self.conn = await self.engine._connect(self)
+        except asyncio.CancelledError:
+            self._fail_waiting(ERR["cancelled"])
+            raise
+        except BaseException as exc:  # every failure is an outcome, never a crash
+            self._fail_waiting(classify_exception(exc))
+            return
+        finally:
+            self.connecting = None
+        self.release(self.conn)
+
+    def _fail_waiting(self, error: int) -> None:
+        waiting, self.waiting = self.waiting, []
+        for _, done, _ in waiting:
+            done(0, None, 0, None, error, None)
+
+    def release(self, conn: _Connection) -> None:
+        """The connection is free: send the next waiting request on it."""
+        conn.reused = True
+        if self.waiting:
+            request, done, started = self.waiting.pop(0)
+            conn.send(request, done, started)
+
+    def forget(self, conn: _Connection) -> None:
+        """The connection closed: reopen it for the requests waiting for it."""
+        if self.waiting:
+            self._reopen()
+
+    def close(self) -> None:
+        """End the connection; requests on it or waiting for it get ``cancelled``."""
+        self.closed = True
+        if self.connecting is not None:
+            self.connecting.cancel()
+        self._fail_waiting(ERR["cancelled"])
+        if self.conn is not None:
+            self.conn.fail(ERR["cancelled"])
+            self.conn.close()
+            self.conn = None
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/1.1 connection: at most one request in flight (no pipelining)."""
+
+    __slots__ = ("engine", "owner", "transport", "buf", "closed", "done", "state", "status",
+                 "ctype",
+                 "nbytes", "remaining", "keep_alive", "head_only", "want_body", "parts",
+                 "sent_ns", "want_head", "head", "request", "reused", "interim")
+
+    def __init__(self, engine: HttpEngine, owner: HttpEngine | Http1Client) -> None:
+        self.engine = engine
+        self.owner = owner  # who gets the connection back when a response ends
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.closed = False
@@ -385,7 +497,7 @@ class _Connection(asyncio.Protocol):
         self.state = _IDLE
         body = b"".join(self.parts) if self.parts is not None else None
         if self.keep_alive and not self.buf and not self.closed:
-            self.engine.release(self)  # first, so the callback's next request can reuse it
+            self.owner.release(self)  # first, so the callback's next request can reuse it
         else:
             self.close()
         done(self.status, self.ctype, self.nbytes, body, 0,
@@ -407,10 +519,14 @@ class _Connection(asyncio.Protocol):
             self.engine.forget(self)
             if self.transport is not None:
                 self.transport.abort()
+            if self.owner is not self.engine:
+                self.owner.forget(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        was_closed, self.closed = self.closed, True
         self.engine.forget(self)
+        if not was_closed and self.owner is not self.engine:
+            self.engine.loop.call_soon(self.owner.forget, self)
         done = self.done
         if done is None:
             return
@@ -421,7 +537,7 @@ class _Connection(asyncio.Protocol):
             # no byte of an answer: the server closed this idle connection as the request left
             self.done = None
             self.state = _IDLE
-            self.engine.retry(self.request, done, self.sent_ns)
+            self.owner.retry(self.request, done, self.sent_ns)
         else:
             self.fail(ERR["tls"] if isinstance(exc, ssl.SSLError) else ERR["reset"])
 

@@ -274,8 +274,14 @@ class Http2Engine:
     def __init__(self, base_url: str, *, ca_file: str | None = None, insecure: bool = False,
                  timeout_s: float = 10.0, connections: int = 1,
                  stream_window: int = STREAM_WINDOW,
-                 connection_window: int = CONNECTION_WINDOW) -> None:
+                 connection_window: int = CONNECTION_WINDOW, local_host: str | None = None
+                 ) -> None:
         parts = urlsplit(base_url)
+        # the source address of every connection: more than one address lifts the ~28,000
+        # local ports one (source, destination) pair allows (the fleet's loopback aliases)
+        self.local_addr = (local_host, 0) if local_host else None
+        self.opened = self.open_failed = 0
+        self.handshakes_ns: list[int] = []  # TCP connect + TLS handshake, per connection
         self.tls = parts.scheme == "https"
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if self.tls else 80)
@@ -386,15 +392,22 @@ class Http2Engine:
         return conn
 
     async def _connect(self, conn: _Connection) -> None:
+        started = time.perf_counter_ns()
         try:
             await asyncio.wait_for(self.loop.create_connection(
                 lambda: conn, self.host, self.port, ssl=self.ssl,
-                server_hostname=self.host if self.ssl else None), self.timeout_ns / 1e9)
+                server_hostname=self.host if self.ssl else None, local_addr=self.local_addr),
+                self.timeout_ns / 1e9)
         except asyncio.CancelledError:
+            self.open_failed += 1
             conn.lose(ERR["cancelled"])
             raise
         except BaseException as exc:  # every failure is an outcome, never a crash
+            self.open_failed += 1
             conn.lose(classify_exception(exc))
+        else:
+            self.opened += 1
+            self.handshakes_ns.append(time.perf_counter_ns() - started)
 
     def forget(self, conn: _Connection) -> None:
         self.connections.discard(conn)

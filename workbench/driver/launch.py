@@ -41,6 +41,7 @@ from typing import IO
 import pyarrow.parquet as pq
 
 from workbench import hdr, jsonio
+from workbench.driver import limits
 from workbench.driver.result import (
     REQUESTS_FILE,
     RESULT_FILE,
@@ -74,9 +75,13 @@ _PROGRESS_LINE = re.compile(r"^\[driver\] .*\bsent \d+")
 def auto_shards(spec: DriveSpec) -> int:
     """Processes for a spec: enough for its peak request rate, at most one per core."""
     if not spec.open_loop:
-        return 1
+        return limits.shards_needed(spec)
     need = math.ceil(spec.peak_rate * spec.steps / SHARD_CAPACITY_RPS)
-    return max(1, min(os.cpu_count() or 1, need))
+    if spec.executor == "agent-fleet":  # requests/s of the steady state
+        need = math.ceil(spec.agents * (1 / spec.heartbeat_s + 1 / spec.poll_s)
+                         / SHARD_CAPACITY_RPS)
+    # more processes than cores where the open-files limit demands them
+    return max(1, min(os.cpu_count() or 1, need), limits.shards_needed(spec))
 
 
 def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
@@ -102,6 +107,7 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
         drive_on_cluster(spec, out_dir, cluster, shards=shards, env=env, echo=echo)
         return load_result(out_dir)
     n = shards or auto_shards(spec)
+    limits.check_limits(spec, n)  # before any process starts or any load is sent
     dirs = [out_dir] if n == 1 else [out_dir / f"shard-{k}" for k in range(n)]
     child_env = os.environ | spec.secret_env() | (env or {})  # secret headers: not in spec.json
     procs = [subprocess.Popen(

@@ -104,6 +104,7 @@ class ShardReport(TypedDict):
     engine: str
     loop: str | None
     pid: int
+    connections: NotRequired[dict[str, Any]]  # opened, open_failed, handshake_hist, ...
     # the scripted executor's extras
     problems: NotRequired[dict[str, dict[str, int]]]
     script_timings: NotRequired[dict[str, dict[str, Any]]]
@@ -202,6 +203,8 @@ class DriveResult(TypedDict):
     valid: bool  # every check passed
     invalid_reasons: list[str]  # the failed checks, in words
     script: NotRequired[ScriptSummary]
+    # connections opened (per client: one per VU or agent) and TCP + TLS handshake times
+    connections: NotRequired[dict[str, Any]]
 
 
 def iso(epoch_ns: int | None) -> str | None:
@@ -434,7 +437,22 @@ def merge_reports(spec: DriveSpec, reports: list[ShardReport], started_at: str |
         "valid": not reasons,
         "invalid_reasons": reasons,
     }
-    return result | _script_summary(spec, reports)  # type: ignore[return-value]
+    return result | _script_summary(spec, reports) | _connections(reports)  # type: ignore
+
+
+def _connections(reports: list[ShardReport]) -> dict:
+    """Connections opened by every shard, failures to open, handshake percentiles (ms)."""
+    parts = [r["connections"] for r in reports if r.get("connections")]
+    if not parts:
+        return {}
+    hist = hdr.merge(p["handshake_hist"] for p in parts)
+    return {"connections": {
+        "per_client": any(p["per_client"] for p in parts),
+        "clients": sum(p["clients"] for p in parts),
+        "opened": sum(p["opened"] for p in parts),
+        "open_failed": sum(p["open_failed"] for p in parts),
+        "handshake_ms": hdr.percentiles_ms(hist, (50, 90, 99)),
+        "handshake_hist": hdr.encode(hist)}}
 
 
 def _script_summary(spec: DriveSpec, reports: list[ShardReport]) -> dict:

@@ -78,6 +78,8 @@ def planned_arrivals(spec: DriveSpec) -> int:
     """Arrivals (iterations) an open-loop spec schedules in total, over all shards."""
     if spec.executor == "ramping-arrival-rate":
         return ramping_count(spec.start_rate, spec.stages)
+    if spec.executor == "agent-fleet":
+        return len(fleet_events(spec)[0])
     return math.ceil(spec.rate * spec.duration_s - 1e-9)
 
 
@@ -100,3 +102,37 @@ def blocks(spec: DriveSpec, shard: int = 0, shards: int = 1, size: int = 4096
     for first in range(shard, total, size * shards):
         indices = np.arange(first, min(total, first + size * shards), shards, dtype=np.int64)
         yield indices, offsets_for(spec, indices)
+
+
+def fleet_starts_s(spec: DriveSpec) -> np.ndarray:
+    """Agent i's start offset (s): evenly over one heartbeat interval (``spread``: the steady
+    state) or over ``start_window_s`` (``fleet_restart``: every agent reconnecting at once)."""
+    window = spec.heartbeat_s if spec.fleet_start == "spread" else spec.start_window_s
+    return np.arange(spec.agents, dtype=np.float64) * (window / max(spec.agents, 1))
+
+
+def fleet_events(spec: DriveSpec, shard: int = 0, shards: int = 1
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """One shard's agent-fleet schedule, in time order: ``(offsets_ns, templates)``.
+
+    Agent i (shard ``i mod shards``) starting at s sends its heartbeat (template 2i) at
+    s + k * heartbeat_s and its work poll (template 2i+1) at s + k * poll_s, k = 0, 1, ...,
+    while the offset is inside the run, as certctl's agent does from its start; in the
+    ``spread`` steady state its polls run at (s mod poll_s) + k * poll_s.
+    """
+    agents = np.arange(shard, spec.agents, shards, dtype=np.int64)
+    starts = fleet_starts_s(spec)[agents]
+    run = float(spec.duration_s)
+    offsets, templates = [], []
+    # spread: agents started long ago, so within the run an agent's poll phase is its
+    # heartbeat phase modulo poll_s (a run of whole minutes holds exactly 1 heartbeat : 2 polls)
+    first = {0: starts, 1: starts % spec.poll_s if spec.fleet_start == "spread" else starts}
+    for kind, every in ((0, spec.heartbeat_s), (1, spec.poll_s)):
+        ks = np.arange(max(1, math.ceil(run / every)), dtype=np.float64)
+        at = first[kind][:, None] + every * ks[None, :]
+        keep = at < run
+        offsets.append(at[keep])
+        templates.append(np.broadcast_to((2 * agents + kind)[:, None], at.shape)[keep])
+    offsets_s, template = np.concatenate(offsets), np.concatenate(templates)
+    order = np.argsort(offsets_s, kind="stable")
+    return np.round(offsets_s[order] * 1e9).astype(np.int64), template[order].astype(np.int64)

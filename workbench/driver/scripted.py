@@ -108,7 +108,7 @@ class ScriptHost(Protocol):
     origin: str
 
     async def request(self, tag: str, path: str, body: bytes | None,
-                      headers: dict[str, str] | None) -> Response: ...
+                      headers: dict[str, str] | None, vu: int = 0) -> Response: ...
 
     def timing(self, name: str, ns: int) -> None: ...
 
@@ -141,7 +141,7 @@ class VirtualUser:
     async def request(self, tag: str, path: str, body: bytes | None = None,
                       headers: dict[str, str] | None = None) -> Response:
         """Send one request as template ``tag`` describes it; recorded like any other."""
-        return await self._run.request(tag, path, body, headers)
+        return await self._run.request(tag, path, body, headers, self.index)
 
     def timing(self, name: str, ns: int) -> None:
         """Record ``ns`` nanoseconds of client-side work ``name`` (reported as ``<name>_ms``)."""

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from workbench import hdr, jsonio
+from workbench.driver import limits
 from workbench.driver.engine import Engine
 from workbench.driver.executors.base import Progress, StartInstant
 from workbench.driver.http1 import HttpEngine
@@ -64,7 +65,9 @@ def run_shard(spec: DriveSpec, out_dir: Path, shard: int = 0, shards: int = 1, *
     Whatever fails, the samples taken so far are written and the report says ``failed``.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    _raise_fd_limit(spec.concurrency + 256)
+    limits.check_limits(spec, shards)
+    limits.raise_open_files(limits.connections_per_process(spec, shards) + limits.RESERVE_FDS)
+    local_host = limits.source_host(spec, shard)
     if token is None:
         token = os.environ.get(spec.token_env, "") if spec.token_env else ""
     recorder = Recorder(sorted({t.tag for t in spec.templates}), out_dir / REQUESTS_FILE)
@@ -72,10 +75,10 @@ def run_shard(spec: DriveSpec, out_dir: Path, shard: int = 0, shards: int = 1, *
         from workbench.driver.http2 import Http2Engine
 
         engine = Http2Engine(spec.base_url, ca_file=spec.ca_file, insecure=spec.insecure,
-                             timeout_s=spec.timeout_s)
+                             timeout_s=spec.timeout_s, local_host=local_host)
     elif engine is None:
         engine = HttpEngine(spec.base_url, ca_file=spec.ca_file, insecure=spec.insecure,
-                            timeout_s=spec.timeout_s)
+                            timeout_s=spec.timeout_s, local_host=local_host)
     run = executor_type(spec)(spec, engine, recorder, shard=shard, shards=shards, token=token,
                               progress=progress)
     if start is None:
@@ -112,16 +115,6 @@ def run_shard(spec: DriveSpec, out_dir: Path, shard: int = 0, shards: int = 1, *
     report = run.report(time.perf_counter() - wall0, time.process_time() - cpu0, status)
     report["host"] = socket.gethostname()
     return report
-
-
-def _raise_fd_limit(want: int) -> None:
-    """One descriptor per connection: lift the soft limit (often 1024) toward the hard one."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        target = want if hard == resource.RLIM_INFINITY else min(want, hard)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
 def _die_with_parent(parent_pid: int) -> None:

@@ -24,7 +24,9 @@ from workbench import jsonio
 from workbench.errors import WorkbenchError
 
 SPEC_SCHEMA_VERSION = 1
-EXECUTORS = ("constant-arrival-rate", "ramping-arrival-rate", "constant-vus")  # k6's names
+EXECUTORS = ("constant-arrival-rate", "ramping-arrival-rate", "constant-vus",  # k6's names
+             "agent-fleet")  # ours: each agent its own open-loop schedule
+FLEET_STARTS = ("spread", "fleet_restart")  # agents' first requests over one heartbeat, or a herd
 SCRIPTED = "scripted"  # the executor of a spec with a ``script``: constant-vus, scripted
 PROTOCOLS = ("h1", "h2")  # HTTP/1.1; HTTP/2 (ALPN h2 over TLS, prior knowledge over http://)
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods, header names
@@ -124,6 +126,12 @@ class DriveSpec:
     script: str = ""
     script_params: dict[str, Any] = field(default_factory=dict)  # JSON values, never a secret
     protocol: str = "h1"
+    connection_per_client: bool = False  # each VU (agent) its own connection, not a shared pool
+    agents: int = 0  # agent-fleet: templates 2i and 2i+1 are agent i's heartbeat and work poll
+    heartbeat_s: float = 60.0
+    poll_s: float = 30.0
+    fleet_start: str = "spread"  # FLEET_STARTS
+    start_window_s: float = 5.0  # fleet_restart: every agent's first requests within this
 
     @property
     def kind(self) -> str:
@@ -133,6 +141,11 @@ class DriveSpec:
     @property
     def open_loop(self) -> bool:
         return self.executor != "constant-vus"
+
+    @property
+    def clients(self) -> int:
+        """Clients of the run: agents (agent-fleet), else VUs (max VUs for an open loop)."""
+        return self.agents if self.executor == "agent-fleet" else self.concurrency
 
     @property
     def run_s(self) -> float:

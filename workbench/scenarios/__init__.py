@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from workbench import seed
 from workbench.driver import RequestTemplate
+from workbench.driver.spec import PROTOCOLS
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:  # pandas only where a table is made: every driver process imports the
@@ -34,6 +35,7 @@ if TYPE_CHECKING:  # pandas only where a table is made: every driver process imp
 
 ARRIVAL_RATE = "constant-arrival-rate"  # open loop: ``rate`` iterations per second
 CONSTANT_VUS = "constant-vus"  # closed loop: ``vus`` users, each iterating after the last ended
+AGENT_FLEET = "agent-fleet"  # open loop per agent: certctl's heartbeat and work-poll loop
 PROFILES = ("smoke", "canonical")  # every scenario has both
 CUSTOM = "custom"  # the profile of a run whose parameters differ from the profile it names
 # The two 429 shapes certctl sends, as the driver counts them (status and content type): its
@@ -102,6 +104,18 @@ MAX_VUS = Param("max_vus", INTEGER, 200, "open loop: most iterations in flight; 
                                          "beyond them is dropped, and counted")
 VUS = Param("vus", INTEGER, None, "virtual users, closed loop")
 SLEEP = Param("sleep_s", NUMBER, 1.0, "think time after each iteration", zero_ok=True)
+# Every scenario declares both (its own default, and why in its help): what certctl's real
+# clients speak, and whether each of them holds a connection of its own.
+PROTOCOL = Param("protocol", NAME, None, "h1 (HTTP/1.1) or h2 (HTTP/2)", choices=PROTOCOLS)
+PER_CLIENT = Param("connection_per_client", FLAG, False,
+                   "each virtual user its own connection (false: a shared pool)")
+REQUIRED = (PROTOCOL.name, PER_CLIENT.name)
+REST_H2 = PROTOCOL.but(default="h2", help="h2: certctl's CLI and agents (Go, ForceAttemptHTTP2) "
+                                          "and its k6 tier speak HTTP/2 over TLS")
+ACME_H1 = PROTOCOL.but(default="h1", help="h1: certbot (Python requests), the ACME client "
+                                          "certctl's docs lead with, speaks HTTP/1.1 only")
+AGENT_CONNECTION = PER_CLIENT.but(default=True, help="each agent its own connection, as "
+                                                     "certctl's agents (false: a shared pool)")
 
 
 def fixture_size(name: str, help: str) -> Param:
@@ -182,7 +196,7 @@ class Scenario:
     title: str
     description: str  # what it sends and why, the notebook's introduction
     sends: str  # the requests in a few words, for README's table
-    executor: str  # ARRIVAL_RATE or CONSTANT_VUS
+    executor: str  # ARRIVAL_RATE, CONSTANT_VUS or AGENT_FLEET
     parameters: tuple[Param, ...]
     profiles: Mapping[str, Mapping[str, Any]]  # PROFILES, each over the parameters' defaults
     thresholds: Mapping[str, Sequence[str]]  # k6 syntax, the notebook's default
@@ -207,9 +221,15 @@ class Scenario:
     def __post_init__(self) -> None:
         """Refuse a module whose profiles do not fit its parameters."""
         object.__setattr__(self, "_by_name", {p.name: p for p in self.parameters})
-        if sorted(self.profiles) != sorted(PROFILES):
-            raise WorkbenchError(f"scenario {self.name}: profiles must be {', '.join(PROFILES)}")
-        for profile in PROFILES:
+        missing = [p for p in PROFILES if p not in self.profiles]
+        if missing:
+            raise WorkbenchError(f"scenario {self.name}: profiles must include "
+                                 f"{', '.join(PROFILES)}")
+        for name in REQUIRED:
+            if name not in self._by_name:
+                raise WorkbenchError(f"scenario {self.name}: parameters must include {name} "
+                                     "(its default: what certctl's real clients do)")
+        for profile in self.profiles:
             self.defaults(profile)
 
     @property
@@ -270,8 +290,17 @@ class Scenario:
     def executor_settings(self, params: Mapping) -> dict:
         """The DriveSpec fields of this scenario's executor, from its parameters."""
         settings: dict = {"executor": self.executor, "steps": self.steps,
-                          "duration_s": float(params["duration_s"])}
-        if self.executor == CONSTANT_VUS:
+                          "duration_s": float(params["duration_s"]),
+                          "protocol": params["protocol"],
+                          "connection_per_client": bool(params["connection_per_client"])}
+        if self.executor == AGENT_FLEET:
+            agents = int(params[self.size_param])
+            settings |= {"agents": agents, "max_vus": 2 * agents,  # each agent's two loops
+                         "heartbeat_s": float(params["heartbeat_s"]),
+                         "poll_s": float(params["poll_s"]),
+                         "fleet_start": params["start"],
+                         "start_window_s": float(params["start_window_s"])}
+        elif self.executor == CONSTANT_VUS:
             vus = int(params["vus"])
             settings |= {"vus": vus, "max_vus": vus, "sleep_s": float(params["sleep_s"])}
             if self.script:

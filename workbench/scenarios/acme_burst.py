@@ -8,8 +8,10 @@ from collections.abc import Mapping
 from workbench import seed
 from workbench.driver import RequestTemplate
 from workbench.scenarios import (
+    ACME_H1,
     CONSTANT_VUS,
     DURATION,
+    PER_CLIENT,
     RATE_LIMITED,
     SLEEP,
     VUS,
@@ -69,6 +71,8 @@ SCENARIO = Scenario(
         SLEEP.but(help="think time after each iteration, as certctl's k6 ACME script sleeps"),
         fixture_size("ari_size", "ARI fixture certificates the iterations cycle through"),
         _acme.PROFILE_ID,
+        ACME_H1,
+        PER_CLIENT,
     ),
     profiles={
         "smoke": {"vus": 20, "duration_s": 3.0, "ari_size": 100},

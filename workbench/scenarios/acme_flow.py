@@ -5,7 +5,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from workbench.driver import RequestTemplate
-from workbench.scenarios import CONSTANT_VUS, DURATION, SLEEP, VUS, Scenario, _acme
+from workbench.scenarios import (
+    ACME_H1,
+    CONSTANT_VUS,
+    DURATION,
+    PER_CLIENT,
+    SLEEP,
+    VUS,
+    Scenario,
+    _acme,
+)
 
 K6_CERT_ID = "aaaa.bbbb"  # k6's synthetic renewal-info id: well-formed, names no certificate
 
@@ -33,6 +42,8 @@ SCENARIO = Scenario(
         DURATION,
         SLEEP.but(help="k6: sleep(1) after each iteration"),
         _acme.PROFILE_ID.but(help="k6 used prof-test, which no certctl seed creates"),
+        ACME_H1,
+        PER_CLIENT,
     ),
     profiles={
         "smoke": {"vus": 5, "duration_s": 3.0},

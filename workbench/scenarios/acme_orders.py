@@ -31,10 +31,12 @@ from workbench.driver import RequestTemplate
 from workbench.driver.scripted import Response, VirtualUser, problem_type
 from workbench.jws import ALLOWED_ALGS, AccountKey, b64u
 from workbench.scenarios import (
+    ACME_H1,
     CONSTANT_VUS,
     DURATION,
     FLAG,
     NAME,
+    PER_CLIENT,
     SLEEP,
     VUS,
     Note,
@@ -353,6 +355,8 @@ SCENARIO = Scenario(
         Param("finalize", FLAG, False, "finalize with a CSR: certctl answers 500 "
                                        "serverInternal (see preflight)"),
         _acme.PROFILE_ID.but(help="ACME profile in the URL path (trust_authenticated mode)"),
+        ACME_H1,
+        PER_CLIENT,
     ),
     profiles={
         "smoke": {"vus": 4, "duration_s": 3.0, "sleep_s": 0.1},

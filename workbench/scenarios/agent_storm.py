@@ -8,10 +8,12 @@ from collections.abc import Mapping
 from workbench import seed
 from workbench.driver import RequestTemplate
 from workbench.scenarios import (
+    AGENT_CONNECTION,
     ARRIVAL_RATE,
     DURATION,
     MAX_VUS,
     RATE,
+    REST_H2,
     Scenario,
     fixture_size,
 )
@@ -59,6 +61,8 @@ SCENARIO = Scenario(
         DURATION,
         fixture_size("fleet_size", f"agents in seed/{FLEET_SQL} (plan: 5,000)"),
         MAX_VUS,
+        REST_H2,
+        AGENT_CONNECTION,
     ),
     profiles={
         "smoke": {"rate": 167.0, "duration_s": 10.0, "fleet_size": 500},

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from workbench import seed
 from workbench.driver import RequestTemplate
-from workbench.scenarios import ARRIVAL_RATE, DURATION, MAX_VUS, RATE, Scenario
+from workbench.scenarios import ARRIVAL_RATE, DURATION, MAX_VUS, PER_CLIENT, RATE, REST_H2, Scenario
 
 RESET_SQL = "04_api_tier_reset.sql"
 _CREATED = ("api_certificates", "SELECT count(*) FROM managed_certificates"
@@ -59,6 +59,8 @@ SCENARIO = Scenario(
         RATE.but(help="requests per second, creates and lists alternating (k6: 100 in total)"),
         DURATION,
         MAX_VUS,
+        REST_H2,
+        PER_CLIENT,
     ),
     profiles={
         "smoke": {"rate": 20.0, "duration_s": 3.0},

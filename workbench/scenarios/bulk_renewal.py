@@ -18,7 +18,9 @@ from workbench.scenarios import (
     MAX_VUS,
     NAME,
     NUMBER,
+    PER_CLIENT,
     RATE,
+    REST_H2,
     Note,
     Param,
     Scenario,
@@ -121,6 +123,8 @@ SCENARIO = Scenario(
         Param("drain_timeout_s", NUMBER, 60.0, "after the timed phase, wait at most this long "
                                                "for the renewal jobs to drain (0: do not wait)",
               zero_ok=True),
+        REST_H2,
+        PER_CLIENT,
     ),
     profiles={
         "smoke": {"rate": 5.0, "duration_s": 4.0, "bulk_size": 200, "drain_timeout_s": 10.0},

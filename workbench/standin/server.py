@@ -332,6 +332,56 @@ async def agent_heartbeat(request: web.Request) -> web.Response:
     return json_response(200, {"status": "heartbeat_recorded"})
 
 
+# certctl's JobRepository.ClaimPendingByAgentID, what it means: Pending deployment jobs of the
+# agent (its own, or through its targets) are claimed and flipped to Running, AwaitingCSR
+# renewal/issuance jobs of certificates mapped to its targets are listed. certctl v2.0.71 puts
+# FOR UPDATE on the UNION of the first two, which PostgreSQL refuses, so every real work poll
+# answers 500; the stand-in locks each part on its own and answers what certctl means to.
+_CLAIM_PENDING = (
+    "SELECT id, type, certificate_id, target_id, status, created_at FROM jobs"
+    " WHERE id IN (SELECT id FROM jobs WHERE agent_id = %(a)s AND status = 'Pending'"
+    " AND type = 'Deployment' FOR UPDATE SKIP LOCKED)"
+    " OR id IN (SELECT j.id FROM jobs j JOIN deployment_targets dt ON j.target_id = dt.id"
+    " WHERE j.agent_id IS NULL AND j.status = 'Pending' AND j.type = 'Deployment'"
+    " AND dt.agent_id = %(a)s FOR UPDATE OF j SKIP LOCKED) ORDER BY created_at"
+)
+_MARK_RUNNING = "UPDATE jobs SET status = 'Running', started_at = %s WHERE id = ANY(%s)"
+_AWAITING_CSR = (
+    "SELECT j.id, j.type, j.certificate_id, j.target_id, j.status FROM jobs j"
+    " WHERE j.status = 'AwaitingCSR' AND j.type IN ('Renewal', 'Issuance') AND EXISTS ("
+    " SELECT 1 FROM certificate_target_mappings ctm JOIN deployment_targets dt"
+    " ON ctm.target_id = dt.id WHERE ctm.certificate_id = j.certificate_id"
+    " AND dt.agent_id = %(a)s) ORDER BY j.created_at FOR UPDATE OF j SKIP LOCKED"
+)
+
+
+async def agent_work(request: web.Request) -> web.Response:
+    """``GET /api/v1/agents/{id}/work``: ``{"count": n, "jobs": [...]}`` (Go map: sorted keys).
+
+    An unknown agent is a 500 "Failed to get pending work", as certctl's wrapped lookup error.
+    """
+    agent_id = request.match_info["id"]
+    try:
+        async with request.app[POOL].connection() as conn:
+            found = await (await conn.execute("SELECT 1 FROM agents WHERE id = %s",
+                                              (agent_id,))).fetchone()
+            if found is None:
+                return handler_error(request, 500, "Failed to get pending work")
+            async with conn.transaction():
+                cur = conn.cursor(row_factory=dict_row)
+                pending = await (await cur.execute(_CLAIM_PENDING, {"a": agent_id})).fetchall()
+                if pending:
+                    await conn.execute(_MARK_RUNNING, (datetime.now(UTC),
+                                                       [j["id"] for j in pending]))
+                awaiting = await (await cur.execute(_AWAITING_CSR, {"a": agent_id})).fetchall()
+    except psycopg.Error as exc:
+        log.error("work poll failed: agent_id=%s: %s", agent_id, exc)
+        return handler_error(request, 500, "Failed to get pending work")
+    jobs = [{"id": j["id"], "type": j["type"], "certificate_id": j["certificate_id"],
+             "target_id": j["target_id"], "status": j["status"]} for j in pending + awaiting]
+    return json_response(200, {"count": len(jobs), "jobs": jobs})
+
+
 def _add_routes(app: web.Application) -> None:
     """One line per endpoint here; certificates and ACME register theirs in their modules."""
     app.router.add_get("/health", health)
@@ -340,6 +390,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/auth/info", auth_info)
     app.router.add_get("/api/v1/auth/check", auth_check)
     app.router.add_post("/api/v1/agents/{id}/heartbeat", agent_heartbeat)
+    app.router.add_get("/api/v1/agents/{id}/work", agent_work)
     certificates.add_routes(app)
     acme.add_routes(app)
     acme_orders.add_routes(app)

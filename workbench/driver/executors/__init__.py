@@ -7,17 +7,19 @@ name                       load                                     module
 ``ramping-arrival-rate``   open loop, piecewise-linear rate         ``ramping_arrival_rate``
 ``constant-vus``           closed loop, fixed steps per iteration   ``constant_vus``
 ``scripted``               closed loop, Python per iteration        ``scripted``
+``agent-fleet``            open loop per agent, certctl's agent     ``agent_fleet``
 =========================  =======================================  ==========================
 
 They share one lifecycle (``base.Executor``); the two open-loop executors share their
-timer-paced arrivals (``arrival_rate``). Importing this package registers all four.
+timer-paced arrivals (``arrival_rate``). Importing this package registers all five.
 """
 
+from workbench.driver.executors.agent_fleet import AgentFleet
 from workbench.driver.executors.base import Executor, local_share
 from workbench.driver.executors.constant_arrival_rate import ConstantArrivalRate
 from workbench.driver.executors.constant_vus import ConstantVUs
 from workbench.driver.executors.ramping_arrival_rate import RampingArrivalRate
 from workbench.driver.executors.scripted import Scripted
 
-__all__ = ["ConstantArrivalRate", "ConstantVUs", "Executor", "RampingArrivalRate", "Scripted",
-           "local_share"]
+__all__ = ["AgentFleet", "ConstantArrivalRate", "ConstantVUs", "Executor", "RampingArrivalRate",
+           "Scripted", "local_share"]

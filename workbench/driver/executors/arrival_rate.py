@@ -36,6 +36,7 @@ class ArrivalRateExecutor(Executor):
         self._times: list[int] = []  # intended perf_counter ns of the current block
         self._indices: list[int] = []  # their global arrival numbers
         self._pos = 0
+        self._free = list(range(self.max_busy))  # VU slots not busy (per client: connections)
 
     def warm_connections(self) -> int:
         """``pre_allocated_vus`` (or a few, from the peak rate), this shard's share of them."""
@@ -89,14 +90,15 @@ class ArrivalRateExecutor(Executor):
     def _arrive(self, index: int, intended: int) -> None:
         self.iterations += 1
         base = index * self.steps
-        if self.busy >= self.max_busy:
+        if not self._free:
             self.iterations_dropped += 1
             self.scheduled += self.steps
             for j in range(self.steps):
                 self.rec.dropped(intended, self.tag_of[(base + j) % self.n_templates])
             return
         self.busy += 1
-        self._issue(intended, base, 0)
+        self._issue(intended, base, 0, self._free.pop())
 
-    def _iteration_over(self) -> None:
+    def _iteration_over(self, slot: int) -> None:
         self.busy -= 1
+        self._free.append(slot)

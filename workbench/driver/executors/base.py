@@ -29,6 +29,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import ClassVar
 
+import numpy as np
 import psutil
 
 from workbench import hdr
@@ -118,6 +119,9 @@ class Executor:
         self._tick = 1
         self._gc_thresholds: tuple[int, ...] | None = None
         self._sleep_s = spec.sleep_s
+        self.per_client = spec.connection_per_client
+        self.senders: list = []  # per client: VU (slot) k sends on senders[k], its own connection
+        self.client_count = 0
 
     # -- what a subclass says -----------------------------------------------------------------
     @classmethod
@@ -140,6 +144,14 @@ class Executor:
         """Start the schedule at ``self.t0``; set ``schedule_done`` when it is over."""
         raise NotImplementedError
 
+    def clients(self) -> int:
+        """Clients with a connection of their own (per client): one per VU."""
+        return self.vus
+
+    async def open_clients(self) -> None:
+        """Per client: one sender each, all connected before the start (the fleet: later)."""
+        await asyncio.gather(*(sender.open() for sender in self.senders))
+
     def idle(self) -> bool:
         """Nothing left to wait for once the schedule is done."""
         return self.in_flight == 0
@@ -154,7 +166,11 @@ class Executor:
         self.schedule_done = loop.create_future()
         self.drained = loop.create_future()
         try:
-            await self.engine.start(self.warm_connections())
+            await self.engine.start(0 if self.per_client else self.warm_connections())
+            if self.per_client:
+                self.senders = [self.engine.client() for _ in range(self.clients())]
+                self.client_count = len(self.senders)
+                await self.open_clients()
             self.rec.warm_up()
             await self.set_up()
             start_epoch = await start() if start else None
@@ -228,14 +244,16 @@ class Executor:
             self.schedule_done.set_result(None)
 
     # -- one request of a template iteration --------------------------------------------------
-    def _issue(self, intended: int, base: int, step: int) -> None:
+    def _issue(self, intended: int, base: int, step: int, slot: int = 0) -> None:
         t = (base + step) % self.n_templates
         self.scheduled += 1
         self.in_flight += 1
         send = self.now()
-        self.engine.send(self.prepared[t], partial(self._done, intended, send, base, step, t))
+        sender = self.senders[slot] if self.senders else self.engine
+        sender.send(self.prepared[t], partial(self._done, intended, send, base, step, t, slot))
 
-    def _done(self, intended: int, send: int, base: int, step: int, t: int, status: int,
+    def _done(self, intended: int, send: int, base: int, step: int, t: int, slot: int,
+              status: int,
               content_type: bytes | None, nbytes: int, body: bytes | None, error: int,
               head: bytes | None) -> None:
         end = self.now()
@@ -250,17 +268,17 @@ class Executor:
                 self.rec.add_totals(tag, body, self.fields[t])
         step += 1
         if step < self.steps and not self.stopping:
-            self._issue(end, base, step)  # the next step was ready when this one ended
+            self._issue(end, base, step, slot)  # the next step was ready when this one ended
             return
         if self._sleep_s and not self.stopping:
-            self.loop.call_later(self._sleep_s, self._iteration_over)
+            self.loop.call_later(self._sleep_s, self._iteration_over, slot)
         else:
-            self._iteration_over()
+            self._iteration_over(slot)
         if self.in_flight == 0 and self.schedule_done.done() and not self.drained.done():
             self.drained.set_result(None)
 
-    def _iteration_over(self) -> None:
-        """An iteration (and its think time) ended: free its VU, or start its next one."""
+    def _iteration_over(self, slot: int) -> None:
+        """An iteration (and its think time) ended: free VU ``slot``, or start its next one."""
         raise NotImplementedError
 
     # -- monitoring ---------------------------------------------------------------------------
@@ -333,11 +351,24 @@ class Executor:
             "cpu_peak_fraction": round(self.cpu_peak, 4),
             "rss_start_bytes": self.rss_start, "rss_peak_bytes": self.rss_peak,
             "vus": self.vus,
+            "connections": self.connection_stats(),
             "timer": self.timer_kind,
             "engine": self.engine.name,
             "loop": type(self.loop).__module__.split(".")[0] if self.loop else None,
             "pid": os.getpid(),
         }
+
+
+    def connection_stats(self) -> dict:
+        """Connections the engine opened (and failed to), and their handshake times."""
+        hist = hdr.new()
+        times = getattr(self.engine, "handshakes_ns", None)
+        if times:
+            hdr.record_array(hist, np.asarray(times, dtype=np.int64) // 1000)
+        return {"per_client": self.per_client, "clients": self.client_count,
+                "opened": getattr(self.engine, "opened", 0),
+                "open_failed": getattr(self.engine, "open_failed", 0),
+                "handshake_hist": hdr.encode(hist)}
 
 
 def _anchor() -> tuple[int, int]:

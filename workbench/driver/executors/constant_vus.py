@@ -47,10 +47,10 @@ class ConstantVUs(Executor):
         self.loop.call_later(delay + self.spec.run_s, self._schedule_over)
 
     def _start_vus(self) -> None:
-        for _ in range(self.vus):
-            self._iterate()
+        for slot in range(self.vus):
+            self._iterate(slot)
 
-    def _iterate(self) -> None:
+    def _iterate(self, slot: int) -> None:
         now = self.now()
         if self.stopping or now >= self.end_ns:
             self.busy -= 1  # this VU retires
@@ -58,7 +58,7 @@ class ConstantVUs(Executor):
         index = self.shard + self.shards * self._local_iteration  # global iteration number
         self._local_iteration += 1
         self.iterations += 1
-        self._issue(now, index * self.steps, 0)
+        self._issue(now, index * self.steps, 0, slot)
 
-    def _iteration_over(self) -> None:
-        self._iterate()
+    def _iteration_over(self, slot: int) -> None:
+        self._iterate(slot)

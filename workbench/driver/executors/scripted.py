@@ -130,8 +130,10 @@ class Scripted(ConstantVUs):
 
     # -- what a VU calls (workbench.driver.scripted.ScriptHost) ---------------------------------
     async def request(self, tag: str, path: str, body: bytes | None,
-                      headers: dict[str, str] | None) -> Response:
-        """Send one request as template ``tag`` describes it and wait for its response."""
+                      headers: dict[str, str] | None, vu: int = 0) -> Response:
+        """Send one request as template ``tag`` describes it and wait for its response.
+
+        ``vu``: the global index of the VU asking (per client: its own connection)."""
         if self.stopping:
             raise Stopped
         try:
@@ -146,7 +148,8 @@ class Scripted(ConstantVUs):
         self.scheduled += 1
         self.in_flight += 1
         send = self.now()
-        self.engine.send(prepared, partial(self._answered, answer, intended, send, tag_index,
+        sender = self.senders[(vu - self.shard) // self.shards] if self.senders else self.engine
+        sender.send(prepared, partial(self._answered, answer, intended, send, tag_index,
                                            template.expect))
         return await answer
 
