@@ -33,8 +33,9 @@ def test_seed_grows_then_a_reseed_at_a_smaller_size_leaves_that_many(embedded_en
 @pytest.mark.parametrize(("argv", "message"), [
     (["seed", "bulk_renewal", "--size", "1000001"],
      "error: parameter bulk_size must be an integer in 1..1000000, got 1000001"),
-    (["seed", "api_tier", "--size", "10"], "error: api_tier has no sized fixture; scenarios "
-                                          "with one: acme_burst, agent_storm, bulk_renewal"),
+    (["seed", "api_tier", "--size", "10"],
+     "error: api_tier has no sized fixture; scenarios with one: acme_burst, agent_fleet, "
+     "agent_storm, bulk_renewal"),
     (["seed", "nope", "--size", "10"], "error: unknown scenario 'nope'"),
 ])
 def test_bad_seed_input_is_one_error_line_before_any_write(embedded_env, capsys, argv, message):

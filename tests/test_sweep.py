@@ -39,7 +39,7 @@ def test_a_sweep_runs_once_per_size_and_draws_latency_against_it(embedded_env,
 @pytest.mark.parametrize(("argv", "message"), [
     (["run", "api_tier", "--fixture-sizes", "10,20"],
      "error: api_tier has no sized fixture to sweep; scenarios with one: acme_burst, "
-     "agent_storm, bulk_renewal"),
+     "agent_fleet, agent_storm, bulk_renewal"),
     (["run", "agent_storm", "--fixture-sizes", "10,x"],
      "error: --fixture-sizes must be integers separated by commas"),
     (["run", "agent_storm", "--fixture-sizes", "10,-1"],

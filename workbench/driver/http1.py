@@ -314,9 +314,10 @@ class _Connection(asyncio.Protocol):
                  "nbytes", "remaining", "keep_alive", "head_only", "want_body", "parts",
                  "sent_ns", "want_head", "head", "request", "reused", "interim")
 
-    def __init__(self, engine: HttpEngine, owner: HttpEngine | Http1Client) -> None:
+    def __init__(self, engine: HttpEngine, owner: HttpEngine | Http1Client | None = None
+                 ) -> None:
         self.engine = engine
-        self.owner = owner  # who gets the connection back when a response ends
+        self.owner = owner or engine  # who gets the connection back when a response ends
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.closed = False
