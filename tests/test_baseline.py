@@ -56,8 +56,9 @@ def test_commit_files_the_record_renders_the_table_and_commits_without_pushing(r
     assert "0123456789ab" in log and "2026-11-26T12:00:00" in log
     assert git(repo, "status", "--porcelain") == ""
     table = (repo / "baselines" / "README.md").read_text()
-    assert "| agent_storm | heartbeat | 1.50 | 3.50 | 7.25 | 0.0000 | 167.0 | 2026-11-26 12:00 |" \
-        " 0123456789ab | stand-in | x86_64-2c-24g-abcd1234 | measured | yes |" in table
+    assert "| agent_storm | heartbeat | 1.50 | 3.50 | 7.25 | 0.0000 | 167.0 | h1 |" \
+        " 2026-11-26 12:00 | 0123456789ab | stand-in | x86_64-2c-24g-abcd1234 | measured | yes |" \
+        in table
     assert git(repo, "remote") == ""  # nothing to push to, and nothing tried
 
 
@@ -274,3 +275,16 @@ def test_render_writes_the_table_atomically(repo, monkeypatch):
     monkeypatch.undo()
     baseline.render(repo)
     assert readme.read_text() == before
+
+
+def test_the_table_says_what_kind_of_numbers_each_machine_gave(repo):
+    baseline.commit(write_run(repo, record()), repo)  # its target answered on 127.0.0.1
+    remote = record(run_id="20261126T130000Z_agent_storm_2b3c4d5e")
+    remote["target"]["url"] = "https://certctl.example.test:8443"
+    remote["machine"]["name"] = "x86_64-2c-24g-ffff0000"
+    baseline.commit(write_run(repo, remote), repo)
+    lines = (repo / "baselines" / "README.md").read_text().split("## Machines", 1)[1]
+    local = next(line for line in lines.splitlines() if "x86_64-2c-24g-abcd1234" in line)
+    away = next(line for line in lines.splitlines() if "x86_64-2c-24g-ffff0000" in line)
+    assert "test CPU" in local and "co-located" in local and "lower bounds" in local
+    assert "another host" in away and "co-located" not in away

@@ -79,8 +79,9 @@ def test_imported_run_is_committed_and_tabled_as_imported(tmp_path):
     dest = baseline.commit(run_dir, repo)
     assert dest.parent == repo / "baselines" / "gh-ubuntu-latest" / "api_tier"
     table = (repo / "baselines" / "README.md").read_text()
-    assert ("| api_tier | issuance_acceptance | 4.44 | 11.90 | 24.78 |  |  | 2026-05-02 14:30 |"
-            " 0a1b2c3d4e5f | certctl | gh-ubuntu-latest | k6 import | yes |") in table
+    assert ("| api_tier | issuance_acceptance | 4.44 | 11.90 | 24.78 |  |  | unknown |"
+            " 2026-05-02 14:30 | 0a1b2c3d4e5f | certctl | gh-ubuntu-latest | k6 import | yes |"
+            ) in table
     again = subprocess.run([sys.executable, "-m", "workbench.cli", "import-k6",
                             str(HANDLE_SUMMARY), "--scenario", "api_tier", "--started-at",
                             "2026-05-02T14:30:00Z"], capture_output=True, text=True, env=env,

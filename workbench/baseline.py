@@ -20,6 +20,7 @@ import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from workbench import capacity_record
 from workbench.errors import WorkbenchError
@@ -29,7 +30,7 @@ from workbench.record import RECORD_FILE, SCHEMA_VERSION, migrate, validate
 __all__ = ["RECORD_FILE", "SCHEMA_VERSION", "commit", "load_record", "render", "render_table"]
 
 TABLE_HEADER = ("scenario", "endpoint", "p50 ms", "p95 ms", "p99 ms", "error rate", "req/s",
-                "date (UTC)", "commit", "target", "machine", "source", "valid")
+                "protocol", "date (UTC)", "commit", "target", "machine", "source", "valid")
 
 
 def git(root: Path, *args: str, check: bool = True) -> str:
@@ -132,10 +133,11 @@ def render_table(root: Path) -> str:
         for endpoint, e in sorted(r["endpoints"].items()):
             rows.append((r["scenario"], endpoint, _fmt(e["p50"]), _fmt(e["p95"]), _fmt(e["p99"]),
                          _fmt(e["error_rate"], 4), _fmt(e["achieved_rps"], 1),
+                         r.get("protocol") or "unknown",
                          r["run"]["started_at"][:16].replace("T", " "),
                          (r["target"].get("commit") or "unknown")[:12], r["target"]["kind"],
                          r["machine"]["name"], _source(r), _valid(r)))
-    rows.sort(key=lambda row: (row[0], row[1], row[7], row[10]))  # stable: ties keep path order
+    rows.sort(key=lambda row: (row[0], row[1], row[8], row[11]))  # stable: ties keep path order
     lines = [
         "# Measured baselines",
         "",
@@ -151,7 +153,49 @@ def render_table(root: Path) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += capacity_record.table(root)
+    lines += machines_section(root)
     return "\n".join(lines) + "\n"
+
+
+LOOPBACK_HOSTS = ("localhost", "::1", "[::1]")
+
+
+def _colocated(record: dict) -> bool:
+    """Whether the target answered on this machine's loopback: it shared the driver's cores."""
+    host = urlsplit(str(record["target"].get("url") or "")).hostname or ""
+    return host.startswith("127.") or host in LOOPBACK_HOSTS
+
+
+def machines_section(root: Path) -> list[str]:
+    """What kind of numbers each machine's rows are: its hardware, and whether the target
+    shared it with the driver (co-located) or was measured across a network."""
+    machines: dict[str, tuple[dict, set[bool]]] = {}
+    paths = [*(root / "baselines").glob("*/*/*.json"),
+             *(root / "baselines").glob("*/*/capacity/*.json")]
+    for path in sorted(paths):
+        r = json.loads(path.read_text())
+        if r.get("source", {}).get("imported"):
+            continue  # an import's machine is unknown
+        facts, where = machines.setdefault(r["machine"]["name"], (r["machine"], set()))
+        where.add(_colocated(r))
+    if not machines:
+        return []
+    lines = ["", "## Machines", ""]
+    for name, (m, where) in sorted(machines.items()):
+        hardware = (f"{m.get('cpu_model') or 'unknown CPU'}, {m.get('cores')} cores, "
+                    f"{m.get('memory_gib')} GiB, {m.get('virtualisation') or 'bare metal'}, "
+                    f"kernel {m.get('kernel')}")
+        if where == {True}:
+            kind = ("co-located: the target, its PostgreSQL and the workbench's driver shared "
+                    "these cores (the driver at real-time priority, pinned to one core), so "
+                    "these are lower bounds for what the target does on hardware of its own; "
+                    "compare them only with rows of the same machine name")
+        elif where == {False}:
+            kind = "the target on another host: the numbers include the network between them"
+        else:
+            kind = "some rows co-located with the target, some across a network"
+        lines.append(f"- `{name}`: {hardware}. {kind}.")
+    return lines
 
 
 def render(root: Path, check: bool = False) -> bool:
