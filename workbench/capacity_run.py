@@ -423,26 +423,13 @@ def execute(scenario: str, profile: str, target_url: str | None, ca_file: str | 
 
     import papermill
 
-    from workbench import preflight, run, scenarios
-    from workbench.paths import notebooks_dir, project_root, runs_dir
+    from workbench import run
+    from workbench.paths import notebooks_dir, project_root
 
-    spec = scenarios.get(scenario)
-    overrides = dict(overrides)
-    thresholds = overrides.pop("thresholds", None)
-    if thresholds is not None:
-        analysis.parse_thresholds(thresholds)
-    params = spec.params_for(profile, overrides)
-    scenario_options(spec, params, options)  # bad input: refused before any load
-    target = preflight.resolve_target(target_url, ca_file, insecure)
-    identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
-                                   **spec.preflight_args(params))
-    for warning in identity["warnings"]:
-        print(f"warning: {warning}", file=sys.stderr)
-    if spec.needs_database:
-        preflight.check_database(target, parents="fixture_parents" in spec.traps)
-    run_dir = runs_dir() / run.new_run_id(f"{scenario}_capacity")
-    run_dir.mkdir(parents=True)
-    run.write_preflight(run_dir, spec.name, params, identity)
+    _, _, thresholds, run_dir = run.prepare(
+        scenario, profile, overrides, target_url, ca_file, insecure, strict,
+        label=f"{scenario}_capacity",
+        check=lambda spec, params: scenario_options(spec, params, options))  # before any load
     out_nb = run_dir / NOTEBOOK
     code = 0
     try:

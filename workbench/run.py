@@ -18,7 +18,7 @@ import secrets
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -536,6 +536,38 @@ def database_facts(dsn: str | None) -> dict | None:
     return {"server_version": facts.pop("server_version"), "settings": facts}
 
 
+def prepare(scenario: str, profile: str, overrides: Mapping | None, target_url: str | None,
+            ca_file: str | None, insecure: bool, strict: bool,
+            identity: Mapping | None = None, label: str | None = None,
+            check: Callable[[scenarios.Scenario, dict], object] | None = None
+            ) -> tuple[scenarios.Scenario, dict, Mapping | None, Path]:
+    """Everything before a run's notebook: parameters and thresholds checked (and ``check``,
+    a caller's own), preflight once (unless ``identity`` says what an earlier check found),
+    and a new run folder holding ``preflight.json``. Bad input and an unfit target are refused
+    here, before any load. Returns the scenario, its parameters, the thresholds override and
+    the run folder (named ``<run id>_<label or scenario>``)."""
+    spec = scenarios.get(scenario)
+    overrides = dict(overrides or {})
+    thresholds = overrides.pop("thresholds", None)
+    if thresholds is not None:
+        analysis.parse_thresholds(thresholds)
+    params = spec.params_for(profile, overrides)
+    if check is not None:
+        check(spec, params)
+    if identity is None:
+        target = preflight.resolve_target(target_url, ca_file, insecure)
+        identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
+                                       **spec.preflight_args(params))  # before any load
+        for warning in identity["warnings"]:
+            print(f"warning: {warning}", file=sys.stderr)
+        if spec.needs_database:
+            preflight.check_database(target, parents="fixture_parents" in spec.traps)
+    run_dir = runs_dir() / new_run_id(label or scenario)
+    run_dir.mkdir(parents=True)
+    write_preflight(run_dir, spec.name, params, identity)
+    return spec, params, thresholds, run_dir
+
+
 def execute(scenario: str, profile: str, target_url: str | None = None,
             ca_file: str | None = None, insecure: bool = False,
             overrides: Mapping | None = None, strict: bool = False,
@@ -551,23 +583,8 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
     """
     import papermill
 
-    spec = scenarios.get(scenario)
-    overrides = dict(overrides or {})
-    thresholds = overrides.pop("thresholds", None)
-    if thresholds is not None:
-        analysis.parse_thresholds(thresholds)
-    params = spec.params_for(profile, overrides)
-    if identity is None:
-        target = preflight.resolve_target(target_url, ca_file, insecure)
-        identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
-                                       **spec.preflight_args(params))  # before any load
-        for warning in identity["warnings"]:
-            print(f"warning: {warning}", file=sys.stderr)
-        if spec.needs_database:
-            preflight.check_database(target, parents="fixture_parents" in spec.traps)
-    run_dir = runs_dir() / new_run_id(scenario)
-    run_dir.mkdir(parents=True)
-    write_preflight(run_dir, spec.name, params, identity)
+    spec, params, thresholds, run_dir = prepare(scenario, profile, overrides, target_url,
+                                                ca_file, insecure, strict, identity)
     out_nb = run_dir / spec.notebook
     started = time.monotonic()
     code = 0
