@@ -419,34 +419,17 @@ def execute(scenario: str, profile: str, target_url: str | None, ca_file: str | 
     """``workbench run SCENARIO --find-capacity``: preflight once, then the capacity notebook
     through papermill into a new run folder, and its HTML report. Returns the run folder, the
     exit code and the conclusion (None when the notebook failed)."""
-    import sys
-
-    import papermill
-
     from workbench import run
-    from workbench.paths import notebooks_dir, project_root
 
     _, _, thresholds, run_dir = run.prepare(
         scenario, profile, overrides, target_url, ca_file, insecure, strict,
         label=f"{scenario}_capacity",
         check=lambda spec, params: scenario_options(spec, params, options))  # before any load
     out_nb = run_dir / NOTEBOOK
-    code = 0
-    try:
-        papermill.execute_notebook(
-            str(notebooks_dir() / NOTEBOOK), str(out_nb),
-            parameters={"scenario": scenario, "profile": profile, "target_url": target_url,
-                        "ca_file": ca_file, "insecure": insecure, "run_dir": str(run_dir),
-                        "params": overrides, "thresholds": thresholds,
-                        "options": dict(options)},
-            kernel_name="python3", progress_bar=False, log_output=False,
-            stdout_file=sys.stdout, stderr_file=sys.stderr, cwd=str(project_root()))
-    except papermill.PapermillExecutionError as exc:
-        print(f"notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}",
-              file=sys.stderr)
-        code = 1
-    if out_nb.exists():
-        run.render_html(out_nb, run_dir / "report.html")
+    code = run.execute_notebook(NOTEBOOK, out_nb, {
+        "scenario": scenario, "profile": profile, "target_url": target_url, "ca_file": ca_file,
+        "insecure": insecure, "run_dir": str(run_dir), "params": overrides,
+        "thresholds": thresholds, "options": dict(options)})
     conclusion = None
     if (run_dir / CAPACITY_FILE).exists() and code == 0:
         import json

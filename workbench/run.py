@@ -581,23 +581,32 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
     all`` found it (checked once for every scenario); ``seed_fixtures=False`` only resets what
     an earlier run changed (``workbench run all`` seeds once).
     """
-    import papermill
 
     spec, params, thresholds, run_dir = prepare(scenario, profile, overrides, target_url,
                                                 ca_file, insecure, strict, identity)
     out_nb = run_dir / spec.notebook
     started = time.monotonic()
+    code = execute_notebook(spec.notebook, out_nb, {
+        "target_url": target_url, "ca_file": ca_file, "insecure": insecure, "profile": profile,
+        "run_dir": str(run_dir), "seed_fixtures": seed_fixtures, **params,
+        **({"thresholds": thresholds} if thresholds is not None else {})})
+    print(f"[workbench] {scenario} ({profile}) took {time.monotonic() - started:.1f} s",
+          file=sys.stderr)
+    return run_dir, code
+
+
+def execute_notebook(name: str, out_nb: Path, parameters: Mapping) -> int:
+    """Run ``notebooks/<name>`` through papermill into ``out_nb``, then its HTML report beside
+    it; 0, or 1 when a cell raised (a breached threshold). The kernel writes the driver's live
+    line to this terminal too, in the terminal's way."""
+    import papermill
+
     code = 0
-    # the kernel writes the driver's live line to this terminal too, in the terminal's way
     progress_was = os.environ.get(PROGRESS_ENV)
     os.environ[PROGRESS_ENV] = "tty" if sys.stderr.isatty() else "lines"
     try:
         papermill.execute_notebook(
-            str(notebooks_dir() / spec.notebook), str(out_nb),
-            parameters={"target_url": target_url, "ca_file": ca_file, "insecure": insecure,
-                        "profile": profile, "run_dir": str(run_dir),
-                        "seed_fixtures": seed_fixtures, **params,
-                        **({"thresholds": thresholds} if thresholds is not None else {})},
+            str(notebooks_dir() / name), str(out_nb), parameters=dict(parameters),
             kernel_name="python3", progress_bar=False, log_output=False,
             stdout_file=sys.stdout, stderr_file=sys.stderr, cwd=str(project_root()))
     except papermill.PapermillExecutionError as exc:
@@ -610,10 +619,8 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
         else:
             os.environ[PROGRESS_ENV] = progress_was
     if out_nb.exists():
-        render_html(out_nb, run_dir / "report.html")
-    print(f"[workbench] {scenario} ({profile}) took {time.monotonic() - started:.1f} s",
-          file=sys.stderr)
-    return run_dir, code
+        render_html(out_nb, out_nb.parent / "report.html")
+    return code
 
 
 def render_html(notebook: Path, html: Path) -> None:
