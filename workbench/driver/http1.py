@@ -65,6 +65,8 @@ def ssl_context(base_url: str, ca_file: str | None, insecure: bool) -> ssl.SSLCo
     return ctx
 
 
+CTYPE_CACHE_ENTRIES = 4096  # distinct Content-Type values remembered (as http2's blocks)
+
 class HttpEngine:
     """A keep-alive connection pool to one origin; connections are opened on demand."""
 
@@ -190,6 +192,8 @@ class HttpEngine:
             return None
         clean = self._ctypes.get(raw)
         if clean is None:
+            if len(self._ctypes) >= CTYPE_CACHE_ENTRIES:  # a server varying it cannot grow us
+                self._ctypes.clear()
             clean = self._ctypes[raw] = raw.split(b";", 1)[0].strip()
         return clean
 
