@@ -89,7 +89,7 @@ def test_target_killed_mid_run_counts_connect_errors_and_keeps_the_data(own_targ
 
     def kill() -> None:
         marks["killed_ns"] = time.time_ns()
-        os.kill(info.standin_pid, signal.SIGKILL)
+        os.kill(info.pid, signal.SIGKILL)
 
     result = drive(heartbeat_spec(info, 50, 4.0), tmp_path / "run",
                    env={"FAULT_TEST_TOKEN": token}, echo=once_sent(30, kill))
@@ -112,7 +112,7 @@ def test_target_restarted_mid_run_recovers_and_the_gap_shows_per_window(own_targ
 
     def kill() -> None:
         marks["killed_ns"] = time.time_ns()
-        os.kill(info.standin_pid, signal.SIGKILL)
+        os.kill(info.pid, signal.SIGKILL)
 
     def restart() -> None:
         target.up(state, port=info.port)

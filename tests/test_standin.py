@@ -294,8 +294,8 @@ def test_up_is_idempotent_and_status_reports_running(
     assert target.read_info(embedded_target_state) == embedded_target
     state = target.status(embedded_target_state)
     assert state["url"] == embedded_target.url
-    assert state["standin_pid"] == embedded_target.standin_pid
-    assert state["standin_alive"] and state["ready"] and state["pg_running"]
+    assert (state["kind"], state["pid"]) == ("stand-in", embedded_target.pid)
+    assert state["alive"] and state["ready"] and state["pg_running"]
     assert state["dsn"] == embedded_target.dsn
     info_json = json.loads((embedded_target_state / "target.json").read_text())
     token = target.read_token(embedded_target_state)

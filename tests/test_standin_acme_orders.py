@@ -363,7 +363,7 @@ def limited(embedded_target: TargetInfo, embedded_target_state: Path) -> Iterato
                 assert process.poll() is None and time.monotonic() < deadline
                 time.sleep(0.2)
         yield TargetInfo(url=url, host="127.0.0.1", port=port, ca_file=embedded_target.ca_file,
-                         dsn=embedded_target.dsn, standin_pid=process.pid,
+                         dsn=embedded_target.dsn, pid=process.pid,
                          pg_pgdata=embedded_target.pg_pgdata)
     finally:
         process.terminate()

@@ -442,7 +442,7 @@ def test_sampler_process_samples_every_source_and_writes_its_files(embedded_targ
     assert sidecar["sources"]["postgres"]["cost"]["server_cpu_ms_mean"] >= 0
     frame = telemetry.load_telemetry(tmp_path)
     pid = frame[(frame["source"] == "target_process") & (frame["metric"] == "pid")]["value"]
-    assert set(pid) == {embedded_target.standin_pid}
+    assert set(pid) == {embedded_target.pid}
     assert frame["t_ns"].is_monotonic_increasing
 
 
