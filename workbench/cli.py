@@ -28,14 +28,68 @@ def _positive(kind):
 def cmd_target(args) -> int:
     from workbench import target
 
+    certctl_only = [flag for flag, given in (("--keygen-mode", args.keygen_mode),
+                                             ("--certctl-env", args.certctl_env)) if given]
+    if args.action == "up" and (args.certctl or args.certctl_bin):
+        return _target_up_certctl(args)
+    if args.certctl or args.certctl_bin or certctl_only:
+        raise WorkbenchError(f"{(certctl_only or ['--certctl'])[0]} goes with `workbench target "
+                             "up --certctl PATH` (or --certctl-bin FILE)")
     if args.action == "up":
         info = target.up(port=args.port)
         print(f"stand-in certctl at {info.url} (CA file {info.ca_file}); database {info.dsn}")
     elif args.action == "down":
         target.down()
-        print("embedded target stopped (data kept)")
+        print("stopped every server the workbench started and PostgreSQL (data and builds kept)")
     else:
-        print(json.dumps(target.status(), indent=1, default=str))
+        state = target.status()
+        for server in ([state] if state["kind"] else []) + state["instances"]:
+            print(_server_line(server))
+        if not state["kind"]:
+            print("no current target (start one: workbench target up [--certctl PATH])")
+        print(json.dumps(state, indent=1, default=str))
+    return 0
+
+
+def _server_line(server: dict) -> str:
+    """One line naming a server the workbench started: kind, build, where, pid, database."""
+    build = (f" {server['version']} (commit {(server['commit'] or 'unknown')[:12]}"
+             f"{', modified' if server['modified'] else ''})" if server["kind"] == "certctl"
+             else "")
+    health = "ready" if server["ready"] else ("not ready" if server["alive"] else "not running")
+    return (f"{server['name']}: {server['kind']}{build} at {server['url']}, pid {server['pid']}"
+            f" ({health}), database {server['database']}")
+
+
+def _target_up_certctl(args) -> int:
+    """``target up --certctl PATH``: build (cached per commit) and run certctl as the target."""
+    import time
+
+    from workbench import certctl
+
+    if args.certctl and args.certctl_bin:
+        raise WorkbenchError("--certctl PATH builds from a checkout, --certctl-bin FILE runs a "
+                             "built server: give one")
+    env = {}
+    for item in args.certctl_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise WorkbenchError(f"--certctl-env {item!r}: write NAME=VALUE, e.g. "
+                                 "CERTCTL_RATE_LIMIT_ENABLED=true")
+        env[name] = value
+    echo = lambda line: print(line, flush=True)  # noqa: E731
+    started = time.monotonic()
+    made = certctl.build(args.certctl, echo=echo) if args.certctl else \
+        certctl.from_binary(args.certctl_bin)
+    if made.cached and args.certctl:
+        echo(f"cached build {made.key[:12]} ({made.version})")
+    info = certctl.up(made, port=args.port, keygen_mode=args.keygen_mode or "agent", env=env,
+                      echo=echo)
+    identity = info.identity or {}
+    print(f"certctl {identity.get('version', made.version)} (commit "
+          f"{(identity.get('commit') or made.commit or 'unknown')[:12]}) at {info.url} (CA file "
+          f"{info.ca_file}); database {info.database}; log {info.log_file}; "
+          f"up in {time.monotonic() - started:.1f} s")
     return 0
 
 
@@ -219,14 +273,17 @@ def _drive_spec(args, rate: float, duration_s: float):
     if args.cluster and any(is_secret_header(name) for name, _ in headers):
         raise WorkbenchError("a secret header (Authorization, Cookie, ...) cannot go to Dask "
                              "workers yet: spec.json never holds it; drop --cluster")
+    # The target `workbench target up` started, when the URL is on it: its CA and token
+    target = preflight.target_at(base, args.ca_file, args.insecure)
     if args.send_token:  # an ad-hoc URL gets the token only when the user says so
-        preflight.token_for(preflight.Target(url=base, ca_file=None, insecure=False,
-                                             embedded=False))
+        token = preflight.token_for(target)
+        if target.started is not None:  # the driver processes read it from the environment
+            os.environ[preflight.TOKEN_ENV] = token
     return driver.DriveSpec(
         base_url=base, templates=(driver.RequestTemplate(args.method.upper(), path, "adhoc",
                                                           args.body, headers),),
         rate=rate, duration_s=duration_s, max_vus=args.vus, timeout_s=args.timeout,
-        ca_file=args.ca_file, insecure=args.insecure,
+        ca_file=target.ca_file, insecure=args.insecure,
         token_env=preflight.TOKEN_ENV if args.send_token else None, scenario="adhoc",
         protocol=args.protocol, connection_per_client=args.connection_per_client)
 
@@ -424,9 +481,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("target", help="the embedded default target (stand-in + PostgreSQL)")
+    t = sub.add_parser("target", help="the target the workbench runs: the stand-in, or a "
+                                      "certctl build, over the embedded PostgreSQL")
     t.add_argument("action", choices=("up", "down", "status"))
     t.add_argument("--port", type=int, default=8443)
+    t.add_argument("--certctl", metavar="PATH",
+                   help="build certctl from this git checkout (cached per commit) and run it "
+                        "with the benchmark profile instead of the stand-in")
+    t.add_argument("--certctl-bin", metavar="FILE",
+                   help="run this built certctl server (its migrations/ beside it)")
+    t.add_argument("--keygen-mode", choices=("agent", "server"),
+                   help="certctl's CERTCTL_KEYGEN_MODE (default agent)")
+    t.add_argument("--certctl-env", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a certctl variable over the benchmark profile, repeatable (e.g. "
+                        "CERTCTL_RATE_LIMIT_ENABLED=true to measure the limiter)")
     t.set_defaults(func=cmd_target)
 
     r = sub.add_parser("run", help="run a scenario notebook through papermill (or all of them)")

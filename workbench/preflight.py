@@ -1,7 +1,8 @@
 """Which target to load and whether it is fit to be loaded, checked with httpx before any load.
 
-Secrets never travel as parameters: the API token comes from ``CERTCTL_TOKEN`` (or the embedded
-target's state folder) and the database DSN from ``CERTCTL_DSN`` (or the embedded target).
+Secrets never travel as parameters: for a server the workbench started (``workbench target
+up``: the stand-in or a certctl build) the API token, DSN and CA come from its state folder; for
+a ``--target`` URL from ``CERTCTL_TOKEN``, ``CERTCTL_DSN`` and ``CERTCTL_CA_FILE``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import ssl
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -42,10 +44,14 @@ class Target:
     insecure: bool
     embedded: bool
     dsn: str | None = field(default=None, repr=False)
+    # The server `workbench target up` started (token file, pid, log), None for a --target URL
+    started: embedded.TargetInfo | None = field(default=None, repr=False)
 
     @property
     def kind(self) -> str:
-        return "stand-in" if self.embedded else "certctl"
+        if self.started is not None:
+            return self.started.kind
+        return embedded.STANDIN if self.embedded else embedded.CERTCTL
 
     @property
     def safe_dsn(self) -> str | None:
@@ -69,26 +75,59 @@ def validate_url(url: str) -> None:
 
 def resolve_target(url: str | None = None, ca_file: str | None = None,
                    insecure: bool = False) -> Target:
-    """The embedded stand-in when ``url`` is None, else the given server."""
+    """The target `workbench target up` started when ``url`` is None, else the given server."""
     if url is None:
         info = embedded.read_info()
         if info is None or not embedded.status().get("ready"):
-            raise WorkbenchError("the embedded target is not running; start it with "
-                                 "`workbench target up` (or pass --target URL)")
-        return Target(url=info.url, ca_file=info.ca_file, insecure=False, embedded=True,
-                      dsn=info.dsn)
+            raise WorkbenchError("no target is running: start one with `workbench target up` "
+                                 "(the stand-in) or `workbench target up --certctl PATH` (a "
+                                 "certctl checkout), or pass --target URL")
+        return started_target(info)
     validate_url(url)
     return Target(url=url.rstrip("/"), ca_file=ca_file or os.environ.get(CA_ENV),
                   insecure=insecure, embedded=False, dsn=os.environ.get(DSN_ENV))
 
 
+def started_target(info: embedded.TargetInfo) -> Target:
+    """A server the workbench started (the current target or a certctl instance) as a Target:
+    its own CA, database, token file, pid and log."""
+    return Target(url=info.url, ca_file=info.ca_file, insecure=False, embedded=True,
+                  dsn=info.dsn, started=info)
+
+
+def target_at(url: str, ca_file: str | None = None, insecure: bool = False) -> Target:
+    """``url``'s server: the current target when ``url`` is on it (same scheme, host and port:
+    its token and CA then come from the state folder), else a server of its own."""
+    info = embedded.read_info()
+    if info is not None and _origin(url) == _origin(info.url) and embedded.server_alive(info):
+        return Target(url=info.url, ca_file=ca_file or info.ca_file, insecure=insecure,
+                      embedded=True, dsn=info.dsn, started=info)
+    return Target(url=url, ca_file=ca_file, insecure=insecure, embedded=False)
+
+
+def _origin(url: str) -> tuple:
+    parts = urlsplit(url)
+    host = "127.0.0.1" if parts.hostname == "localhost" else parts.hostname
+    return parts.scheme, host, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+def exit_report(target: Target) -> str | None:
+    """For a server the workbench started: None while it runs, else why the run failed (it
+    exited), with the tail of its log. None for any other target (its process is not ours)."""
+    return embedded.exit_report(target.started) if target.started is not None else None
+
+
 def token_for(target: Target) -> str:
-    """The API token for ``target``: ``CERTCTL_TOKEN``, else the embedded target's own.
+    """The API token for ``target``: the started server's own, else ``CERTCTL_TOKEN``, else
+    the stand-in's.
 
     Checked before any request (:func:`check_token`, :func:`check_token_destination`), so a
     malformed token never reaches a header and a plain-HTTP hop off this machine never sees it.
     """
-    token = os.environ.get(TOKEN_ENV)
+    if target.started is not None and target.started.token_file:
+        token = embedded.read_token_file(Path(target.started.token_file))
+    else:
+        token = os.environ.get(TOKEN_ENV)
     if not token and target.embedded:
         token = embedded.read_token()
     if not token:

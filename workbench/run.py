@@ -140,7 +140,9 @@ class Run:
         self._requests: pd.DataFrame | None = None
         self._analysis: analysis.Analysis | None = None
         self._verdicts: pd.DataFrame | None = None
-        self.target_pid = target_pid_from_env()
+        self.target_pid = target_pid_from_env() or (
+            self.target.started.pid if self.target.started else None)
+        self.target_exit: str | None = None  # why the run failed: its server exited mid-run
         self._sampler: telemetry.TelemetrySampler | None = None
         self.telemetry_sidecar: dict | None = None  # telemetry.json, once the sampler stopped
         self._telemetry: pd.DataFrame | None = None
@@ -188,7 +190,10 @@ class Run:
                                            env={_DRIVER_TOKEN_ENV: self._token}, echo=live)
             finally:
                 live.close()
-            if float(self.params.get("drain_timeout_s") or 0) > 0:
+            self.target_exit = preflight.exit_report(self.target)
+            if self.target_exit:  # measured to the end and recorded; the run fails at its end
+                print(f"error: {self.target_exit}", file=sys.stderr)
+            elif float(self.params.get("drain_timeout_s") or 0) > 0:
                 self.drain = self.drain_backlog(float(self.params["drain_timeout_s"]))
         finally:
             self.stop_telemetry()
@@ -405,7 +410,7 @@ class Run:
             "target": target,
             "workbench": baseline.workbench_revision(project_root()),
             "run": {"started_at": r["started_at"], "ended_at": r["ended_at"],
-                    "status": r["status"]},
+                    "status": r["status"], "target_exit": self.target_exit},
             "machine": machine.facts(),
             "software": machine.software(),
             "database": database_facts(self.target.dsn),
@@ -419,6 +424,7 @@ class Run:
         }
         context["telemetry"] = self.telemetry_section()
         rec = record.build(context, self.analyse(), self.requests(), self.verdicts(), reported=r)
+        rec["passed"] = rec["passed"] and not self.target_exit  # its server died: a failed run
         path = self.dir / record.RECORD_FILE
         write_json(path, rec, exclusive=True)
         self.baseline = rec
@@ -437,12 +443,16 @@ class Run:
     def check_thresholds(self) -> pd.DataFrame:
         """The threshold verdicts; a breach raises :class:`~workbench.analysis.ThresholdBreach`
         (after showing the table), so papermill, ``workbench run`` and CI exit non-zero.
-        Call it after :meth:`record`, so a breached run keeps its record."""
+        Call it after :meth:`record`, so a breached run keeps its record. A run whose target
+        (started by the workbench) exited mid-run raises :class:`WorkbenchError` with the tail of
+        its log, whatever the thresholds say."""
         verdicts = self.verdicts()
-        if not verdicts["ok"].all():
+        if not verdicts["ok"].all() or self.target_exit:
             from IPython.display import display
 
             display(verdicts)  # the raise below ends the cell before it could show them
+            if self.target_exit:
+                raise WorkbenchError(self.target_exit)
             analysis.assert_thresholds(verdicts)
         return verdicts
 

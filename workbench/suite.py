@@ -72,14 +72,19 @@ def run_all(profile: str, target_url: str | None = None, ca_file: str | None = N
 
     suite_dir = runs_dir() / run.new_run_id("all")
     suite_dir.mkdir(parents=True)
-    outcomes = []
-    for name in params:
+    outcomes, exited, order = [], None, list(params)
+    for name in order:
+        exited = preflight.exit_report(target)  # a started server that died: stop here
+        if exited:
+            print(f"error: {exited}; not run: {', '.join(order[order.index(name):])}",
+                  file=sys.stderr)
+            break
         run_dir, code = run.execute(name, profile, target_url, ca_file, insecure, planned[name],
                                     seed_fixtures=False, identity=identity)
         outcomes.append((name, run_dir, code))
     summary = combined_summary(outcomes)
     write_report(suite_dir, summary, identity, profile)
-    return suite_dir, int(any(code != 0 for _, _, code in outcomes))
+    return suite_dir, int(bool(exited) or any(code != 0 for _, _, code in outcomes))
 
 
 def _read_json(path: Path) -> dict:
