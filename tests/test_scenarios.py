@@ -192,6 +192,23 @@ def test_response_totals_and_429_counters_read_the_driver_result():
     assert scenarios.RATE_LIMITED.line(result, "renewal_info") == ""
 
 
+@pytest.mark.parametrize(("failed", "server_errors", "named"), [
+    (400, 400, True),  # certctl v2.0.71: every poll 500
+    (400, 0, False),  # failed otherwise (timeouts, resets): no known cause to name
+    (399, 400, False),  # some polls answered: not that bug
+])
+def test_the_fleet_note_names_certctls_work_poll_bug_beside_its_breach(failed, server_errors,
+                                                                       named):
+    from workbench.scenarios import agent_fleet
+
+    result = {"by_tag": {"work_poll": {"count": 400, "failed": failed}},
+              "errors": {"http_5xx": server_errors},
+              "response_totals": {"work_poll": {"count": 0}}}
+    line = agent_fleet.CONNECTIONS.line(result, "work_poll")
+    assert line.startswith("jobs handed out {'count': 0}")
+    assert ("a certctl bug, see docs/certctl-verified.md" in line) is named
+
+
 # --- preflight: certctl's traps ----------------------------------------------------------------
 
 

@@ -51,11 +51,26 @@ def _connections_table(result: Mapping) -> pd.DataFrame:
     return pd.DataFrame([row])
 
 
+# certctl v2.0.71 answers every work poll 500 (docs/certctl-verified.md, "Agent work polls"):
+# the combined report names the cause beside the breach it causes; the threshold stays.
+WORK_POLL_BUG = ("every work poll answered 5xx: certctl v2.0.71's claim query puts FOR UPDATE "
+                 "on a UNION ALL, which PostgreSQL refuses (a certctl bug, see "
+                 "docs/certctl-verified.md)")
+
+
+def _work_poll_line(result: Mapping) -> str:
+    line = f"jobs handed out {(result.get('response_totals') or {}).get(WORK_POLL, {})}"
+    polls = (result.get("by_tag") or {}).get(WORK_POLL) or {}
+    server_errors = (result.get("errors") or {}).get("http_5xx", 0)
+    if polls.get("count") and polls.get("failed") == polls["count"] <= server_errors:
+        line += "; " + WORK_POLL_BUG
+    return line
+
+
 def _connections_line(result: Mapping, tag: str) -> str:
     conns = result.get("connections") or {}
     if tag != HEARTBEAT or not conns:
-        return f"jobs handed out {(result.get('response_totals') or {}).get(tag, {})}" \
-            if tag == WORK_POLL else ""
+        return _work_poll_line(result) if tag == WORK_POLL else ""
     p99 = hdr.decode(conns["handshake_hist"]).get_value_at_percentile(99) / 1000 \
         if conns.get("opened") else None
     return f"connections {conns['opened']} (failed {conns['open_failed']}), handshake p99 " \
