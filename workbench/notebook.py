@@ -40,10 +40,10 @@ def parameters_source(scenario: Scenario) -> str:
     lines = [
         f"# Parameters (papermill -p NAME VALUE, or `workbench run {scenario.name} -p NAME "
         "VALUE`).",
-        "# Secrets are never parameters: the token comes from CERTCTL_TOKEN (or the embedded "
-        "target),",
-        "# the database DSN from CERTCTL_DSN (or the embedded target).",
-        "target_url = None  # None: the embedded stand-in started by `workbench target up`",
+        "# Secrets are never parameters: the token comes from CERTCTL_TOKEN (or the target "
+        "the",
+        "# workbench started), the database DSN from CERTCTL_DSN (or that target).",
+        "target_url = None  # None: what `workbench target up` started (stand-in or certctl)",
         "ca_file = None  # CA certificate that signed the target's TLS certificate",
         "insecure = False  # skip TLS verification (explicit opt-in only)",
         'profile = "smoke"  # the profile the values below are; a run whose values differ '
