@@ -2,8 +2,9 @@
 
 Enabled by ``CERTCTL_BASE`` (the server's URL), ``CERTCTL_TOKEN`` (one of its API keys) and
 ``CERTCTL_DSN`` (its database, SQLAlchemy URL); ``CERTCTL_CA_FILE`` names the CA of a self-signed
-server certificate. Without them the module is skipped. Start the server as README.md's section
-"Against a real certctl" describes (benchmark profile, fixtures seeded after boot).
+server certificate. Without them the module is skipped. Start the server as
+docs/certctl-by-hand.md describes (benchmark profile, fixtures seeded after boot); for a checkout
+on this machine, tests/test_certctl_real.py runs the same path through `target up --certctl`.
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ _missing = [name for name, value in (("CERTCTL_BASE", BASE), ("CERTCTL_TOKEN", T
                                      ("CERTCTL_DSN", DSN)) if not value]
 pytestmark = pytest.mark.skipif(
     bool(_missing),
-    reason=f"real-certctl tests are opt-in: export {', '.join(_missing)} (see README.md, "
-           "'Against a real certctl')")
+    reason=f"real-certctl tests are opt-in: export {', '.join(_missing)} (see "
+           "docs/certctl-by-hand.md)")
 
 VERSION_FIELDS = {"version": str, "commit": str, "modified": bool, "build_time": str,
                   "go_version": str}

@@ -91,9 +91,14 @@ def test_the_workflow_runs_on_pull_requests_and_weekly():
     assert day == month == "*" and weekday not in ("*", "") and hour.isdigit()
 
 
+def _jobs() -> dict[str, dict]:
+    return _workflow()["jobs"]
+
+
 def test_it_installs_python_311_from_pyproject_into_the_venv_the_docs_use():
-    setup = [s for s in _steps() if s.get("uses", "").startswith("actions/setup-python@")]
-    assert len(setup) == 1 and str(setup[0]["with"]["python-version"]) == "3.11"
+    for name, job in _jobs().items():
+        setup = [s for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python@")]
+        assert len(setup) == 1 and str(setup[0]["with"]["python-version"]) == "3.11", name
     assert ("make", "install") in [c for script in _run_scripts() for c in _commands(script)]
     install = re.search(r"^\$\(STAMP\):.*?(?=^\S)", (ROOT / "Makefile").read_text(),
                         re.MULTILINE | re.DOTALL)
@@ -121,12 +126,39 @@ def test_it_runs_the_smoke_suite_on_both_targets_and_a_breach_fails_the_job():
 
 
 def test_runs_are_uploaded_even_on_failure_and_never_the_state_folder():
-    uploads = [s for s in _steps() if s.get("uses", "").startswith("actions/upload-artifact@")]
-    assert len(uploads) == 1
-    (upload,) = uploads
-    assert "always()" in upload["if"]
-    paths = [p.strip() for p in str(upload["with"]["path"]).splitlines() if p.strip()]
-    assert paths == ["runs/"]  # .workbench/ holds the stand-in's token
+    names = set()
+    for job in _jobs().values():
+        uploads = [s for s in job["steps"]
+                   if s.get("uses", "").startswith("actions/upload-artifact@")]
+        assert len(uploads) == 1
+        (upload,) = uploads
+        assert "always()" in upload["if"]
+        paths = [p.strip() for p in str(upload["with"]["path"]).splitlines() if p.strip()]
+        assert paths == ["runs/"]  # .workbench/ holds the targets' tokens
+        names.add(upload["with"]["name"])
+    assert len(names) == len(_jobs())  # one artifact per job, none overwriting another
+
+
+def test_a_manual_run_builds_certctl_at_the_ref_given_and_runs_the_smoke_suite_on_it():
+    workflow = _workflow()
+    dispatch = workflow.get("on", workflow.get(True))["workflow_dispatch"]
+    assert dispatch["inputs"]["certctl_ref"]["default"]
+    job = _jobs()["certctl"]
+    assert "workflow_dispatch" in job["if"]
+    steps = job["steps"]
+    checkout = [s for s in steps if s.get("uses", "").startswith("actions/checkout@")
+                and s.get("with", {}).get("repository") == "shankar0123/certctl"]
+    assert len(checkout) == 1 and "inputs.certctl_ref" in checkout[0]["with"]["ref"]
+    assert checkout[0]["with"]["fetch-depth"] == 0  # tags: the build is named by git describe
+    go = [s for s in steps if s.get("uses", "").startswith("actions/setup-go@")]
+    assert len(go) == 1 and go[0]["with"]["go-version-file"].endswith("go.mod")
+    commands = [c for s in steps if "run" in s for c in _commands(s["run"])]
+    up = ("workbench", "target", "up", "--certctl", ANY)
+    smoke = ("workbench", "run", "all", "--profile", "smoke")
+    assert commands.index(up) < commands.index(smoke)  # no --target: the build just started
+    down = [s for s in steps if "run" in s and ("workbench", "target", "down") in
+            _commands(s["run"])]
+    assert len(down) == 1 and "always()" in down[0]["if"]
 
 
 def test_it_never_commits_or_pushes_and_keeps_secrets_in_env():
