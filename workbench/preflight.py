@@ -118,16 +118,15 @@ def exit_report(target: Target) -> str | None:
 
 
 def token_for(target: Target) -> str:
-    """The API token for ``target``: the started server's own, else ``CERTCTL_TOKEN``, else
-    the stand-in's.
+    """The API token for ``target``: ``CERTCTL_TOKEN``, else the key of the server the
+    workbench started (its token file), else the stand-in's.
 
     Checked before any request (:func:`check_token`, :func:`check_token_destination`), so a
     malformed token never reaches a header and a plain-HTTP hop off this machine never sees it.
     """
-    if target.started is not None and target.started.token_file:
+    token = os.environ.get(TOKEN_ENV)
+    if not token and target.started is not None and target.started.token_file:
         token = embedded.read_token_file(Path(target.started.token_file))
-    else:
-        token = os.environ.get(TOKEN_ENV)
     if not token and target.embedded:
         token = embedded.read_token()
     if not token:
@@ -190,8 +189,10 @@ def preflight(target: Target, token: str, strict: bool = False,
         raise WorkbenchError(f"{target.url}/api/v1/version answered {version.status_code}; "
                              "is this a certctl server?")
     if auth.status_code == 401:
+        own = (" (or unset it: the target the workbench started has its own key)"
+               if target.started is not None and os.environ.get(TOKEN_ENV) else "")
         raise WorkbenchError(f"the target refused the API token (401); set {TOKEN_ENV} to one "
-                             "of the server's API keys")
+                             f"of the server's API keys{own}")
     if auth.status_code != 200:
         raise WorkbenchError(f"auth check answered {auth.status_code}: {auth.text[:200]}")
     identity = version.json()
