@@ -40,8 +40,8 @@ from workbench.errors import WorkbenchError
 from workbench.paths import baselines_dir
 from workbench.record import RECORD_FILE
 
-FACTOR = 1.10
-ALPHA = 0.002
+FACTOR = stats.FACTOR
+ALPHA = stats.ALPHA
 STATS = (50.0, 95.0, 99.0)
 N_BOOT = 1000
 SEED = 20260502  # fixed: the same inputs give the same interval, run after run
@@ -190,23 +190,25 @@ def _dense(sides: Sequence[WindowSet]) -> tuple[np.ndarray, list[np.ndarray]]:
 def compare_windows(a: WindowSet, b: WindowSet, percentiles: Sequence[float] = STATS,
                     factor: float = FACTOR, alpha: float = ALPHA, n_boot: int = N_BOOT,
                     confidence: float = stats.CONFIDENCE, seed: int = SEED) -> list[dict]:
-    """One row per percentile: A and B (ms), B/A with its bootstrap interval, p and verdict."""
+    """One row per percentile: A and B (ms), B/A with its interval, p and verdict.
+
+    With two or more runs a side the run is the unit (:func:`stats.welch_log` on per-run
+    percentiles); with one run on a side, the time window (a bootstrap interval over windows
+    and a Mann-Whitney test over per-window percentiles), which cannot see run-to-run drift.
+    """
     percentiles = tuple(percentiles)
     values, (ma, mb) = _dense([a, b])
     keep_a, keep_b = ma.sum(axis=1) > 0, mb.sum(axis=1) > 0
     ma, mb, run_a, run_b = ma[keep_a], mb[keep_b], a.run[keep_a], b.run[keep_b]
-    by_runs = len(np.unique(run_a)) >= 2 and len(np.unique(run_b)) >= 2
-    if by_runs:  # the unit where the variance lives: whole runs
-        ua = np.stack([ma[run_a == r].sum(axis=0) for r in np.unique(run_a)])
-        ub = np.stack([mb[run_b == r].sum(axis=0) for r in np.unique(run_b)])
-    else:
-        ua, ub = ma, mb
+    if len(np.unique(run_a)) >= 2 and len(np.unique(run_b)) >= 2:
+        return _compare_runs(values, ma, mb, run_a, run_b, percentiles, factor, alpha,
+                             confidence)
     point_a = stats.percentiles_from_counts(ma.sum(axis=0), values, percentiles)[0]
     point_b = stats.percentiles_from_counts(mb.sum(axis=0), values, percentiles)[0]
     per_window_a = stats.percentiles_from_counts(ma, values, percentiles)
     per_window_b = stats.percentiles_from_counts(mb, values, percentiles)
-    if len(ua) and len(ub) and n_boot > 0:
-        low, high = stats.bootstrap_ratio_ci(ua, ub, values, percentiles, n_boot, confidence,
+    if len(ma) and len(mb) and n_boot > 0:
+        low, high = stats.bootstrap_ratio_ci(ma, mb, values, percentiles, n_boot, confidence,
                                              seed)
     else:
         low = high = np.full(len(percentiles), np.nan)
@@ -221,26 +223,70 @@ def compare_windows(a: WindowSet, b: WindowSet, percentiles: Sequence[float] = S
             verdict = "insufficient data"
         settle = "" if verdict in ("slower", "faster", "no change") else _to_settle(
             verdict, ratio, low[j], high[j], per_window_a[:, j], per_window_b[:, j],
-            (len(ua), len(ub), by_runs), (a, b), factor, alpha)
+            (a, b), factor, alpha)
         rows.append({
             "stat": stats.label(p), "a_ms": point_a[j], "b_ms": point_b[j], "ratio": ratio,
             "ci_low": low[j], "ci_high": high[j], "p_value": p_value,
-            "a_windows": len(ma), "b_windows": len(mb),
-            "unit": "runs" if by_runs else "windows", "verdict": verdict, "to_settle": settle,
+            "a_windows": len(ma), "b_windows": len(mb), "a_units": len(ma),
+            "b_units": len(mb), "unit": "windows", "verdict": verdict, "to_settle": settle,
         })
     return rows
 
 
+def _compare_runs(values: np.ndarray, ma: np.ndarray, mb: np.ndarray, run_a: np.ndarray,
+                  run_b: np.ndarray, percentiles: tuple[float, ...], factor: float,
+                  alpha: float, confidence: float) -> list[dict]:
+    """The rows of :func:`compare_windows` with the run as the unit: each run's percentile
+    from its pooled windows, then Welch's t on their logs (:func:`stats.welch_log`)."""
+    ua = np.stack([ma[run_a == r].sum(axis=0) for r in np.unique(run_a)])
+    ub = np.stack([mb[run_b == r].sum(axis=0) for r in np.unique(run_b)])
+    per_run_a = stats.percentiles_from_counts(ua, values, percentiles)
+    per_run_b = stats.percentiles_from_counts(ub, values, percentiles)
+    rows = []
+    for j, p in enumerate(percentiles):
+        t = stats.welch_log(per_run_a[:, j], per_run_b[:, j], confidence)
+        verdict = stats.verdict(t["ratio"], t["p_value"], t["ci_low"], t["ci_high"], factor,
+                                alpha)
+        settle = "" if verdict in ("slower", "faster", "no change") else _runs_to_settle(
+            t, factor, alpha)
+        rows.append({
+            "stat": stats.label(p), "a_ms": t["a"], "b_ms": t["b"], "ratio": t["ratio"],
+            "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"],
+            "a_windows": len(ma), "b_windows": len(mb), "a_units": int(t["n_a"]),
+            "b_units": int(t["n_b"]), "unit": "runs", "verdict": verdict, "to_settle": settle,
+        })
+    return rows
+
+
+def _runs_to_settle(t: Mapping[str, float], factor: float, alpha: float) -> str:
+    """What would settle a row tested over runs: runs a side for the t's power when B/A is
+    beyond the factor, for the interval to fit inside it when B/A is not."""
+    ratio = t["ratio"]
+    if not (np.isfinite(ratio) and ratio > 0):
+        return "a percentile on both sides (one side has none)"
+    if abs(math.log(ratio)) > math.log(factor):
+        need = stats.runs_for_power(math.log(ratio), t["sd"], alpha)
+        if need is None:
+            return "more runs a side: these show no spread to size the test by"
+        return (f"about {need} runs a side for {stats.POWER:.0%} power to confirm a shift of "
+                f"B/A {ratio:.2f} at p < {alpha:g}, given the run-to-run spread measured")
+    need = stats.runs_for_interval(math.log(ratio), t["sd"], factor)
+    if need is None:
+        return "more runs a side: these show no spread to size the interval by"
+    return (f"about {need} runs a side to narrow the interval inside [{1 / factor:.2f}, "
+            f"{factor:.2f}], given the run-to-run spread measured")
+
+
 def _to_settle(verdict: str, ratio: float, low: float, high: float, window_a: np.ndarray,
-               window_b: np.ndarray, units: tuple[int, int, bool], sides: tuple[WindowSet, ...],
-               factor: float, alpha: float) -> str:
-    """What would settle an inconclusive (or untestable) row, computed from the data at hand.
+               window_b: np.ndarray, sides: tuple[WindowSet, ...], factor: float,
+               alpha: float) -> str:
+    """What would settle an inconclusive (or untestable) row tested over windows, from the
+    data at hand.
 
     Beyond the factor but not significant: windows a side for the test to have
     :data:`stats.POWER` for the shift its per-window percentiles show (Noether). Inside the
-    factor: units a side for the interval to narrow inside ``[1/factor, factor]``.
+    factor: windows a side for the interval to narrow inside ``[1/factor, factor]``.
     """
-    n_a, n_b, by_runs = units
     if verdict == "insufficient data":
         need = stats.min_units_for_test(alpha)
         return (f"at least {need} windows a side: with {len(window_a)} and {len(window_b)} "
@@ -257,12 +303,9 @@ def _to_settle(verdict: str, ratio: float, low: float, high: float, window_a: np
                 f"B/A {ratio:.2f} at p < {alpha:g}; {_as_runs(need, sides)}")
     if not (np.isfinite(low) and np.isfinite(high)):
         return "an interval: compare with resamples > 0"
-    need = stats.units_for_interval(min(n_a, n_b), ratio, low, high, factor)
-    bounds = f"[{1 / factor:.2f}, {factor:.2f}]"
-    if by_runs:
-        return f"about {need} runs a side to narrow the interval inside {bounds}"
-    return (f"about {need} windows a side to narrow the interval inside {bounds}; "
-            f"{_as_runs(need, sides)}")
+    need = stats.units_for_interval(min(len(window_a), len(window_b)), ratio, low, high, factor)
+    return (f"about {need} windows a side to narrow the interval inside "
+            f"[{1 / factor:.2f}, {factor:.2f}]; {_as_runs(need, sides)}")
 
 
 def _as_runs(windows: int, sides: tuple[WindowSet, ...]) -> str:
