@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.synthetic import combine, make_record, repeated_runs, run_levels, run_windows
+from tests.synthetic import make_record, repeated_runs, run_levels, run_windows
 from workbench import compare, stats
 from workbench.errors import WorkbenchError
 
