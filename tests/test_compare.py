@@ -325,7 +325,9 @@ def test_cli_compare_runs_and_baselines(tmp_path):
 
     out = cli(str(run_dir), str(tmp_path / f"{b['run_id']}.json"), "--fail-on-slower")
     assert out.returncode == 1, out.stderr
-    assert "verdict    slower" in out.stdout and "heartbeat  p95" in out.stdout
+    assert "verdict     slower (one run on a side" in out.stdout
+    assert "heartbeat  p95" in out.stdout and "B/A cpu_ms 1.000, loopback_ms 1.000 (within " \
+        "10%)" in out.stdout
     out = cli(str(run_dir), str(tmp_path / f"{other['run_id']}.json"))
     assert out.returncode == 2 and out.stderr.startswith("error: not comparable: different "
                                                          "machines")
@@ -399,6 +401,66 @@ def test_compare_notebook_takes_one_path_a_side_from_the_papermill_cli(tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     text = (tmp_path / "out.ipynb").read_text()
     assert "slower" in text and a["run_id"] in text and b["run_id"] in text
+
+
+def test_a_machine_that_calibrated_slower_is_not_comparable_unless_forced():
+    """Issue 19: the same build on a machine that drifted looked 2.3 x slower. Calibration
+    beside each record says so instead of blaming the target."""
+    a = make_record(seed=1)
+    b = make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2, scale=1.5, speed=1.5)
+    result = compare.compare([a], [b])
+    assert result.verdict == "not comparable" and result.table.empty
+    assert result.reasons == ["the machine measured 1.50 x slower on B than on A (calibration "
+                              "B/A: cpu_ms 1.50, loopback_ms 1.50; tolerance 10%); to compare "
+                              "two builds on one machine, run them interleaved with "
+                              "`workbench ab`"]
+    assert result.calibration["ratios"] == pytest.approx({"cpu_ms": 1.5, "loopback_ms": 1.5})
+    assert "verdict     not comparable: the machine measured 1.50 x slower" in result.text()
+    faster = compare.compare([b], [a])
+    assert "the machine measured 1.50 x faster on B" in faster.reasons[0]
+    forced = compare.compare([a], [b], force=True)
+    assert forced.forced and forced.verdict == "slower"
+    assert "B/A cpu_ms 1.500, loopback_ms 1.500 (beyond 10%)" in forced.text()
+    within = compare.compare([a], [make_record("20261126T140000Z_agent_storm_cccccccc",
+                                               seed=3, speed=1.08)])
+    assert within.comparable and "(within 10%)" in within.calibration_text()
+    assert not compare.compare([a], [b], calibration_tolerance=0.6).reasons
+
+
+def test_records_without_calibration_are_not_comparable_unless_forced():
+    old = make_record(seed=1, speed=None)  # as a migrated record of schema 2 says
+    new = make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2)
+    result = compare.compare([old], [new])
+    assert result.verdict == "not comparable"
+    assert result.reasons[0].startswith("no calibration in 1 record(s) "
+                                        "(20261126T120000Z_agent_storm_1a2b3c4d; ")
+    assert "`workbench ab`" in result.reasons[0]
+    assert result.calibration["A"].startswith("none (")
+    assert compare.compare([old], [new], force=True).verdict in ("no change", "inconclusive")
+
+
+def test_cli_names_the_calibration_ratio_and_ab(tmp_path):
+    a = make_record(seed=1)
+    b = make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2, speed=1.8)
+    for rec in (a, b):
+        (tmp_path / f"{rec['run_id']}.json").write_text(json.dumps(rec))
+    paths = [str(tmp_path / f"{r['run_id']}.json") for r in (a, b)]
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "workbench.cli", "compare", *paths, *args],
+                              capture_output=True, text=True, timeout=120)
+
+    out = cli()
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert out.stderr.startswith("error: not comparable: the machine measured 1.80 x slower on "
+                                 "B than on A (calibration B/A: cpu_ms 1.80, loopback_ms 1.80; "
+                                 "tolerance 10%)")
+    assert "`workbench ab`" in out.stderr and out.stderr.rstrip().endswith(
+        "pass --force to compare anyway")
+    assert out.stdout.startswith("calibration A cpu 2.5 ms") and "B cpu 4.5 ms" in out.stdout
+    assert cli("--calibration-tolerance", "0.9").returncode == 0
+    out = cli("--force")
+    assert out.returncode == 0 and "forced      True" in out.stdout
 
 
 def test_runs_over_different_protocols_are_not_comparable_unless_forced():

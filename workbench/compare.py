@@ -5,7 +5,11 @@ For each endpoint and each of p50, p95 and p99 (``B / A``; above 1 means B is sl
 * the ratio of the pooled percentiles, with a bootstrap confidence interval that resamples
   whole time windows (one run per side) or whole runs (several per side), never single
   requests, which are autocorrelated;
-* a two-sided Mann-Whitney U test over the per-window percentiles of the two sides;
+* the test at the unit where the variance lives: with two or more runs a side, Welch's t on
+  the logs of each run's percentile (the run is the unit: windows of one run share its level,
+  so windows pooled from several runs are not independent samples); with one run on a side, a
+  two-sided Mann-Whitney U test over per-window percentiles, which sees the variation within
+  each run but cannot see run-to-run drift (the verdict says so);
 * a verdict honest in all three directions: ``slower`` when the ratio exceeds ``factor``
   (1.10) **and** p < ``alpha`` (0.002), ``faster`` for the mirror image (asv's rule);
   ``no change`` only when the interval lies inside ``[1/factor, factor]``, so the data rule
@@ -15,7 +19,11 @@ For each endpoint and each of p50, p95 and p99 (``B / A``; above 1 means B is sl
   imported k6 summary), the verdict is ``insufficient data``: no claim either way.
 
 Records measured on machines with different fingerprints (or an unknown machine), with
-different parameters or fixture sizes, are ``not comparable`` unless forced.
+different parameters or fixture sizes, are ``not comparable`` unless forced; so are records
+whose machine calibrated differently (:func:`workbench.calibration.judge`: the same machine
+name measured more than ``calibration_tolerance`` slower or faster) or not at all, since a
+verdict between two moments needs the machine measured beside each; ``workbench ab`` answers
+instead, with both builds interleaved on one host.
 
 Everything works on the records alone (``record.json`` of a run, or a committed baseline):
 their per-window HdrHistograms carry what the raw samples would.
@@ -32,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench import hdr, stats
+from workbench import calibration, hdr, stats
 from workbench.analysis import ALL, window_seconds
 from workbench.baseline import load_record
 from workbench.driver.result import RESULT_FILE, SHARD_FILE, SPEC_FILE
@@ -341,23 +349,63 @@ class Comparison:
     curves: dict = field(default_factory=dict, repr=False)  # endpoint -> side -> (ms, counts)
     targets: str = ""  # what each side measured, for figure titles
     dates: str = ""  # when each side ran
+    calibration: dict = field(default_factory=dict)  # A, B, ratios, tolerance, reason
+
+    def units(self) -> set[str]:
+        """The units the rows were tested over: ``runs``, ``windows`` or both."""
+        return set(self.table["unit"].dropna()) if "unit" in self.table else set()
+
+    def rule(self) -> str:
+        """The rule the verdict followed, in words, for the units the rows were tested over."""
+        tests = []
+        if "runs" in self.units():
+            tests.append(f"Welch's t p < {self.alpha:g} over the logs of per-run percentiles "
+                         f"(runs as the unit)")
+        if "windows" in self.units() or not tests:
+            tests.append(f"Mann-Whitney p < {self.alpha:g} over per-window percentiles (one "
+                         "run a side: windows as the unit)")
+        interval = ("t interval" if self.units() == {"runs"} else "bootstrap interval")
+        return (f"slower/faster when B/A is beyond {self.factor:g} and "
+                f"{' or '.join(tests)}; no change when the {self.confidence:.0%} {interval} "
+                f"lies inside [{1 / self.factor:.3g}, {self.factor:g}]; else inconclusive; "
+                f"alpha is each row's false-alarm rate")
+
+    def verdict_text(self) -> str:
+        """The verdict, why when the sides are not comparable, and what a single run a side
+        cannot see."""
+        if self.verdict == "not comparable":
+            return "not comparable: " + "; ".join(self.reasons)
+        if "windows" in self.units():
+            return (f"{self.verdict} (one run on a side: its windows show the variation "
+                    "within a run, not run-to-run drift; repeat runs, compare A1 A2 ... --vs "
+                    "B1 B2 ..., or interleave them with workbench ab)")
+        return self.verdict
+
+    def calibration_text(self) -> str:
+        """Both sides' calibration and their ratio, in a line each."""
+        c = self.calibration
+        if not c:
+            return ""
+        ratios = ", ".join(f"{k} {v:.3f}" for k, v in c["ratios"].items()) or "none"
+        judged = "beyond" if c["reason"] else "within"
+        return f"A {c['A']}\nB {c['B']}\nB/A {ratios} ({judged} {c['tolerance']:.0%})"
 
     def summary(self) -> pd.Series:
         """The comparison's header: what was compared, under which rule, and the verdict."""
         return pd.Series({
             "scenario": self.scenario, "A": ", ".join(self.a_runs), "B": ", ".join(self.b_runs),
-            "comparable": "yes" if self.comparable else "no: " + "; ".join(self.reasons),
+            "calibration": self.calibration_text(),
+            "comparable": "yes" if self.comparable else
+            "no (forced: " + "; ".join(self.reasons) + ")" if self.forced else "no",
             "forced": self.forced,
-            "rule": (f"slower/faster when B/A is beyond {self.factor:g} and Mann-Whitney "
-                     f"p < {self.alpha:g} over per-window percentiles; no change when the "
-                     f"{self.confidence:.0%} bootstrap interval lies inside "
-                     f"[{1 / self.factor:.3g}, {self.factor:g}]; else inconclusive"),
-            "verdict": self.verdict,
+            "rule": self.rule(),
+            "verdict": self.verdict_text(),
         })
 
     def text(self) -> str:
         """A plain-text report for the terminal."""
-        lines = [f"{k:<10} {v}" for k, v in self.summary().items()]
+        lines = [f"{k:<11} " + str(v).replace("\n", "\n" + " " * 12)
+                 for k, v in self.summary().items()]
         if len(self.table):
             lines.append("")
             shown = self.table.copy()
@@ -369,8 +417,10 @@ class Comparison:
                 for lo, hi in zip(shown["ci_low"], shown["ci_high"], strict=True)]
             shown["p"] = shown["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
             shown["unit"] = shown["unit"].fillna("")
+            shown["n"] = [f"{a:g}/{b:g}" if pd.notna(a) else ""
+                          for a, b in zip(shown["a_units"], shown["b_units"], strict=True)]
             lines.append(shown[["endpoint", "stat", "a_ms", "b_ms", "B/A", "interval", "p",
-                                "unit", "verdict"]].to_string(index=False))
+                                "unit", "n", "verdict"]].to_string(index=False))
             settle = self.table[self.table["to_settle"].fillna("") != ""]
             if len(settle):
                 lines += ["", "to settle:"] + [f"  {r.endpoint} {r.stat}: {r.to_settle}"
@@ -413,7 +463,8 @@ def _overall(verdicts: Iterable[str]) -> str:
 def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
             alpha: float = ALPHA, force: bool = False, n_boot: int = N_BOOT,
             confidence: float = stats.CONFIDENCE, percentiles: Sequence[float] = STATS,
-            seed: int = SEED) -> Comparison:
+            seed: int = SEED, calibration_tolerance: float = calibration.TOLERANCE
+            ) -> Comparison:
     """Compare record sets A and B endpoint by endpoint (see the module docstring)."""
     if not a or not b:
         raise WorkbenchError("compare needs at least one record on each side")
@@ -421,7 +472,15 @@ def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
         raise WorkbenchError(f"--factor must be above 1 (1.10 means 10 %), got {factor}")
     if not 0 < alpha < 1:
         raise WorkbenchError(f"--alpha must be between 0 and 1, got {alpha}")
+    if not calibration_tolerance > 0:
+        raise WorkbenchError("--calibration-tolerance must be above 0 (0.10 means 10 %), got "
+                             f"{calibration_tolerance}")
     reasons = comparability(a, b)
+    ratios, machine = calibration.judge(a, b, calibration_tolerance)
+    if machine:
+        reasons.append(machine)
+    calibrated = {"A": calibration.describe(a), "B": calibration.describe(b), "ratios": ratios,
+                  "tolerance": calibration_tolerance, "reason": machine}
     comparable = not reasons
     scenario = " / ".join(sorted({r["scenario"] for r in list(a) + list(b)}))
     rows, curves = [], {}
@@ -451,13 +510,13 @@ def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
             values, (ma, mb) = _dense([wa, wb])
             curves[endpoint] = {"A": (values, ma.sum(axis=0)), "B": (values, mb.sum(axis=0))}
     columns = ["endpoint", "stat", "a_ms", "b_ms", "ratio", "ci_low", "ci_high", "p_value",
-               "a_windows", "b_windows", "unit", "verdict", "to_settle"]
+               "a_windows", "b_windows", "a_units", "b_units", "unit", "verdict", "to_settle"]
     table = pd.DataFrame(rows, columns=columns)
     verdict = _overall(table["verdict"]) if (comparable or force) else "not comparable"
     targets, dates = _describe(a, b)
     return Comparison(scenario, [r["run_id"] for r in a], [r["run_id"] for r in b], comparable,
                       reasons, force and not comparable, factor, alpha, confidence, table,
-                      verdict, curves, targets, dates)
+                      verdict, curves, targets, dates, calibrated)
 
 
 def compare_paths(a: str | Path | Sequence[str | Path], b: str | Path | Sequence[str | Path],
