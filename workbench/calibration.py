@@ -33,13 +33,15 @@ do not queue in front of it; without the right to, it runs as it is and says so.
 *fastest* burst median of the loopback, each over both readings of a record. On a shared host
 the same work runs up to 1.6 x slower while a neighbour holds the physical core, and a round
 trip after an idle gap runs on caches the neighbours have cooled. Measured on the
-development machine at a load average of 10 on 2 cores
-(``benchmarks/bench_calibration.py``): over 16 records minutes apart, the fastest CPU repeat
-stayed within 0.99-1.01 x its median and the fastest burst within 0.94-1.01 x, while the
-median CPU repeat spread 0.98-1.04 x, the fixed-rate round trip's p50 0.74-1.22 x and the
-commit p50 0.50-1.59 x. So the compared figures move with the machine (its kernel, CPU,
+development machine at a load average of about 10 on 2 cores
+(``benchmarks/bench_calibration.py --records 16 --no-neighbour``): over 16 records in seven
+minutes, the fastest CPU repeat stayed within 0.99-1.02 x its median and the fastest burst
+within 0.99-1.01 x (every one of the 120 pairs within 3 % of each other), while the median
+CPU repeat spread 0.98-1.10 x, the fixed-rate round trip's p50 0.86-1.41 x and the commit
+p50 0.24-1.34 x. So the compared figures move with the machine (its kernel, CPU,
 interpreter) and little with the moment's neighbours; how crowded the run was shows in the
-medians and percentiles kept beside them, and in the run's telemetry.
+medians and percentiles kept beside them, and in the run's telemetry. A record's two
+readings cost 1.8 s (median) there.
 
 :func:`section` turns the two readings into the record's ``calibration`` section,
 :func:`missing` writes one that says why there is none, and :func:`judge` says whether two

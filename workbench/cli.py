@@ -509,7 +509,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--factor", type=_positive(float), default=1.10,
                    help="minimum ratio to call a change (default 1.10)")
     c.add_argument("--alpha", type=_positive(float), default=0.002,
-                   help="Mann-Whitney significance level (default 0.002)")
+                   help="significance level of each row's test (default 0.002)")
     c.add_argument("--resamples", type=_positive(int), default=1000,
                    help="bootstrap resamples for the intervals (default 1000)")
     c.add_argument("--calibration-tolerance", type=_positive(float), default=0.10,
