@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from workbench import paired
+from workbench import paired, stats
 
 
 def session(rng: np.random.Generator, shift: float, rounds: int = paired.MAX_PAIRS,
@@ -140,10 +140,10 @@ def test_the_rounds_it_asks_for_give_the_test_its_power():
 
 
 def test_overall_and_when_to_stop():
-    assert paired.overall(["slower", "no change"]) == "slower"
-    assert paired.overall(["no change", "no change"]) == "no change"
-    assert paired.overall(["no change", "inconclusive"]) == "inconclusive"
-    assert paired.overall(["insufficient data"]) == "insufficient data"
+    assert stats.overall(["slower", "no change"]) == "slower"
+    assert stats.overall(["no change", "no change"]) == "no change"
+    assert stats.overall(["no change", "inconclusive"]) == "inconclusive"
+    assert stats.overall(["insufficient data"]) == "insufficient data"
     assert paired.settled(["slower", "inconclusive"])  # nothing later outranks slower
     assert not paired.settled(["faster", "inconclusive"])  # a later slower would
     assert paired.settled(["faster", "no change"]) and not paired.settled([])

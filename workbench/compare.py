@@ -451,13 +451,7 @@ def _overall(verdicts: Iterable[str]) -> str:
 
     Rows of an endpoint that only one side measured take no part.
     """
-    verdicts = {v for v in verdicts if not v.startswith("missing in")}
-    for v in ("slower", "faster", "inconclusive"):
-        if v in verdicts:
-            return v
-    if verdicts == {"no change"}:
-        return "no change"
-    return "inconclusive" if "no change" in verdicts else "insufficient data"
+    return stats.overall(v for v in verdicts if not v.startswith("missing in"))
 
 
 def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,

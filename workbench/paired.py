@@ -49,8 +49,8 @@ would settle it (pairs for :data:`stats.POWER` power, or for the interval to fit
 ``min_pairs`` or without a spread to go by, ``insufficient data``.
 
 The ``ab`` command calls :func:`abba_order` to plan its runs, :func:`judge` per endpoint and
-percentile after every round, :func:`overall` over those rows, and :func:`settled` to decide
-whether to stop.
+percentile after every round, :func:`workbench.stats.overall` over those rows (as compare
+does), and :func:`settled` to decide whether to stop.
 """
 
 from __future__ import annotations
@@ -182,18 +182,6 @@ def to_settle(row: dict, factor: float, alpha: float, confidence: float,
         return "more pairs: these show no spread between pairs to size them by"
     return (f"about {need} rounds (pairs) for {what}, given the spread between pairs "
             f"measured (--max-rounds {need})")
-
-
-def overall(verdicts: Iterable[str]) -> str:
-    """One verdict over rows, as :func:`workbench.compare` gives it: any change wins,
-    "no change" needs every row."""
-    verdicts = set(verdicts)
-    for v in ("slower", "faster", "inconclusive"):
-        if v in verdicts:
-            return v
-    if verdicts == {"no change"}:
-        return "no change"
-    return "inconclusive" if "no change" in verdicts else "insufficient data"
 
 
 def settled(verdicts: Iterable[str]) -> bool:

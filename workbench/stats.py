@@ -38,7 +38,7 @@ means of the per-run percentiles: the typical run of B against the typical run o
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
@@ -249,6 +249,18 @@ def verdict(ratio: float, p_value: float, ci_low: float, ci_high: float, factor:
             and ci_high <= factor:
         return "no change"
     return "inconclusive"
+
+
+def overall(verdicts: Iterable[str]) -> str:
+    """One verdict over rows: any change wins (slower first), then inconclusive; "no change"
+    needs every row to show it; rows that are all untestable give "insufficient data"."""
+    verdicts = set(verdicts)
+    for v in ("slower", "faster", "inconclusive"):
+        if v in verdicts:
+            return v
+    if verdicts == {"no change"}:
+        return "no change"
+    return "inconclusive" if "no change" in verdicts else "insufficient data"
 
 
 def min_units_for_test(alpha: float) -> int:
