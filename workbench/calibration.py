@@ -256,6 +256,8 @@ def _why(what: str, exc: Exception) -> dict:
     from workbench.seed import redact_dsn
 
     text = (str(exc).strip().splitlines() or [""])[0]
+    if isinstance(exc, TimeoutError) and not text:
+        text = "the built-in server did not answer in time (the machine stalled)"
     return {"error": f"{what}: {type(exc).__name__}: {redact_dsn(text) if '://' in text else text}"}
 
 
