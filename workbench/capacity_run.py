@@ -295,8 +295,10 @@ class ScenarioCapacity:
             reset=self._reset)
         write_capacity(r.dir, self.result, context | {
             "fleet": fleet_line(r.scenario.name, self.result)})
-        self.write_record(started_at, calibration.section(
-            before, calibration.measure(r.target.dsn)))
+        machine = calibration.section(before, calibration.measure(r.target.dsn))
+        self.write_record(started_at, machine)
+        print(f"machine calibration: {calibration.describe([{'calibration': machine}])}",
+              flush=True)
         return self.conclusion()
 
     def write_record(self, started_at: str, calibration: dict | None = None) -> Path:
