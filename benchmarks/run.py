@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
                                                acme_orders,http2,fixtures,telemetry,
-                                               priority,capacity-search,fleet]
+                                               priority,capacity-search,fleet,calibration]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -24,7 +24,10 @@ Sections (details in each module's docstring):
 - capacity-search: ``drive --find-capacity`` against slot servers of known capacity K / H,
   the answer's error beside the truth (``bench_capacity.py``);
 - fleet: agents one driver core holds at certctl's real intervals (a connection each, h2),
-  against a constant-arrival-rate control, and memory per connection (``bench_fleet.py``).
+  against a constant-arrival-rate control, and memory per connection (``bench_fleet.py``);
+- calibration: the machine calibration's own spread over records minutes apart, quiet and
+  beside a busy loop on every core, how many same-machine pairs compare, and its cost
+  (``bench_calibration.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -47,7 +50,8 @@ from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
-            "http2", "fixtures", "telemetry", "priority", "capacity-search", "fleet")
+            "http2", "fixtures", "telemetry", "priority", "capacity-search", "fleet",
+            "calibration")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -191,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         searches = bench_capacity.bench(q)
         bench_capacity.print_table(searches)
         bars += bench_capacity.bars(searches)
+    if "calibration" in chosen:
+        from benchmarks import bench_calibration
+
+        rows = bench_calibration.bench(*((4, 1.0, 1.0) if q else ()))
+        bench_calibration.print_table(rows)
+        bars += bench_calibration.bars(rows)
     return 1 if print_bars(bars) else 0
 
 

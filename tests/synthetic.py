@@ -1,8 +1,9 @@
 """Synthetic runs for analysis, record and comparison tests: known latencies, real code paths.
 
 A synthetic run is the frame the driver's ``requests.parquet`` would give, turned into a
-version-1 record by the same :func:`workbench.record.build` that ``Run.record`` calls; only
-the provenance facts (machine, target, database) are given here instead of measured.
+record by the same :func:`workbench.record.build` that ``Run.record`` calls; only the
+provenance facts (machine, target, database, calibration) are given here instead of
+measured.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from workbench import analysis, compare, hdr, record, stats
+from workbench import analysis, calibration, compare, hdr, record, stats
 from workbench.driver import DriveSpec, RequestTemplate
 from workbench.driver.result import validity_checks
 
@@ -56,14 +57,57 @@ def run_windows(seed: int = 0, scale: float = 1.0, duration_s: float = 30.0, rat
     return compare.WindowSet(histograms, np.zeros(len(histograms), np.int64))
 
 
+def run_levels(seed: int, count: int, run_sd: float) -> np.ndarray:
+    """Each run's own level: a log-normal factor of median 1 (the run-to-run random effect of
+    a machine and target that drift between runs, as measured in turn 3: per-run p50 2.73 to
+    3.69 ms within twelve minutes, a log-scale spread of about 0.13)."""
+    return np.random.default_rng([seed, 2]).lognormal(0.0, run_sd, count)
+
+
+def repeated_runs(seeds: range | list[int], scale: float = 1.0, run_sd: float = 0.15,
+                  **kw) -> compare.WindowSet:
+    """Several synthetic runs as one side of a comparison: :func:`run_windows` of each seed,
+    its latencies multiplied by its own level (:func:`run_levels`), tagged run 0, 1, ..."""
+    seeds = list(seeds)
+    levels = run_levels(seeds[0], len(seeds), run_sd)
+    return combine([run_windows(seed=s, scale=scale * level, **kw)
+                    for s, level in zip(seeds, levels, strict=True)])
+
+
+def combine(runs: list[compare.WindowSet]) -> compare.WindowSet:
+    """Single-run window sets as one side of several runs (run i for the i-th)."""
+    return compare.WindowSet([w for r in runs for w in r.windows],
+                             np.concatenate([np.full(len(r.windows), i, np.int64)
+                                             for i, r in enumerate(runs)]))
+
+
+def calibration_section(speed: float = 1.0) -> dict:
+    """A record's calibration from two readings of a machine ``speed`` times as slow as one
+    with a 2.5 ms CPU figure and a 0.06 ms loopback round trip."""
+    reading = {
+        "taken_at": "2026-11-26T12:00:00+00:00", "seconds": 0.8,
+        "scheduling": {"policy": "fifo", "priority": 10, "cpus": [1], "notes": []},
+        "cpu": {"fastest_ms": 2.5 * speed, "median_ms": 2.6 * speed,
+                "repeats_ms": [2.5 * speed, 2.6 * speed, 2.7 * speed], "work": "synthetic"},
+        "loopback": {"rate": 400.0, "requests": 200, "errors": 0, "p50_ms": 0.07 * speed,
+                     "p90_ms": 0.09 * speed, "p99_ms": 0.15 * speed,
+                     "burst_p50_ms": [0.06 * speed, 0.07 * speed], "burst": 50,
+                     "engine": "workbench-http1"},
+        "postgres": {"commits": 60, "p50_ms": 1.2, "p99_ms": 4.0, "table": "x.commit_probe"},
+    }
+    return calibration.section(reading, reading)
+
+
 def make_record(run_id: str = "20261126T120000Z_agent_storm_1a2b3c4d", *, scale: float = 1.0,
                 seed: int = 0, n: int = 3000, rate: float = 100.0,
                 tags: tuple[str, ...] = ("heartbeat",), machine: str = "x86_64-2c-24g-abcd1234",
                 fingerprint: str = "abcd1234abcd1234", params: dict | None = None,
                 fleet_size: int = 500, started_at: str = "2026-11-26T12:00:00.123+00:00",
                 commit: str = "0123456789abcdef0123", commit_date: str | None = None,
-                valid: bool = True, passed: bool = True) -> dict:
-    """A complete record of a synthetic run: log-normal latencies (median 2 ms x ``scale``)."""
+                valid: bool = True, passed: bool = True, speed: float | None = 1.0) -> dict:
+    """A complete record of a synthetic run: log-normal latencies (median 2 ms x ``scale``),
+    on a machine that calibrated ``speed`` times as slow as the reference (None: no
+    calibration)."""
     df = requests_frame(latencies(seed, scale, n), rate, tags)
     duration = n / rate
     params = params or {"rate": rate, "duration_s": duration, "fleet_size": fleet_size}
@@ -95,5 +139,6 @@ def make_record(run_id: str = "20261126T120000Z_agent_storm_1a2b3c4d", *, scale:
         "fixtures": {"sizes": {"agents": fleet_size}, "seeded": {"agents": fleet_size}},
         "load": {"offered_rate": rate, "achieved_rate": rate, "duration_s": duration,
                  "scheduled": n, "completed": n, "failed": 0, "dropped": 0, "error_rate": 0.0},
+        "calibration": None if speed is None else calibration_section(speed),
     }
     return record.build(context, result, df, verdicts, reported=reported)

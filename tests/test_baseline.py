@@ -174,12 +174,24 @@ def test_an_older_schema_version_is_migrated(tmp_path, monkeypatch):
 
 def test_a_version_1_record_reads_as_http1_without_telemetry(tmp_path):
     old = record()
-    for key in ("protocol", "telemetry"):
+    for key in ("protocol", "telemetry", "calibration"):
         del old[key]
     path = tmp_path / "v1.json"
     path.write_text(json.dumps(old | {"schema_version": 1}))
     rec = baseline.load_record(path)
-    assert (rec["schema_version"], rec["protocol"], rec["telemetry"]) == (2, "h1", None)
+    assert (rec["schema_version"], rec["protocol"], rec["telemetry"]) == (3, "h1", None)
+
+
+def test_a_version_2_record_says_it_has_no_calibration(tmp_path):
+    old = record()
+    del old["calibration"]
+    path = tmp_path / "v2.json"
+    path.write_text(json.dumps(old | {"schema_version": 2}))
+    rec = baseline.load_record(path)
+    assert rec["schema_version"] == 3 and rec["calibration"]["measured"] is False
+    assert rec["calibration"]["reason"] == ("recorded with record schema 2, before calibration "
+                                            "existed")
+    assert rec["calibration"]["figures"] == {} and rec["endpoints"] == old["endpoints"]
 
 
 def test_an_incomplete_record_is_refused(tmp_path):

@@ -97,5 +97,34 @@ def test_a_bound_is_not_committed_as_a_capacity_without_force(repo):
 def test_a_record_of_another_schema_is_refused(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"kind": "capacity", "schema_version": 99}))
-    with pytest.raises(WorkbenchError, match="schema version 1"):
+    with pytest.raises(WorkbenchError, match="schema version 2"):
         capacity_record.load(path)
+
+
+def test_a_version_1_capacity_record_is_migrated_and_says_it_has_no_calibration(repo):
+    run_dir = run_folder(repo, knee_search(1000.0), "20261203T120000Z_agent_storm_capacity_1")
+    path = run_dir / capacity_record.CAPACITY_RECORD_FILE
+    old = json.loads(path.read_text())
+    assert old["calibration"]["measured"] is False  # built without one: it says so
+    del old["calibration"]
+    path.write_text(json.dumps(old | {"schema_version": 1}))
+    record = capacity_record.load(path)
+    assert record["schema_version"] == 2
+    assert record["calibration"]["reason"] == ("recorded with capacity record schema 1, before "
+                                               "calibration existed")
+    baseline.commit(run_dir, repo)
+    row = next(line for line in (repo / "baselines" / "README.md").read_text().splitlines()
+               if line.startswith("| agent_storm"))
+    assert row.endswith("| none |")
+
+
+def test_a_capacity_record_keeps_its_calibration(repo):
+    from tests.synthetic import calibration_section
+
+    run_dir = run_folder(repo, knee_search(1000.0), "20261203T120000Z_agent_storm_capacity_2")
+    path = run_dir / capacity_record.CAPACITY_RECORD_FILE
+    path.write_text(json.dumps(json.loads(path.read_text())
+                               | {"calibration": calibration_section(1.0)}))
+    assert capacity_record.load(path)["calibration"]["figures"]["cpu_ms"] == 2.5
+    baseline.commit(run_dir, repo)
+    assert "| cpu 2.5 / loopback 0.06 ms |" in (repo / "baselines" / "README.md").read_text()

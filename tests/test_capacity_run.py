@@ -40,6 +40,10 @@ def test_agent_storm_capacity_runs_through_papermill_and_names_its_fleet(embedde
     record = capacity_record.load(run_dir / capacity_record.CAPACITY_RECORD_FILE)
     assert record["verdict"] == doc["verdict"] and record["target"]["kind"] == "stand-in"
     assert record["parameters"]["fleet_size"] == 100 and record["machine"]["name"]
+    # the machine, read once before the first step and once after the last
+    assert record["calibration"]["measured"] and record["calibration"]["after"]["postgres"][
+        "commits"] > 0
+    assert "machine calibration: cpu " in (run_dir / "report.html").read_text()
     executed = nbformat.read(run_dir / capacity_run.NOTEBOOK, as_version=4)
     assert "capacity: " in json.dumps(executed.cells[-1].outputs)
     # no secret in anything the run wrote

@@ -46,6 +46,11 @@ def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
     assert "heartbeat" in html and "<img" in html and "run = Run(" not in html  # code hidden
     opening = "PASSED (3 thresholds)" if record["passed"] else "BREACHED ("
     assert html.index(opening) < html.index("<img") < html.index("Run(agent_storm")  # verdict
+    # the machine, read before and after the timed phase, commits on the run's own database
+    cal = record["calibration"]
+    assert cal["measured"] and cal["before"]["postgres"]["commits"] > 0
+    assert cal["after"]["taken_at"] >= result["ended_at"][:19]
+    assert cal["figures"]["commit_p50_ms"] > 0 and "Machine calibration: cpu " in html
     assert "[driver]" not in html and "NaN" not in re.sub(r'src="data:[^"]*"', "", html)
     nb = nbformat.read(run_dir / "agent_storm.ipynb", as_version=4)
     assert nb.metadata.papermill.parameters["fleet_size"] == 200

@@ -71,8 +71,11 @@ def identify(base_url: str, verify: object = True) -> dict:
 
 
 def build_record(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None,
-                 target: Mapping) -> tuple[dict, pd.DataFrame, analysis.Analysis, pd.DataFrame]:
-    """The run's record (not yet written), its requests, analysis and threshold verdicts."""
+                 target: Mapping, calibration: Mapping | None = None
+                 ) -> tuple[dict, pd.DataFrame, analysis.Analysis, pd.DataFrame]:
+    """The run's record (not yet written), its requests, analysis and threshold verdicts;
+    ``calibration`` is the machine's, read around the drive
+    (:func:`workbench.calibration.section`)."""
     result = load_result(out_dir)
     requests = analysis.load_requests(out_dir)
     analysed = analysis.analyse(requests, SCENARIO, result.get("offered_rate"), spec.run_s,
@@ -89,6 +92,7 @@ def build_record(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None,
                                            "scheduled", "completed", "failed", "dropped",
                                            "error_rate")}
                 | {"max_vus": spec.max_vus, "engine": (result.get("driver") or {}).get("engine")},
+        "calibration": calibration,
     }
     rec = record.build(context, analysed, requests, verdicts, reported=result)
     return rec, requests, analysed, verdicts
@@ -121,14 +125,16 @@ def report_html(rec: Mapping, requests: pd.DataFrame, analysed: analysis.Analysi
     return report.page(f"workbench drive: {rec['parameters']['method']} {path}", sections)
 
 
-def finish(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None = None) -> dict:
+def finish(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None = None,
+           calibration: Mapping | None = None) -> dict:
     """Write ``record.json``, the exports and ``report.html`` of a finished drive; returns the
     record. The target is identified after the load, so the probe never disturbs it."""
     out_dir = Path(out_dir)
     verify = (False if spec.insecure else
               ssl.create_default_context(cafile=spec.ca_file) if spec.ca_file else True)
     target = identify(spec.base_url, verify)
-    rec, requests, analysed, verdicts = build_record(out_dir, spec, thresholds, target)
+    rec, requests, analysed, verdicts = build_record(out_dir, spec, thresholds, target,
+                                                     calibration)
     write_json(out_dir / record.RECORD_FILE, rec)
     exports.write_all(out_dir, rec, requests, verdicts)
     write_text(out_dir / REPORT_FILE, report_html(rec, requests, analysed))

@@ -5,7 +5,7 @@ Layout (asv's ``results/``, one file per run)::
     baselines/<machine>/<scenario>/<UTC start>_<measured sha12>_<run8>.json
     baselines/README.md   generated from those files, deterministically
 
-Records follow :mod:`workbench.record` (schema version 1); older versions are migrated on load.
+Records follow :mod:`workbench.record` (schema version 3); older versions are migrated on load.
 Every record is written by :func:`workbench.jsonio.write_json` with ``exclusive`` (a temporary
 file, then a hard link that fails if the name is taken), so a record is never half-written and
 never overwritten. Committing uses the git CLI,
@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from workbench import capacity_record
+from workbench import calibration, capacity_record
 from workbench.errors import WorkbenchError
 from workbench.jsonio import write_json, write_text
 from workbench.record import RECORD_FILE, SCHEMA_VERSION, migrate, validate
@@ -30,7 +30,8 @@ from workbench.record import RECORD_FILE, SCHEMA_VERSION, migrate, validate
 __all__ = ["RECORD_FILE", "SCHEMA_VERSION", "commit", "load_record", "render", "render_table"]
 
 TABLE_HEADER = ("scenario", "endpoint", "p50 ms", "p95 ms", "p99 ms", "error rate", "req/s",
-                "protocol", "date (UTC)", "commit", "target", "machine", "source", "valid")
+                "protocol", "date (UTC)", "commit", "target", "machine", "source", "valid",
+                "calibration")
 
 
 def git(root: Path, *args: str, check: bool = True) -> str:
@@ -136,7 +137,7 @@ def render_table(root: Path) -> str:
                          r.get("protocol") or "unknown",
                          r["run"]["started_at"][:16].replace("T", " "),
                          (r["target"].get("commit") or "unknown")[:12], r["target"]["kind"],
-                         r["machine"]["name"], _source(r), _valid(r)))
+                         r["machine"]["name"], _source(r), _valid(r), calibration.cell(r)))
     rows.sort(key=lambda row: (row[0], row[1], row[8], row[11]))  # stable: ties keep path order
     lines = [
         "# Measured baselines",
@@ -147,6 +148,10 @@ def render_table(root: Path) -> str:
         "embedded stand-in, not certctl, and say nothing about certctl's performance. Rows whose",
         "source is `k6 import` came from a k6 summary: k6 times each request from its send, so",
         "they are not corrected for coordinated omission, and their machine is unknown.",
+        "The calibration column is what the machine measured beside each run (the fastest of a",
+        "fixed CPU workload's repeats and of a loopback round trip's block medians); `workbench",
+        "compare` refuses two records whose figures differ by more than 10 %, and `none` marks a",
+        "record that has no calibration (recorded before it existed, or imported).",
         "",
         "| " + " | ".join(TABLE_HEADER) + " |",
         "|" + "|".join("---" for _ in TABLE_HEADER) + "|",

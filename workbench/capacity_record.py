@@ -2,8 +2,10 @@
 
 A record says what was measured and where (schema version, machine, target version and
 commit, the workbench's revision, the scenario's parameters, the search's options and
-thresholds) and what the search found (verdict, the answer, its bracket, the limiting check,
-every step). ``workbench baseline commit RUN`` files it as
+thresholds, the machine's calibration before the first step and after the last) and what the
+search found (verdict, the answer, its bracket, the limiting check, every step). Schema 2 adds
+``calibration`` (:mod:`workbench.calibration`); a version-1 record is migrated on load, with a
+calibration that says it was never measured. ``workbench baseline commit RUN`` files it as
 ``baselines/<machine>/<scenario>/capacity/<UTC start>_<sha12>_<run8>.json`` and
 ``baselines/README.md`` shows it in a capacity table beside the latency table.
 """
@@ -11,18 +13,19 @@ every step). ``workbench baseline commit RUN`` files it as
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from workbench import calibration
 from workbench.errors import WorkbenchError
 
 CAPACITY_RECORD_FILE = "capacity-record.json"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 KIND = "capacity"
 REQUIRED = ("schema_version", "kind", "run_id", "scenario", "machine", "target", "workbench",
             "run", "parameters", "search", "verdict", "unit", "max_sustainable", "interval",
-            "limiting_check", "steps")
+            "limiting_check", "steps", "calibration")
 _STEP_FIELDS = ("load", "offered_rate", "vus", "achieved_rate", "throughput", "p50", "p95",
                 "p99", "passed", "valid", "driver_bound", "failed", "requests", "errors",
                 "confirmation")
@@ -30,8 +33,10 @@ _STEP_FIELDS = ("load", "offered_rate", "vus", "achieved_rate", "throughput", "p
 
 def build(doc: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
     """A record from ``capacity.json``'s content and the run's context (run_id, scenario,
-    profile, parameters, target, workbench, machine, software, run)."""
-    record = {"schema_version": SCHEMA_VERSION, "kind": KIND, **context,
+    profile, parameters, target, workbench, machine, software, run, calibration)."""
+    record = {"schema_version": SCHEMA_VERSION, "kind": KIND,
+              "calibration": calibration.missing("not measured: the search was recorded "
+                                                 "without a calibration"), **context,
               "search": {"options": doc["options"], "thresholds": doc.get("thresholds"),
                          "max_error_rate": doc.get("max_error_rate")},
               "verdict": doc["verdict"], "unit": doc["unit"],
@@ -41,6 +46,23 @@ def build(doc: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
               # run folders are local: a record keeps what each step measured, not where
               "steps": [{k: s.get(k) for k in _STEP_FIELDS} for s in doc["steps"]]}
     validate(record)
+    return record
+
+
+def _v1_to_v2(record: dict) -> dict:
+    """Version 2 measures the machine beside the search; a version-1 record never did."""
+    return record | {"schema_version": 2, "calibration": calibration.missing(
+        "recorded with capacity record schema 1, before calibration existed")}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+
+
+def migrate(record: dict) -> dict:
+    """A capacity record of an older schema version brought up to :data:`SCHEMA_VERSION`."""
+    while (record.get("kind") == KIND and isinstance(record.get("schema_version"), int)
+           and record["schema_version"] in MIGRATIONS):
+        record = MIGRATIONS[record["schema_version"]](record)
     return record
 
 
@@ -62,12 +84,13 @@ def load(path: Path) -> dict:
         record = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
         raise WorkbenchError(f"cannot read capacity record {path}: {exc}") from None
+    record = migrate(record) if isinstance(record, dict) else record
     validate(record, str(path))
     return record
 
 
 HEADER = ("scenario", "capacity", "unit", "verdict", "fails at", "limiting check", "fleet",
-          "step s", "date (UTC)", "commit", "target", "machine")
+          "step s", "date (UTC)", "commit", "target", "machine", "calibration")
 
 
 def _num(value: float | None) -> str:
@@ -85,7 +108,7 @@ def table(root: Path) -> list[str]:
                      f"{r['search']['options']['step_s']:g}",
                      r["run"]["started_at"][:16].replace("T", " "),
                      (r["target"].get("commit") or "unknown")[:12], r["target"]["kind"],
-                     r["machine"]["name"]))
+                     r["machine"]["name"], calibration.cell(r)))
     if not rows:
         return []
     rows.sort(key=lambda row: (row[0], row[8], row[11]))

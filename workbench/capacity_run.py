@@ -277,10 +277,13 @@ class ScenarioCapacity:
 
     def search(self) -> str:
         """Run the steps (each printed as it is judged); returns the capacity sentence."""
+        from workbench import calibration
         from workbench.run import _DRIVER_TOKEN_ENV
 
         r = self.run
         started_at = _now()
+        # the machine before the first step and after the last: once a search, not per step
+        before = calibration.measure(r.target.dsn)
         context = {"kind": "scenario", "scenario": r.scenario.name, "run_id": r.run_id,
                    "profile": r.profile, "parameters": r.params,
                    "thresholds": r.threshold_spec, "target_url": r.target.url,
@@ -292,12 +295,15 @@ class ScenarioCapacity:
             reset=self._reset)
         write_capacity(r.dir, self.result, context | {
             "fleet": fleet_line(r.scenario.name, self.result)})
-        self.write_record(started_at)
+        machine = calibration.section(before, calibration.measure(r.target.dsn))
+        self.write_record(started_at, machine)
+        print(f"machine calibration: {calibration.describe([{'calibration': machine}])}",
+              flush=True)
         return self.conclusion()
 
-    def write_record(self, started_at: str) -> Path:
+    def write_record(self, started_at: str, calibration: dict | None = None) -> Path:
         """``capacity-record.json``: the search as a baseline-like record, for
-        ``workbench baseline commit``."""
+        ``workbench baseline commit``; ``calibration`` is the machine's, read around it."""
         import json
 
         from workbench import baseline, capacity_record, machine
@@ -314,7 +320,8 @@ class ScenarioCapacity:
             "parameters": r.params, "target": target,
             "workbench": baseline.workbench_revision(project_root()),
             "machine": machine.facts(), "software": machine.software(),
-            "run": {"started_at": started_at, "ended_at": _now()}})
+            "run": {"started_at": started_at, "ended_at": _now()},
+            **({"calibration": calibration} if calibration else {})})
         path = r.dir / capacity_record.CAPACITY_RECORD_FILE
         jsonio.write_json(path, record)
         return path

@@ -291,7 +291,7 @@ def _drive_spec(args, rate: float, duration_s: float):
 def cmd_drive(args) -> int:
     """Ad-hoc open-loop load on one URL; writes requests.parquet and result.json like a run,
     then record.json, the exports and report.html, judged by any --threshold."""
-    from workbench import driver
+    from workbench import calibration, driver
     from workbench.driver.launch import LiveLine
 
     if args.find_capacity:
@@ -310,15 +310,18 @@ def cmd_drive(args) -> int:
                              "files are never overwritten)")
     thresholds = drive_thresholds(args.threshold)
     live = LiveLine()
+    before = calibration.measure()  # the machine, before and after the timed phase
     try:
         driver.drive(spec, out, echo=live, shards=args.shards, cluster=args.cluster)
     except KeyboardInterrupt:
         live.close()
-        _record_drive(out, spec, thresholds)  # the driver flushed what it recorded
+        # the driver flushed what it recorded
+        _record_drive(out, spec, thresholds, calibration.section(before, None))
         print_summary(out)
         raise
     live.close()
-    passed = _record_drive(out, spec, thresholds)
+    passed = _record_drive(out, spec, thresholds,
+                           calibration.section(before, calibration.measure()))
     print_summary(out)
     return 0 if passed else 1
 
@@ -333,7 +336,8 @@ def drive_thresholds(options: list[str]) -> dict[str, list[str]]:
     return thresholds
 
 
-def _record_drive(out: Path, spec, thresholds: dict[str, list[str]]) -> bool:
+def _record_drive(out: Path, spec, thresholds: dict[str, list[str]],
+                  calibration: dict | None = None) -> bool:
     """record.json, the exports and report.html of a drive; whether its thresholds held.
     A drive that left no result records nothing (the error above says why)."""
     from workbench import adhoc
@@ -341,7 +345,7 @@ def _record_drive(out: Path, spec, thresholds: dict[str, list[str]]) -> bool:
 
     if not (out / RESULT_FILE).exists():
         return False
-    return bool(adhoc.finish(out, spec, thresholds)["passed"])
+    return bool(adhoc.finish(out, spec, thresholds, calibration)["passed"])
 
 
 DRIVE_CAPACITY_DEFAULTS = {"start": 10.0, "ceiling": 10_000.0}
@@ -457,8 +461,10 @@ def cmd_compare(args) -> int:
         raise WorkbenchError("compare takes two records (workbench compare A B) or two sets "
                              "(workbench compare A1 A2 ... --vs B1 B2 ...)")
     result = compare.compare_paths(a, b, factor=args.factor, alpha=args.alpha, force=args.force,
-                                   n_boot=args.resamples)
+                                   n_boot=args.resamples,
+                                   calibration_tolerance=args.calibration_tolerance)
     if not result.comparable and not args.force:
+        print("calibration " + result.calibration_text().replace("\n", "\n" + " " * 12))
         raise WorkbenchError("not comparable: " + "; ".join(result.reasons)
                              + "; pass --force to compare anyway")
     print(result.text())
@@ -571,11 +577,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--factor", type=_positive(float), default=1.10,
                    help="minimum ratio to call a change (default 1.10)")
     c.add_argument("--alpha", type=_positive(float), default=0.002,
-                   help="Mann-Whitney significance level (default 0.002)")
+                   help="significance level of each row's test (default 0.002)")
     c.add_argument("--resamples", type=_positive(int), default=1000,
                    help="bootstrap resamples for the intervals (default 1000)")
+    c.add_argument("--calibration-tolerance", type=_positive(float), default=0.10,
+                   metavar="FRACTION",
+                   help="how far apart the two sides' machine calibrations may be before "
+                        "they are not comparable (default 0.10: 10 %% either way)")
     c.add_argument("--force", action="store_true",
-                   help="compare across machines, parameters or fixture sizes")
+                   help="compare across machines, parameters, fixture sizes or calibrations")
     c.add_argument("--fail-on-slower", action="store_true", help="exit 1 when B is slower")
     c.set_defaults(func=cmd_compare)
 

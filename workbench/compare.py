@@ -5,7 +5,11 @@ For each endpoint and each of p50, p95 and p99 (``B / A``; above 1 means B is sl
 * the ratio of the pooled percentiles, with a bootstrap confidence interval that resamples
   whole time windows (one run per side) or whole runs (several per side), never single
   requests, which are autocorrelated;
-* a two-sided Mann-Whitney U test over the per-window percentiles of the two sides;
+* the test at the unit where the variance lives: with two or more runs a side, Welch's t on
+  the logs of each run's percentile (the run is the unit: windows of one run share its level,
+  so windows pooled from several runs are not independent samples); with one run on a side, a
+  two-sided Mann-Whitney U test over per-window percentiles, which sees the variation within
+  each run but cannot see run-to-run drift (the verdict says so);
 * a verdict honest in all three directions: ``slower`` when the ratio exceeds ``factor``
   (1.10) **and** p < ``alpha`` (0.002), ``faster`` for the mirror image (asv's rule);
   ``no change`` only when the interval lies inside ``[1/factor, factor]``, so the data rule
@@ -15,7 +19,11 @@ For each endpoint and each of p50, p95 and p99 (``B / A``; above 1 means B is sl
   imported k6 summary), the verdict is ``insufficient data``: no claim either way.
 
 Records measured on machines with different fingerprints (or an unknown machine), with
-different parameters or fixture sizes, are ``not comparable`` unless forced.
+different parameters or fixture sizes, are ``not comparable`` unless forced; so are records
+whose machine calibrated differently (:func:`workbench.calibration.judge`: the same machine
+name measured more than ``calibration_tolerance`` slower or faster) or not at all, since a
+verdict between two moments needs the machine measured beside each; ``workbench ab`` answers
+instead, with both builds interleaved on one host.
 
 Everything works on the records alone (``record.json`` of a run, or a committed baseline):
 their per-window HdrHistograms carry what the raw samples would.
@@ -32,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from workbench import hdr, stats
+from workbench import calibration, hdr, stats
 from workbench.analysis import ALL, window_seconds
 from workbench.baseline import load_record
 from workbench.driver.result import RESULT_FILE, SHARD_FILE, SPEC_FILE
@@ -40,8 +48,8 @@ from workbench.errors import WorkbenchError
 from workbench.paths import baselines_dir
 from workbench.record import RECORD_FILE
 
-FACTOR = 1.10
-ALPHA = 0.002
+FACTOR = stats.FACTOR
+ALPHA = stats.ALPHA
 STATS = (50.0, 95.0, 99.0)
 N_BOOT = 1000
 SEED = 20260502  # fixed: the same inputs give the same interval, run after run
@@ -190,23 +198,25 @@ def _dense(sides: Sequence[WindowSet]) -> tuple[np.ndarray, list[np.ndarray]]:
 def compare_windows(a: WindowSet, b: WindowSet, percentiles: Sequence[float] = STATS,
                     factor: float = FACTOR, alpha: float = ALPHA, n_boot: int = N_BOOT,
                     confidence: float = stats.CONFIDENCE, seed: int = SEED) -> list[dict]:
-    """One row per percentile: A and B (ms), B/A with its bootstrap interval, p and verdict."""
+    """One row per percentile: A and B (ms), B/A with its interval, p and verdict.
+
+    With two or more runs a side the run is the unit (:func:`stats.welch_log` on per-run
+    percentiles); with one run on a side, the time window (a bootstrap interval over windows
+    and a Mann-Whitney test over per-window percentiles), which cannot see run-to-run drift.
+    """
     percentiles = tuple(percentiles)
     values, (ma, mb) = _dense([a, b])
     keep_a, keep_b = ma.sum(axis=1) > 0, mb.sum(axis=1) > 0
     ma, mb, run_a, run_b = ma[keep_a], mb[keep_b], a.run[keep_a], b.run[keep_b]
-    by_runs = len(np.unique(run_a)) >= 2 and len(np.unique(run_b)) >= 2
-    if by_runs:  # the unit where the variance lives: whole runs
-        ua = np.stack([ma[run_a == r].sum(axis=0) for r in np.unique(run_a)])
-        ub = np.stack([mb[run_b == r].sum(axis=0) for r in np.unique(run_b)])
-    else:
-        ua, ub = ma, mb
+    if len(np.unique(run_a)) >= 2 and len(np.unique(run_b)) >= 2:
+        return _compare_runs(values, ma, mb, run_a, run_b, percentiles, factor, alpha,
+                             confidence)
     point_a = stats.percentiles_from_counts(ma.sum(axis=0), values, percentiles)[0]
     point_b = stats.percentiles_from_counts(mb.sum(axis=0), values, percentiles)[0]
     per_window_a = stats.percentiles_from_counts(ma, values, percentiles)
     per_window_b = stats.percentiles_from_counts(mb, values, percentiles)
-    if len(ua) and len(ub) and n_boot > 0:
-        low, high = stats.bootstrap_ratio_ci(ua, ub, values, percentiles, n_boot, confidence,
+    if len(ma) and len(mb) and n_boot > 0:
+        low, high = stats.bootstrap_ratio_ci(ma, mb, values, percentiles, n_boot, confidence,
                                              seed)
     else:
         low = high = np.full(len(percentiles), np.nan)
@@ -221,26 +231,70 @@ def compare_windows(a: WindowSet, b: WindowSet, percentiles: Sequence[float] = S
             verdict = "insufficient data"
         settle = "" if verdict in ("slower", "faster", "no change") else _to_settle(
             verdict, ratio, low[j], high[j], per_window_a[:, j], per_window_b[:, j],
-            (len(ua), len(ub), by_runs), (a, b), factor, alpha)
+            (a, b), factor, alpha)
         rows.append({
             "stat": stats.label(p), "a_ms": point_a[j], "b_ms": point_b[j], "ratio": ratio,
             "ci_low": low[j], "ci_high": high[j], "p_value": p_value,
-            "a_windows": len(ma), "b_windows": len(mb),
-            "unit": "runs" if by_runs else "windows", "verdict": verdict, "to_settle": settle,
+            "a_windows": len(ma), "b_windows": len(mb), "a_units": len(ma),
+            "b_units": len(mb), "unit": "windows", "verdict": verdict, "to_settle": settle,
         })
     return rows
 
 
+def _compare_runs(values: np.ndarray, ma: np.ndarray, mb: np.ndarray, run_a: np.ndarray,
+                  run_b: np.ndarray, percentiles: tuple[float, ...], factor: float,
+                  alpha: float, confidence: float) -> list[dict]:
+    """The rows of :func:`compare_windows` with the run as the unit: each run's percentile
+    from its pooled windows, then Welch's t on their logs (:func:`stats.welch_log`)."""
+    ua = np.stack([ma[run_a == r].sum(axis=0) for r in np.unique(run_a)])
+    ub = np.stack([mb[run_b == r].sum(axis=0) for r in np.unique(run_b)])
+    per_run_a = stats.percentiles_from_counts(ua, values, percentiles)
+    per_run_b = stats.percentiles_from_counts(ub, values, percentiles)
+    rows = []
+    for j, p in enumerate(percentiles):
+        t = stats.welch_log(per_run_a[:, j], per_run_b[:, j], confidence)
+        verdict = stats.verdict(t["ratio"], t["p_value"], t["ci_low"], t["ci_high"], factor,
+                                alpha)
+        settle = "" if verdict in ("slower", "faster", "no change") else _runs_to_settle(
+            t, factor, alpha)
+        rows.append({
+            "stat": stats.label(p), "a_ms": t["a"], "b_ms": t["b"], "ratio": t["ratio"],
+            "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"],
+            "a_windows": len(ma), "b_windows": len(mb), "a_units": int(t["n_a"]),
+            "b_units": int(t["n_b"]), "unit": "runs", "verdict": verdict, "to_settle": settle,
+        })
+    return rows
+
+
+def _runs_to_settle(t: Mapping[str, float], factor: float, alpha: float) -> str:
+    """What would settle a row tested over runs: runs a side for the t's power when B/A is
+    beyond the factor, for the interval to fit inside it when B/A is not."""
+    ratio = t["ratio"]
+    if not (np.isfinite(ratio) and ratio > 0):
+        return "a percentile on both sides (one side has none)"
+    if abs(math.log(ratio)) > math.log(factor):
+        need = stats.runs_for_power(math.log(ratio), t["sd"], alpha)
+        if need is None:
+            return "more runs a side: these show no spread to size the test by"
+        return (f"about {need} runs a side for {stats.POWER:.0%} power to confirm a shift of "
+                f"B/A {ratio:.2f} at p < {alpha:g}, given the run-to-run spread measured")
+    need = stats.runs_for_interval(math.log(ratio), t["sd"], factor)
+    if need is None:
+        return "more runs a side: these show no spread to size the interval by"
+    return (f"about {need} runs a side to narrow the interval inside [{1 / factor:.2f}, "
+            f"{factor:.2f}], given the run-to-run spread measured")
+
+
 def _to_settle(verdict: str, ratio: float, low: float, high: float, window_a: np.ndarray,
-               window_b: np.ndarray, units: tuple[int, int, bool], sides: tuple[WindowSet, ...],
-               factor: float, alpha: float) -> str:
-    """What would settle an inconclusive (or untestable) row, computed from the data at hand.
+               window_b: np.ndarray, sides: tuple[WindowSet, ...], factor: float,
+               alpha: float) -> str:
+    """What would settle an inconclusive (or untestable) row tested over windows, from the
+    data at hand.
 
     Beyond the factor but not significant: windows a side for the test to have
     :data:`stats.POWER` for the shift its per-window percentiles show (Noether). Inside the
-    factor: units a side for the interval to narrow inside ``[1/factor, factor]``.
+    factor: windows a side for the interval to narrow inside ``[1/factor, factor]``.
     """
-    n_a, n_b, by_runs = units
     if verdict == "insufficient data":
         need = stats.min_units_for_test(alpha)
         return (f"at least {need} windows a side: with {len(window_a)} and {len(window_b)} "
@@ -257,12 +311,9 @@ def _to_settle(verdict: str, ratio: float, low: float, high: float, window_a: np
                 f"B/A {ratio:.2f} at p < {alpha:g}; {_as_runs(need, sides)}")
     if not (np.isfinite(low) and np.isfinite(high)):
         return "an interval: compare with resamples > 0"
-    need = stats.units_for_interval(min(n_a, n_b), ratio, low, high, factor)
-    bounds = f"[{1 / factor:.2f}, {factor:.2f}]"
-    if by_runs:
-        return f"about {need} runs a side to narrow the interval inside {bounds}"
-    return (f"about {need} windows a side to narrow the interval inside {bounds}; "
-            f"{_as_runs(need, sides)}")
+    need = stats.units_for_interval(min(len(window_a), len(window_b)), ratio, low, high, factor)
+    return (f"about {need} windows a side to narrow the interval inside "
+            f"[{1 / factor:.2f}, {factor:.2f}]; {_as_runs(need, sides)}")
 
 
 def _as_runs(windows: int, sides: tuple[WindowSet, ...]) -> str:
@@ -298,23 +349,63 @@ class Comparison:
     curves: dict = field(default_factory=dict, repr=False)  # endpoint -> side -> (ms, counts)
     targets: str = ""  # what each side measured, for figure titles
     dates: str = ""  # when each side ran
+    calibration: dict = field(default_factory=dict)  # A, B, ratios, tolerance, reason
+
+    def units(self) -> set[str]:
+        """The units the rows were tested over: ``runs``, ``windows`` or both."""
+        return set(self.table["unit"].dropna()) if "unit" in self.table else set()
+
+    def rule(self) -> str:
+        """The rule the verdict followed, in words, for the units the rows were tested over."""
+        tests = []
+        if "runs" in self.units():
+            tests.append(f"Welch's t p < {self.alpha:g} over the logs of per-run percentiles "
+                         f"(runs as the unit)")
+        if "windows" in self.units() or not tests:
+            tests.append(f"Mann-Whitney p < {self.alpha:g} over per-window percentiles (one "
+                         "run a side: windows as the unit)")
+        interval = ("t interval" if self.units() == {"runs"} else "bootstrap interval")
+        return (f"slower/faster when B/A is beyond {self.factor:g} and "
+                f"{' or '.join(tests)}; no change when the {self.confidence:.0%} {interval} "
+                f"lies inside [{1 / self.factor:.3g}, {self.factor:g}]; else inconclusive; "
+                f"alpha is each row's false-alarm rate")
+
+    def verdict_text(self) -> str:
+        """The verdict, why when the sides are not comparable, and what a single run a side
+        cannot see."""
+        if self.verdict == "not comparable":
+            return "not comparable: " + "; ".join(self.reasons)
+        if "windows" in self.units():
+            return (f"{self.verdict} (one run on a side: its windows show the variation "
+                    "within a run, not run-to-run drift; repeat runs, compare A1 A2 ... --vs "
+                    "B1 B2 ..., or interleave them with workbench ab)")
+        return self.verdict
+
+    def calibration_text(self) -> str:
+        """Both sides' calibration and their ratio, in a line each."""
+        c = self.calibration
+        if not c:
+            return ""
+        ratios = ", ".join(f"{k} {v:.3f}" for k, v in c["ratios"].items()) or "none"
+        judged = "beyond" if c["reason"] else "within"
+        return f"A {c['A']}\nB {c['B']}\nB/A {ratios} ({judged} {c['tolerance']:.0%})"
 
     def summary(self) -> pd.Series:
         """The comparison's header: what was compared, under which rule, and the verdict."""
         return pd.Series({
             "scenario": self.scenario, "A": ", ".join(self.a_runs), "B": ", ".join(self.b_runs),
-            "comparable": "yes" if self.comparable else "no: " + "; ".join(self.reasons),
+            "calibration": self.calibration_text(),
+            "comparable": "yes" if self.comparable else
+            "no (forced: " + "; ".join(self.reasons) + ")" if self.forced else "no",
             "forced": self.forced,
-            "rule": (f"slower/faster when B/A is beyond {self.factor:g} and Mann-Whitney "
-                     f"p < {self.alpha:g} over per-window percentiles; no change when the "
-                     f"{self.confidence:.0%} bootstrap interval lies inside "
-                     f"[{1 / self.factor:.3g}, {self.factor:g}]; else inconclusive"),
-            "verdict": self.verdict,
+            "rule": self.rule(),
+            "verdict": self.verdict_text(),
         })
 
     def text(self) -> str:
         """A plain-text report for the terminal."""
-        lines = [f"{k:<10} {v}" for k, v in self.summary().items()]
+        lines = [f"{k:<11} " + str(v).replace("\n", "\n" + " " * 12)
+                 for k, v in self.summary().items()]
         if len(self.table):
             lines.append("")
             shown = self.table.copy()
@@ -326,8 +417,10 @@ class Comparison:
                 for lo, hi in zip(shown["ci_low"], shown["ci_high"], strict=True)]
             shown["p"] = shown["p_value"].map(lambda v: "" if pd.isna(v) else f"{v:.2g}")
             shown["unit"] = shown["unit"].fillna("")
+            shown["n"] = [f"{a:g}/{b:g}" if pd.notna(a) else ""
+                          for a, b in zip(shown["a_units"], shown["b_units"], strict=True)]
             lines.append(shown[["endpoint", "stat", "a_ms", "b_ms", "B/A", "interval", "p",
-                                "unit", "verdict"]].to_string(index=False))
+                                "unit", "n", "verdict"]].to_string(index=False))
             settle = self.table[self.table["to_settle"].fillna("") != ""]
             if len(settle):
                 lines += ["", "to settle:"] + [f"  {r.endpoint} {r.stat}: {r.to_settle}"
@@ -358,19 +451,14 @@ def _overall(verdicts: Iterable[str]) -> str:
 
     Rows of an endpoint that only one side measured take no part.
     """
-    verdicts = {v for v in verdicts if not v.startswith("missing in")}
-    for v in ("slower", "faster", "inconclusive"):
-        if v in verdicts:
-            return v
-    if verdicts == {"no change"}:
-        return "no change"
-    return "inconclusive" if "no change" in verdicts else "insufficient data"
+    return stats.overall(v for v in verdicts if not v.startswith("missing in"))
 
 
 def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
             alpha: float = ALPHA, force: bool = False, n_boot: int = N_BOOT,
             confidence: float = stats.CONFIDENCE, percentiles: Sequence[float] = STATS,
-            seed: int = SEED) -> Comparison:
+            seed: int = SEED, calibration_tolerance: float = calibration.TOLERANCE
+            ) -> Comparison:
     """Compare record sets A and B endpoint by endpoint (see the module docstring)."""
     if not a or not b:
         raise WorkbenchError("compare needs at least one record on each side")
@@ -378,7 +466,15 @@ def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
         raise WorkbenchError(f"--factor must be above 1 (1.10 means 10 %), got {factor}")
     if not 0 < alpha < 1:
         raise WorkbenchError(f"--alpha must be between 0 and 1, got {alpha}")
+    if not calibration_tolerance > 0:
+        raise WorkbenchError("--calibration-tolerance must be above 0 (0.10 means 10 %), got "
+                             f"{calibration_tolerance}")
     reasons = comparability(a, b)
+    ratios, machine = calibration.judge(a, b, calibration_tolerance)
+    if machine:
+        reasons.append(machine)
+    calibrated = {"A": calibration.describe(a), "B": calibration.describe(b), "ratios": ratios,
+                  "tolerance": calibration_tolerance, "reason": machine}
     comparable = not reasons
     scenario = " / ".join(sorted({r["scenario"] for r in list(a) + list(b)}))
     rows, curves = [], {}
@@ -408,13 +504,13 @@ def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
             values, (ma, mb) = _dense([wa, wb])
             curves[endpoint] = {"A": (values, ma.sum(axis=0)), "B": (values, mb.sum(axis=0))}
     columns = ["endpoint", "stat", "a_ms", "b_ms", "ratio", "ci_low", "ci_high", "p_value",
-               "a_windows", "b_windows", "unit", "verdict", "to_settle"]
+               "a_windows", "b_windows", "a_units", "b_units", "unit", "verdict", "to_settle"]
     table = pd.DataFrame(rows, columns=columns)
     verdict = _overall(table["verdict"]) if (comparable or force) else "not comparable"
     targets, dates = _describe(a, b)
     return Comparison(scenario, [r["run_id"] for r in a], [r["run_id"] for r in b], comparable,
                       reasons, force and not comparable, factor, alpha, confidence, table,
-                      verdict, curves, targets, dates)
+                      verdict, curves, targets, dates, calibrated)
 
 
 def compare_paths(a: str | Path | Sequence[str | Path], b: str | Path | Sequence[str | Path],

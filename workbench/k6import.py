@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from workbench import hdr, record
+from workbench import calibration, hdr, record
 from workbench.analysis import _EXPR, ALL, PERCENTILES
 from workbench.baseline import check_path_part, workbench_revision
 from workbench.errors import WorkbenchError
@@ -191,6 +191,8 @@ def to_record(summary: Summary, scenario: str, started_at: datetime, *, file_nam
         "scenario": scenario,
         "protocol": None,  # k6 negotiates h2 where offered; its summary does not say
         "telemetry": None,
+        "calibration": calibration.missing("imported from k6: the machine that ran it was "
+                                           "not measured"),
         "profile": None,
         "parameters": {},
         "parameters_hash": record.params_hash({}),

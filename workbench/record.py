@@ -1,8 +1,8 @@
-"""The baseline record, schema version 2: one JSON per run, self-describing and comparable.
+"""The baseline record, schema version 3: one JSON per run, self-describing and comparable.
 
 A record holds what was measured and everything needed to trust and compare it::
 
-    schema_version    2; older files are migrated on load (MIGRATIONS), newer ones refused
+    schema_version    3; older files are migrated on load (MIGRATIONS), newer ones refused
     run_id, source    workbench run or import ({"tool": "k6", "imported": true, ...})
     scenario, profile, parameters, parameters_hash  (profile "custom" when the parameters differ
                       from profile_base; profile_differs names each difference)
@@ -17,6 +17,9 @@ A record holds what was measured and everything needed to trust and compare it::
     load              offered and achieved rate, duration, scheduled/completed/failed/dropped
     protocol          h1 or h2, what the driver spoke (null: unknown, as for an import)
     telemetry         per-window summaries of the server-side samples, or null when none
+    calibration       the machine measured before and after the timed phase (CPU, loopback
+                      round trip, commit latency; :mod:`workbench.calibration`), or
+                      ``measured: false`` with the reason (older records, imports)
     latency_basis     what the latency numbers measure
     endpoints         per endpoint (and "all"): counts, rates, errors, p50 ... p99.9, max (ms)
     percentiles       per endpoint and status class: value and 95% interval [lo, hi] (null when
@@ -41,18 +44,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench import hdr, stats
+from workbench import calibration, hdr, stats
 from workbench.analysis import PERCENTILES, Analysis
 from workbench.driver import DriveResult
 from workbench.errors import WorkbenchError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 RECORD_FILE = "record.json"
 LATENCY_BASIS = "response time from the intended start (coordinated omission corrected)"
 HISTOGRAM_ENCODING = "HdrHistogram V2 compressed histoblob, base64"
 WINDOW_PERCENTILES = (50.0, 95.0, 99.0)
 
-# Top-level keys of a version-2 record and their JSON types (None: null allowed).
+# Top-level keys of a version-3 record and their JSON types (None: null allowed).
 REQUIRED: dict[str, tuple[type, ...]] = {
     "schema_version": (int,), "run_id": (str,), "source": (dict,), "scenario": (str,),
     "profile": (str, type(None)), "parameters": (dict,), "parameters_hash": (str,),
@@ -61,12 +64,12 @@ REQUIRED: dict[str, tuple[type, ...]] = {
     "latency_basis": (str,), "endpoints": (dict,), "percentiles": (dict,),
     "histograms": (dict,), "windows": (dict, type(None)), "validity": (dict,),
     "thresholds": (list,), "passed": (bool,), "protocol": (str, type(None)),
-    "telemetry": (dict, type(None)),
+    "telemetry": (dict, type(None)), "calibration": (dict,),
 }
 _NESTED = {"target": ("kind", "version", "commit", "commit_date"),
            "run": ("started_at", "ended_at"), "machine": ("name", "fingerprint"),
            "validity": ("valid", "reasons"), "fixtures": ("sizes",),
-           "source": ("tool", "imported")}
+           "source": ("tool", "imported"), "calibration": ("measured", "figures")}
 
 # Version n -> n + 1. A later schema adds its step here, so files already committed stay
 # readable (asv's api_version and update_json).
@@ -77,7 +80,13 @@ def _v1_to_v2(record: dict) -> dict:
                      "telemetry": None}
 
 
-MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2}
+def _v2_to_v3(record: dict) -> dict:
+    """Version 3 measures the machine beside the run; a version-2 record never did."""
+    return record | {"schema_version": 3, "calibration": calibration.missing(
+        "recorded with record schema 2, before calibration existed")}
+
+
+MIGRATIONS: dict[int, Callable[[dict], dict]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def params_hash(params: Mapping) -> str:
@@ -266,6 +275,8 @@ def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: 
         "passed": bool(verdicts["ok"].all()) if len(verdicts) else True,
         "protocol": reported["protocol"] if reported is not None else None,
         "telemetry": context.get("telemetry"),
+        "calibration": context.get("calibration")
+        or calibration.missing("not measured: the run was recorded without a calibration"),
     }
     validate(record)
     return record

@@ -4,8 +4,8 @@ Everything here is built from a run's record (``record.json``), so a scenario's 
 ad-hoc ``workbench drive`` and ``workbench run all`` show one verdict the same way:
 
 * :class:`Verdict`: passed or breached, valid or invalid and why, target and version, the load,
-  and per endpoint p50/p95/p99 against the thresholds, in colour (HTML in a notebook, text in a
-  terminal).
+  the machine's calibration, and per endpoint p50/p95/p99 against the thresholds, in colour
+  (HTML in a notebook, text in a terminal).
 * :func:`number`: numbers as a person reads them: integers as integers, others rounded to what
   matters, a dash for nothing (never ``NaN``).
 * :func:`frame_html`: any table as HTML with those numbers, intervals folded into their value's
@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from workbench import analysis
+from workbench import analysis, calibration
 
 PASS, FAIL, WARN, MUTED = "#1a7f37", "#cf222e", "#9a6700", "#57606a"  # GitHub's palette
 SHOWN_PERCENTILES = ("p50", "p95", "p99")
@@ -110,6 +110,14 @@ def _load_text(record: Mapping) -> str:
             f"dropped (error rate {number(rate)})")
 
 
+def _calibration_text(record: Mapping) -> str:
+    """What the machine measured beside the run, and what reading it cost."""
+    cal = record.get("calibration") or {}
+    text = calibration.describe([record])
+    cost = calibration.cost_s(cal) if cal.get("measured") else None
+    return text + (f" (two readings, {cost:.1f} s)" if cost else "")
+
+
 def _target_text(record: Mapping) -> str:
     t = record.get("target") or {}
     commit = (t.get("commit") or "unknown")[:12]
@@ -171,7 +179,8 @@ class Verdict:
                 f"<p><b>{html.escape(title)}</b>, run <code>{html.escape(str(r.get('run_id')))}"
                 f"</code>, started {html.escape(str((r.get('run') or {}).get('started_at')))}"
                 f"<br>Target: {html.escape(_target_text(r))}"
-                f"<br>Load: {html.escape(_load_text(r))}</p>")
+                f"<br>Load: {html.escape(_load_text(r))}"
+                f"<br>Machine calibration: {html.escape(_calibration_text(r))}</p>")
         rows = []
         for name, e in self.endpoint_rows():
             cells = [html.escape(name), number(e.get("requests")), number(e.get("failed")),
@@ -196,7 +205,8 @@ class Verdict:
     def __repr__(self) -> str:
         result, valid = self.headline()
         lines = [f"{result} · {valid}", f"target: {_target_text(self.record)}",
-                 f"load: {_load_text(self.record)}"]
+                 f"load: {_load_text(self.record)}",
+                 f"machine calibration: {_calibration_text(self.record)}"]
         for name, e in self.endpoint_rows():
             lines.append(f"  {name}: " + "  ".join(f"{p} {number(e.get(p))} ms"
                                                    for p in SHOWN_PERCENTILES)

@@ -29,6 +29,7 @@ import pandas as pd
 from workbench import (
     analysis,
     baseline,
+    calibration,
     driver,
     exports,
     machine,
@@ -147,6 +148,7 @@ class Run:
         self.telemetry_sidecar: dict | None = None  # telemetry.json, once the sampler stopped
         self._telemetry: pd.DataFrame | None = None
         self.drain: dict | None = None  # the backlog drain after the timed phase, if any
+        self.calibration: dict | None = None  # the machine measured around the timed phase
         self._drain_curve: pd.DataFrame | None = None
 
     def _preflight(self) -> dict:
@@ -176,13 +178,16 @@ class Run:
         return Facts(self.fixtures, name="seeded", dtype=object)
 
     def drive(self) -> pd.Series:
-        """Drive the load in the driver's own process; returns what it did (:data:`OUTCOME`)."""
+        """Drive the load in the driver's own process; returns what it did (:data:`OUTCOME`)
+        and the machine's calibration, read before and after the timed phase (and the drain)
+        outside the telemetry's window."""
         spec = driver.DriveSpec(
             base_url=self.target.url, templates=self.scenario.templates(self.params),
             **self.scenario.executor_settings(self.params),
             ca_file=self.target.ca_file, insecure=self.target.insecure,
             token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
         live = LiveLine()  # one updating line here; nothing of it in the report
+        self.calibration = calibration.section(calibration.measure(self.target.dsn), None)
         self.start_telemetry()
         try:
             try:
@@ -197,9 +202,12 @@ class Run:
                 self.drain = self.drain_backlog(float(self.params["drain_timeout_s"]))
         finally:
             self.stop_telemetry()
+        self.calibration = calibration.section(self.calibration["before"],
+                                               calibration.measure(self.target.dsn))
         self._requests = self._analysis = self._verdicts = None  # of an earlier drive
         self._telemetry = None
-        return Facts({k: self.result[k] for k in OUTCOME if k in self.result},
+        return Facts({k: self.result[k] for k in OUTCOME if k in self.result}
+                     | {"calibration": calibration.describe([{"calibration": self.calibration}])},
                      name=self.scenario.name, dtype=object)
 
     def start_telemetry(self) -> None:
@@ -423,6 +431,7 @@ class Run:
                        "engine": (r.get("driver") or {}).get("engine")},
         }
         context["telemetry"] = self.telemetry_section()
+        context["calibration"] = self.calibration
         rec = record.build(context, self.analyse(), self.requests(), self.verdicts(), reported=r)
         rec["passed"] = rec["passed"] and not self.target_exit  # its server died: a failed run
         path = self.dir / record.RECORD_FILE

@@ -16,14 +16,33 @@ identifiable from n samples and is reported as missing (NaN here, ``null`` in JS
 Bootstrap and comparison work on HdrHistogram bucket counts (``workbench.hdr``'s one
 configuration), so runs and committed baselines, which keep only encoded histograms, are
 compared the same way.
+
+Two sets of repeated runs are tested with the run as the unit (:func:`welch_log`): the
+variance that matters lives between runs (the machine and the target drift from run to run),
+and windows of one run share that run's level, so windows pooled from several runs are not
+independent samples. Per run, x = ln(percentile of the run's pooled histogram); Welch's t on
+the x of each side:
+
+    d = mean(y) - mean(x),   se² = s_x²/n + s_y²/m,
+    ν = se⁴ / ((s_x²/n)²/(n-1) + (s_y²/m)²/(m-1))   (Welch-Satterthwaite),
+    t = d / se,  p = 2 P(T_ν > |t|),  interval exp(d ± t_{ν,1-(1-c)/2} se).
+
+Logs, because a slowdown multiplies latencies (the ratio is the effect) and a percentile's
+spread grows with its level; a t rather than a rank test because with the two to six runs a
+side people repeat, a rank test cannot reach a small p at all (Mann-Whitney's smallest
+two-sided p for 4 runs a side is 2/70 = 0.029), while the t's p stays exact for normal run
+levels and errs on the safe side for heavier tails. ``exp(d)`` is the ratio of the geometric
+means of the per-run percentiles: the typical run of B against the typical run of A.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable
 
 import numpy as np
 from hdrh.histogram import HdrHistogram
+from scipy import special
 from scipy import stats as sps
 
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
@@ -205,6 +224,8 @@ def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
     return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
 
 
+FACTOR = 1.10  # the smallest change called "slower" or "faster" (asv's default factor)
+ALPHA = 0.002  # significance level of a change (asv's)
 VERDICTS = ("slower", "faster", "no change", "inconclusive", "insufficient data")
 POWER = 0.80  # the power the "what would settle it" estimates aim for
 
@@ -228,6 +249,18 @@ def verdict(ratio: float, p_value: float, ci_low: float, ci_high: float, factor:
             and ci_high <= factor:
         return "no change"
     return "inconclusive"
+
+
+def overall(verdicts: Iterable[str]) -> str:
+    """One verdict over rows: any change wins (slower first), then inconclusive; "no change"
+    needs every row to show it; rows that are all untestable give "insufficient data"."""
+    verdicts = set(verdicts)
+    for v in ("slower", "faster", "inconclusive"):
+        if v in verdicts:
+            return v
+    if verdicts == {"no change"}:
+        return "no change"
+    return "inconclusive" if "no change" in verdicts else "insufficient data"
 
 
 def min_units_for_test(alpha: float) -> int:
@@ -274,3 +307,89 @@ def units_for_interval(units: int, ratio: float, ci_low: float, ci_high: float,
     scale = max((max(math.log(ci_high / ratio), 0.0) / (log_f - log_r)) ** 2,
                 (max(math.log(ratio / ci_low), 0.0) / (log_f + log_r)) ** 2)
     return max(units, math.ceil(units * scale))
+
+
+# --- repeated runs: the run as the unit ---------------------------------------------------------
+
+
+def welch_log(a: np.ndarray, b: np.ndarray, confidence: float = CONFIDENCE) -> dict[str, float]:
+    """Welch's t on the logs of per-run values (see the module docstring); NaNs dropped.
+
+    Returns ``a`` and ``b`` (geometric means), ``ratio`` (b/a), ``ci_low``/``ci_high``,
+    ``p_value``, ``df``, ``sd`` (the pooled standard deviation of the logs, for power) and
+    the counts ``n_a``/``n_b``. Fewer than two runs on a side give NaNs (no variance).
+    """
+    x = np.log(np.asarray(a, dtype=float))
+    y = np.log(np.asarray(b, dtype=float))
+    x, y = x[np.isfinite(x)], y[np.isfinite(y)]
+    n, m = x.size, y.size
+    out = {"n_a": float(n), "n_b": float(m), "a": np.nan, "b": np.nan, "ratio": np.nan,
+           "ci_low": np.nan, "ci_high": np.nan, "p_value": np.nan, "df": np.nan, "sd": np.nan}
+    if n == 0 or m == 0:
+        return out
+    d = y.mean() - x.mean()
+    out |= {"a": float(np.exp(x.mean())), "b": float(np.exp(y.mean())), "ratio": float(np.exp(d))}
+    if n < 2 or m < 2:
+        return out
+    va, vb = x.var(ddof=1) / n, y.var(ddof=1) / m
+    se = math.sqrt(va + vb)
+    out["sd"] = float(math.sqrt(((n - 1) * x.var(ddof=1) + (m - 1) * y.var(ddof=1))
+                                / (n + m - 2)))
+    if se == 0:  # every run of each side measured the same value
+        same = d == 0
+        return out | {"p_value": 1.0 if same else 0.0, "ci_low": out["ratio"],
+                      "ci_high": out["ratio"], "df": float(n + m - 2)}
+    df = (va + vb) ** 2 / (va ** 2 / (n - 1) + vb ** 2 / (m - 1))
+    half = special.stdtrit(df, 1 - (1 - confidence) / 2) * se  # the t quantile, as a ufunc
+    return out | {"p_value": float(2 * special.stdtr(df, -abs(d) / se)), "df": float(df),
+                  "ci_low": float(np.exp(d - half)), "ci_high": float(np.exp(d + half))}
+
+
+def t_power(shift: float, se: float, df: float, alpha: float) -> float:
+    """Power of a two-sided t test at ``alpha`` for a true ``shift`` whose estimate has
+    standard error ``se`` with ``df`` degrees of freedom (noncentral t)."""
+    if not (se > 0 and df > 0):
+        return float("nan")
+    crit = special.stdtrit(df, 1 - alpha / 2)
+    nc = abs(shift) / se
+    far = special.nctdtr(df, nc, -crit)  # the wrong-sign tail: negligible, NaN when tiny
+    return float(1 - special.nctdtr(df, nc, crit) + (far if np.isfinite(far) else 0.0))
+
+
+def runs_for_power(shift: float, sd: float, alpha: float, target: float = POWER) -> int | None:
+    """Runs a side for Welch's t on logs (equal runs and spread a side, so ν = 2n - 2) to
+    detect a log ``shift`` with power ``target`` at ``alpha``, given the per-run standard
+    deviation ``sd`` of the logs; None when there is no shift or no spread to go by."""
+    if not (np.isfinite(shift) and np.isfinite(sd)) or shift == 0 or sd <= 0:
+        return None
+    return smallest_n(2, lambda n: t_power(shift, sd * math.sqrt(2 / n), 2 * n - 2, alpha)
+                      >= target)
+
+
+def runs_for_interval(shift: float, sd: float, factor: float,
+                      confidence: float = CONFIDENCE) -> int | None:
+    """Runs a side for the Welch interval of a log ``shift`` (per-run standard deviation
+    ``sd`` of the logs, ν = 2n - 2) to fit inside ``[1/factor, factor]``; None when the shift
+    itself is outside (more runs would not show "no change") or there is no spread."""
+    room = math.log(factor) - abs(shift)
+    if not (np.isfinite(room) and np.isfinite(sd)) or room <= 0 or sd < 0:
+        return None
+    return smallest_n(2, lambda n: special.stdtrit(2 * n - 2, 1 - (1 - confidence) / 2)
+                      * sd * math.sqrt(2 / n) <= room)
+
+
+def smallest_n(first: int, ok: Callable[[int], bool], most: int = 100_000) -> int | None:
+    """The smallest n >= ``first`` with ``ok(n)``, for an ``ok`` that stays true once true
+    (doubling, then bisection); None when not even ``most`` will do."""
+    high = first
+    while not ok(high):
+        if high >= most:
+            return None
+        high = min(2 * high, most)
+    low = max(first, high // 2)
+    if ok(low):
+        return low
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if ok(mid) else (mid, high)
+    return high
