@@ -122,6 +122,18 @@ def check_token_destination(url: str) -> None:
                              " (not this machine): use https://")
 
 
+def check_cluster_destination(address: str) -> None:
+    """Refuse to ship the token to a Dask scheduler in clear: it travels as a task argument,
+    so only over Dask's TLS (``tls://``) or to a scheduler on this machine (or in-process)."""
+    parts = urlsplit(address)
+    if parts.scheme in ("tls", "inproc") or (parts.hostname and seed.is_loopback(parts.hostname)):
+        return
+    raise WorkbenchError(f"refusing to send {TOKEN_ENV} to the Dask scheduler at {address} "
+                         "unencrypted: use a tls:// address (Dask's TLS) or a scheduler on this "
+                         "machine, and join only a cluster you trust: the client unpickles what "
+                         "its scheduler and workers send back, so they can run code here")
+
+
 def preflight(target: Target, token: str, strict: bool = False,
               acme_profiles: Sequence[str] = (), traps: Sequence[str] = TRAPS,
               probes: Sequence[Probe] = ()) -> dict:
