@@ -220,7 +220,7 @@ def _drive_spec(args, rate: float, duration_s: float):
         raise WorkbenchError("a secret header (Authorization, Cookie, ...) cannot go to Dask "
                              "workers yet: spec.json never holds it; drop --cluster")
     if args.send_token:  # an ad-hoc URL gets the token only when the user says so
-        preflight.token_for(preflight.Target(url=base, ca_file=None, insecure=False,
+        preflight.token_for(preflight.Target(url=base, ca_file=None, insecure=args.insecure,
                                              embedded=False))
     return driver.DriveSpec(
         base_url=base, templates=(driver.RequestTemplate(args.method.upper(), path, "adhoc",

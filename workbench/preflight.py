@@ -86,7 +86,8 @@ def token_for(target: Target) -> str:
     """The API token for ``target``: ``CERTCTL_TOKEN``, else the embedded target's own.
 
     Checked before any request (:func:`check_token`, :func:`check_token_destination`), so a
-    malformed token never reaches a header and a plain-HTTP hop off this machine never sees it.
+    malformed token never reaches a header, and neither a plain-HTTP hop nor an unverified
+    server off this machine ever sees it.
     """
     token = os.environ.get(TOKEN_ENV)
     if not token and target.embedded:
@@ -95,7 +96,7 @@ def token_for(target: Target) -> str:
         raise WorkbenchError(f"no API token: export {TOKEN_ENV}=<key> (one of certctl's "
                              "CERTCTL_AUTH_SECRET keys)")
     check_token(token)
-    check_token_destination(target.url)
+    check_token_destination(target.url, target.insecure)
     return token
 
 
@@ -114,12 +115,20 @@ def check_token(token: str) -> None:
                              " export the API key exactly as the server has it (value not shown)")
 
 
-def check_token_destination(url: str) -> None:
-    """Refuse to send the token in clear text: plain ``http://`` only to this machine."""
+def check_token_destination(url: str, insecure: bool = False) -> None:
+    """Refuse to send the token where others could read it: plain ``http://``, or ``https://``
+    without checking the certificate (``insecure``), only to this machine."""
     parts = urlsplit(url)
-    if parts.scheme != "https" and not (parts.hostname and seed.is_loopback(parts.hostname)):
+    if parts.hostname and seed.is_loopback(parts.hostname):
+        return
+    if parts.scheme != "https":
         raise WorkbenchError(f"refusing to send {TOKEN_ENV} over plain HTTP to {parts.hostname}"
                              " (not this machine): use https://")
+    if insecure:
+        raise WorkbenchError(f"refusing to send {TOKEN_ENV} to {parts.hostname} (not this "
+                             "machine) without checking its certificate (--insecure): anyone "
+                             "on the path could take it; pass the server's CA with --ca-file "
+                             "instead")
 
 
 def check_cluster_destination(address: str) -> None:
