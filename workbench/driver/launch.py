@@ -105,7 +105,8 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (RESULT_FILE, REQUESTS_FILE):
         (out_dir / stale).unlink(missing_ok=True)
-    jsonio.write_json(out_dir / SPEC_FILE, spec.document())
+    # the driver's input holds the query, body and header values in clear: its owner's only
+    jsonio.write_json(out_dir / SPEC_FILE, spec.document(), mode=0o600)
     if shards is not None and (not isinstance(shards, int) or shards < 1):
         raise WorkbenchError(f"shards must be a positive number of processes, got {shards!r}")
     if cluster:

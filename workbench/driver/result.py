@@ -2,7 +2,8 @@
 
 On-disk contract (every file written by :func:`workbench.jsonio.write_json`):
 
-- ``spec.json`` (:class:`workbench.driver.spec.SpecDocument`): what was driven;
+- ``spec.json`` (:class:`workbench.driver.spec.SpecDocument`): what was driven, query, body
+  and header values in clear (secret headers excepted), so readable by its owner only;
 - ``shard.json`` (:class:`ShardReport`): one shard's counters and encoded histograms, written
   by each shard process of a sharded run, merged and removed by the parent;
 - ``result.json`` (:class:`DriveResult`): the run's result, read back only through
