@@ -251,3 +251,11 @@ def test_a_connection_holds_no_body_after_its_response_was_delivered():
 
     assert held_bytes(one_response) < MiB // 4
     assert sizes == [MiB] and engine.kept == 0
+
+
+def test_kinds_and_problems_are_reported_printable(tmp_path):
+    rec = Recorder(["a"], tmp_path / "requests.parquet")
+    rec.kind(0, 200, b"text/\x1b[2j")
+    rec.problem(0, "bad\x07\nnonce")
+    assert rec.response_kinds() == {"a": {"200 text/\\x1b[2j": 1}}
+    assert rec.problem_counts() == {"a": {"bad\\x07\\nnonce": 1}}

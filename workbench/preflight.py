@@ -20,6 +20,7 @@ from workbench import seed
 from workbench import target as embedded
 from workbench.errors import WorkbenchError
 from workbench.seed import redact_dsn
+from workbench.untrusted import printable
 
 TOKEN_ENV = "CERTCTL_TOKEN"
 DSN_ENV = "CERTCTL_DSN"
@@ -135,7 +136,8 @@ def check_cluster_destination(address: str) -> None:
     """Refuse to ship the token to a Dask scheduler in clear: it travels as a task argument,
     so only over Dask's TLS (``tls://``) or to a scheduler on this machine (or in-process)."""
     parts = urlsplit(address)
-    if parts.scheme in ("tls", "inproc") or (parts.hostname and seed.is_loopback(parts.hostname)):
+    on_this_machine = bool(parts.hostname) and seed.is_loopback(parts.hostname)
+    if parts.scheme in ("tls", "inproc") or on_this_machine:
         return
     raise WorkbenchError(f"refusing to send {TOKEN_ENV} to the Dask scheduler at {address} "
                          "unencrypted: use a tls:// address (Dask's TLS) or a scheduler on this "
@@ -175,21 +177,37 @@ def preflight(target: Target, token: str, strict: bool = False,
         raise WorkbenchError(f"the target refused the API token (401); set {TOKEN_ENV} to one "
                              "of the server's API keys")
     if auth.status_code != 200:
-        raise WorkbenchError(f"auth check answered {auth.status_code}: {auth.text[:200]}")
-    identity = version.json()
+        raise WorkbenchError(f"auth check answered {auth.status_code}: {printable(auth.text)}")
+    try:
+        identity = target_identity(version.json())
+    except ValueError:
+        raise WorkbenchError(f"{target.url}/api/v1/version answered something other than JSON; "
+                             "is this a certctl server?") from None
     warnings = trap_warnings(target, token, acme_profiles, traps, probes)
     if strict and warnings:
         raise WorkbenchError(f"--strict refuses {target.url}: " + "; ".join(warnings))
     return {
         "url": target.url,
         "kind": target.kind,
-        "version": identity.get("version"),
-        "commit": identity.get("commit"),
-        "modified": identity.get("modified"),
-        "standin": bool(identity.get("standin")),
+        **identity,
         "dsn": target.safe_dsn,
         "warnings": warnings,
     }
+
+
+IDENTITY_CHARS = 100  # of a version or commit (a git SHA has 40)
+
+
+def target_identity(body: object) -> dict:
+    """What a ``/api/v1/version`` answer says the target is, safe to show anywhere:
+    ``version`` and ``commit`` as :func:`~workbench.untrusted.printable` text (None when
+    absent), ``modified`` a bool or None, ``standin`` a bool. A server says what it likes."""
+    said = body if isinstance(body, dict) else {}
+    version, commit, modified = (said.get(k) for k in ("version", "commit", "modified"))
+    return {"version": None if version is None else printable(version, IDENTITY_CHARS),
+            "commit": None if commit is None else printable(commit, IDENTITY_CHARS),
+            "modified": modified if isinstance(modified, bool) else None,
+            "standin": said.get("standin") is True}
 
 
 def check_database(target: Target, parents: bool = True) -> None:

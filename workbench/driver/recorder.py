@@ -30,6 +30,7 @@ import numpy as np
 
 from workbench import hdr
 from workbench.driver.outcomes import DROPPED, ERROR_CLASSES
+from workbench.untrusted import printable
 
 if TYPE_CHECKING:  # imported when the first chunk is written, not at start-up
     import pyarrow as pa
@@ -283,7 +284,8 @@ class Recorder:
         out: dict[str, dict[str, int]] = {}
         for (tag, status, ctype), n in sorted(self.kinds.items(), key=lambda kv: (
                 kv[0][0], kv[0][1], kv[0][2] or b"")):
-            kind = f"{status} {ctype.decode('latin-1') if ctype else '-'}" if status else OTHER
+            shown = printable(ctype.decode("latin-1"), None) if ctype else "-"
+            kind = f"{status} {shown}" if status else OTHER
             per_tag = out.setdefault(self.tags[tag], {})
             per_tag[kind] = per_tag.get(kind, 0) + n
         return out
@@ -292,7 +294,9 @@ class Recorder:
         """``{tag: {problem type: count}}`` of the problem responses seen."""
         out: dict[str, dict[str, int]] = {}
         for (tag, kind), n in sorted(self.problems.items()):
-            out.setdefault(self.tags[tag], {})[kind] = n
+            per_tag = out.setdefault(self.tags[tag], {})
+            shown = printable(kind, None)
+            per_tag[shown] = per_tag.get(shown, 0) + n
         return out
 
     def timing_histograms(self) -> dict[str, dict]:
