@@ -211,7 +211,7 @@ def test_a_hostile_version_string_reaches_no_output_raw(tmp_path):
         out = subprocess.run(
             [sys.executable, "-m", "workbench.cli", "drive", f"{srv.url}/status/200", "--rate",
              "20", "--duration", "1", "--out", str(tmp_path / "run")], capture_output=True,
-            text=True, timeout=120, env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)})
+            text=True, timeout=300, env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)})
     assert out.returncode == 0, out.stderr
     for control in ("\x1b", "\x07", "\x00", "\u202e"):
         assert control not in out.stdout + out.stderr

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from workbench import hdr
 from workbench.driver.engine import MAX_KEPT_TOTAL, Done, find_header, media_type
 from workbench.driver.outcomes import ERR, classify_exception
 
@@ -84,7 +85,9 @@ class HttpEngine:
         self.local_addr = (local_host, 0) if local_host else None
         self.opened = self.open_failed = 0
         self.clients: list[Http1Client] = []
-        self.handshakes_ns: list[int] = []  # TCP connect + TLS handshake, per connection
+        # TCP connect + TLS handshake (us) of each connection: a histogram, as a server closing
+        # every connection makes one per request
+        self.handshakes = hdr.new()
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         default_port = self.port == (443 if parts.scheme == "https" else 80)
@@ -156,7 +159,7 @@ class HttpEngine:
             self.open_failed += 1
             raise
         self.opened += 1
-        self.handshakes_ns.append(time.perf_counter_ns() - started)
+        self.handshakes.record_value(max(1, (time.perf_counter_ns() - started) // 1000))
         return conn
 
     def client(self) -> Http1Client:

@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 
+from workbench import hdr
 from workbench.driver.engine import MAX_KEPT_TOTAL, media_type
 from workbench.driver.http1 import ssl_context
 from workbench.driver.outcomes import ERR, classify_exception
@@ -287,7 +288,7 @@ class Http2Engine:
         # local ports one (source, destination) pair allows (the fleet's loopback aliases)
         self.local_addr = (local_host, 0) if local_host else None
         self.opened = self.open_failed = 0
-        self.handshakes_ns: list[int] = []  # TCP connect + TLS handshake, per connection
+        self.handshakes = hdr.new()  # TCP connect + TLS handshake (us), as HttpEngine's
         self.tls = parts.scheme == "https"
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if self.tls else 80)
@@ -416,7 +417,7 @@ class Http2Engine:
             conn.lose(classify_exception(exc))
         else:
             self.opened += 1
-            self.handshakes_ns.append(time.perf_counter_ns() - started)
+            self.handshakes.record_value(max(1, (time.perf_counter_ns() - started) // 1000))
 
     def forget(self, conn: _Connection) -> None:
         self.connections.discard(conn)
