@@ -89,7 +89,8 @@ class ShardReport(TypedDict):
     counts: dict[str, dict[str, int]]  # {tag: {error class ("" = success): count}}
     histograms: dict[str, dict[str, str]]  # {tag: {status class: histoblob of response us}}
     timing_histograms: dict[str, str]  # response, service_time, schedule_lag histoblobs
-    response_kinds: dict[str, dict[str, int]]  # {tag: {"<status> <content type>": count}}
+    # {tag: {"<status> <content type>": count}}, at most 32 a tag, the rest under "other"
+    response_kinds: dict[str, dict[str, int]]
     response_totals: dict[str, dict[str, float]]  # {tag: {field: sum}}
     t0_epoch_ns: int | None
     anchor: dict[str, int]  # epoch_ns and mono_ns read together
@@ -193,7 +194,7 @@ class DriveResult(TypedDict):
     hdr: dict[str, Any]  # the histograms' configuration
     response_kinds: dict[str, dict[str, int]]
     response_totals: dict[str, dict[str, float]]
-    problems: dict[str, dict[str, int]]  # {tag: {RFC 7807 problem type: count}}
+    problems: dict[str, dict[str, int]]  # {tag: {RFC 7807 problem type or "other": count}}
     t0_epoch_ns: int | None
     t0_utc: str | None
     started_at: str | None
