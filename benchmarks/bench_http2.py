@@ -228,14 +228,14 @@ def print_capacity(rows: list[dict]) -> None:
 
 def bench_codec(requests: int = 50_000) -> list[dict]:
     """Microseconds of client CPU per request: our frame code vs the h2 package, no sockets."""
+    from benchmarks.bench_hotpath import REQUEST_HEADERS as headers
+    from benchmarks.bench_hotpath import h2_cpu_s
     from workbench.driver.http2 import (
         DATA,
         END_HEADERS,
         END_STREAM,
         HEADERS,
         SETTINGS,
-        Http2Engine,
-        _Connection,
         encode_header_block,
         frame,
     )
@@ -244,49 +244,11 @@ def bench_codec(requests: int = 50_000) -> list[dict]:
                                  (b"content-length", b"11"),
                                  (b"date", b"Thu, 03 Dec 2026 08:00:00 GMT")])
     body = b'{"ok":true}'
-
-    def response(sid: int) -> bytes:
-        return (frame(HEADERS, END_HEADERS, sid, block)
-                + frame(DATA, END_STREAM, sid, body))
-
-    responses = [response(2 * i + 1) for i in range(requests)]
-    headers = {"User-Agent": "certctl-workbench-driver", "Accept": "application/json"}
-
-    class Sink:
-        def write(self, data) -> None:
-            pass
-
-        def get_extra_info(self, name, default=None):
-            return default
-
-        def is_closing(self) -> bool:
-            return False
-
-    import asyncio
-
-    loop = asyncio.new_event_loop()
-    try:
-        engine = Http2Engine("https://127.0.0.1:8443")
-        engine.loop = loop
-        conn = _Connection(engine)
-        engine.pool.append(conn)
-        conn.connection_made(Sink())
-        conn.data_received(frame(SETTINGS, 0, 0))
-        request = engine.prepare("GET", "/", headers, None)
-        got = []
-        done = got.append  # one argument per completion is enough for a count
-
-        def ours() -> float:
-            t0 = time.process_time()
-            for data in responses:
-                engine.send(request, lambda *o: done(o[0]))
-                conn.flush()
-                conn.data_received(data)
-            return time.process_time() - t0
-        ours_s = ours()
-        assert len(got) == requests and got[-1] == 200
-    finally:
-        loop.close()
+    responses = [frame(HEADERS, END_HEADERS, 2 * i + 1, block)
+                 + frame(DATA, END_STREAM, 2 * i + 1, body) for i in range(requests)]
+    got = []
+    ours_s = h2_cpu_s(responses, lambda *o: got.append(o[0]))
+    assert len(got) == requests and got[-1] == 200
 
     import h2.config
     import h2.connection

@@ -67,6 +67,8 @@ class CountingScript:
     async def iteration(self, vu) -> None:
         if self.fail_in == "iteration":
             raise KeyError("broken script")
+        if self.fail_in == "server-text":  # a script passing on what the server said
+            raise RuntimeError("401: \x1b]0;pwned\x07\x1b[2J\nsecond line")
         vu.timing("work", 1_500_000)
         first = await vu.request("a", f"/a/{vu.index}")
         assert first.ok and first.json() == {"ok": True} and first.header("x-a") == "1"
@@ -114,6 +116,8 @@ def test_scripted_vus_record_every_request_like_the_template_executors(tmp_path)
 @pytest.mark.parametrize(("where", "needle"), [
     ("setup", "script setup failed for 1 of 3 VUs: no account for VU 1"),
     ("iteration", "script error in VU 0: KeyError: 'broken script'"),
+    ("server-text", "script error in VU 0: RuntimeError: 401: \\x1b]0;pwned\\x07\\x1b[2J\\n"
+                    "second line"),
 ])
 def test_a_broken_script_fails_the_run_with_its_reason(tmp_path, where, needle):
     spec = scripted_spec(fail_in=where)
@@ -122,6 +126,13 @@ def test_a_broken_script_fails_the_run_with_its_reason(tmp_path, where, needle):
     assert result["status"].startswith("failed") and needle in result["status"]
     assert result["scheduled"] == result["completed"] + result["failed"]
     assert not result["valid"]
+
+
+def test_a_problem_is_described_without_what_a_terminal_would_run():
+    body = b'{"type":"urn:ietf:params:acme:error:unauthorized","detail":"no\\u001b[2J\\nkey"}'
+    said = acme_orders.describe(Response(401, "application/problem+json", body, "http_4xx",
+                                         None, "unauthorized"))
+    assert said == "401 unauthorized: no\\x1b[2J\\nkey"
 
 
 def test_scripts_need_the_closed_loop_and_an_importable_factory():

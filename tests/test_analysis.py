@@ -172,6 +172,17 @@ def close_figures():
     plt.close("all")
 
 
+def test_a_target_named_with_dollars_draws_its_titles_as_written(close_figures):
+    import io
+
+    from workbench import plots
+
+    target = "certctl v1$\\frac{1}{$ $x$ @ https://127.0.0.1:1"
+    fig = plots.percentile_plot(mixed_frame(), "acme_burst", target, "2026-11-26 12:00 UTC")
+    fig.savefig(io.BytesIO(), format="png")  # mathtext would fail here, or draw a fraction
+    assert target in fig.axes[0].get_title()
+
+
 def test_every_figure_is_titled_with_scenario_target_and_date(close_figures):
     from tests.synthetic import make_record, requests_frame
     from workbench import compare, plots

@@ -89,6 +89,19 @@ def test_spec_with_token_never_writes_it(tmp_path, monkeypatch):
     assert written["schema_version"] == 1 and written["spec"]["token_env"] == "SECRET_TOKEN_ENV"
 
 
+def test_spec_json_with_the_query_body_and_headers_is_readable_by_its_owner_only(tmp_path):
+    import stat
+
+    with LoopbackServer() as srv:
+        spec = _spec(srv.url, "/delay?q=query-in-clear", rate=10, templates=(RequestTemplate(
+            "POST", "/bulk?q=query-in-clear", "t", '{"b": "body-in-clear"}',
+            (("X-Trace", "header-in-clear"),)),))
+        drive(spec, tmp_path, echo=lambda _: None)
+    path = tmp_path / "spec.json"
+    assert b"body-in-clear" in path.read_bytes()  # the driver's input: it must say what to send
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
 @pytest.mark.parametrize("field,value", [("rate", 0), ("rate", -5), ("duration_s", 0),
                                          ("duration_s", -1), ("max_vus", 0)])
 def test_bad_load_shape_is_refused_before_anything_is_sent(tmp_path, field, value):

@@ -196,3 +196,36 @@ def test_a_bad_adhoc_threshold_is_refused_before_any_load(tmp_path):
                     "--threshold", "p95<1", "--out", str(tmp_path / "x"))
     assert out.returncode == 2 and out.stderr.startswith("error: ")
     assert not (tmp_path / "x" / "requests.parquet").exists()
+
+
+HOSTILE_VERSION = ("v1 $\\frac{1}{$ [click](https://evil.example) ![i](https://evil.example/i.png)"
+                   " <img src=https://evil.example/h.png> ``` `x` \x1b]0;pwned\x07\x1b[2J\x00"
+                   "\r\nsecond line \u202eright-to-left")
+
+
+def test_a_hostile_version_string_reaches_no_output_raw(tmp_path):
+    """What the target says it is lands in the terminal, junit.xml, the step summary and the
+    figures' titles: none of them may run it (escape sequences, Markdown, mathtext)."""
+    import os
+    import xml.etree.ElementTree as ET
+
+    import mistune
+
+    summary = tmp_path / "summary.md"
+    with LoopbackServer() as srv:
+        srv.version = HOSTILE_VERSION
+        out = subprocess.run(
+            [sys.executable, "-m", "workbench.cli", "drive", f"{srv.url}/status/200", "--rate",
+             "20", "--duration", "1", "--out", str(tmp_path / "run")], capture_output=True,
+            text=True, timeout=300, env={**os.environ, "GITHUB_STEP_SUMMARY": str(summary)})
+    assert out.returncode == 0, out.stderr
+    for control in ("\x1b", "\x07", "\x00", "\u202e"):
+        assert control not in out.stdout + out.stderr
+    assert "v1 $\\frac{1}{$" in out.stdout  # shown, escaped where it must be
+    assert (tmp_path / "run" / "report.html").stat().st_size > 0  # the figures were drawn
+    props = {p.get("name"): p.get("value") for p in ET.parse(
+        tmp_path / "run" / "junit.xml").getroot().iter("property")}
+    assert props["target_version"].startswith("v1 $\\frac{1}{$ [click]")
+    html = mistune.create_markdown(escape=False, plugins=["table", "url"])(summary.read_text())
+    assert "<a " not in html and "<img" not in html
+    assert "[click](https://evil.example)" in html

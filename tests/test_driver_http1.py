@@ -271,9 +271,9 @@ def test_a_kept_body_beyond_the_cap_is_a_protocol_error():
 
 
 def test_the_content_type_cache_stays_bounded_whatever_the_server_sends():
-    from workbench.driver import http1
+    from workbench.driver.engine import CTYPE_CACHE_ENTRIES
 
-    engine = http1.HttpEngine("http://127.0.0.1:9")
-    for i in range(3 * http1.CTYPE_CACHE_ENTRIES):
+    engine = HttpEngine("http://127.0.0.1:9")
+    for i in range(3 * CTYPE_CACHE_ENTRIES):
         assert engine.content_type(f"text/x-{i}; charset=utf-8".encode()) == f"text/x-{i}".encode()
-    assert len(engine._ctypes) <= http1.CTYPE_CACHE_ENTRIES
+    assert len(engine._ctypes) <= CTYPE_CACHE_ENTRIES

@@ -214,3 +214,27 @@ def test_write_all_writes_every_export_of_a_run(run, tmp_path):
     single.mkdir()
     names = [p.name for p in exports.write_all(single, make_record(), environ={})]
     assert names == ["junit.xml", "latency.hgrm", "latency.hlog"]
+
+
+HOSTILE = ("v1 [click](https://evil.example) ![i](https://evil.example/i.png) <img src=x> "
+           "``` `x` | \x1b[2J\x00\x07 \u202e")
+
+
+def test_junit_stays_parseable_whatever_the_target_calls_itself(run):
+    record, _, verdicts = run
+    record["target"]["version"] = record["target"]["commit"] = HOSTILE
+    root = ET.fromstring(exports.junit_xml(record, verdicts))
+    props = {p.get("name"): p.get("value") for p in root.iter("property")}
+    assert props["target_version"].startswith("v1 [click]") and "\\x1b[2J" in props[
+        "target_version"]
+
+
+def test_the_step_summary_shows_the_targets_version_literally(run):
+    import mistune
+
+    record, _, verdicts = run
+    record["target"]["version"] = record["target"]["commit"] = HOSTILE
+    text = exports.step_summary_markdown(record, verdicts)
+    html = mistune.create_markdown(escape=False, plugins=["table", "url"])(text)
+    assert "<a " not in html and "<img" not in html and "\x1b" not in text
+    assert "[click](https://evil.example)" in html

@@ -45,3 +45,27 @@ def test_a_private_file_has_its_mode_from_the_start(tmp_path):
     path = tmp_path / "state.json"
     write_json(path, {"dsn": "x"}, mode=0o600)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_link_planted_at_the_temporary_name_is_neither_followed_nor_moved(tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    path = tmp_path / "result.json"
+    (tmp_path / f".result.json.{os.getpid()}.tmp").symlink_to(victim)  # a guessable name
+    write_json(path, {"a": 1})
+    assert victim.read_text() == "keep me"
+    assert not path.is_symlink() and json.loads(path.read_text()) == {"a": 1}
+
+
+def test_a_temporary_name_already_taken_is_never_opened(tmp_path, monkeypatch):
+    from workbench import jsonio
+
+    victim = tmp_path / "victim"
+    victim.write_text("keep me")
+    planted = tmp_path / ".result.json.taken.tmp"
+    planted.symlink_to(victim)
+    names = iter(["taken", "free"])
+    monkeypatch.setattr(jsonio.secrets, "token_hex", lambda n: next(names))
+    write_json(tmp_path / "result.json", {"a": 1})
+    assert victim.read_text() == "keep me" and planted.is_symlink()
+    assert json.loads((tmp_path / "result.json").read_text()) == {"a": 1}

@@ -263,6 +263,58 @@ def test_a_scenario_target_over_plain_http_off_this_machine_gets_no_token(monkey
         preflight.token_for(target)
 
 
+def test_drive_never_sends_the_token_unverified_off_this_machine(tmp_path):
+    out = _workbench("drive", "https://10.255.255.1:9/x", "--rate", "5", "--duration", "1",
+                     "--send-token", "--insecure", "--out", str(tmp_path / "run"),
+                     env={"CERTCTL_TOKEN": TOKEN})
+    assert out.returncode == 2 and out.stderr.startswith("error: ")
+    assert out.stderr.count("\n") == 1 and "--insecure" in out.stderr and "--ca-file" in out.stderr
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("url,allowed", [("https://10.255.255.1:8443", False),
+                                         ("https://certctl.example.test", False),
+                                         ("https://127.0.0.1:8443", True),
+                                         ("https://localhost:8443", True)])
+def test_an_insecure_target_gets_the_token_only_on_this_machine(url, allowed, monkeypatch):
+    from workbench import preflight
+
+    monkeypatch.setenv(preflight.TOKEN_ENV, TOKEN)
+    target = preflight.resolve_target(url, insecure=True)
+    if allowed:
+        assert preflight.token_for(target) == TOKEN
+    else:
+        with pytest.raises(WorkbenchError, match="--ca-file"):
+            preflight.token_for(target)
+
+
+@pytest.mark.parametrize("address", ["tcp://10.255.255.1:8786", "tcp://scheduler.example.test:8786",
+                                     "ucx://10.255.255.1:8786", "tcp://:8786"])
+def test_drive_never_sends_the_token_to_a_dask_scheduler_in_clear_off_this_machine(address,
+                                                                                   tmp_path):
+    out = _workbench("drive", "https://127.0.0.1:9/x", "--rate", "5", "--duration", "1",
+                     "--send-token", "--cluster", address, "--out", str(tmp_path / "run"),
+                     env={"CERTCTL_TOKEN": TOKEN})
+    assert out.returncode == 2 and out.stderr.startswith("error: ")
+    assert out.stderr.count("\n") == 1 and "tls://" in out.stderr and "trust" in out.stderr
+    assert TOKEN not in out.stderr + out.stdout
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("address,allowed", [
+    ("tls://10.255.255.1:8786", True), ("tcp://127.0.0.1:8786", True),
+    ("tcp://localhost:8786", True), ("tcp://[::1]:8786", True), ("inproc://10.0.0.1/1/2", True),
+    ("tcp://10.255.255.1:8786", False), ("tcp://127.0.0.1.example.test:8786", False)])
+def test_the_token_goes_to_a_scheduler_only_over_tls_or_on_this_machine(address, allowed):
+    from workbench import preflight
+
+    if allowed:
+        preflight.check_cluster_destination(address)
+    else:
+        with pytest.raises(WorkbenchError, match="tls://"):
+            preflight.check_cluster_destination(address)
+
+
 # --- secret headers: sent, never written ------------------------------------------------------
 
 SECRET_HEADER_VALUE = "Basic c2VjcmV0LWhlYWRlci1EaXN0aW5jdGl2ZQ-NEVER-WRITE"

@@ -27,6 +27,7 @@ from workbench.driver import DriveSpec, load_result
 from workbench.jsonio import write_json, write_text
 from workbench.notebook import Tables
 from workbench.paths import project_root
+from workbench.preflight import target_identity
 
 SCENARIO = "adhoc"
 REPORT_FILE = "report.html"
@@ -60,13 +61,11 @@ def identify(base_url: str, verify: object = True) -> dict:
     try:
         with httpx.Client(verify=verify, timeout=3.0) as client:  # type: ignore[arg-type]
             answer = client.get(base_url.rstrip("/") + "/api/v1/version")
-        body = answer.json() if answer.status_code == 200 else None
+        said = target_identity(answer.json() if answer.status_code == 200 else None)
     except (httpx.HTTPError, ValueError):
         return facts
-    if isinstance(body, dict) and body.get("version"):
-        facts |= {"kind": "stand-in" if body.get("standin") else "certctl",
-                  "version": body.get("version"), "commit": body.get("commit"),
-                  "modified": body.get("modified")}
+    if said["version"]:
+        facts |= {"kind": "stand-in" if said.pop("standin") else "certctl"} | said
     return facts
 
 

@@ -4,7 +4,9 @@ and .hlog.
 * ``junit.xml``: one ``<testcase>`` per threshold (classname the scenario), a ``<failure>`` with
   the measured value for each breach: what Jenkins, GitLab and GitHub test reporters read.
 * ``$GITHUB_STEP_SUMMARY``: a Markdown table appended when that variable is set (GitHub
-  Actions); built only from record fields that hold no secret (no URL, DSN or token).
+  Actions); built only from record fields that hold no secret (no URL, DSN or token). What
+  the target says (its version and commit) is shown as code, so it cannot add a link, an image
+  or markup.
 * ``latency.hgrm`` (and ``latency.<endpoint>.hgrm`` when a run has several endpoints):
   HdrHistogram's percentile distribution, as Java's ``outputPercentileDistribution``,
   HistogramLogProcessor and wrk2 print it (columns Value, Percentile, TotalCount,
@@ -36,6 +38,7 @@ import pandas as pd
 from hdrh.histogram import HdrHistogram
 
 from workbench import hdr, jsonio, stats
+from workbench.untrusted import printable
 
 JUNIT_FILE = "junit.xml"
 HGRM_FILE = "latency.hgrm"
@@ -66,7 +69,9 @@ def _measured(value) -> str:
 def junit_xml(record: Mapping, verdicts: pd.DataFrame | Iterable[Mapping] | None = None) -> str:
     """The JUnit XML document of a run: one testcase per threshold, failures with the value.
 
-    ``verdicts`` defaults to the record's own ``thresholds``.
+    ``verdicts`` defaults to the record's own ``thresholds``. Property values pass through
+    :func:`~workbench.untrusted.printable`: a control character in what the target says would
+    make the file unreadable (XML 1.0 has no way to write most of them).
     """
     rows = _threshold_rows(record["thresholds"] if verdicts is None else verdicts)
     scenario = record["scenario"]
@@ -86,7 +91,8 @@ def junit_xml(record: Mapping, verdicts: pd.DataFrame | Iterable[Mapping] | None
                         ("machine", record["machine"].get("name")),
                         ("valid", record["validity"].get("valid")),
                         ("latency_basis", record.get("latency_basis"))):
-        ET.SubElement(properties, "property", name=name, value="" if value is None else str(value))
+        ET.SubElement(properties, "property", name=name,
+                      value="" if value is None else printable(value, None))
     for r in rows:
         case = ET.SubElement(suite, "testcase", classname=scenario,
                              name=f"{r['metric']} {r['threshold']}", time="0")
@@ -110,9 +116,14 @@ def write_junit(run_dir: str | Path, record: Mapping,
 
 
 def _cell(text, code: bool = False) -> str:
-    """Text for a Markdown table cell; ``code`` for a code span (no entities inside one)."""
-    text = str(text).replace("|", "\\|").replace("\n", " ")
-    return f"`{text}`" if code else text.replace("<", "&lt;")
+    """Text for a Markdown table cell; ``code`` for a code span, which shows anything (a link,
+    an image, HTML) literally: its fence is longer than any run of backticks inside."""
+    text = printable(text, None).replace("|", "\\|")
+    if not code:
+        return text.replace("<", "&lt;")
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def _ms(value) -> str:
@@ -131,7 +142,7 @@ def step_summary_markdown(record: Mapping,
         f"### certctl workbench: {_cell(record['scenario'])} ({_cell(record.get('profile'))})",
         "",
         f"**{'passed' if passed else 'FAILED'}** · run {_cell(record['run_id'], True)} · "
-        f"{_cell(target.get('kind'))} {_cell(target.get('version') or '')} "
+        f"{_cell(target.get('kind'))} {_cell(target.get('version') or 'version unknown', True)} "
         f"{_cell((target.get('commit') or 'unknown')[:12], True)} · machine "
         f"{_cell(record['machine'].get('name'), True)} · "
         + ("valid" if validity.get("valid") else

@@ -4,13 +4,15 @@ Every JSON file the workbench writes (``spec.json``, ``shard.json``, ``result.js
 ``record.json``, committed baselines, the suite's ``summary.json``, the target's state) goes
 through :func:`write_json`, so each has the same layout (:func:`dumps`) and no reader ever sees
 half a file: the text goes to a temporary file in the same folder, is flushed to disk, and then
-takes its name in one step.
+takes its name in one step. The temporary name is unguessable and created exclusively, never
+through a link, so nothing planted in a shared folder is written through or moved into place.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -41,13 +43,11 @@ def write_text(path: Path, text: str, *, exclusive: bool = False, mode: int | No
     as a Markdown table or an HTML report, is whole or absent, never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
-                 0o666 if mode is None else mode)
+    fd, tmp = _create_temporary(path, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "w") as fh:
             if mode is not None:
-                os.fchmod(fh.fileno(), mode)  # an old temporary file kept its own mode
+                os.fchmod(fh.fileno(), mode)  # exactly ``mode``, whatever the umask
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
@@ -60,3 +60,15 @@ def write_text(path: Path, text: str, *, exclusive: bool = False, mode: int | No
             os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _create_temporary(path: Path, mode: int) -> tuple[int, Path]:
+    """A new file beside ``path`` under an unguessable name: created here, never a name
+    someone else made (``O_EXCL``) and never through a link (``O_NOFOLLOW``)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, flags, mode), tmp
+        except FileExistsError:  # taken: by chance, or planted; draw another name
+            continue

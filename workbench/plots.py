@@ -56,7 +56,8 @@ def _figure(nrows: int = 1, figsize: tuple[float, float] = FIGSIZE, **kw):
 
 
 def _finish(fig: plt.Figure, ax: plt.Axes, heading: str, **legend) -> plt.Figure:
-    ax.set_title(heading, fontsize=TITLE_SIZE)
+    # as written: a target's version with "$" must not turn into mathtext (or fail to parse)
+    ax.set_title(heading, fontsize=TITLE_SIZE, parse_math=False)
     if legend.pop("show", True) and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=LEGEND_SIZE, title_fontsize=LEGEND_SIZE, **legend)
     fig.tight_layout()

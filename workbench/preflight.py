@@ -22,6 +22,7 @@ from workbench import seed
 from workbench import target as embedded
 from workbench.errors import WorkbenchError
 from workbench.seed import redact_dsn
+from workbench.untrusted import printable
 
 TOKEN_ENV = "CERTCTL_TOKEN"
 DSN_ENV = "CERTCTL_DSN"
@@ -122,7 +123,8 @@ def token_for(target: Target) -> str:
     workbench started (its token file), else the stand-in's.
 
     Checked before any request (:func:`check_token`, :func:`check_token_destination`), so a
-    malformed token never reaches a header and a plain-HTTP hop off this machine never sees it.
+    malformed token never reaches a header, and neither a plain-HTTP hop nor an unverified
+    server off this machine ever sees it.
     """
     token = os.environ.get(TOKEN_ENV)
     if not token and target.started is not None and target.started.token_file:
@@ -133,7 +135,7 @@ def token_for(target: Target) -> str:
         raise WorkbenchError(f"no API token: export {TOKEN_ENV}=<key> (one of certctl's "
                              "CERTCTL_AUTH_SECRET keys)")
     check_token(token)
-    check_token_destination(target.url)
+    check_token_destination(target.url, target.insecure)
     return token
 
 
@@ -152,12 +154,33 @@ def check_token(token: str) -> None:
                              " export the API key exactly as the server has it (value not shown)")
 
 
-def check_token_destination(url: str) -> None:
-    """Refuse to send the token in clear text: plain ``http://`` only to this machine."""
+def check_token_destination(url: str, insecure: bool = False) -> None:
+    """Refuse to send the token where others could read it: plain ``http://``, or ``https://``
+    without checking the certificate (``insecure``), only to this machine."""
     parts = urlsplit(url)
-    if parts.scheme != "https" and not (parts.hostname and seed.is_loopback(parts.hostname)):
+    if parts.hostname and seed.is_loopback(parts.hostname):
+        return
+    if parts.scheme != "https":
         raise WorkbenchError(f"refusing to send {TOKEN_ENV} over plain HTTP to {parts.hostname}"
                              " (not this machine): use https://")
+    if insecure:
+        raise WorkbenchError(f"refusing to send {TOKEN_ENV} to {parts.hostname} (not this "
+                             "machine) without checking its certificate (--insecure): anyone "
+                             "on the path could take it; pass the server's CA with --ca-file "
+                             "instead")
+
+
+def check_cluster_destination(address: str) -> None:
+    """Refuse to ship the token to a Dask scheduler in clear: it travels as a task argument,
+    so only over Dask's TLS (``tls://``) or to a scheduler on this machine (or in-process)."""
+    parts = urlsplit(address)
+    on_this_machine = bool(parts.hostname) and seed.is_loopback(parts.hostname)
+    if parts.scheme in ("tls", "inproc") or on_this_machine:
+        return
+    raise WorkbenchError(f"refusing to send {TOKEN_ENV} to the Dask scheduler at {address} "
+                         "unencrypted: use a tls:// address (Dask's TLS) or a scheduler on this "
+                         "machine, and join only a cluster you trust: the client unpickles what "
+                         "its scheduler and workers send back, so they can run code here")
 
 
 def preflight(target: Target, token: str, strict: bool = False,
@@ -194,21 +217,37 @@ def preflight(target: Target, token: str, strict: bool = False,
         raise WorkbenchError(f"the target refused the API token (401); set {TOKEN_ENV} to one "
                              f"of the server's API keys{own}")
     if auth.status_code != 200:
-        raise WorkbenchError(f"auth check answered {auth.status_code}: {auth.text[:200]}")
-    identity = version.json()
+        raise WorkbenchError(f"auth check answered {auth.status_code}: {printable(auth.text)}")
+    try:
+        identity = target_identity(version.json())
+    except ValueError:
+        raise WorkbenchError(f"{target.url}/api/v1/version answered something other than JSON; "
+                             "is this a certctl server?") from None
     warnings = trap_warnings(target, token, acme_profiles, traps, probes)
     if strict and warnings:
         raise WorkbenchError(f"--strict refuses {target.url}: " + "; ".join(warnings))
     return {
         "url": target.url,
         "kind": target.kind,
-        "version": identity.get("version"),
-        "commit": identity.get("commit"),
-        "modified": identity.get("modified"),
-        "standin": bool(identity.get("standin")),
+        **identity,
         "dsn": target.safe_dsn,
         "warnings": warnings,
     }
+
+
+IDENTITY_CHARS = 100  # of a version or commit (a git SHA has 40)
+
+
+def target_identity(body: object) -> dict:
+    """What a ``/api/v1/version`` answer says the target is, safe to show anywhere:
+    ``version`` and ``commit`` as :func:`~workbench.untrusted.printable` text (None when
+    absent), ``modified`` a bool or None, ``standin`` a bool. A server says what it likes."""
+    said = body if isinstance(body, dict) else {}
+    version, commit, modified = (said.get(k) for k in ("version", "commit", "modified"))
+    return {"version": None if version is None else printable(version, IDENTITY_CHARS),
+            "commit": None if commit is None else printable(commit, IDENTITY_CHARS),
+            "modified": modified if isinstance(modified, bool) else None,
+            "standin": said.get("standin") is True}
 
 
 def check_database(target: Target, parents: bool = True) -> None:

@@ -16,12 +16,21 @@ engine, or a test's fake engine (no sockets) are interchangeable. The contract:
   closes every connection.
 - ``engine.name`` names the engine in results; ``engine.authority`` is the ``host[:port]`` the
   requests carry (``Host``/``:authority``), which scripted users sign into ACME URLs.
+
+A target is not trusted to be kind: whatever it sends, what an engine keeps is bounded in
+entries and in bytes (:func:`media_type`'s cache, HTTP/2's header blocks, the bodies kept for
+callers, :data:`MAX_KEPT_TOTAL` across everything in flight).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any, Protocol
+
+MAX_MEDIA_TYPE_BYTES = 256  # RFC 6838: type and subtype names are at most 127 characters each
+CTYPE_CACHE_ENTRIES = 1024  # distinct raw Content-Type values remembered
+MAX_CACHED_CTYPE = 512  # a longer raw value is cleaned every time, never remembered
+MAX_KEPT_TOTAL = 256 * 1024 * 1024  # bodies kept for callers, all requests in flight together
 
 Done = Callable[[int, bytes | None, int, bytes | None, int, bytes | None], None]
 """``done(status, content_type, nbytes, body, error, head)``, called once per request.
@@ -69,3 +78,18 @@ def find_header(source: bytes, low_head: bytes, key: bytes) -> bytes | None:
     i += len(key)
     j = low_head.find(b"\r\n", i)
     return source[i:j if j >= 0 else len(low_head)].strip()
+
+
+def media_type(cache: dict[bytes, bytes], raw: bytes) -> bytes:
+    """``b"application/json"`` from ``b"Application/JSON; charset=utf-8"``, at most
+    :data:`MAX_MEDIA_TYPE_BYTES`; an engine calls it when ``raw`` is not yet in ``cache``.
+
+    ``cache`` stays bounded whatever a server varies: raw values up to :data:`MAX_CACHED_CTYPE`
+    bytes only, and emptied when it holds :data:`CTYPE_CACHE_ENTRIES`.
+    """
+    clean = raw.split(b";", 1)[0].strip().lower()[:MAX_MEDIA_TYPE_BYTES]
+    if len(raw) <= MAX_CACHED_CTYPE:
+        if len(cache) >= CTYPE_CACHE_ENTRIES:  # a server varying it per response never repeats
+            cache.clear()
+        cache[raw] = clean
+    return clean

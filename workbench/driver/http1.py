@@ -21,7 +21,8 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from workbench.driver.engine import Done, find_header
+from workbench import hdr
+from workbench.driver.engine import MAX_KEPT_TOTAL, Done, find_header, media_type
 from workbench.driver.outcomes import ERR, classify_exception
 
 _IDLE, _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_EOF = range(8)
@@ -65,22 +66,28 @@ def ssl_context(base_url: str, ca_file: str | None, insecure: bool) -> ssl.SSLCo
     return ctx
 
 
-CTYPE_CACHE_ENTRIES = 4096  # distinct Content-Type values remembered (as http2's blocks)
-
 class HttpEngine:
-    """A keep-alive connection pool to one origin; connections are opened on demand."""
+    """A keep-alive connection pool to one origin; connections are opened on demand.
+
+    ``kept_budget``: bytes of bodies kept for callers (``want_body``) across every request in
+    flight; a response that would go beyond it ends as ``protocol``, as one beyond
+    :data:`MAX_KEPT_BODY` does.
+    """
 
     name = "workbench-http1"  # in results: which engine measured
 
     def __init__(self, base_url: str, *, ca_file: str | None = None, insecure: bool = False,
-                 timeout_s: float = 10.0, local_host: str | None = None) -> None:
+                 timeout_s: float = 10.0, local_host: str | None = None,
+                 kept_budget: int = MAX_KEPT_TOTAL) -> None:
         parts = urlsplit(base_url)
         # the source address of every connection: more than one address lifts the ~28,000
         # local ports one (source, destination) pair allows (the fleet's loopback aliases)
         self.local_addr = (local_host, 0) if local_host else None
         self.opened = self.open_failed = 0
         self.clients: list[Http1Client] = []
-        self.handshakes_ns: list[int] = []  # TCP connect + TLS handshake, per connection
+        # TCP connect + TLS handshake (us) of each connection: a histogram, as a server closing
+        # every connection makes one per request
+        self.handshakes = hdr.new()
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if parts.scheme == "https" else 80)
         default_port = self.port == (443 if parts.scheme == "https" else 80)
@@ -96,6 +103,8 @@ class HttpEngine:
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_s = min(max(timeout_s / 5, 0.02), 0.25)
         self._ctypes: dict[bytes, bytes] = {}
+        self.kept = 0  # body bytes kept for callers by the requests in flight
+        self.kept_budget = kept_budget
 
     def prepare(self, method: str, path: str, headers: dict[str, str], body: bytes | None,
                 want_body: bool = False, want_head: bool = False) -> PreparedRequest:
@@ -150,7 +159,7 @@ class HttpEngine:
             self.open_failed += 1
             raise
         self.opened += 1
-        self.handshakes_ns.append(time.perf_counter_ns() - started)
+        self.handshakes.record_value(max(1, (time.perf_counter_ns() - started) // 1000))
         return conn
 
     def client(self) -> Http1Client:
@@ -191,11 +200,7 @@ class HttpEngine:
         if raw is None:
             return None
         clean = self._ctypes.get(raw)
-        if clean is None:
-            if len(self._ctypes) >= CTYPE_CACHE_ENTRIES:  # a server varying it cannot grow us
-                self._ctypes.clear()
-            clean = self._ctypes[raw] = raw.split(b";", 1)[0].strip()
-        return clean
+        return media_type(self._ctypes, raw) if clean is None else clean
 
     def _sweep(self) -> None:
         now = time.perf_counter_ns()
@@ -361,10 +366,21 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def _keep(self, data: bytes) -> None:
-        """Keep part of the body for the caller, up to :data:`MAX_KEPT_BODY`."""
-        if self.nbytes > MAX_KEPT_BODY:
+        """Keep part of the body for the caller, up to :data:`MAX_KEPT_BODY` and within the
+        engine's ``kept_budget``."""
+        engine = self.engine
+        if self.nbytes > MAX_KEPT_BODY or engine.kept + len(data) > engine.kept_budget:
             raise ProtocolError("body too large to keep")
+        engine.kept += len(data)
         self.parts.append(data)
+
+    def _body(self) -> bytes:
+        """The kept body, joined; its bytes go back to the engine's budget, and the
+        connection holds none of it any more."""
+        body = b"".join(self.parts)
+        self.parts = None
+        self.engine.kept -= len(body)
+        return body
 
     def _parse(self) -> None:
         buf = self.buf
@@ -500,7 +516,7 @@ class _Connection(asyncio.Protocol):
         done = self.done
         self.done = None
         self.state = _IDLE
-        body = b"".join(self.parts) if self.parts is not None else None
+        body = self._body() if self.parts is not None else None
         if self.keep_alive and not self.buf and not self.closed:
             self.owner.release(self)  # first, so the callback's next request can reuse it
         else:
@@ -515,6 +531,9 @@ class _Connection(asyncio.Protocol):
             return
         self.done = None
         self.state = _IDLE
+        if self.parts is not None:  # what was kept goes back to the budget
+            self.engine.kept -= sum(map(len, self.parts))
+            self.parts = None
         self.close()
         done(self.status, self.ctype, self.nbytes, None, error, None)
 

@@ -9,7 +9,8 @@ section "codec"): a request's HEADERS (and small DATA) frames are built once in 
 with a stateless HPACK encoding, so a send writes them with only the stream id changed. We
 advertise ``SETTINGS_HEADER_TABLE_SIZE = 0``, so the server's header blocks are stateless too:
 each is decoded on its own (status and content type only; values we do not need are skipped,
-not Huffman-decoded) and cached by its bytes. Frames are parsed straight from the socket buffer.
+not Huffman-decoded) and cached by its bytes (small blocks only, the cache bounded in entries and
+bytes: a server may make every block unique). Frames are parsed straight from the socket buffer.
 
 What the wire asks of a client, and where it is handled:
 
@@ -43,6 +44,8 @@ from urllib.parse import urlsplit
 from hpack.huffman_table import decode_huffman
 from hpack.table import HeaderTable
 
+from workbench import hdr
+from workbench.driver.engine import MAX_KEPT_TOTAL, media_type
 from workbench.driver.http1 import ssl_context
 from workbench.driver.outcomes import ERR, classify_exception
 
@@ -63,6 +66,8 @@ MAX_HEADER_BLOCK = 256 * 1024  # a response head beyond this is refused
 MAX_CONTINUATIONS = 64  # CONTINUATION frames per header block (empty ones cost memory too)
 MAX_KEPT_BODY = 16 * 1024 * 1024  # a body kept for the caller (want_body) beyond: protocol
 BLOCK_CACHE_ENTRIES = 4096
+BLOCK_CACHE_BYTES = 1 << 20  # the cached blocks' bytes together
+MAX_CACHED_BLOCK = 1024  # a larger header block is decoded every time, never cached
 STREAM_WINDOW = 1 << 24  # per stream: a response up to 8 MiB needs no WINDOW_UPDATE at all
 CONNECTION_WINDOW = 1 << 30
 # Connection-specific fields are forbidden in HTTP/2 (RFC 9113 8.2.2); Host becomes :authority.
@@ -266,6 +271,8 @@ class Http2Engine:
 
     ``client()`` makes a sender with its own connection. ``stream_window`` and
     ``connection_window``: what we let the server send before our WINDOW_UPDATE.
+    ``kept_budget``: bytes of bodies kept for callers (``want_body``) across every stream in
+    flight; a stream that would go beyond it is reset and ends as ``protocol``.
     """
 
     name = "workbench-h2"
@@ -274,14 +281,14 @@ class Http2Engine:
     def __init__(self, base_url: str, *, ca_file: str | None = None, insecure: bool = False,
                  timeout_s: float = 10.0, connections: int = 1,
                  stream_window: int = STREAM_WINDOW,
-                 connection_window: int = CONNECTION_WINDOW, local_host: str | None = None
-                 ) -> None:
+                 connection_window: int = CONNECTION_WINDOW, local_host: str | None = None,
+                 kept_budget: int = MAX_KEPT_TOTAL) -> None:
         parts = urlsplit(base_url)
         # the source address of every connection: more than one address lifts the ~28,000
         # local ports one (source, destination) pair allows (the fleet's loopback aliases)
         self.local_addr = (local_host, 0) if local_host else None
         self.opened = self.open_failed = 0
-        self.handshakes_ns: list[int] = []  # TCP connect + TLS handshake, per connection
+        self.handshakes = hdr.new()  # TCP connect + TLS handshake (us), as HttpEngine's
         self.tls = parts.scheme == "https"
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if self.tls else 80)
@@ -310,7 +317,10 @@ class Http2Engine:
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_s = min(max(timeout_s / 5, 0.02), 0.25)
         self.blocks: dict[bytes, tuple[int, bytes | None]] = {}
+        self.block_bytes = 0  # of the cached blocks
         self._ctypes: dict[bytes, bytes] = {}
+        self.kept = 0  # body bytes kept for callers by the streams in flight
+        self.kept_budget = kept_budget
         self.preamble = PREFACE + frame(SETTINGS, 0, 0, settings_payload({
             0x1: 0,  # HEADER_TABLE_SIZE: stateless response blocks, decodable and cacheable
             0x2: 0,  # ENABLE_PUSH
@@ -407,7 +417,7 @@ class Http2Engine:
             conn.lose(classify_exception(exc))
         else:
             self.opened += 1
-            self.handshakes_ns.append(time.perf_counter_ns() - started)
+            self.handshakes.record_value(max(1, (time.perf_counter_ns() - started) // 1000))
 
     def forget(self, conn: _Connection) -> None:
         self.connections.discard(conn)
@@ -417,11 +427,18 @@ class Http2Engine:
         if raw is None:
             return None
         clean = self._ctypes.get(raw)
-        if clean is None:
-            if len(self._ctypes) >= BLOCK_CACHE_ENTRIES:
-                self._ctypes.clear()
-            clean = self._ctypes[raw] = raw.split(b";", 1)[0].strip().lower()
-        return clean
+        return media_type(self._ctypes, raw) if clean is None else clean
+
+    def cache_block(self, block: bytes, decoded: tuple[int, bytes | None]) -> None:
+        """Remember a small header block's status and content type (see the module doc)."""
+        size = len(block)
+        if size > MAX_CACHED_BLOCK:
+            return
+        if len(self.blocks) >= BLOCK_CACHE_ENTRIES or self.block_bytes + size > BLOCK_CACHE_BYTES:
+            self.blocks.clear()  # responses with a per-request field never repeat
+            self.block_bytes = 0
+        self.blocks[block] = decoded
+        self.block_bytes += size
 
     def _sweep(self) -> None:
         limit = time.perf_counter_ns() - self.timeout_ns
@@ -666,12 +683,20 @@ class _Connection(asyncio.Protocol):
                 pass
             self._fail(stream, ERR["timeout"])
 
+    def _drop_body(self, stream: _Stream) -> None:
+        """Give what ``stream`` kept back to the engine's budget; it keeps nothing more."""
+        if stream.parts is not None:
+            self.engine.kept -= sum(map(len, stream.parts))
+            stream.parts = None
+
     def _fail(self, stream: _Stream, error: int) -> None:
         done = stream.done
         if done is None:
             return
         stream.done = None
         stream.offset = -1
+        self._drop_body(stream)
+        stream.head = None
         done(stream.status, stream.ctype, stream.nbytes, None, error, None)
 
     def _finish(self, stream: _Stream) -> None:
@@ -684,9 +709,15 @@ class _Connection(asyncio.Protocol):
         elif not self.accepting and not self.streams:
             self.flush()
             self.lose(ERR["reset"])  # after GOAWAY, the last stream closes the connection
-        parts = stream.parts
-        done(stream.status, stream.ctype, stream.nbytes,
-             b"".join(parts) if parts is not None else None, 0, stream.head)
+        # a finished stream may wait in the engine's timeout queue behind a slow one: it
+        # keeps neither its body nor its head
+        parts, head = stream.parts, stream.head
+        stream.parts = stream.head = None
+        body = None
+        if parts is not None:
+            body = b"".join(parts)
+            self.engine.kept -= len(body)
+        done(stream.status, stream.ctype, stream.nbytes, body, 0, head)
 
     # -- frames in ----------------------------------------------------------------------
     def data_received(self, data: bytes) -> None:
@@ -755,18 +786,25 @@ class _Connection(asyncio.Protocol):
             start, end = _unpad(view, start, end)
         stream = self.streams.get(sid)
         if stream is not None:
-            stream.nbytes += end - start
-            if stream.parts is not None:
-                stream.parts.append(bytes(view[start:end]))
-            if stream.parts is not None and stream.nbytes > MAX_KEPT_BODY:
+            size = end - start
+            stream.nbytes += size
+            parts = stream.parts
+            engine = self.engine
+            if parts is not None and (stream.nbytes > MAX_KEPT_BODY
+                                      or engine.kept + size > engine.kept_budget):
                 self._reset_stream(stream, CANCEL)  # memory stays bounded: refuse the rest
-            elif flags & END_STREAM:
-                self._finish(stream)
             else:
-                stream.recv += length
-                if stream.recv >= self.engine.stream_window >> 1:
-                    self._write(frame(WINDOW_UPDATE, 0, sid, stream.recv.to_bytes(4, "big")))
-                    stream.recv = 0
+                if parts is not None:
+                    engine.kept += size
+                    parts.append(bytes(view[start:end]))
+                if flags & END_STREAM:
+                    self._finish(stream)
+                else:
+                    stream.recv += length
+                    if stream.recv >= engine.stream_window >> 1:
+                        self._write(frame(WINDOW_UPDATE, 0, sid,
+                                          stream.recv.to_bytes(4, "big")))
+                        stream.recv = 0
         if self.recv_unacked >= self.engine.connection_window >> 1:
             self._write(frame(WINDOW_UPDATE, 0, 0, self.recv_unacked.to_bytes(4, "big")))
             self.recv_unacked = 0
@@ -807,9 +845,7 @@ class _Connection(asyncio.Protocol):
             if cached is None:
                 status, raw_ctype, _ = decode_header_block(block)
                 cached = (status, engine.content_type(raw_ctype))
-                if len(engine.blocks) >= BLOCK_CACHE_ENTRIES:
-                    engine.blocks.clear()  # responses with a per-request field never repeat
-                engine.blocks[block] = cached
+                engine.cache_block(block, cached)
             status = cached[0]
             if status < 200:
                 if status < 100 or end_stream:
@@ -817,7 +853,7 @@ class _Connection(asyncio.Protocol):
                 return  # 1xx: the final response follows
             stream.status, stream.ctype = cached
             if stream.request.head_only or status in _NO_BODY_STATUS:
-                stream.parts = None  # no body, as the HTTP/1.1 engine reports it
+                self._drop_body(stream)  # no body, as the HTTP/1.1 engine reports it
             if stream.request.want_head:
                 stream.head = response_head(status, decode_header_block(block, True)[2])
         if end_stream:

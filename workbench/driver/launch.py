@@ -16,8 +16,9 @@ counters (percentiles are never averaged) and concatenates the shards' Parquet r
 
 On Dask distributed (``cluster="tcp://HOST:8786"``) the same shard function runs inside the
 workers, one shard per worker (:func:`shard_task`), and returns its report and its Parquet
-bytes. The API token travels as a task argument over the Dask connection (use Dask's TLS on a
-network you do not trust); it is never written to a file.
+bytes. The API token travels as a task argument over the Dask connection, so it goes only to a
+``tls://`` scheduler or one on this machine; it is never written to a file. Joining a cluster
+trusts it with code: the client unpickles what the scheduler and workers send back.
 """
 
 from __future__ import annotations
@@ -96,11 +97,16 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
     recorded, and then re-raises ``KeyboardInterrupt``.
     """
     spec.validate()
+    if cluster and spec.token_env:  # the parent side only: keeps preflight out of the shards
+        from workbench.preflight import check_cluster_destination
+
+        check_cluster_destination(cluster)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in (RESULT_FILE, REQUESTS_FILE):
         (out_dir / stale).unlink(missing_ok=True)
-    jsonio.write_json(out_dir / SPEC_FILE, spec.document())
+    # the driver's input holds the query, body and header values in clear: its owner's only
+    jsonio.write_json(out_dir / SPEC_FILE, spec.document(), mode=0o600)
     if shards is not None and (not isinstance(shards, int) or shards < 1):
         raise WorkbenchError(f"shards must be a positive number of processes, got {shards!r}")
     if cluster:

@@ -11,6 +11,10 @@ name and renamed when closed, so a reader never sees half a file.
 
 Times are ``time.perf_counter_ns()`` values while recording; Parquet holds UTC epoch
 nanoseconds (``epoch_offset_ns`` is added at write time: the anchor taken at run start).
+
+The tables keyed by what a server says (response kinds, problem types) hold at most
+:data:`MAX_KINDS_PER_TAG` entries per tag; later new ones are counted together as ``other``,
+so a server varying a header or a problem type per response cannot grow the driver.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ import numpy as np
 
 from workbench import hdr
 from workbench.driver.outcomes import DROPPED, ERROR_CLASSES
+from workbench.untrusted import printable
 
 if TYPE_CHECKING:  # imported when the first chunk is written, not at start-up
     import pyarrow as pa
 
 FOLD_ROWS = 8192
+MAX_KINDS_PER_TAG = 32  # distinct kinds (or problem types) per tag; the rest count as OTHER
+OTHER = "other"
 CHUNK_ROWS = 16_384  # one Parquet row group; the writer's working set is a few of these
 _CLASS_CODE = {"error": 0, "2xx": 2, "3xx": 3, "4xx": 4, "5xx": 5}
 _CLASS_NAME = {code: name for name, code in _CLASS_CODE.items()}
@@ -52,6 +59,15 @@ def schema(tags: list[str]) -> pa.Schema:
     ])
 
 
+def _new_key(table: dict, distinct: list[int], key: tuple, other: tuple) -> tuple[tuple, int]:
+    """``key`` (new to ``table``) while its tag, ``key[0]``, has fewer than
+    :data:`MAX_KINDS_PER_TAG` distinct keys, else ``other``; with its count so far."""
+    if distinct[key[0]] < MAX_KINDS_PER_TAG:
+        distinct[key[0]] += 1
+        return key, 0
+    return other, table.get(other, 0)
+
+
 class Recorder:
     """Columnar samples of one shard, their histograms and counters."""
 
@@ -69,8 +85,10 @@ class Recorder:
         self.service = hdr.new()
         self.lag = hdr.new()
         self.counts = np.zeros((len(tags), len(ERROR_CLASSES)), np.int64)
-        self.kinds: dict[tuple[int, int, bytes | None], int] = {}
+        self.kinds: dict[tuple[int, int, bytes | None], int] = {}  # (tag, 0, None): OTHER
         self.problems: dict[tuple[int, str], int] = {}  # (tag, problem type) -> count
+        self._distinct_kinds = [0] * len(tags)  # distinct keys per tag, OTHER not counted
+        self._distinct_problems = [0] * len(tags)
         self.timings: dict[str, array] = {}  # a script's own costs (e.g. signing), ns samples
         self.totals: list[dict[str, int | float]] = [{} for _ in tags]
         self.rows = 0
@@ -129,12 +147,20 @@ class Recorder:
 
     def kind(self, tag: int, status: int, content_type: bytes | None) -> None:
         key = (tag, status, content_type)
-        self.kinds[key] = self.kinds.get(key, 0) + 1
+        kinds = self.kinds
+        n = kinds.get(key)
+        if n is None:
+            key, n = _new_key(kinds, self._distinct_kinds, key, (tag, 0, None))
+        kinds[key] = n + 1
 
     def problem(self, tag: int, kind: str) -> None:
         """One RFC 7807 problem response of type ``kind`` (ACME's URN prefix removed)."""
         key = (tag, kind)
-        self.problems[key] = self.problems.get(key, 0) + 1
+        problems = self.problems
+        n = problems.get(key)
+        if n is None:
+            key, n = _new_key(problems, self._distinct_problems, key, (tag, OTHER))
+        problems[key] = n + 1
 
     def timing(self, name: str, ns: int) -> None:
         """One sample of a client-side cost that is not server latency (e.g. signing)."""
@@ -258,7 +284,8 @@ class Recorder:
         out: dict[str, dict[str, int]] = {}
         for (tag, status, ctype), n in sorted(self.kinds.items(), key=lambda kv: (
                 kv[0][0], kv[0][1], kv[0][2] or b"")):
-            kind = f"{status} {ctype.decode('latin-1') if ctype else '-'}"
+            shown = printable(ctype.decode("latin-1"), None) if ctype else "-"
+            kind = f"{status} {shown}" if status else OTHER
             per_tag = out.setdefault(self.tags[tag], {})
             per_tag[kind] = per_tag.get(kind, 0) + n
         return out
@@ -267,7 +294,9 @@ class Recorder:
         """``{tag: {problem type: count}}`` of the problem responses seen."""
         out: dict[str, dict[str, int]] = {}
         for (tag, kind), n in sorted(self.problems.items()):
-            out.setdefault(self.tags[tag], {})[kind] = n
+            per_tag = out.setdefault(self.tags[tag], {})
+            shown = printable(kind, None)
+            per_tag[shown] = per_tag.get(shown, 0) + n
         return out
 
     def timing_histograms(self) -> dict[str, dict]:

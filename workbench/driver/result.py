@@ -2,7 +2,8 @@
 
 On-disk contract (every file written by :func:`workbench.jsonio.write_json`):
 
-- ``spec.json`` (:class:`workbench.driver.spec.SpecDocument`): what was driven;
+- ``spec.json`` (:class:`workbench.driver.spec.SpecDocument`): what was driven, query, body
+  and header values in clear (secret headers excepted), so readable by its owner only;
 - ``shard.json`` (:class:`ShardReport`): one shard's counters and encoded histograms, written
   by each shard process of a sharded run, merged and removed by the parent;
 - ``result.json`` (:class:`DriveResult`): the run's result, read back only through
@@ -88,7 +89,8 @@ class ShardReport(TypedDict):
     counts: dict[str, dict[str, int]]  # {tag: {error class ("" = success): count}}
     histograms: dict[str, dict[str, str]]  # {tag: {status class: histoblob of response us}}
     timing_histograms: dict[str, str]  # response, service_time, schedule_lag histoblobs
-    response_kinds: dict[str, dict[str, int]]  # {tag: {"<status> <content type>": count}}
+    # {tag: {"<status> <content type>": count}}, at most 32 a tag, the rest under "other"
+    response_kinds: dict[str, dict[str, int]]
     response_totals: dict[str, dict[str, float]]  # {tag: {field: sum}}
     t0_epoch_ns: int | None
     anchor: dict[str, int]  # epoch_ns and mono_ns read together
@@ -192,7 +194,7 @@ class DriveResult(TypedDict):
     hdr: dict[str, Any]  # the histograms' configuration
     response_kinds: dict[str, dict[str, int]]
     response_totals: dict[str, dict[str, float]]
-    problems: dict[str, dict[str, int]]  # {tag: {RFC 7807 problem type: count}}
+    problems: dict[str, dict[str, int]]  # {tag: {RFC 7807 problem type or "other": count}}
     t0_epoch_ns: int | None
     t0_utc: str | None
     started_at: str | None

@@ -35,6 +35,7 @@ from workbench.driver.engine import find_header
 from workbench.errors import WorkbenchError
 
 PROBLEM_TYPE = b"application/problem+json"
+MAX_PROBLEM_TYPE = 128  # characters of a problem type kept (ACME's are short words)
 ACME_ERROR = "urn:ietf:params:acme:error:"
 _TIMING_NAME = re.compile(r"^[a-z][a-z0-9]*$")
 RESERVED_TIMINGS = frozenset({"latency"})  # "latency_ms" is the response-time summary
@@ -94,12 +95,15 @@ class Response:
 
 
 def problem_type(body: bytes) -> str:
-    """The ``type`` of a problem document, ``urn:ietf:params:acme:error:`` removed."""
+    """The ``type`` of a problem document, ``urn:ietf:params:acme:error:`` removed, at most
+    :data:`MAX_PROBLEM_TYPE` characters."""
     try:
         kind = json.loads(body).get("type")
     except (ValueError, AttributeError, UnicodeDecodeError):
         return "unparsed"
-    return kind.removeprefix(ACME_ERROR) if isinstance(kind, str) and kind else "untyped"
+    if not isinstance(kind, str) or not kind:
+        return "untyped"
+    return kind.removeprefix(ACME_ERROR)[:MAX_PROBLEM_TYPE]
 
 
 class ScriptHost(Protocol):

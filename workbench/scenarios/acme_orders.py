@@ -44,6 +44,7 @@ from workbench.scenarios import (
     Scenario,
     _acme,
 )
+from workbench.untrusted import printable
 
 if TYPE_CHECKING:  # tables only: every driver process imports this module for its script
     import pandas as pd
@@ -90,7 +91,7 @@ def describe(response: Response) -> str:
             detail = f" {response.problem}: {response.json().get('detail', '')}"
         except ValueError:
             detail = f" {response.problem}"
-    return f"{response.status}{detail}"
+    return printable(f"{response.status}{detail}")
 
 
 @dataclass
@@ -202,8 +203,8 @@ def probe_warnings(client: httpx.Client, token: str, profile_id: str) -> list[st
         try:
             detail = response.json().get("detail")
         except (ValueError, AttributeError):
-            return response.text[:80]
-        return f"{problem_type(response.content)}: {detail}"
+            return printable(response.text, 80)
+        return printable(f"{problem_type(response.content)}: {detail}")
 
     try:
         directory = client.get(f"{base}/directory", headers=auth)

@@ -33,6 +33,7 @@ from workbench.driver.scripted import (
 )
 from workbench.driver.spec import SCRIPTED, DriveSpec, RequestTemplate, register_executor
 from workbench.errors import WorkbenchError
+from workbench.untrusted import printable
 
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # package.module:factory
 
@@ -88,7 +89,7 @@ class Scripted(ConstantVUs):
         if errors:
             await self.engine.close()
             raise WorkbenchError(f"script setup failed for {len(errors)} of "
-                                 f"{len(self.users)} VUs: {errors[0]}") from errors[0]
+                                 f"{len(self.users)} VUs: {printable(errors[0])}") from errors[0]
 
     def begin(self) -> None:
         self.busy = len(self.users)
@@ -121,7 +122,9 @@ class Scripted(ConstantVUs):
         except Stopped:
             pass
         except Exception as exc:  # a broken script: stop loudly rather than spin
-            self.stop(f"failed: script error in VU {vu.index}: {type(exc).__name__}: {exc}")
+            # one line, shown as written: a script may pass on what the server said
+            self.stop(f"failed: script error in VU {vu.index}: "
+                      f"{printable(f'{type(exc).__name__}: {exc}')}")
         finally:
             self.vus_running -= 1
             self.busy -= 1
