@@ -343,6 +343,8 @@ class Run:
             **({"Warning: mostly no-op calls": pd.Series(warnings, name="warning", dtype=object)}
                if warnings else {}),
             "Latency by endpoint and status class (ms)": analysed.percentiles,
+            **({"Connection phases by endpoint (ms)": timed}
+               if (timed := analysis.phases(self.requests())) is not None else {}),
             "Offered against achieved load": analysed.load,
             "Errors by class": analysed.errors,
             "Validity": analysed.validity,
