@@ -26,16 +26,20 @@ def _positive(kind):
 
 
 def cmd_target(args) -> int:
-    from workbench import target
+    from workbench import connectors, target
 
     if args.action == "up":
         info = target.up(port=args.port)
         print(f"stand-in certctl at {info.url} (CA file {info.ca_file}); database {info.dsn}")
+        if args.connectors:
+            connectors.print_up(connectors.up(first_port=args.port + 1))
     elif args.action == "down":
+        connectors.down()
         target.down()
         print("embedded target stopped (data kept)")
     else:
-        print(json.dumps(target.status(), indent=1, default=str))
+        print(json.dumps(target.status() | {"connectors": connectors.status()}, indent=1,
+                         default=str))
     return 0
 
 
@@ -427,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("target", help="the embedded default target (stand-in + PostgreSQL)")
     t.add_argument("action", choices=("up", "down", "status"))
     t.add_argument("--port", type=int, default=8443)
+    t.add_argument("--connectors", action="store_true",
+                   help="also start the connector tier's targets on the next four ports: nginx, "
+                        "Apache httpd, HAProxy (when installed) and the F5 iControl REST mock")
     t.set_defaults(func=cmd_target)
 
     r = sub.add_parser("run", help="run a scenario notebook through papermill (or all of them)")
