@@ -245,7 +245,8 @@ def phase_section(table: pd.DataFrame) -> dict:
     p95, p99, max}}}`` in ms."""
     out: dict[str, dict] = {}
     for (endpoint, phase), row in table.iterrows():
-        out.setdefault(str(endpoint), {})[str(phase)] = {k: num(v) for k, v in row.items()}
+        out.setdefault(str(endpoint), {})[str(phase)] = {
+            k: int(v) if k == "count" else num(v) for k, v in row.items()}
     return out
 
 
