@@ -84,9 +84,11 @@ def missing() -> dict[str, str]:
     return {t: d.package for t, d in DAEMONS.items() if d.find() is None}
 
 
-def up(state: Path | None = None, host: str = "127.0.0.1", first_port: int = 8444) -> dict:
-    """Start every installed daemon and the F5 mock (idempotent) on ``first_port`` onwards, in
-    :data:`TYPES` order; returns the info (also in ``connectors.json``), ``missing`` included.
+def up(state: Path | None = None, host: str = "127.0.0.1", first_port: int = 8444,
+       types: tuple[str, ...] = TYPES) -> dict:
+    """Start each of ``types`` that is installed (idempotent), target type k of :data:`TYPES`
+    on port ``first_port + k``; returns the info (also in ``connectors.json``), ``missing``
+    included.
 
     What already runs from this state folder is kept; anything that fails to start stops what
     this call started and raises one line with the daemon's last log lines.
@@ -96,12 +98,12 @@ def up(state: Path | None = None, host: str = "127.0.0.1", first_port: int = 844
     folder.mkdir(parents=True, exist_ok=True)
     info = read_info(state) or {}
     running = {t: e for t, e in (info.get("targets") or {}).items() if _alive(e)}
-    absent = missing()
+    absent = {t: p for t, p in missing().items() if t in types}
     ca_file, _ = tlsca.ensure_ca(state / "tls")
     started: dict[str, dict] = {}
     try:
         for offset, target_type in enumerate(TYPES, start=1):
-            if target_type in running or target_type in absent:
+            if target_type in running or target_type in absent or target_type not in types:
                 continue
             started[target_type] = _start(DAEMONS[target_type], folder / target_type, host,
                                           first_port + offset - 1, state / "tls", ca_file)
