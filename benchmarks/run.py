@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
                                                acme_orders,http2,fixtures,telemetry,
-                                               priority,capacity-search,fleet]
+                                               priority,capacity-search,fleet,connectors]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -24,7 +24,10 @@ Sections (details in each module's docstring):
 - capacity-search: ``drive --find-capacity`` against slot servers of known capacity K / H,
   the answer's error beside the truth (``bench_capacity.py``);
 - fleet: agents one driver core holds at certctl's real intervals (a connection each, h2),
-  against a constant-arrival-rate control, and memory per connection (``bench_fleet.py``).
+  against a constant-arrival-rate control, and memory per connection (``bench_fleet.py``);
+- connectors: each connector target installed, a new TLS connection per request: the
+  workbench beside vegeta (keep-alive off) at one rate, and ``openssl s_time``'s handshakes/s
+  (``bench_connectors.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -47,7 +50,8 @@ from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
-            "http2", "fixtures", "telemetry", "priority", "capacity-search", "fleet")
+            "http2", "fixtures", "telemetry", "priority", "capacity-search", "fleet",
+            "connectors")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -191,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         searches = bench_capacity.bench(q)
         bench_capacity.print_table(searches)
         bars += bench_capacity.bars(searches)
-    return 1 if print_bars(bars) else 0
+    if "connectors" in chosen:
+        from benchmarks import bench_connectors
+
+        bench_connectors.print_table(bench_connectors.bench(q))
+    return 1 if bars and print_bars(bars) else 0  # some sections print tables only
 
 
 if __name__ == "__main__":

@@ -193,3 +193,26 @@ def test_a_missing_daemon_is_named_with_the_command_that_installs_it(tmp_path, m
     assert connectors.status(tmp_path)["haproxy"]["missing"] == "apt-get install -y haproxy"
     assert json.loads((tmp_path / "connectors" / connectors.INFO_FILE).read_text())[
         "missing"] == info["missing"]
+
+
+def test_a_ca_without_its_key_is_refused_with_the_way_to_a_new_one(tmp_path):
+    (tmp_path / "tls").mkdir()
+    (tmp_path / "tls" / "ca.pem").write_text("an older workbench's CA\n")
+    with pytest.raises(WorkbenchError, match="made without its key.*target down"):
+        connectors.up(tmp_path, first_port=free_port(), types=("f5",))
+    assert connectors.read_info(tmp_path) is None
+
+
+def test_a_daemon_elsewhere_is_reached_by_url_and_named_by_its_server_header(f5):
+    from workbench import scenarios
+
+    url, ca_file, _ = f5
+    scenario = scenarios.get("connector_handshake")
+    params = scenario.params_for("smoke", {"target_type": "f5"})
+    target = scenario.target(params, url + "/", ca_file, False)
+    assert (target.url, target.embedded, scenario.token(target)) == (url, False, "")
+    identity = scenario.check_target(target, "", params)
+    assert identity["kind"] == "f5" and "aiohttp" in identity["version"]
+    assert identity["warnings"] and not identity["standin"]
+    with pytest.raises(WorkbenchError, match="TLS verification of .* failed"):
+        scenario.check_target(scenario.target(params, url, None, False), "", params)

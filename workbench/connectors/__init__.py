@@ -99,14 +99,20 @@ def up(state: Path | None = None, host: str = "127.0.0.1", first_port: int = 844
     info = read_info(state) or {}
     running = {t: e for t, e in (info.get("targets") or {}).items() if _alive(e)}
     absent = {t: p for t, p in missing().items() if t in types}
-    ca_file, _ = tlsca.ensure_ca(state / "tls")
+    tls_dir = state / "tls"
+    if (tls_dir / tlsca.CA_FILE).exists() and not (tls_dir / tlsca.CA_KEY_FILE).exists():
+        raise WorkbenchError(f"the workbench CA in {tls_dir} was made without its key (by an "
+                             "older workbench), so it cannot issue the connectors' "
+                             "certificates; make a new one: `workbench target down`, then "
+                             "`workbench target up --connectors`")
+    ca_file, _ = tlsca.ensure_ca(tls_dir)
     started: dict[str, dict] = {}
     try:
         for offset, target_type in enumerate(TYPES, start=1):
             if target_type in running or target_type in absent or target_type not in types:
                 continue
             started[target_type] = _start(DAEMONS[target_type], folder / target_type, host,
-                                          first_port + offset - 1, state / "tls", ca_file)
+                                          first_port + offset - 1, tls_dir, ca_file)
     except BaseException:
         for entry in started.values():
             _stop(entry)

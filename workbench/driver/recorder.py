@@ -251,8 +251,8 @@ class Recorder:
             "error": pa.DictionaryArray.from_arrays(pa.array(error),
                                                     pa.array(list(ERROR_CLASSES), pa.string())),
             "tag": pa.DictionaryArray.from_arrays(pa.array(tag), pa.array(self.tags, pa.string())),
-            **{name: pa.array(ends + offset, mask=ends == 0)
-               for name, ends in zip(PHASE_COLUMNS, phases, strict=True)},
+            **({name: pa.array(ends + offset, mask=ends == 0)
+                for name, ends in zip(PHASE_COLUMNS, phases, strict=True)} if phases else {}),
         }, schema=schema(self.tags, self.phased))
         with self._lock:
             if self._writer is None:
