@@ -18,31 +18,17 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
 
 from benchmarks import tools
 from workbench import analysis, connectors, driver
-from workbench.ports import free_port
+from workbench.ports import free_ports
 
 RATE, SECONDS = 50.0, 30.0  # per tool and target type
 QUICK_RATE, QUICK_SECONDS = 20.0, 5.0
 _S_TIME = re.compile(r"(\d+) connections in ([\d.]+) real seconds")
-
-
-def _first_port() -> int:
-    """A first port whose next three are free too (the connectors take four in a row)."""
-    while True:
-        first = free_port()
-        try:
-            for port in range(first, first + len(connectors.TYPES)):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
 
 
 def ours(url: str, path: str, tag: str, ca_file: str, rate: float, seconds: float,
@@ -91,7 +77,7 @@ def bench(quick: bool = False) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
-        info = connectors.up(tmp / "state", first_port=_first_port())
+        info = connectors.up(tmp / "state", first_port=free_ports(len(connectors.TYPES)))
         try:
             for target_type, entry in info["targets"].items():
                 url, path, ca = entry["url"], entry["path"], info["ca_file"]

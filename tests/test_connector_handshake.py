@@ -4,7 +4,6 @@ installed here (the F5 mock always), and its parameter-dependent thresholds and 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,33 +11,19 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.loopback import free_port
 from workbench import capacity, connectors, scenarios
 from workbench.capacity_run import fleet_line
 from workbench.errors import WorkbenchError
+from workbench.ports import free_ports
 
 SCENARIO = scenarios.get("connector_handshake")
-
-
-def _four_free_ports() -> int:
-    """A first port whose next three are free too (the connectors take four in a row)."""
-    for _ in range(50):
-        first = free_port()
-        try:
-            for port in range(first, first + len(connectors.TYPES)):
-                with socket.socket() as probe:
-                    probe.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return first
-    raise RuntimeError("no four free ports in a row")
 
 
 def test_smoke_runs_through_papermill_on_every_installed_target_type(tmp_path, monkeypatch):
     state, runs = tmp_path / "state", tmp_path / "runs"
     monkeypatch.setenv("WORKBENCH_STATE_DIR", str(state))
     monkeypatch.setenv("WORKBENCH_RUNS_DIR", str(runs))
-    info = connectors.up(state, first_port=_four_free_ports())
+    info = connectors.up(state, first_port=free_ports(len(connectors.TYPES)))
     present = list(info["targets"])  # the F5 mock always; each daemon when installed
     assert "f5" in present and set(present) | set(info["missing"]) == set(connectors.TYPES)
     try:

@@ -74,6 +74,10 @@ class FreshConnectionEngine(HttpEngine):
         self.connecting[task] = done
         task.add_done_callback(self._connected)
 
+    def release(self, conn: _Connection) -> None:
+        """A response ended and the server kept the connection open: close it anyway."""
+        conn.close()
+
     def retry(self, request: PreparedRequest, done: Done, started_ns: int) -> None:
         """Never called: no connection is reused, so none can be found closed while idle."""
         done(0, None, 0, None, ERR["reset"], None)
