@@ -216,3 +216,10 @@ def test_a_daemon_elsewhere_is_reached_by_url_and_named_by_its_server_header(f5)
     assert identity["warnings"] and not identity["standin"]
     with pytest.raises(WorkbenchError, match="TLS verification of .* failed"):
         scenario.check_target(scenario.target(params, url, None, False), "", params)
+
+
+def test_target_up_takes_connectors_as_a_flag():
+    from workbench.cli import build_parser
+
+    assert build_parser().parse_args(["target", "up", "--connectors"]).connectors is True
+    assert build_parser().parse_args(["target", "up"]).connectors is False
