@@ -71,7 +71,7 @@ class NginxH2:
 
     def __init__(self, tmp: Path) -> None:
         self.exe, self.version = tools.find_debian_tool("nginx")
-        ca, cert, key = target._ensure_tls(tmp / "tls")
+        ca, cert, key = target.ensure_tls(tmp / "tls")
         self.ca_file = str(ca)
         self.port, self.status_port = free_port(), free_port()
         self.url = f"https://127.0.0.1:{self.port}"

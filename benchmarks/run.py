@@ -2,7 +2,8 @@
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
                                                acme_orders,http2,fixtures,telemetry,
-                                               priority,capacity-search,fleet,calibration]
+                                               priority,capacity-search,fleet,calibration,
+                                               connectors]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -28,6 +29,9 @@ Sections (details in each module's docstring):
 - calibration: the machine calibration's own spread over records minutes apart, quiet and
   beside a busy loop on every core, how many same-machine pairs compare, and its cost
   (``bench_calibration.py``).
+- connectors: each connector target installed, a new TLS connection per request: the
+  workbench beside vegeta (keep-alive off) at one rate, and ``openssl s_time``'s handshakes/s
+  (``bench_connectors.py``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -51,7 +55,7 @@ from workbench.ports import free_port  # noqa: E402
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
             "http2", "fixtures", "telemetry", "priority", "capacity-search", "fleet",
-            "calibration")
+            "calibration", "connectors")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -201,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         rows = bench_calibration.bench(*((4, 1.0, 1.0) if q else ()))
         bench_calibration.print_table(rows)
         bars += bench_calibration.bars(rows)
-    return 1 if print_bars(bars) else 0
+    if "connectors" in chosen:
+        from benchmarks import bench_connectors
+
+        bench_connectors.print_table(bench_connectors.bench(q))
+    return 1 if bars and print_bars(bars) else 0  # some sections print tables only
 
 
 if __name__ == "__main__":

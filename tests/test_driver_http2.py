@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory) -> tuple[str, str, str]:
-    ca, cert, key = target._ensure_tls(tmp_path_factory.mktemp("h2tls"))
+    ca, cert, key = target.ensure_tls(tmp_path_factory.mktemp("h2tls"))
     return str(ca), str(cert), str(key)
 
 

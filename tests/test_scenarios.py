@@ -84,7 +84,8 @@ def test_the_parameters_cell_holds_the_smoke_profile_and_default_thresholds(name
     assert list(found) == ["target_url", "ca_file", "insecure", "profile", *spec.takes,
                            "thresholds", "run_dir", "seed_fixtures"]
     assert {k: defaults[k] for k in spec.takes} == spec.defaults("smoke")
-    assert defaults["thresholds"] == {k: list(v) for k, v in spec.thresholds.items()}
+    assert defaults["thresholds"] == (None if spec.thresholds_for else  # from the params
+                                      {k: list(v) for k, v in spec.thresholds.items()})
     assert defaults["profile"] == "smoke"
 
 
@@ -321,7 +322,7 @@ def test_run_all_smoke_seeds_once_runs_every_scenario_and_writes_one_report(
         assert not all(t["ok"] for t in breached), name
     pairs = set(zip(summary["scenario"], summary["endpoint"], strict=True))
     expected = set()
-    for name in scenarios.names():  # every endpoint of every registered scenario, with "all"
+    for name in scenarios.certctl_names():  # every endpoint of every scenario run, with "all"
         spec = scenarios.get(name)
         tags = {t.tag for t in spec.templates(spec.params_for("smoke", {"duration_s": 2}))}
         expected |= {(name, tag) for tag in tags | ({"all"} if len(tags) > 1 else set())}
@@ -331,12 +332,13 @@ def test_run_all_smoke_seeds_once_runs_every_scenario_and_writes_one_report(
     assert (summary["failed"] == 0).all() and (summary["requests"] > 0).all()
     report = json.loads((suite_dir / "summary.json").read_text())
     assert report["passed"] == summary["passed"].all() and report["target"]["kind"] == "stand-in"
+    assert "run all leaves out connector_handshake" in out.stderr
     assert "bulk_renew" in out.stdout and (suite_dir / "report.html").exists()
 
     results = {name: json.loads((runs / next(d.name for d in runs.iterdir()
                                              if f"_{name}_" in d.name) / "result.json")
-                                .read_text()) for name in scenarios.names()}
-    for name in scenarios.names():  # checked once, by `run all`, for every notebook
+                                .read_text()) for name in scenarios.certctl_names()}
+    for name in scenarios.certctl_names():  # checked once, by `run all`, for every notebook
         run_dir = next(d for d in runs.iterdir() if f"_{name}_" in d.name)
         assert json.loads((run_dir / "preflight.json").read_text())["identity"]["url"] == (
             report["target"]["url"])
@@ -401,7 +403,7 @@ def test_run_all_gives_a_parameter_only_to_the_scenarios_that_take_it():
 
 
 def test_every_scenario_takes_a_protocol_and_connection_model_with_real_client_defaults():
-    for name in scenarios.names():
+    for name in scenarios.certctl_names():  # certctl's clients; the connector tier below
         scenario = scenarios.get(name)
         smoke = scenario.defaults("smoke")
         settings = scenario.executor_settings(smoke)

@@ -30,6 +30,7 @@ import pandas as pd
 
 from workbench import stats
 from workbench.driver import ERROR_CLASSES, DriveResult
+from workbench.driver.recorder import PHASE_COLUMNS
 from workbench.errors import WorkbenchError
 
 PERCENTILES = stats.PERCENTILES  # p50, p90, p95, p99, p99.9; reported with max
@@ -118,7 +119,7 @@ def load_requests(run_dir: Path | str) -> pd.DataFrame:
     columns = {}
     for name in table.column_names:
         col = table[name]
-        if name in ("send_ns", "end_ns"):
+        if name in ("send_ns", "end_ns", *PHASE_COLUMNS):
             col = pc.fill_null(col, 0)
         columns[name] = col.to_pandas()
     return with_derived(pd.DataFrame(columns))
@@ -198,6 +199,45 @@ def summarize(df: pd.DataFrame, duration_s: float) -> pd.DataFrame:
             **_pcts(sent["latency_ms"].to_numpy()),
         })
     return pd.DataFrame(rows).set_index("endpoint")
+
+
+PHASES = ("connect", "tls", "ttfb", "total")  # the connection's phases, then the response time
+PHASE_PERCENTILES = (50.0, 95.0, 99.0)
+
+
+def phases(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Per endpoint, each phase of a new connection's request in ms: p50, p95, p99, max.
+
+    ``connect`` is the send to the TCP handshake's end, ``tls`` the TLS handshake, ``ttfb`` the
+    request written to the first response byte, ``total`` the response time from the intended
+    start (what the thresholds judge). Each phase counts the requests that completed it. None
+    when the run did not time phases (it reused connections).
+    """
+    if not set(PHASE_COLUMNS) <= set(df.columns):
+        return None
+    rows = []
+    for tag, g in df.groupby("tag", sort=True, observed=True):
+        sent = _sent(g)
+        send, connected, tls_done, first_byte = (
+            sent[c].to_numpy().astype(np.int64) for c in ("send_ns", *PHASE_COLUMNS))
+        written = np.where(tls_done > 0, tls_done, connected)  # plain http: written at connect
+        spans = {"connect": (connected > 0, connected - send),
+                 "tls": ((connected > 0) & (tls_done > 0), tls_done - connected),
+                 "ttfb": ((written > 0) & (first_byte > 0), first_byte - written)}
+        for phase, (done, span) in spans.items():
+            rows.append(_phase_row(str(tag), phase, span[done] / 1e6))
+        rows.append(_phase_row(str(tag), "total", sent["latency_ms"].to_numpy()))
+    return pd.DataFrame(rows).set_index(["endpoint", "phase"])
+
+
+def _phase_row(tag: str, phase: str, values_ms: np.ndarray) -> dict:
+    ordered = np.sort(values_ms)
+    row = {"endpoint": tag, "phase": phase, "count": int(ordered.size)}
+    for p in PHASE_PERCENTILES:
+        row[stats.label(p)] = (float(ordered[int(stats.nearest_rank(ordered.size, p)) - 1])
+                               if ordered.size else np.nan)
+    row["max"] = float(ordered[-1]) if ordered.size else np.nan
+    return row
 
 
 def percentiles(df: pd.DataFrame, scenario: str = "", confidence: float = stats.CONFIDENCE,

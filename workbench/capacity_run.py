@@ -222,9 +222,17 @@ FLEET_SCENARIOS = {"agent_storm"}  # scenarios whose request rate means a fleet 
 
 
 def fleet_line(scenario: str, result: Capacity) -> str | None:
-    """For agent_storm: the fleet a heartbeat rate means (N req/s x 60 s interval)."""
+    """What the capacity means: the scenario's own line (``capacity_meaning``), or for
+    agent_storm the fleet a heartbeat rate means (N req/s x 60 s interval)."""
+    from workbench import scenarios
+
     low = result.interval[0]
-    if scenario not in FLEET_SCENARIOS or low is None or result.unit != RATE:
+    if low is None or result.unit != RATE:
+        return None
+    meaning = scenarios.get(scenario).capacity_meaning
+    if meaning is not None:
+        return meaning(low, result.verdict == capacity.KNEE)
+    if scenario not in FLEET_SCENARIOS:
         return None
     agents = low * HEARTBEAT_INTERVAL_S
     bound = "" if result.verdict == capacity.KNEE else "at least "

@@ -53,7 +53,7 @@ from urllib.parse import quote
 import httpx
 import psycopg
 
-from workbench import jsonio, target
+from workbench import jsonio, target, tlsca
 from workbench.errors import WorkbenchError
 from workbench.paths import state_dir
 
@@ -374,7 +374,7 @@ def start(made: Build, name: str = "target", host: str = "127.0.0.1", port: int 
     (folder / "ocsp").mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
     token_file = folder / "token"
-    target.write_private(token_file, (token + "\n").encode())
+    tlsca.write_private(token_file, (token + "\n").encode())
     url = f"https://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
     database_url = (f"postgres://postgres@/{database}?host={quote(str(socket_dir), safe='/')}"
                     "&sslmode=disable")  # lib/pq defaults to TLS, which pgserver does not offer
@@ -471,5 +471,5 @@ def _config_key(state: Path) -> str:
     kept, because the databases' encrypted issuer settings are read with it at every boot."""
     path = state / "certctl-config-key"
     if not path.exists():
-        target.write_private(path, (secrets.token_urlsafe(48) + "\n").encode())
+        tlsca.write_private(path, (secrets.token_urlsafe(48) + "\n").encode())
     return path.read_text().strip()

@@ -26,19 +26,26 @@ def _positive(kind):
 
 
 def cmd_target(args) -> int:
-    from workbench import target
+    from workbench import connectors, target
 
     certctl_only = [flag for flag, given in (("--keygen-mode", args.keygen_mode),
                                              ("--certctl-env", args.certctl_env)) if given]
-    if args.action == "up" and (args.certctl or args.certctl_bin):
-        return _target_up_certctl(args)
-    if args.certctl or args.certctl_bin or certctl_only:
+    if args.action != "up" and (args.certctl or args.certctl_bin or certctl_only):
         raise WorkbenchError(f"{(certctl_only or ['--certctl'])[0]} goes with `workbench target "
                              "up --certctl PATH` (or --certctl-bin FILE)")
     if args.action == "up":
-        info = target.up(port=args.port)
-        print(f"stand-in certctl at {info.url} (CA file {info.ca_file}); database {info.dsn}")
+        if args.certctl or args.certctl_bin:
+            _target_up_certctl(args)
+        elif certctl_only:
+            raise WorkbenchError(f"{certctl_only[0]} goes with `workbench target up --certctl "
+                                 "PATH` (or --certctl-bin FILE)")
+        else:
+            info = target.up(port=args.port)
+            print(f"stand-in certctl at {info.url} (CA file {info.ca_file}); database {info.dsn}")
+        if args.connectors:
+            connectors.print_up(connectors.up(first_port=args.port + 1))
     elif args.action == "down":
+        connectors.down()
         target.down()
         print("stopped every server the workbench started and PostgreSQL (data and builds kept)")
     else:
@@ -47,7 +54,7 @@ def cmd_target(args) -> int:
             print(_server_line(server))
         if not state["kind"]:
             print("no current target (start one: workbench target up [--certctl PATH])")
-        print(json.dumps(state, indent=1, default=str))
+        print(json.dumps(state | {"connectors": connectors.status()}, indent=1, default=str))
     return 0
 
 
@@ -501,6 +508,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--certctl-env", action="append", default=[], metavar="NAME=VALUE",
                    help="set a certctl variable over the benchmark profile, repeatable (e.g. "
                         "CERTCTL_RATE_LIMIT_ENABLED=true to measure the limiter)")
+    t.add_argument("--connectors", action="store_true",
+                   help="also start the connector tier's targets on the next four ports: nginx, "
+                        "Apache httpd, HAProxy (when installed) and the F5 iControl REST mock")
     t.set_defaults(func=cmd_target)
 
     r = sub.add_parser("run", help="run a scenario notebook through papermill (or all of them)")

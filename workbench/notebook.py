@@ -43,7 +43,9 @@ def parameters_source(scenario: Scenario) -> str:
         "# Secrets are never parameters: the token comes from CERTCTL_TOKEN (or the target "
         "the",
         "# workbench started), the database DSN from CERTCTL_DSN (or that target).",
-        "target_url = None  # None: what `workbench target up` started (stand-in or certctl)",
+        "target_url = None  # None: " + (scenario.own_target.url_help if scenario.own_target
+                                         else "what `workbench target up` started (stand-in or "
+                                              "certctl)"),
         "ca_file = None  # CA certificate that signed the target's TLS certificate",
         "insecure = False  # skip TLS verification (explicit opt-in only)",
         'profile = "smoke"  # the profile the values below are; a run whose values differ '
@@ -51,11 +53,16 @@ def parameters_source(scenario: Scenario) -> str:
     ]
     lines += [f"{p.name} = {_literal(smoke[p.name])}  # {p.help}" for p in scenario.parameters]
     note = "; " + scenario.threshold_help if scenario.threshold_help else ""
-    lines.append(f"thresholds = {{  # k6 syntax{note}")
-    lines += [f"    {json.dumps(metric)}: {json.dumps(list(exprs))},"
-              for metric, exprs in scenario.thresholds.items()]
-    lines += ["}",
-              "run_dir = None  # None: a new folder under runs/",
+    if scenario.thresholds_for is None:
+        lines.append(f"thresholds = {{  # k6 syntax{note}")
+        lines += [f"    {json.dumps(metric)}: {json.dumps(list(exprs))},"
+                  for metric, exprs in scenario.thresholds.items()]
+        lines.append("}")
+    else:  # the defaults depend on the parameters: the table they are taken from, as comments
+        lines.append(f"thresholds = None  # None: the run's own from this table (k6 syntax){note}")
+        lines += [f"#   {json.dumps(metric)}: {json.dumps(list(exprs))},"
+                  for metric, exprs in scenario.thresholds.items()]
+    lines += ["run_dir = None  # None: a new folder under runs/",
               "seed_fixtures = True  # False: only reset what earlier runs changed "
               "(`workbench run all`)"]
     return "\n".join(lines)

@@ -29,6 +29,8 @@ A record holds what was measured and everything needed to trust and compare it::
                       so two records can be compared statistically without the raw samples
     validity          valid, reasons, the checks behind them
     thresholds, passed  k6-style threshold verdicts
+    phases            optional, only for a run with a new connection per request: per endpoint,
+                      connect, tls, ttfb and total (ms): count, p50, p95, p99, max
 
 Building a record is pure (DataFrames and dicts in, a dict out); :mod:`workbench.run` gathers
 the facts that need I/O.
@@ -45,7 +47,7 @@ import numpy as np
 import pandas as pd
 
 from workbench import calibration, hdr, stats
-from workbench.analysis import PERCENTILES, Analysis
+from workbench.analysis import PERCENTILES, Analysis, phases
 from workbench.driver import DriveResult
 from workbench.errors import WorkbenchError
 
@@ -247,6 +249,16 @@ def validity_section(reported: DriveResult | None) -> dict:
             "driver_scheduling": reported["driver"].get("scheduling")}
 
 
+def phase_section(table: pd.DataFrame) -> dict:
+    """``phases``: :func:`workbench.analysis.phases` as ``{endpoint: {phase: {count, p50,
+    p95, p99, max}}}`` in ms."""
+    out: dict[str, dict] = {}
+    for (endpoint, phase), row in table.iterrows():
+        out.setdefault(str(endpoint), {})[str(phase)] = {
+            k: int(v) if k == "count" else num(v) for k, v in row.items()}
+    return out
+
+
 def threshold_section(verdicts: pd.DataFrame) -> list[dict]:
     """``thresholds``: one entry per k6-style threshold, its measured value and verdict."""
     return [{k: num(v) for k, v in row.items()} for row in verdicts.to_dict("records")]
@@ -278,5 +290,8 @@ def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: 
         "calibration": context.get("calibration")
         or calibration.missing("not measured: the run was recorded without a calibration"),
     }
+    timed = phases(requests)
+    if timed is not None:  # a connection per request: its phases beside the total
+        record["phases"] = phase_section(timed)
     validate(record)
     return record

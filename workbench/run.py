@@ -126,11 +126,12 @@ class Run:
         self.profile: str = facts["profile"]  # the profile named, or "custom"
         self.profile_base: str = facts["profile_base"]
         self.profile_differs: dict = facts["profile_differs"]
-        self.threshold_spec = dict(self.scenario.thresholds if thresholds is None else thresholds)
+        self.threshold_spec = (self.scenario.default_thresholds(self.params)
+                               if thresholds is None else dict(thresholds))
         self.thresholds = analysis.parse_thresholds(self.threshold_spec)
         self.seed_fixtures = seed_fixtures  # False: `workbench run all` seeded already
-        self.target = preflight.resolve_target(target_url, ca_file, insecure)
-        self._token = preflight.token_for(self.target)
+        self.target = self.scenario.target(self.params, target_url, ca_file, insecure)
+        self._token = self.scenario.token(self.target)
         self.dir = Path(run_dir) if run_dir else runs_dir() / new_run_id(scenario)
         self.run_id = self.dir.name
         self.identity = read_preflight(self.dir, self.scenario.name, self.params,
@@ -153,15 +154,14 @@ class Run:
 
     def _preflight(self) -> dict:
         """Check the target now (a notebook run by hand) and leave ``preflight.json``."""
-        identity = preflight.preflight(self.target, self._token,
-                                       **self.scenario.preflight_args(self.params))
+        identity = self.scenario.check_target(self.target, self._token, self.params)
         self.dir.mkdir(parents=True, exist_ok=True)
         write_preflight(self.dir, self.scenario.name, self.params, identity)
         return identity
 
     def __repr__(self) -> str:  # shown in the notebook: nothing secret in it
         head = (f"Run({self.scenario.name}, {self.run_id}, profile {self.profile}, "
-                f"target={self.target.url} [{self.target.kind} {self.identity['version']} "
+                f"target={self.target.url} [{self.identity['kind']} {self.identity['version']} "
                 f"{self.identity['commit']}])")
         return "\n".join([head, *(f"warning: {w}" for w in self.identity["warnings"])])
 
@@ -356,6 +356,8 @@ class Run:
             **({"Warning: mostly no-op calls": pd.Series(warnings, name="warning", dtype=object)}
                if warnings else {}),
             "Latency by endpoint and status class (ms)": analysed.percentiles,
+            **({"Connection phases by endpoint (ms)": timed}
+               if (timed := analysis.phases(self.requests())) is not None else {}),
             "Offered against achieved load": analysed.load,
             "Errors by class": analysed.errors,
             "Validity": analysed.validity,
@@ -369,7 +371,7 @@ class Run:
 
     def title(self) -> tuple[str, str, str]:
         """Scenario, target label and date for figure titles."""
-        target = f"{self.target.kind} {self.identity['version']} @ {self.target.url}"
+        target = f"{self.identity['kind']} {self.identity['version']} @ {self.target.url}"
         date = (self.result or {}).get("started_at", "")[:16].replace("T", " ") + " UTC"
         return self.scenario.name, target, date
 
@@ -574,9 +576,8 @@ def prepare(scenario: str, profile: str, overrides: Mapping | None, target_url: 
     if check is not None:
         check(spec, params)
     if identity is None:
-        target = preflight.resolve_target(target_url, ca_file, insecure)
-        identity = preflight.preflight(target, preflight.token_for(target), strict=strict,
-                                       **spec.preflight_args(params))  # before any load
+        target = spec.target(params, target_url, ca_file, insecure)
+        identity = spec.check_target(target, spec.token(target), params, strict)  # before load
         for warning in identity["warnings"]:
             print(f"warning: {warning}", file=sys.stderr)
         if spec.needs_database:

@@ -46,10 +46,11 @@ def plan(overrides: Mapping, names: Sequence[str]) -> dict[str, dict]:
 def run_all(profile: str, target_url: str | None = None, ca_file: str | None = None,
             insecure: bool = False, overrides: Mapping | None = None, strict: bool = False,
             names: Sequence[str] | None = None) -> tuple[Path, int]:
-    """Every registered scenario (or ``names``) at ``profile``; returns the report folder and
-    an exit code (0 all passed, 1 any breached or failed). Bad input is refused before any
-    load; the target is preflighted once for all of them, and every fixture seeded once."""
-    planned = plan(overrides or {}, names or scenarios.names())
+    """Every scenario that loads certctl (or ``names``) at ``profile``; returns the report
+    folder and an exit code (0 all passed, 1 any breached or failed). Bad input is refused
+    before any load; the target is preflighted once for all of them, every fixture seeded
+    once. A scenario with targets of its own (connector_handshake) is left out, with a line."""
+    planned = plan(overrides or {}, names or scenarios.certctl_names())
     params = {name: scenarios.get(name).params_for(profile, own)
               for name, own in planned.items()}
     traps, acme_profiles, probes = {}, {}, []
@@ -70,6 +71,9 @@ def run_all(profile: str, target_url: str | None = None, ca_file: str | None = N
         seeded = scenarios.get(name).seed(target.dsn, own)
         print(f"[workbench] seeded {name}: {seeded}", file=sys.stderr)
 
+    for other in sorted(set(scenarios.names()) - set(scenarios.certctl_names()) - set(params)):
+        print(f"[workbench] run all leaves out {other}: it loads its own targets, not "
+              f"certctl; run it by name (workbench run {other})", file=sys.stderr)
     suite_dir = runs_dir() / run.new_run_id("all")
     suite_dir.mkdir(parents=True)
     outcomes, exited, order = [], None, list(params)

@@ -5,7 +5,8 @@ Everything lives in one state directory (default ``workbench.paths.state_dir()``
 
     pg/            PostgreSQL data, kept across restarts (owned by the ``pgserver`` user as root);
                    one database per server: ``certctl`` for the stand-in, one per certctl build
-    tls/           self-signed CA (ca.pem) and the server's certificate and key
+    tls/           the workbench's CA (ca.pem; its key ca-key.pem, 0600) and the certificates it
+                   issued: the stand-in's (server.pem, server-key.pem), the connectors'
     token          the API key the stand-in accepts (mode 0600; never in target.json)
     standin.log    the stand-in's stdout and stderr
     target.json    the current target (what ``workbench run`` loads without --target), no secrets
@@ -20,7 +21,6 @@ them and exit; ``down()`` stops every server and PostgreSQL and leaves the data.
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import os
 import pwd
@@ -33,7 +33,6 @@ import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass, fields
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,12 +40,8 @@ from urllib.parse import quote
 import httpx
 import psutil
 import psycopg
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from workbench import jsonio
+from workbench import jsonio, tlsca
 from workbench.errors import WorkbenchError
 from workbench.paths import project_root, state_dir
 
@@ -442,79 +437,19 @@ def postgres_url(socket_dir: Path, database: str, driver: str = "") -> str:
 
 
 def ensure_tls(tls_dir: Path) -> tuple[Path, Path, Path]:
-    """A self-signed CA and an ECDSA P-256 server certificate for localhost and 127.0.0.1.
-
-    Generated once and kept, so clients can trust ``ca.pem`` across restarts; regenerated only
-    when a file is missing or the server certificate is about to expire.
-    """
-    ca_file = tls_dir / "ca.pem"
-    cert_file, key_file = tls_dir / "server.pem", tls_dir / "server-key.pem"
-    now = datetime.now(UTC)
-    if all(p.exists() for p in (ca_file, cert_file, key_file)):
-        cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
-        if cert.not_valid_after_utc > now + timedelta(days=7):
-            return ca_file, cert_file, key_file
-
-    tls_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "certctl workbench stand-in CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=3650))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(_key_usage(cert_sign=True), critical=True)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=825))
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(cert_sign=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    # The CA key is not kept: nothing else is ever signed with it.
-    write_private(
-        key_file,
-        server_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
-    )
-    cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    """The workbench's CA (:mod:`workbench.tlsca`, kept with its key, so it can also issue the
+    connector daemons' certificates) and the stand-in's ECDSA P-256 certificate for localhost
+    and 127.0.0.1, issued once and again only near its end, so clients can trust ``ca.pem``
+    across restarts."""
+    ca_file, _ = tlsca.ensure_ca(tls_dir)
+    cert_file, key_file = tlsca.issue(tls_dir, "localhost", tls_dir / "server.pem",
+                                      tls_dir / "server-key.pem")
     return ca_file, cert_file, key_file
-
-
-def _key_usage(cert_sign: bool) -> x509.KeyUsage:
-    return x509.KeyUsage(
-        digital_signature=True, content_commitment=False, key_encipherment=False,
-        data_encipherment=False, key_agreement=False, key_cert_sign=cert_sign,
-        crl_sign=cert_sign, encipher_only=False, decipher_only=False,
-    )  # fmt: skip
 
 
 def _ensure_token(path: Path) -> Path:
     if not path.exists():
-        write_private(path, (secrets.token_urlsafe(32) + "\n").encode())
+        tlsca.write_private(path, (secrets.token_urlsafe(32) + "\n").encode())
     return path
 
 
@@ -523,14 +458,6 @@ def _ensure_token(path: Path) -> Path:
 
 def _state(state: Path | None) -> Path:
     return Path(state) if state is not None else state_dir()
-
-
-def write_private(path: Path, data: bytes) -> None:
-    """Write a secret with mode 0600 from the start (no window with wider permissions)."""
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as file:
-        file.write(data)
 
 
 def tail(path: Path, lines: int = 20) -> str:

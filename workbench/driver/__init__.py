@@ -15,7 +15,8 @@ Invariant: ``scheduled = completed + failed + dropped``. An arrival that finds e
 dropped (k6's ``dropped_iterations``), never silently skipped.
 
 Modules, from the wire up: ``outcomes`` (error classes), ``engine`` (the ``Engine`` protocol
-and its callback), ``http1`` (the HTTP/1.1 engine), ``timer`` (precise wake-ups), ``spec``
+and its callback), ``http1`` (the HTTP/1.1 engine; ``fresh``: a new connection per request, its
+phases timed), ``timer`` (precise wake-ups), ``spec``
 (what to drive; the executor registry), ``schedule`` (intended times), ``recorder`` (columns,
 Parquet, histograms), ``scripted`` (what a script sees), ``executors`` (one per file, one
 lifecycle), ``result`` (file shapes, merge, validity), ``shard`` (one shard in a process),

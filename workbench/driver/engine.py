@@ -46,6 +46,11 @@ Done = Callable[[int, bytes | None, int, bytes | None, int, bytes | None], None]
   arrived, else None: the status line and header lines as received, each ending in CRLF, as
   HTTP/1.1 writes them (an HTTP/2 engine renders its header fields the same way), read with
   :func:`find_header`.
+
+An engine that opens a new connection per request (:mod:`workbench.driver.fresh`) passes a
+seventh argument, ``phases``: when TCP connected, the TLS handshake ended and the first
+response byte came (perf_counter ns, 0 for a phase that did not happen). A ``done`` that
+records phases takes it with a default of None.
 """
 
 

@@ -12,6 +12,13 @@ name and renamed when closed, so a reader never sees half a file.
 Times are ``time.perf_counter_ns()`` values while recording; Parquet holds UTC epoch
 nanoseconds (``epoch_offset_ns`` is added at write time: the anchor taken at run start).
 
+``requests.parquet`` columns: ``intended_ns``, ``send_ns``, ``end_ns`` (null for a dropped
+arrival), ``status``, ``bytes``, ``error`` (:data:`~workbench.driver.outcomes.ERROR_CLASSES`),
+``tag``. A run with a new connection per request (``phases=True``) adds, after them, the
+:data:`PHASE_COLUMNS`: ``connected_ns`` (TCP connect done), ``tls_done_ns`` (TLS handshake
+done, request written) and ``first_byte_ns`` (first response byte), UTC epoch nanoseconds like
+the others, null where the phase did not happen. Columns are only ever added, never changed.
+
 The tables keyed by what a server says (response kinds, problem types) hold at most
 :data:`MAX_KINDS_PER_TAG` entries per tag; later new ones are counted together as ``other``,
 so a server varying a header or a problem type per response cannot grow the driver.
@@ -45,9 +52,11 @@ _CLASS_NAME = {code: name for name, code in _CLASS_CODE.items()}
 _COLUMNS = (("intended", "q", np.int64), ("send", "q", np.int64), ("end", "q", np.int64),
             ("status", "h", np.int16), ("nbytes", "i", np.int32), ("error", "b", np.int8),
             ("tag", "h", np.int16))
+PHASE_COLUMNS = ("connected_ns", "tls_done_ns", "first_byte_ns")  # phases=True: after the rest
+NO_PHASES = (0, 0, 0)  # a request none of whose phases happened (0 is written as null)
 
 
-def schema(tags: list[str]) -> pa.Schema:
+def schema(tags: list[str], phases: bool = False) -> pa.Schema:
     """The Parquet schema of ``requests.parquet`` (pyarrow is imported on first write)."""
     import pyarrow as pa
 
@@ -56,7 +65,7 @@ def schema(tags: list[str]) -> pa.Schema:
         ("status", pa.int16()), ("bytes", pa.int32()),
         ("error", pa.dictionary(pa.int8(), pa.string())),
         ("tag", pa.dictionary(pa.int16(), pa.string())),
-    ])
+    ] + [(name, pa.int64()) for name in (PHASE_COLUMNS if phases else ())])
 
 
 def _new_key(table: dict, distinct: list[int], key: tuple, other: tuple) -> tuple[tuple, int]:
@@ -71,11 +80,13 @@ def _new_key(table: dict, distinct: list[int], key: tuple, other: tuple) -> tupl
 class Recorder:
     """Columnar samples of one shard, their histograms and counters."""
 
-    def __init__(self, tags: list[str], parquet_path: Path) -> None:
+    def __init__(self, tags: list[str], parquet_path: Path, phases: bool = False) -> None:
         self.tags = tags
         self.path = parquet_path
         self.epoch_offset_ns = 0
+        self.phased = phases  # every sent request also gets a :meth:`phase` row
         self._new_columns()
+        self._new_phase_columns()
         self._pieces: list[tuple[np.ndarray, ...]] = []
         self._piece_rows = 0
         # (tag code, class code) -> histogram of response time in us, made up front: creating
@@ -105,6 +116,10 @@ class Recorder:
         (self._intended, self._send, self._end, self._status, self._nbytes, self._error,
          self._tag) = (c.append for c in self._cols)
 
+    def _new_phase_columns(self) -> None:
+        self._phase_cols = tuple(array("q") for _ in PHASE_COLUMNS)
+        self._connected, self._tls_done, self._first_byte = (c.append for c in self._phase_cols)
+
     def warm_up(self) -> None:
         """Run the fold and write paths once on scratch data, before t0.
 
@@ -116,7 +131,8 @@ class Recorder:
         import pyarrow as pa
 
         sink = pa.BufferOutputStream()
-        chunk = [tuple(np.zeros(CHUNK_ROWS, dtype) for _, _, dtype in _COLUMNS)]
+        chunk = [tuple(np.zeros(CHUNK_ROWS, dtype) for _, _, dtype in _COLUMNS)
+                 + tuple(np.zeros(CHUNK_ROWS, np.int64) for _ in PHASE_COLUMNS * self.phased)]
         for _ in range(2):  # in the writer thread: its allocator arenas are part of the set
             self._pool.submit(self._write, chunk, 0, sink).result()
         self._writer.close()
@@ -140,6 +156,12 @@ class Recorder:
         self._tag(tag)
         if len(self._cols[0]) >= FOLD_ROWS:
             self.fold()
+
+    def phase(self, connected: int, tls_done: int, first_byte: int) -> None:
+        """The phase ends of the sent request recorded next (perf_counter ns; 0: none)."""
+        self._connected(connected)
+        self._tls_done(tls_done)
+        self._first_byte(first_byte)
 
     def dropped(self, intended: int, tag: int) -> None:
         """One arrival that found no free VU: no send, no end."""
@@ -192,6 +214,8 @@ class Recorder:
             self._cols, _COLUMNS, strict=True))  # views: the old columns now belong to them
         self._new_columns()
         intended, send, end, status, _, error, tag = cols
+        if self.phased:
+            cols += self._fold_phases(error != DROPPED)
         self.counts += np.bincount(
             tag.astype(np.int64) * len(ERROR_CLASSES) + error, minlength=self.counts.size
         ).reshape(self.counts.shape)
@@ -216,6 +240,18 @@ class Recorder:
         if self._piece_rows >= CHUNK_ROWS:
             self._flush()
 
+    def _fold_phases(self, sent: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The pending phase rows, one per sent request, spread over all rows (0: dropped)."""
+        phases = tuple(np.frombuffer(c, np.int64) for c in self._phase_cols)
+        self._new_phase_columns()
+        if len(phases[0]) != int(sent.sum()):
+            raise AssertionError(f"driver bug: {len(phases[0])} phase rows for "
+                                 f"{int(sent.sum())} sent requests")
+        out = tuple(np.zeros(len(sent), np.int64) for _ in phases)
+        for full, mine in zip(out, phases, strict=True):
+            full[sent] = mine
+        return out
+
     def _flush(self) -> None:
         if not self._pieces:
             return
@@ -228,11 +264,9 @@ class Recorder:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        intended, send, end, status, nbytes, error, tag = (
-            np.concatenate([p[i] for p in pieces]) for i in range(7))
-        order = np.argsort(intended, kind="stable")
-        intended, send, end, status, nbytes, error, tag = (
-            a[order] for a in (intended, send, end, status, nbytes, error, tag))
+        columns = [np.concatenate([p[i] for p in pieces]) for i in range(len(pieces[0]))]
+        order = np.argsort(columns[0], kind="stable")
+        intended, send, end, status, nbytes, error, tag, *phases = (a[order] for a in columns)
         dropped = error == DROPPED
         table = pa.table({
             "intended_ns": pa.array(intended + offset),
@@ -243,7 +277,9 @@ class Recorder:
             "error": pa.DictionaryArray.from_arrays(pa.array(error),
                                                     pa.array(list(ERROR_CLASSES), pa.string())),
             "tag": pa.DictionaryArray.from_arrays(pa.array(tag), pa.array(self.tags, pa.string())),
-        }, schema=schema(self.tags))
+            **({name: pa.array(ends + offset, mask=ends == 0)
+                for name, ends in zip(PHASE_COLUMNS, phases, strict=True)} if phases else {}),
+        }, schema=schema(self.tags, self.phased))
         with self._lock:
             if self._writer is None:
                 self._writer = pq.ParquetWriter(sink or self._tmp, table.schema)
@@ -260,7 +296,7 @@ class Recorder:
 
         with self._lock:
             if self._writer is None:
-                self._writer = pq.ParquetWriter(self._tmp, schema(self.tags))
+                self._writer = pq.ParquetWriter(self._tmp, schema(self.tags, self.phased))
             self._writer.close()
         self._tmp.replace(self.path)
 

@@ -70,8 +70,15 @@ def run_shard(spec: DriveSpec, out_dir: Path, shard: int = 0, shards: int = 1, *
     local_host = limits.source_host(spec, shard)
     if token is None:
         token = os.environ.get(spec.token_env, "") if spec.token_env else ""
-    recorder = Recorder(sorted({t.tag for t in spec.templates}), out_dir / REQUESTS_FILE)
-    if engine is None and spec.protocol == "h2":
+    recorder = Recorder(sorted({t.tag for t in spec.templates}), out_dir / REQUESTS_FILE,
+                        phases=spec.connection_per_request)
+    if engine is None and spec.connection_per_request:
+        from workbench.driver.fresh import FreshConnectionEngine
+
+        engine = FreshConnectionEngine(spec.base_url, ca_file=spec.ca_file,
+                                       insecure=spec.insecure, timeout_s=spec.timeout_s,
+                                       local_host=local_host)
+    elif engine is None and spec.protocol == "h2":
         from workbench.driver.http2 import Http2Engine
 
         engine = Http2Engine(spec.base_url, ca_file=spec.ca_file, insecure=spec.insecure,

@@ -104,6 +104,9 @@ class DriveSpec:
     ``script`` (``package.module:factory``, constant-vus only) replaces the fixed steps with
     Python per iteration (:mod:`workbench.driver.scripted`); ``factory(script_params)`` builds
     it in each driver process. The templates then name the requests the script may send, by tag.
+
+    ``connection_per_request`` opens a new connection for every request and closes it after the
+    response (k6's ``noConnectionReuse``), timing its phases (:mod:`workbench.driver.fresh`).
     """
 
     base_url: str
@@ -127,6 +130,9 @@ class DriveSpec:
     script_params: dict[str, Any] = field(default_factory=dict)  # JSON values, never a secret
     protocol: str = "h1"
     connection_per_client: bool = False  # each VU (agent) its own connection, not a shared pool
+    # a new connection for every request, its TCP connect, TLS handshake and first byte timed
+    # (k6's noConnectionReuse; requests.parquet gains the phase columns): HTTP/1.1 only
+    connection_per_request: bool = False
     agents: int = 0  # agent-fleet: templates 2i and 2i+1 are agent i's heartbeat and work poll
     heartbeat_s: float = 60.0
     poll_s: float = 30.0
@@ -192,6 +198,8 @@ class DriveSpec:
         elif not is_int(self.pre_allocated_vus) or not 0 <= self.pre_allocated_vus <= self.max_vus:
             out.append(f"pre_allocated_vus must be between 0 and max VUs ({self.max_vus}), "
                        f"got {self.pre_allocated_vus!r}")
+        if self.connection_per_request:
+            out += _per_request_problems(self)
         if not is_int(self.steps) or self.steps < 1:
             out.append(f"steps per iteration must be at least 1, got {self.steps!r}")
         if not is_number(self.sleep_s) or self.sleep_s < 0:
@@ -273,6 +281,19 @@ def _resolve(value: str) -> str:
     if isinstance(value, str) and value.startswith(ENV_REF):
         return os.environ.get(value[len(ENV_REF):], value)  # unresolved: refused by validate()
     return value
+
+
+def _per_request_problems(spec: DriveSpec) -> list[str]:
+    """What a new connection per request cannot be combined with, each with its fix."""
+    out = []
+    if spec.protocol != "h1":
+        out.append("a new connection per request is timed over HTTP/1.1 only; use protocol h1")
+    if spec.connection_per_client:
+        out.append("a connection per request and a connection per client exclude each other; "
+                   "choose one")
+    if spec.script or spec.executor == "agent-fleet":
+        out.append(f"a connection per request needs a template executor, not {spec.kind}")
+    return out
 
 
 def _template_problems(t: RequestTemplate) -> list[str]:

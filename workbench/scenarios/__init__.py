@@ -31,7 +31,7 @@ from workbench.errors import WorkbenchError
 if TYPE_CHECKING:  # pandas only where a table is made: every driver process imports the
     import pandas as pd  # module of a scripted scenario, and so this package
 
-    from workbench.preflight import Probe
+    from workbench.preflight import Probe, Target
 
 ARRIVAL_RATE = "constant-arrival-rate"  # open loop: ``rate`` iterations per second
 CONSTANT_VUS = "constant-vus"  # closed loop: ``vus`` users, each iterating after the last ended
@@ -178,6 +178,18 @@ def _no_sizes(params: Mapping) -> dict:
     return {}
 
 
+@dataclass(frozen=True)
+class OwnTarget:
+    """The target of a scenario that loads something other than certctl (the connector tier's
+    daemons): where it is, how it is checked before any load, and the notebook's word for it.
+    Such a scenario sends no API token, and ``workbench run all`` (certctl's scenarios) leaves
+    it out, saying so."""
+
+    resolve: Callable[[Mapping, str | None, str | None, bool], Target]  # params, url, CA, insecure
+    check: Callable[[Target, Mapping], dict]  # the identity, as preflight.preflight returns it
+    url_help: str  # the parameters cell's comment on target_url
+
+
 LATENCY_FROM_INTENDED = (
     "Response time from each request's intended start, in milliseconds, per endpoint and "
     "status class; each percentile with a distribution-free 95% interval (`_lo`, `_hi`; blank "
@@ -216,6 +228,12 @@ class Scenario:
     drive_text: str = ""
     latency_text: str = LATENCY_FROM_INTENDED
     threshold_help: str = ""  # a comment on the thresholds in the parameters cell
+    # what a run with these parameters is judged by, when it depends on them (None: thresholds)
+    thresholds_for: Callable[[Mapping], Mapping[str, Sequence[str]]] | None = None
+    own_target: OwnTarget | None = None  # None: certctl (or the stand-in), as --target says
+    connection_per_request: bool = False  # a new connection per request, its phases timed
+    # what a capacity of N requests/s means, in a line (N, and whether it is the knee itself)
+    capacity_meaning: Callable[[float, bool], str] | None = None
     _by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -269,6 +287,9 @@ class Scenario:
             if params.get(param.name) is None:
                 raise WorkbenchError(f"{self.name} needs parameter {param.name}")
             param.check(params[param.name])
+        if self.connection_per_request and params[PER_CLIENT.name]:
+            raise WorkbenchError(f"{self.name} opens a new connection for every iteration: "
+                                 f"{PER_CLIENT.name} must stay false")
 
     def profile_of(self, profile: str, params: Mapping) -> dict:
         """What a run with ``params`` that names ``profile`` was: that profile, or custom.
@@ -282,6 +303,35 @@ class Scenario:
         return {"profile": CUSTOM if differs else profile, "profile_base": profile,
                 "profile_differs": differs}
 
+    def default_thresholds(self, params: Mapping) -> dict:
+        """The thresholds a run with ``params`` is judged by unless it is given its own."""
+        return dict(self.thresholds_for(params) if self.thresholds_for else self.thresholds)
+
+    def target(self, params: Mapping, url: str | None, ca_file: str | None,
+               insecure: bool) -> Target:
+        """Where this scenario's load goes: certctl (``url``, else the embedded stand-in), or
+        the scenario's own target."""
+        from workbench import preflight
+
+        if self.own_target is not None:
+            return self.own_target.resolve(params, url, ca_file, insecure)
+        return preflight.resolve_target(url, ca_file, insecure)
+
+    def token(self, target: Target) -> str:
+        """The API token its requests carry: certctl's, or none for a target of its own."""
+        from workbench import preflight
+
+        return "" if self.own_target is not None else preflight.token_for(target)
+
+    def check_target(self, target: Target, token: str, params: Mapping,
+                     strict: bool = False) -> dict:
+        """Preflight before any load: the target's identity, with warnings (see preflight)."""
+        from workbench import preflight
+
+        if self.own_target is not None:
+            return self.own_target.check(target, params)
+        return preflight.preflight(target, token, strict=strict, **self.preflight_args(params))
+
     def preflight_args(self, params: Mapping) -> dict:
         """What preflight checks for this scenario: its traps, ACME profile and probes."""
         acme = (params["profile_id"],) if "acme" in self.traps else ()
@@ -292,7 +342,8 @@ class Scenario:
         settings: dict = {"executor": self.executor, "steps": self.steps,
                           "duration_s": float(params["duration_s"]),
                           "protocol": params["protocol"],
-                          "connection_per_client": bool(params["connection_per_client"])}
+                          "connection_per_client": bool(params["connection_per_client"]),
+                          "connection_per_request": self.connection_per_request}
         if self.executor == AGENT_FLEET:
             agents = int(params[self.size_param])
             settings |= {"agents": agents, "max_vus": 2 * agents,  # each agent's two loops
@@ -347,8 +398,13 @@ def _registry() -> dict[str, Scenario]:
 
 
 def names() -> list[str]:
-    """Every registered scenario, in name order (the order of ``workbench run all``)."""
+    """Every registered scenario, in name order."""
     return list(_registry())
+
+
+def certctl_names() -> list[str]:
+    """The scenarios that load certctl, in name order: what ``workbench run all`` runs."""
+    return [name for name, scenario in _registry().items() if scenario.own_target is None]
 
 
 def get(name: str) -> Scenario:

@@ -34,7 +34,7 @@ import psutil
 from workbench import hdr
 from workbench.driver.engine import Engine
 from workbench.driver.outcomes import DROPPED, OK, classify_status
-from workbench.driver.recorder import Recorder
+from workbench.driver.recorder import NO_PHASES, Recorder
 from workbench.driver.result import ShardReport
 from workbench.driver.spec import DriveSpec, RequestTemplate
 from workbench.driver.timer import SpinTimer, TimerfdTimer
@@ -254,12 +254,14 @@ class Executor:
     def _done(self, intended: int, send: int, base: int, step: int, t: int, slot: int,
               status: int,
               content_type: bytes | None, nbytes: int, body: bytes | None, error: int,
-              head: bytes | None) -> None:
+              head: bytes | None, phases: tuple[int, int, int] | None = None) -> None:
         end = self.now()
         self.in_flight -= 1
         tag = self.tag_of[t]
         if error == OK:
             error = classify_status(status, self.expect[t])
+        if self.rec.phased:  # one phase row per sent request, whatever the engine reported
+            self.rec.phase(*(phases or NO_PHASES))
         self.rec.record(intended, send, end, status, nbytes, error, tag)
         if status:
             self.rec.kind(tag, status, content_type)
