@@ -25,7 +25,8 @@ REQUIRED = ("schema_version", "kind", "run_id", "scenario", "machine", "target",
             "limiting_check", "steps")
 _STEP_FIELDS = ("load", "offered_rate", "vus", "achieved_rate", "throughput", "p50", "p95",
                 "p99", "passed", "valid", "driver_bound", "failed", "requests", "errors",
-                "confirmation")
+                "confirmation", "step_s", "search", "fixture", "shards", "schedule_lag_p99",
+                "driver_cpu", "driver_rule")
 
 
 def build(doc: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
@@ -33,11 +34,15 @@ def build(doc: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
     profile, parameters, target, workbench, machine, software, run)."""
     record = {"schema_version": SCHEMA_VERSION, "kind": KIND, **context,
               "search": {"options": doc["options"], "thresholds": doc.get("thresholds"),
-                         "max_error_rate": doc.get("max_error_rate")},
+                         "max_error_rate": doc.get("max_error_rate"),
+                         "driver": doc.get("driver")},
               "verdict": doc["verdict"], "unit": doc["unit"],
               "max_sustainable": doc["max_sustainable"], "interval": doc["interval"],
               "limiting_check": doc["limiting_check"], "sentence": doc.get("sentence"),
               "fleet": doc.get("fleet"),
+              # how the answer repeated: the bracket's repeats, and several searches' range
+              "repeats": doc.get("repeats"), "searches": doc.get("searches"),
+              "answers": doc.get("answers"), "spread": doc.get("spread"),
               # run folders are local: a record keeps what each step measured, not where
               "steps": [{k: s.get(k) for k in _STEP_FIELDS} for s in doc["steps"]]}
     validate(record)
