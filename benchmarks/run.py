@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
                                                acme_orders,http2,fixtures,telemetry,
-                                               priority,capacity-search,fleet]
+                                               priority,capacity-search,overload,fleet]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -21,8 +21,11 @@ Sections (details in each module's docstring):
 - telemetry: the sampler's CPU per sample per source (``bench_telemetry.py``);
 - priority: ``workbench drive`` at 1,000 req/s against a 5 ms server while a busy loop holds
   every core, with the driver's own protection off and on, interleaved (``bench_driver.py``);
-- capacity-search: ``drive --find-capacity`` against slot servers of known capacity K / H,
-  the answer's error beside the truth (``bench_capacity.py``);
+- capacity-search: ``drive --find-capacity --repeat-search 3`` against slot servers of known
+  capacity K / H, each answer's error beside the truth measured at saturation
+  (``bench_capacity.py``);
+- overload: an open loop at 60,000 arrivals/s on 400 VUs against nginx, one driver process:
+  what dropping costs, against a closed loop of the same VUs (``bench_overload.py``);
 - fleet: agents one driver core holds at certctl's real intervals (a connection each, h2),
   against a constant-arrival-rate control, and memory per connection (``bench_fleet.py``).
 
@@ -47,7 +50,8 @@ from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
-            "http2", "fixtures", "telemetry", "priority", "capacity-search", "fleet")
+            "http2", "fixtures", "telemetry", "priority", "capacity-search", "overload",
+            "fleet")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -191,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         searches = bench_capacity.bench(q)
         bench_capacity.print_table(searches)
         bars += bench_capacity.bars(searches)
+    if "overload" in chosen:
+        from benchmarks import bench_overload
+
+        overload = bench_overload.bench(quick=q)
+        bench_overload.print_table(overload)
+        bars += bench_overload.bars(overload)
     return 1 if print_bars(bars) else 0
 
 

@@ -255,3 +255,26 @@ def test_drops_while_the_driver_peaked_at_its_core_are_the_drivers(tmp_path):
     assert busy.verdict == capacity.DRIVER_BOUND
     assert busy.steps[0].failed == ("900 arrivals dropped while the driver's CPU peaked at 95% "
                                     "of a core",)
+
+
+def test_auto_shard_gives_a_driver_bound_step_more_processes_up_to_the_cores(tmp_path,
+                                                                           monkeypatch):
+    seen: list[int | None] = []
+    cpu_bound = starved(0.97, 0.5, dropped=0)
+
+    def drive(spec, out, **kwargs):
+        seen.append(kwargs["shards"])
+        return cpu_bound(spec, out, **kwargs)
+    monkeypatch.setattr(capacity_run, "driver_cores", lambda url: 2)
+    lines: list[str] = []
+    thresholds = capacity_run.parse_threshold_options(["p(99)<500"])
+    with bench_server("--delay", "fixed:2") as url:
+        result = capacity_run.search_steps(
+            slot_spec(url), tmp_path / "auto", thresholds,
+            SearchOptions(start=20, ceiling=40, step_s=0.5, driver_retries=0),
+            echo=lines.append, auto_shard=True, drive=drive)
+    assert seen == [None, 2]  # as the rate asks, then twice the one process it had
+    assert [s.shards for s in result.steps] == [1, 2]
+    assert result.verdict == capacity.DRIVER_BOUND  # still out of CPU: no more cores
+    assert any("going on with 2 driver processes" in line for line in lines)
+    assert any("load from another host" in line for line in lines)

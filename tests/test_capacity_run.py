@@ -11,7 +11,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from workbench import capacity, capacity_record, capacity_run, cli, target
+from workbench import capacity, capacity_record, capacity_run, cli, scenarios, target
 from workbench.paths import notebooks_dir
 
 
@@ -77,3 +77,47 @@ def test_bad_scenario_capacity_input_is_refused_before_preflight(embedded_env, c
     assert code == 2 and err.startswith("error: ") and needle in err
     runs = Path(os.environ["WORKBENCH_RUNS_DIR"])
     assert not runs.exists() or not any(runs.iterdir())
+
+
+def test_each_scenario_names_its_capacity_load_and_sizes_its_fixture_to_it():
+    storm = scenarios.get("agent_storm")
+    at = storm.at_load(storm.defaults("canonical"), 1279, 20)
+    assert storm.capacity_unit == capacity.RATE
+    assert (at["rate"], at["duration_s"], at["fleet_size"]) == (1279, 20, 76_740)
+    assert storm.fixture_sizes(at) == {"agents": 76_740}
+    assert storm.capacity_text(at, 1279, False).startswith("fleet: 76,740 agents")
+    assert "at least 76,740" in storm.capacity_text(at, 1279, True)
+
+    fleet = scenarios.get("agent_fleet")  # the agents are the load
+    at = fleet.at_load(fleet.defaults("canonical"), 3000, 20)
+    assert fleet.capacity_unit == capacity.AGENTS and at["fleet_size"] == 3000
+    assert fleet.executor_settings(at)["agents"] == 3000
+    assert fleet.capacity_text(at, 3000, False).startswith("fleet: 3,000 agents, each")
+    options = capacity_run.scenario_options(fleet, fleet.defaults("smoke"), {})
+    assert (options.unit, options.start) == (capacity.AGENTS, 100)
+
+    bulk = scenarios.get("bulk_renewal")  # ids mode: certificates for every call of the step
+    at = bulk.at_load(bulk.defaults("canonical"), 40, 20)
+    assert bulk.fixture_sizes(at) == {"certificates": 40 * 20 * 50}
+    assert "2,000 certificates/s" in bulk.capacity_text(at, 40, False)
+    criteria = bulk.at_load(bulk.defaults("smoke"), 40, 20)
+    assert bulk.fixture_sizes(criteria) == {"certificates": 200}  # nothing scales with load
+    assert bulk.capacity_text(criteria, 40, False) is None
+
+    burst = scenarios.get("acme_burst")
+    assert burst.capacity_unit == capacity.VUS and burst.at_load(
+        burst.defaults("smoke"), 37, 10)["vus"] == 37
+
+
+def test_agent_fleet_capacity_searches_over_agents_each_step_its_own_fleet(embedded_env):
+    cap = capacity_run.ScenarioCapacity(
+        "agent_fleet", options={"start": 20, "ceiling": 40, "step_s": 2.0, "repeats": 1})
+    cap.seed()
+    cap.search()
+    doc = json.loads((cap.run.dir / "capacity.json").read_text())
+    assert doc["unit"] == capacity.AGENTS
+    assert [s["fixture"] for s in doc["steps"] if not s["driver_bound"]][:2] == [
+        {"agents": 20}, {"agents": 40}]
+    assert all(Path(s["run_dir"]).name.endswith("agents") for s in doc["steps"])
+    if doc["interval"][0] is not None:
+        assert f"{doc['interval'][0]:,.0f} agents, each heartbeating" in cap.conclusion()

@@ -196,9 +196,14 @@ def write_capacity(out: Path, result: Capacity, context: Mapping[str, Any]) -> P
     return path
 
 
-def usable_cores() -> int:
-    """Cores this process may run on: the most driver processes worth starting here."""
-    return len(os.sched_getaffinity(0))
+def driver_cores(base_url: str) -> int:
+    """The most driver processes worth starting here: one per core this process may use,
+    less one for a target on this host (a driver process on every core, at real-time
+    priority, leaves the target only what they do not take)."""
+    from workbench.driver.priority import target_is_local
+
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores - 1) if target_is_local(base_url) else cores
 
 
 def search_steps(spec: DriveSpec | Callable[[float, float], DriveSpec], out: Path,
@@ -217,7 +222,7 @@ def search_steps(spec: DriveSpec | Callable[[float, float], DriveSpec], out: Pat
     fixture that load needs: seeded, grown or reset) and returns what the step measured with.
     ``context`` (or ``context(result)``) goes into capacity.json beside the search.
     ``shards``: driver processes per step (None: as many as the rate needs); ``auto_shard``:
-    a driver-bound step runs again with twice the processes, up to one per core.
+    a driver-bound step runs again with twice the processes, up to :func:`driver_cores`.
     ``drive`` is :func:`workbench.driver.drive` unless a test passes another.
     """
     if drive is None:
@@ -225,7 +230,9 @@ def search_steps(spec: DriveSpec | Callable[[float, float], DriveSpec], out: Pat
     options.validate()
     spec_at = spec if callable(spec) else (
         lambda load, seconds: step_spec(spec, load, options.unit, seconds))
-    spec_at(options.first, options.step_s).validate()  # bad input stops before any load
+    first = spec_at(options.first, options.step_s)
+    first.validate()  # bad input stops before any load
+    most = driver_cores(first.base_url)
     out = Path(out)
     numbers = itertools.count(1)
     done: list[Step] = []
@@ -249,11 +256,11 @@ def search_steps(spec: DriveSpec | Callable[[float, float], DriveSpec], out: Pat
 
     def lift(step: Step) -> bool:
         have = step.shards or 1
-        if have >= usable_cores():
-            echo(f"[capacity] the driver is the limit with {have} processes, one per core "
-                 "here; load from another host to go further")
+        if have >= most:
+            echo(f"[capacity] the driver is the limit with {have} process(es), one per core "
+                 "not left to a target on this host; load from another host to go further")
             return False
-        driver["shards"] = min(usable_cores(), 2 * have)
+        driver["shards"] = min(most, 2 * have)
         echo(f"[capacity] driver bound at {capacity.fmt(step.load)} {options.unit}: going on "
              f"with {driver['shards']} driver processes (--auto-shard)")
         return True

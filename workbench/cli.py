@@ -403,7 +403,8 @@ def add_capacity_options(p: argparse.ArgumentParser, unit_hint: str = "req/s",
                         "the range (default 1)")
     g.add_argument("--auto-shard", action="store_true",
                    help="when the driver is the limit, run the step again with twice the "
-                        "driver processes (up to one per core) and go on")
+                        "driver processes (up to one per core, less one for a target on this "
+                        "host) and go on")
     if shards:
         g.add_argument("--shards", type=_positive(int),
                        help="driver processes per step (default: as many as the rate needs)")
