@@ -448,13 +448,14 @@ def _describe(step: Step, unit: str) -> str:
     why = f": {'; '.join(step.failed)}" if step.failed else ""
     again = " (again)" if step.confirmation else ""
     fixture = "".join(f", {n:,} {k}" for k, n in (step.fixture or {}).items())
-    return (f"[capacity] {fmt(step.load)} {unit}{again}{fixture}: achieved "
+    length = f" for {step.step_s:g} s" if step.step_s else ""
+    return (f"[capacity] {fmt(step.load)} {unit}{again}{length}{fixture}: achieved "
             f"{step.achieved_rate:.1f} req/s, p99 {p99} ms, {verdict}{why}")
 
 
 def _span(values: list[float]) -> str:
     low, _, high = values
-    return f"{low:.3g}" if low == high else f"{low:.3g}-{high:.3g}"
+    return fmt(low) if fmt(low) == fmt(high) else f"{fmt(low)}-{fmt(high)}"
 
 
 def fmt(value: float | None) -> str:

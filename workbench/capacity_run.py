@@ -516,7 +516,7 @@ def notebook():
             "cap = ScenarioCapacity(scenario, params, thresholds, target_url, ca_file, insecure,"
             "\n                       run_dir, profile, options)\ncap", id="target"),
         v4.new_code_cell("cap.seed()", id="seed"),
-        v4.new_code_cell("print(cap.search())  # each step printed as judged", id="search"),
+        v4.new_code_cell("conclusion = cap.search()  # each step printed as judged", id="search"),
         v4.new_markdown_cell(
             "## Verdict\nThe capacity, what fails first and at what load, the fixture it was "
             "measured with, and how it repeated.", id="verdict-text"),
