@@ -3,7 +3,9 @@
 A record says what was measured and where (schema version, machine, target version and
 commit, the workbench's revision, the scenario's parameters, the search's options and
 thresholds) and what the search found (verdict, the answer, its bracket, the limiting check,
-every step). ``workbench baseline commit RUN`` files it as
+how it repeated: the bracket's repeats and, for ``--repeat-search``, every search's answer
+with the median and range; every step with its length, fixture and the rule that judged its
+driver). ``workbench baseline commit RUN`` files it as
 ``baselines/<machine>/<scenario>/capacity/<UTC start>_<sha12>_<run8>.json`` and
 ``baselines/README.md`` shows it in a capacity table beside the latency table.
 """

@@ -303,6 +303,7 @@ def write_figures(out: Path, doc: Mapping[str, Any], thresholds: list[Threshold]
 # -- a scenario's capacity, through papermill ---------------------------------------------------
 
 NOTEBOOK = "capacity.ipynb"
+STEPS_TITLE = "Every step, in the order it ran"
 DRIVER_OPTIONS = ("shards", "auto_shard")  # how each step is driven, beside SearchOptions
 
 
@@ -455,19 +456,22 @@ class ScenarioCapacity:
 
     def steps(self):
         """Every step: load, length, fixture, achieved and served rates, p50/p95/p99, passed,
-        the driver's lag and CPU, and why a step failed."""
+        the driver's lag and CPU, and why a step failed (a table titled as such; its frame is
+        ``steps()[STEPS_TITLE]``)."""
         import pandas as pd
+
+        from workbench.notebook import Tables
 
         doc = self._searched().to_dict()
         several = doc["options"]["searches"] > 1
-        return pd.DataFrame([
+        return Tables({STEPS_TITLE: pd.DataFrame([
             {**({"search": s["search"]} if several else {}), "load": s["load"],
              "step_s": s["step_s"], "fixture": describe_fixture(s["fixture"]),
              "achieved_rate": s["achieved_rate"], "served": s["throughput"], "p50": s["p50"],
              "p95": s["p95"], "p99": s["p99"], "passed": s["passed"], "valid": s["valid"],
              "again": s["confirmation"], "lag_p99": s["schedule_lag_p99"],
              "driver_cpu": s["driver_cpu"], "shards": s["shards"],
-             "failed": "; ".join(s["failed"])} for s in doc["steps"]])
+             "failed": "; ".join(s["failed"])} for s in doc["steps"]])})
 
     def figures(self) -> None:
         """Show the hockey stick and the throughput figure (PNG files in the run folder)."""
@@ -526,7 +530,9 @@ def notebook():
             "step against its load with the threshold lines and the bracket; then sent and "
             "served requests/s.", id="figures-text"),
         v4.new_code_cell("cap.figures()", id="figures"),
-        v4.new_markdown_cell("## Steps\nEvery step in the order it ran.", id="steps-text"),
+        v4.new_markdown_cell("## Steps\nThe load, length and fixture of each step, what it "
+                             "measured, the driver's lag and CPU, and why it failed.",
+                             id="steps-text"),
         v4.new_code_cell("cap.steps()", id="steps"),
     ]
     nb = v4.new_notebook(cells=cells)
