@@ -39,49 +39,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks import bench_driver, bench_http2, tools  # noqa: E402
 from benchmarks.bars import Bar, fmt, print_bars  # noqa: E402
 from workbench import capacity_run  # noqa: E402
-from workbench.ports import free_port  # noqa: E402
 
 VUS, OVERLOAD_RATE = 400, 60_000.0
 RATIO_TARGET = 0.80
-NGINX_H1_CONF = """\
-worker_processes 1;
-master_process off;
-daemon off;
-pid {tmp}/nginx.pid;
-error_log {tmp}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-  access_log off;
-  keepalive_requests 100000000;
-  client_body_temp_path {tmp}/body;
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{ default_type text/plain; return 200 'ok'; }}
-  }}
-  server {{
-    listen 127.0.0.1:{status_port};
-    location / {{ stub_status; }}
-  }}
-}}
-"""
-
-
-class NginxH1(bench_http2.NginxH2):
-    """The same nginx as the HTTP/2 benchmark's, over plain HTTP/1.1, started as a user
-    starts it: not pinned, at normal priority (issue #20's set-up)."""
-
-    server_cpu = None
-
-    def __init__(self, tmp: Path) -> None:
-        self.exe, self.version = tools.find_debian_tool("nginx")
-        self.port, self.status_port = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        (tmp / "body").mkdir(exist_ok=True)
-        self.conf = tmp / "nginx.conf"
-        self.conf.write_text(NGINX_H1_CONF.format(tmp=tmp, port=self.port,
-                                                  status_port=self.status_port))
-
-
 def drive(python: str, url: str, out: Path, *flags: str) -> dict:
     """``workbench drive`` by ``python`` (it places its own processes); its result.json."""
     argv = [python, "-m", "workbench.cli", "drive", f"{url}/", "--out", str(out), *flags]
@@ -95,7 +55,8 @@ def bench(python: str = sys.executable, quick: bool = False) -> dict:
     run_s = 4.0 if quick else 10.0
     with tempfile.TemporaryDirectory(prefix="bench-overload-") as tmp_name:
         tmp = Path(tmp_name)
-        with NginxH1(tmp) as nginx:
+        # nginx as a user starts it: not pinned, at normal priority (issue #20's set-up)
+        with bench_http2.NginxH2(tmp, tls=False, server_cpu=None) as nginx:
             closed = _closed_loop(nginx.url, tmp / "closed-loop", run_s)
             runs = {}
             for name, flags in (("one process", ("--shards", "1")), ("as shipped", ())):

@@ -127,15 +127,18 @@ class Recorder:
         """One arrival that found no free VU: no send, no end."""
         self.record(intended, 0, 0, 0, 0, DROPPED, tag)
 
-    def dropped_many(self, intended: np.ndarray, tags: np.ndarray) -> None:
-        """Arrivals that found no free VU, as columns: one vectorized step however many
-        (an overloaded open loop drops tens of thousands a second)."""
+    def dropped_many(self, intended: list[int], tags: list[int]) -> None:
+        """Arrivals that found no free VU, appended to the columns at once (C loops, no
+        per-row call): an overloaded open loop drops tens of thousands a second."""
         n = len(intended)
-        if not n:
-            return
-        none = np.zeros(n, np.int64)
-        self._add((intended.astype(np.int64), none, none, np.zeros(n, np.int16),
-                   np.zeros(n, np.int32), np.full(n, DROPPED, np.int8), tags.astype(np.int16)))
+        cols = self._cols
+        cols[0].extend(intended)
+        for col in cols[1:5]:  # send, end, status, bytes: none
+            col.frombytes(bytes(col.itemsize * n))
+        cols[5].frombytes(bytes((DROPPED,)) * n)
+        cols[6].extend(tags)
+        if len(cols[0]) >= FOLD_ROWS:
+            self.fold()
 
     def kind(self, tag: int, status: int, content_type: bytes | None) -> None:
         key = (tag, status, content_type)
@@ -175,18 +178,13 @@ class Recorder:
         cols = tuple(np.frombuffer(c, dtype) for c, (_, _, dtype) in zip(
             self._cols, _COLUMNS, strict=True))  # views: the old columns now belong to them
         self._new_columns()
-        self._add(cols)
-
-    def _add(self, cols: tuple[np.ndarray, ...]) -> None:
-        """Fold numpy columns into histograms and counters; queue them for the file."""
         intended, send, end, status, _, error, tag = cols
         self.counts += np.bincount(
             tag.astype(np.int64) * len(ERROR_CLASSES) + error, minlength=self.counts.size
         ).reshape(self.counts.shape)
         sent = error != DROPPED
-        first = int(intended.min())  # bulk drops can fold ahead of earlier pending rows
-        if self.first_intended_ns is None or first < self.first_intended_ns:
-            self.first_intended_ns = first
+        if self.first_intended_ns is None:
+            self.first_intended_ns = int(intended.min())
         if sent.any():
             s_int, s_send, s_end = intended[sent], send[sent], end[sent]
             self.last_end_ns = max(self.last_end_ns, int(s_end.max()))

@@ -7,10 +7,11 @@ finds all of this shard's VUs busy is *dropped* and recorded as such (k6's
 (:func:`workbench.driver.schedule.blocks`), so a long run never holds it whole.
 
 Dropping costs next to nothing: once every VU is busy the executor stops waking per arrival.
-It drops every arrival due so far in one vectorized step, then waits for a VU to come free
-(or a coarse wake, for the progress line and the schedule's end) and drops in one step the
-arrivals that came meanwhile: all of them found every VU busy. One wake per arrival at 60,000
-arrivals/s took most of the driver's core and left the responses waiting in its loop.
+It drops every arrival due so far in one step (the recorder's columns extended at once), then
+waits for a VU to come free (or a coarse wake, for the progress line and the schedule's end)
+and drops in one step the arrivals that came meanwhile: all of them found every VU busy. One
+wake per arrival at 60,000 arrivals/s took most of the driver's core and left the responses
+waiting in its loop.
 """
 
 from __future__ import annotations
@@ -44,11 +45,11 @@ class ArrivalRateExecutor(Executor):
         self._blocks: Iterator[tuple[np.ndarray, np.ndarray]] | None = None
         self._times: list[int] = []  # intended perf_counter ns of the current block
         self._indices: list[int] = []  # their global arrival numbers
-        self._block: tuple[np.ndarray, np.ndarray] = (np.empty(0, np.int64),) * 2  # as arrays
         self._pos = 0
         self._free = list(range(self.max_busy))  # VU slots not busy (per client: connections)
         self._parked = False  # every VU busy: waiting for one to come free, not per arrival
-        self._tag_codes = np.asarray(self.tag_of, np.int64)
+        # one tag for every template (most scenarios): a drop's tag needs no lookup
+        self._one_tag = self.tag_of[0] if len(set(self.tag_of)) == 1 else None
 
     def warm_connections(self) -> int:
         """``pre_allocated_vus`` (or a few, from the peak rate), this shard's share of them."""
@@ -74,9 +75,8 @@ class ArrivalRateExecutor(Executor):
         if block is None:
             return False
         indices, offsets = block
-        self._block = (indices, offsets + self.t0)
         self._indices = indices.tolist()
-        self._times = self._block[1].tolist()
+        self._times = (offsets + self.t0).tolist()
         self._pos = 0
         return True
 
@@ -119,15 +119,16 @@ class ArrivalRateExecutor(Executor):
             start = self._pos
             end = bisect.bisect_right(self._times, now, start)
             if end > start:
-                indices, times = self._block
                 n = end - start
                 self.iterations += n
                 self.iterations_dropped += n
                 self.scheduled += n * self.steps
-                base = indices[start:end] * self.steps
+                intended = self._times[start:end]
                 for j in range(self.steps):
-                    self.rec.dropped_many(times[start:end],
-                                          self._tag_codes[(base + j) % self.n_templates])
+                    tags = [self._one_tag] * n if self._one_tag is not None else [
+                        self.tag_of[(i * self.steps + j) % self.n_templates]
+                        for i in self._indices[start:end]]
+                    self.rec.dropped_many(intended, tags)
             self._pos = end
             if end < len(self._times):
                 return True
