@@ -65,7 +65,7 @@ class BenchServer:
     """``servers.py`` in its own process on SERVER_CPU; counter and hold times readable."""
 
     def __init__(self, tmp: Path, delay: str = "none", stall_after: float = 0.0,
-                 realtime: bool = False) -> None:
+                 realtime: bool = False, slots: int = 0) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.counter_path = tmp / f"counter-{self.port}"
@@ -75,6 +75,8 @@ class BenchServer:
                 "--holds", str(self.holds_path)]
         if stall_after:
             argv += ["--stall-after", str(stall_after), "--stall-s", "2"]
+        if slots:  # a server of known capacity: slots / hold requests per second
+            argv += ["--slots", str(slots)]
         if tools.have_taskset():
             argv += ["--cpu", str(SERVER_CPU)]
         if realtime and tools.can_realtime():

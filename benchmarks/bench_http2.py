@@ -52,10 +52,7 @@ http {{
   http2_max_concurrent_streams 256;
   client_body_temp_path {tmp}/body;
   server {{
-    listen 127.0.0.1:{port} ssl http2;
-    ssl_certificate {cert};
-    ssl_certificate_key {key};
-    ssl_protocols TLSv1.3;
+    {listen}
     location / {{ default_type application/json; return 200 '{{"ok":true}}'; }}
   }}
   server {{
@@ -67,22 +64,33 @@ http {{
 
 
 class NginxH2:
-    """Debian's nginx serving HTTP/2 over TLS on SERVER_CPU; served requests via stub_status."""
+    """Debian's nginx serving HTTP/2 over TLS on SERVER_CPU; served requests via stub_status.
+    ``tls=False``: plain HTTP/1.1; ``server_cpu=None``: not pinned, as a user starts it."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, tls: bool = True,
+                 server_cpu: int | None = SERVER_CPU) -> None:
         self.exe, self.version = tools.find_debian_tool("nginx")
-        ca, cert, key = target.ensure_tls(tmp / "tls")
-        self.ca_file = str(ca)
         self.port, self.status_port = free_port(), free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.server_cpu = server_cpu
+        listen = f"listen 127.0.0.1:{self.port};"
+        self.url = f"http://127.0.0.1:{self.port}"
+        if tls:
+            ca, cert, key = target.ensure_tls(tmp / "tls")
+            self.ca_file = str(ca)
+            listen = (f"listen 127.0.0.1:{self.port} ssl http2; ssl_certificate {cert}; "
+                      f"ssl_certificate_key {key}; ssl_protocols TLSv1.3;")
+            self.url = f"https://127.0.0.1:{self.port}"
         (tmp / "body").mkdir(exist_ok=True)
         self.conf = tmp / "nginx.conf"
-        self.conf.write_text(NGINX_CONF.format(tmp=tmp, port=self.port, cert=cert, key=key,
+        self.conf.write_text(NGINX_CONF.format(tmp=tmp, listen=listen,
                                                status_port=self.status_port))
 
     def __enter__(self) -> NginxH2:
-        self.proc = subprocess.Popen(tools.pinned([*self.exe, "-c", str(self.conf)], SERVER_CPU),
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        argv = [*self.exe, "-c", str(self.conf)]
+        if self.server_cpu is not None:
+            argv = tools.pinned(argv, self.server_cpu)
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True)
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -2,8 +2,8 @@
 
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
                                                acme_orders,http2,fixtures,telemetry,
-                                               priority,capacity-search,fleet,calibration,
-                                               connectors]
+                                               priority,capacity-search,overload,fleet,
+                                               calibration,connectors]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -22,8 +22,11 @@ Sections (details in each module's docstring):
 - telemetry: the sampler's CPU per sample per source (``bench_telemetry.py``);
 - priority: ``workbench drive`` at 1,000 req/s against a 5 ms server while a busy loop holds
   every core, with the driver's own protection off and on, interleaved (``bench_driver.py``);
-- capacity-search: ``drive --find-capacity`` against slot servers of known capacity K / H,
-  the answer's error beside the truth (``bench_capacity.py``);
+- capacity-search: ``drive --find-capacity --repeat-search 3`` against slot servers of known
+  capacity K / H, each answer's error beside the truth measured at saturation
+  (``bench_capacity.py``);
+- overload: an open loop at 60,000 arrivals/s on 400 VUs against nginx, one driver process:
+  what dropping costs, against a closed loop of the same VUs (``bench_overload.py``);
 - fleet: agents one driver core holds at certctl's real intervals (a connection each, h2),
   against a constant-arrival-rate control, and memory per connection (``bench_fleet.py``);
 - calibration: the machine calibration's own spread over records minutes apart, quiet and
@@ -54,8 +57,8 @@ from workbench.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
-            "http2", "fixtures", "telemetry", "priority", "capacity-search", "fleet",
-            "calibration", "connectors")
+            "http2", "fixtures", "telemetry", "priority", "capacity-search", "overload",
+            "fleet", "calibration", "connectors")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -199,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         searches = bench_capacity.bench(q)
         bench_capacity.print_table(searches)
         bars += bench_capacity.bars(searches)
+    if "overload" in chosen:
+        from benchmarks import bench_overload
+
+        overload = bench_overload.bench(quick=q)
+        bench_overload.print_table(overload)
+        bars += bench_overload.bars(overload)
     if "calibration" in chosen:
         from benchmarks import bench_calibration
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -40,9 +41,9 @@ def judged(load: float, p99: float, **extra) -> Step:
 def monotone(capacity_rps: float, step_s: float):
     calls: list[float] = []
 
-    def run(load: float) -> Step:
+    def run(load: float, seconds: float) -> Step:
         calls.append(load)
-        return judged(load, queue_p99(load, capacity_rps, step_s))
+        return judged(load, queue_p99(load, capacity_rps, seconds))
     return run, calls
 
 
@@ -59,8 +60,16 @@ def test_a_monotone_curve_is_bracketed_within_the_tolerance():
     assert result.limiting_check.startswith("p(99)<200")
     # the ramp doubled from the start until the first failure, then only bisected inside it
     assert calls[:5] == [50, 100, 200, 400, 800]
-    assert calls[5] == 1600 and all(800 < c < 1600 for c in calls[6:-1])
-    assert result.steps[-1].confirmation and result.steps[-1].load == low
+    assert calls[5] == 1600 and all(800 <= c <= 1600 for c in calls[6:])
+    # both ends of the bracket ran three times; the answer passed each time, the load above
+    # failed each time, and the record says so with the spread of what they measured
+    assert calls.count(low) == 3 and calls.count(high) == 3
+    assert result.repeats["answer"]["runs"] == 3 == result.repeats["answer"]["passed"]
+    assert result.repeats["above"]["runs"] == 3 and result.repeats["above"]["passed"] == 0
+    assert result.repeats["step_s"] == 20.0
+    p99_low, _, p99_high = result.repeats["answer"]["p99"]
+    assert p99_low <= p99_high < LIMIT_MS
+    assert "3 of 3 passed" in result.spread_line() and "0 of 3 passed" in result.spread_line()
 
 
 def test_noisy_curves_land_near_the_knee_for_almost_every_seed():
@@ -69,8 +78,8 @@ def test_noisy_curves_land_near_the_knee_for_almost_every_seed():
     for seed in range(60):
         rng = np.random.default_rng(seed)
 
-        def run(load: float, rng=rng) -> Step:
-            return judged(load, queue_p99(load, 800.0, 10.0) * float(rng.lognormal(0, 0.35)))
+        def run(load: float, seconds: float, rng=rng) -> Step:
+            return judged(load, queue_p99(load, 800.0, seconds) * float(rng.lognormal(0, 0.35)))
         result = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0))
         assert result.verdict == capacity.KNEE
         errors.append(abs(result.max_sustainable - true) / true)
@@ -83,9 +92,9 @@ def test_noisy_curves_land_near_the_knee_for_almost_every_seed():
 def test_a_lucky_pass_is_caught_by_its_confirmation():
     seen: dict[float, int] = {}
 
-    def run(load: float) -> Step:
+    def run(load: float, seconds: float) -> Step:
         seen[load] = seen.get(load, 0) + 1
-        p99 = queue_p99(load, 800.0, 20.0)
+        p99 = queue_p99(load, 800.0, seconds)
         if 800 < load < 900 and seen[load] == 1:
             p99 = 50.0  # passes once by chance, fails when run again
         return judged(load, p99)
@@ -95,8 +104,107 @@ def test_a_lucky_pass_is_caught_by_its_confirmation():
     assert any(s.confirmation and not s.passed for s in result.steps)
 
 
+def test_a_load_above_the_answer_that_sometimes_passes_gets_longer_steps():
+    """A wide spread at the bracket's top (it passed in one of its repeats) means the short
+    step could not tell the loads apart: the repeats run again with longer steps, where a
+    queue past capacity has grown long enough to fail every time."""
+    seen: dict[tuple[float, float], int] = {}
+
+    def run(load: float, seconds: float) -> Step:
+        seen[load, seconds] = seen.get((load, seconds), 0) + 1
+        p99 = queue_p99(load, 800.0, seconds)
+        if 800 < load < 850 and seconds == 10.0 and seen[load, seconds] == 2:
+            p99 = 20.0  # at 10 s steps a near miss passes now and then
+        return judged(load, p99)
+    result = search(run, SearchOptions(start=100, ceiling=5_000, step_s=10.0,
+                                       tolerance=0.02))
+    assert result.verdict == capacity.KNEE
+    assert result.repeats["step_s"] == 20.0
+    assert result.repeats["above"] == result.repeats["above"] | {"runs": 3, "passed": 0}
+    assert result.repeats["answer"]["runs"] == 3 == result.repeats["answer"]["passed"]
+    assert {s.step_s for s in result.steps} == {10.0, 20.0}
+    assert all(s.step_s == 20.0 for s in result.steps if s.step_s != 10.0)
+    assert "20 s steps" in result.spread_line()
+
+
+def test_the_longest_step_bounds_the_lengthening():
+    def run(load: float, seconds: float) -> Step:  # the top passes one run in three, always
+        n = run.calls = getattr(run, "calls", 0) + 1
+        p99 = queue_p99(load, 800.0, 10.0)
+        return judged(load, 20.0 if p99 >= LIMIT_MS and n % 3 == 0 and load < 900 else p99)
+    result = search(run, SearchOptions(start=100, ceiling=5_000, step_s=10.0,
+                                       max_step_s=20.0, tolerance=0.02))
+    assert result.verdict == capacity.KNEE
+    assert max(s.step_s for s in result.steps) <= 20.0
+    with pytest.raises(WorkbenchError, match="longest step"):
+        search(run, SearchOptions(start=100, ceiling=5_000, step_s=10.0, max_step_s=5.0))
+
+
+def test_repeated_searches_report_the_median_answer_and_its_range():
+    rng = np.random.default_rng(7)
+
+    def run(load: float, seconds: float) -> Step:
+        return judged(load, queue_p99(load, 800.0, seconds) * float(rng.lognormal(0, 0.3)))
+    result = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0, searches=3))
+    answers = sorted(s["max_sustainable"] for s in result.searches)
+    assert len(result.searches) == 3 and {s["verdict"] for s in result.searches} == {"knee"}
+    assert result.verdict == capacity.KNEE and result.max_sustainable == answers[1]
+    assert result.answers == {"searches": 3, "knees": 3, "median": answers[1],
+                              "min": answers[0], "max": answers[2],
+                              "spread": (answers[2] - answers[0]) / answers[1]}
+    assert {s.search for s in result.steps} == {1, 2, 3}
+    assert result.interval[0] == answers[1]  # the bracket of the median search
+    assert "median of 3 searches" in result.spread_line()
+    assert len(result.to_dict()["steps"]) == len(result.steps)
+
+
+def test_repeated_searches_that_disagree_on_the_verdict_keep_the_weaker_one():
+    searches = iter([800.0, 3_000.0, 800.0])  # the second search meets a slow driver
+    state = {}
+
+    def run(load: float, seconds: float) -> Step:
+        if load == 100:
+            state["limit"] = next(searches)
+        if state["limit"] == 3_000.0 and load > 300:
+            return Step(load=load, achieved_rate=load, p50=1, p95=2, p99=3, passed=False,
+                        valid=False, driver_bound=True, failed=("driver CPU 97% of a core",))
+        return judged(load, queue_p99(load, 800.0, seconds))
+    result = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0, searches=3))
+    assert result.verdict == capacity.DRIVER_BOUND and not result.measured
+    assert [s["verdict"] for s in result.searches] == ["knee", "driver bound", "knee"]
+    assert result.answers["knees"] == 2 and result.answers["median"] is None
+    assert "3 searches: knee" in result.spread_line()
+
+
+def test_a_driver_given_more_processes_lets_the_search_go_on():
+    shards = {"n": 1}
+
+    def run(load: float, seconds: float) -> Step:
+        if load > 1000 * shards["n"]:  # each process holds 1,000 req/s
+            return Step(load=load, achieved_rate=load, p50=1, p95=2, p99=3, passed=False,
+                        valid=False, driver_bound=True, shards=shards["n"],
+                        failed=("driver CPU 97% of a core",))
+        return replace(judged(load, queue_p99(load, 2500.0, seconds)), shards=shards["n"])
+
+    def lift(step: Step) -> bool:
+        if shards["n"] >= 4:
+            return False
+        shards["n"] *= 2
+        return True
+    result = search(run, SearchOptions(start=500, ceiling=20_000, step_s=10.0),
+                    lift_driver=lift)
+    assert result.verdict == capacity.KNEE and shards["n"] == 4
+    low, high = result.interval
+    assert low <= knee(2500.0, 10.0) < high and high / low <= 1.05
+    assert [s.shards for s in result.steps if s.driver_bound] == [1, 2]
+    # without more processes the same driver ends the search, saying how to lift it
+    shards["n"] = 1
+    bound = search(run, SearchOptions(start=500, ceiling=20_000, step_s=10.0))
+    assert bound.verdict == capacity.DRIVER_BOUND and "--shards" in bound.sentence()
+
+
 def test_a_driver_that_cannot_keep_time_is_reported_as_such_never_as_capacity():
-    def run(load: float) -> Step:
+    def run(load: float, seconds: float) -> Step:
         if load > 3000:  # the driver's own limit, far below the server's
             return Step(load=load, achieved_rate=2900, p50=1, p95=2, p99=3, passed=False,
                         valid=False, driver_bound=True,
@@ -115,7 +223,7 @@ def test_a_driver_bound_step_runs_again_before_it_ends_the_search():
     hiccups = {400}  # the first run at 400 req/s lagged; its re-run did not
     seen: list[tuple[float, bool]] = []
 
-    def run(load: float) -> Step:
+    def run(load: float, seconds: float) -> Step:
         if load in hiccups:
             hiccups.discard(load)
             step = Step(load=load, achieved_rate=load, p50=1, p95=2, p99=30, passed=False,
@@ -152,7 +260,7 @@ def test_a_first_step_that_fails_bounds_the_capacity_from_above():
 
 
 def test_a_virtual_user_search_steps_through_whole_users():
-    def run(vus: float) -> Step:
+    def run(vus: float, seconds: float) -> Step:
         assert vus == int(vus)
         return judged(vus, 10.0 if vus <= 37 else 500.0)
     result = search(run, SearchOptions(start=4, ceiling=400, step_s=10.0, unit=capacity.VUS))
@@ -198,5 +306,5 @@ def test_the_result_serializes_with_every_step():
 def test_bad_options_are_refused_before_any_step(options, needle):
     calls = []
     with pytest.raises(WorkbenchError, match=needle):
-        search(lambda load: calls.append(load), SearchOptions(**options))
+        search(lambda load, seconds: calls.append(load), SearchOptions(**options))
     assert calls == []

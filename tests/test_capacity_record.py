@@ -9,13 +9,21 @@ from pathlib import Path
 
 import pytest
 
-from workbench import baseline, capacity, capacity_record, capacity_run, jsonio, machine
+from workbench import (
+    baseline,
+    capacity,
+    capacity_record,
+    capacity_run,
+    jsonio,
+    machine,
+    scenarios,
+)
 from workbench.capacity import SearchOptions, Step
 from workbench.errors import WorkbenchError
 
 
 def knee_search(limit_rps: float) -> capacity.Capacity:
-    def run(load: float) -> Step:
+    def run(load: float, seconds: float) -> Step:
         ok = load <= limit_rps
         return Step(load=load, achieved_rate=load, p50=2.0, p95=5.0, p99=8.0 if ok else 900.0,
                     passed=ok, valid=True, failed=() if ok else ("p(99)<200 (measured 900)",),
@@ -29,7 +37,8 @@ def run_folder(tmp: Path, result: capacity.Capacity, run_id: str) -> Path:
     doc = capacity_run.capacity_document(result, {"scenario": "agent_storm",
                                                   "thresholds": {"http_req_duration":
                                                                  ["p(99)<200"]}})
-    doc["fleet"] = capacity_run.fleet_line("agent_storm", result)
+    storm = scenarios.get("agent_storm")
+    doc["fleet"] = capacity_run.capacity_meaning(storm, storm.params_for("smoke"), result)
     record = capacity_record.build(doc, {
         "run_id": run_id, "scenario": "agent_storm", "profile": "smoke",
         "parameters": {"rate": 167.0, "duration_s": 10.0, "fleet_size": 500},
@@ -72,6 +81,10 @@ def test_a_capacity_record_is_committed_and_rendered_beside_the_latency_table(re
     assert record["target"]["commit"].startswith("aad95d3") and record["machine"]["name"]
     assert record["parameters"]["fleet_size"] == 500 and record["steps"]
     assert all("run_dir" not in step for step in record["steps"])  # local paths stay local
+    # how the answer repeated, and how long each step was
+    assert record["repeats"]["answer"]["runs"] == 3 == record["repeats"]["answer"]["passed"]
+    assert record["repeats"]["above"]["passed"] == 0 and "3 of 3 passed" in record["spread"]
+    assert all(step["step_s"] == 5.0 for step in record["steps"])
     readme = (repo / "baselines" / "README.md").read_text()
     assert "# Measured baselines" in readme and "## Capacity" in readme
     row = next(line for line in readme.splitlines() if line.startswith("| agent_storm"))

@@ -11,8 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workbench import capacity, connectors, scenarios
-from workbench.capacity_run import fleet_line
+from workbench import connectors, scenarios
 from workbench.errors import WorkbenchError
 from workbench.ports import free_ports
 
@@ -90,13 +89,10 @@ def test_a_connection_per_client_or_an_unknown_type_is_refused_before_any_load()
 
 
 def test_its_capacity_reads_as_connections_a_minute_against_the_harness():
-    found = capacity.Capacity(unit=capacity.RATE, verdict=capacity.KNEE, max_sustainable=50.0,
-                              interval=(50.0, 55.0), limiting_check="p(95)<1000",
-                              options=capacity.SearchOptions(start=2.0, ceiling=128.0))
-    line = fleet_line("connector_handshake", found)
+    line = SCENARIO.capacity_text({}, 50.0, False)
     assert line.startswith("connection rate: 3,000 new TLS connections a minute (50.0/s)")
     assert "30 times the 100 a minute" in line
-    assert "at least 3,000" in SCENARIO.capacity_meaning(50.0, False)
+    assert "at least 3,000" in SCENARIO.capacity_text({}, 50.0, True)
 
 
 def test_the_phase_table_is_none_for_a_run_that_reused_connections():

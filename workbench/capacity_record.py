@@ -3,7 +3,9 @@
 A record says what was measured and where (schema version, machine, target version and
 commit, the workbench's revision, the scenario's parameters, the search's options and
 thresholds, the machine's calibration before the first step and after the last) and what the
-search found (verdict, the answer, its bracket, the limiting check, every step). Schema 2 adds
+search found (verdict, the answer, its bracket, the limiting check, how it repeated: the
+bracket's repeats and, for ``--repeat-search``, every search's answer with the median and range;
+every step with its length, fixture and the rule that judged its driver). Schema 2 adds
 ``calibration`` (:mod:`workbench.calibration`); a version-1 record is migrated on load, with a
 calibration that says it was never measured. ``workbench baseline commit RUN`` files it as
 ``baselines/<machine>/<scenario>/capacity/<UTC start>_<sha12>_<run8>.json`` and
@@ -28,7 +30,8 @@ REQUIRED = ("schema_version", "kind", "run_id", "scenario", "machine", "target",
             "limiting_check", "steps", "calibration")
 _STEP_FIELDS = ("load", "offered_rate", "vus", "achieved_rate", "throughput", "p50", "p95",
                 "p99", "passed", "valid", "driver_bound", "failed", "requests", "errors",
-                "confirmation")
+                "confirmation", "step_s", "search", "fixture", "shards", "schedule_lag_p99",
+                "driver_cpu", "driver_rule")
 
 
 def build(doc: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
@@ -38,11 +41,15 @@ def build(doc: Mapping[str, Any], context: Mapping[str, Any]) -> dict:
               "calibration": calibration.missing("not measured: the search was recorded "
                                                  "without a calibration"), **context,
               "search": {"options": doc["options"], "thresholds": doc.get("thresholds"),
-                         "max_error_rate": doc.get("max_error_rate")},
+                         "max_error_rate": doc.get("max_error_rate"),
+                         "driver": doc.get("driver")},
               "verdict": doc["verdict"], "unit": doc["unit"],
               "max_sustainable": doc["max_sustainable"], "interval": doc["interval"],
               "limiting_check": doc["limiting_check"], "sentence": doc.get("sentence"),
               "fleet": doc.get("fleet"),
+              # how the answer repeated: the bracket's repeats, and several searches' range
+              "repeats": doc.get("repeats"), "searches": doc.get("searches"),
+              "answers": doc.get("answers"), "spread": doc.get("spread"),
               # run folders are local: a record keeps what each step measured, not where
               "steps": [{k: s.get(k) for k in _STEP_FIELDS} for s in doc["steps"]]}
     validate(record)

@@ -11,17 +11,23 @@ Which signs are whose (:func:`judge`):
 - **the target's** (the step fails, the search brackets below it): a threshold broken on the
   step's requests; errors over the limit; arrivals dropped because every VU waited on the
   target; achieved throughput under 95 % of the offered rate.
-- **the driver's** (the step is *driver bound*: the search stops and reports a lower bound
-  only): its CPU at 90 % of a core or more, or its schedule-lag p99 over 2 ms (the validity
-  limits of :mod:`workbench.driver.result`). When the driver is CPU bound, drops and a short
-  achieved rate are its own, not the target's. A latency threshold broken while the driver was
-  late counts against the target only when it breaks on the service time too (from the send,
-  without the driver's lateness): a late driver adds its lag to every response time.
+- **the driver's** (the step is *driver bound*: it runs again, with more driver processes
+  under ``--auto-shard``, else the search stops and reports a lower bound only), judged by
+  the driver's effect on the step rather than by a plain run's strict validity rule: its CPU
+  at 90 % of a core or more; a schedule-lag p99 material to the threshold under test (above
+  2 % of the tightest latency limit, or of the step's own p99 without one; never under the
+  plain run's 2 ms); or arrivals dropped while its CPU peaked near a core (the drops, and a
+  short achieved rate, are then its own). A latency threshold broken while the driver was late
+  counts against the target only when it breaks on the service time less the lag p99 too (from
+  the send, without the driver's lateness; less the lag, as a driver kept off its core reads
+  responses as late as it sends): a late driver adds its lag to every response time. Each
+  step records the rule that judged it (``driver_rule``).
 """
 
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +35,16 @@ from typing import Any
 
 from workbench import analysis, capacity, jsonio
 from workbench.analysis import Threshold
-from workbench.capacity import CAPACITY_FILE, RATE, VUS, Capacity, SearchOptions, Step
+from workbench.capacity import (
+    AGENTS,
+    CAPACITY_FILE,
+    RATE,
+    VUS,
+    Capacity,
+    SearchOptions,
+    Step,
+    describe_fixture,
+)
 from workbench.driver.result import (
     MAX_CPU_FRACTION,
     MAX_SCHEDULE_LAG_P99_MS,
@@ -43,6 +58,8 @@ from workbench.errors import WorkbenchError
 STEPS_DIR = "steps"
 FIGURES = ("hockey_stick.png", "throughput.png")  # beside capacity.json
 DEFAULT_MAX_ERROR_RATE = 0.01  # errors over 1 % of sent requests fail a step
+LAG_SHARE = 0.02  # a capacity step's schedule lag is material above 2 % of what judges it
+NOT_MEASURED_EXIT = 1  # the exit code of a search that measured no capacity (as a breach)
 _DURATION_METRIC = "http_req_duration"
 
 
@@ -54,30 +71,60 @@ def parse_threshold_options(values: list[str]) -> list[Threshold]:
         raise WorkbenchError(f"--threshold: {exc}") from None
 
 
-def step_spec(spec: DriveSpec, load: float, options: SearchOptions) -> DriveSpec:
-    """``spec`` at one step's load for ``options.step_s`` seconds: an open loop at ``load``
-    requests/s (iterations/s = load / requests per iteration), a closed loop at ``load`` VUs."""
-    if options.unit == VUS:
+def step_spec(spec: DriveSpec, load: float, unit: str, step_s: float) -> DriveSpec:
+    """``spec`` at one step's load for ``step_s`` seconds: an open loop at ``load`` requests/s
+    (iterations/s = load / requests per iteration), a closed loop at ``load`` VUs."""
+    if unit == VUS:
         if spec.open_loop:
             raise WorkbenchError("a virtual-user capacity search needs a closed-loop scenario")
-        return replace(spec, vus=int(load), max_vus=int(load), duration_s=options.step_s)
-    if spec.executor != "constant-arrival-rate":
+        return replace(spec, vus=int(load), max_vus=int(load), duration_s=step_s)
+    if unit != RATE or spec.executor != "constant-arrival-rate":
         raise WorkbenchError(f"a rate capacity search drives constant-arrival-rate steps; this "
                              f"spec's executor is {spec.executor}")
-    return replace(spec, rate=load / spec.steps, duration_s=options.step_s)
+    return replace(spec, rate=load / spec.steps, duration_s=step_s)
 
 
-def _driver_signs(result: DriveResult) -> tuple[list[str], bool]:
-    """What says the driver, not the target, set the pace; and whether its CPU was the limit."""
+def exit_code(verdict: str) -> int:
+    """A capacity search's exit code, for ``run`` and ``drive`` alike: 0 when it measured the
+    target (a knee, or every step passing), :data:`NOT_MEASURED_EXIT` when it measured no
+    capacity (driver bound, or the first step failed), as a breached threshold does."""
+    return 0 if verdict in capacity.MEASURED else NOT_MEASURED_EXIT
+
+
+def lag_allowance(thresholds: list[Threshold], p99: float | None) -> tuple[float, str]:
+    """The schedule-lag p99 a capacity step tolerates, and its rule in words. Lag adds to
+    every response time measured from the intended start, so it matters in proportion to what
+    the step is judged by: the tightest latency limit, or without one the step's own p99."""
+    limits = [limit for _, limit in latency_limits(thresholds)]
+    if limits:
+        reference, of = min(limits), f"the tightest latency limit ({min(limits):g} ms)"
+    else:
+        reference, of = p99 or 0.0, f"the step's p99 ({p99 or 0:.3g} ms)"
+    allowed = max(MAX_SCHEDULE_LAG_P99_MS, LAG_SHARE * reference)
+    return allowed, (f"capacity step: schedule-lag p99 up to {allowed:.3g} ms ({LAG_SHARE:.0%} "
+                     f"of {of}, at least {MAX_SCHEDULE_LAG_P99_MS:g} ms), driver CPU under "
+                     f"{MAX_CPU_FRACTION:.0%} of a core, drops the target's only while the "
+                     f"driver's CPU stayed under {MAX_CPU_FRACTION:.0%}")
+
+
+def _driver_signs(result: DriveResult, allowed_lag_ms: float) -> tuple[list[str], bool]:
+    """What says the driver, not the target, set the pace; and whether the drops (and a short
+    achieved rate) are the driver's: its CPU was the limit for the step or for a second of it."""
     signs = []
-    cpu = result["driver"]["cpu_fraction"]
-    cpu_bound = not result["driver"]["cpu_fraction_includes_spin"] and cpu >= MAX_CPU_FRACTION
+    driver = result["driver"]
+    spin = driver["cpu_fraction_includes_spin"]  # a spinning timer's CPU is not load
+    cpu, peak = driver["cpu_fraction"], driver.get("cpu_peak_fraction") or 0.0
+    cpu_bound = not spin and cpu >= MAX_CPU_FRACTION
     if cpu_bound:
         signs.append(f"driver CPU {cpu:.0%} of a core")
     lag = result["schedule_lag_ms"]["p99"]
-    if result["offered_rate"] is not None and lag is not None and lag > MAX_SCHEDULE_LAG_P99_MS:
-        signs.append(f"driver schedule-lag p99 {lag:.2f} ms > {MAX_SCHEDULE_LAG_P99_MS:g} ms")
-    return signs, cpu_bound
+    if result["offered_rate"] is not None and lag is not None and lag > allowed_lag_ms:
+        signs.append(f"driver schedule-lag p99 {lag:.2f} ms > {allowed_lag_ms:.3g} ms")
+    busy = cpu_bound or (not spin and peak >= MAX_CPU_FRACTION)
+    if busy and not cpu_bound and result["dropped"]:
+        signs.append(f"{result['dropped']} arrivals dropped while the driver's CPU peaked at "
+                     f"{peak:.0%} of a core")
+    return signs, busy
 
 
 def judge(run_dir: Path, load: float, thresholds: list[Threshold],
@@ -85,12 +132,17 @@ def judge(run_dir: Path, load: float, thresholds: list[Threshold],
     """One step's decision from its run folder (see the module doc for whose sign is whose)."""
     result = load_result(run_dir)
     requests = analysis.load_requests(run_dir)
-    driver, cpu_bound = _driver_signs(result)
+    lat = result["latency_ms"]
+    allowed_lag, rule = lag_allowance(thresholds, lat["p99"])
+    driver, driver_drops = _driver_signs(result, allowed_lag)
     target: list[str] = []
     verdicts = analysis.evaluate_thresholds(requests, thresholds)
-    if driver:  # the same thresholds on the service time: what the target alone took
+    if driver:  # the same thresholds on what the target alone took: the service time, less
+        # the lag (a driver starved of its core reads responses as late as it sends)
+        lag = result["schedule_lag_ms"]["p99"] or 0.0
         service = analysis.evaluate_thresholds(
-            requests.assign(latency_ms=requests["service_ms"]), thresholds)
+            requests.assign(latency_ms=(requests["service_ms"] - lag).clip(lower=0.0)),
+            thresholds)
     for i, row in enumerate(verdicts.itertuples()):
         if row.ok:
             continue
@@ -103,7 +155,7 @@ def judge(run_dir: Path, load: float, thresholds: list[Threshold],
         target.append(f"error rate {rate:.2%} > {max_error_rate:.2%}")
     if result["status"] != "completed":
         target.append(f"run {result['status']}")
-    if not cpu_bound:  # a CPU-bound driver drops and falls short on its own account
+    if not driver_drops:  # a driver out of CPU drops and falls short on its own account
         if result["dropped"]:
             target.append(f"{result['dropped']} arrivals dropped (all "
                           f"{result['driver']['max_vus']} VUs waiting on the target)")
@@ -111,7 +163,6 @@ def judge(run_dir: Path, load: float, thresholds: list[Threshold],
         if offered and achieved < MIN_ACHIEVED_RATIO * offered:
             target.append(f"achieved {achieved:.1f} req/s < {MIN_ACHIEVED_RATIO:.0%} of "
                           f"offered {offered:.1f}")
-    lat = result["latency_ms"]
     served = requests[~requests["dropped"] & ~requests["failed"]]
     span_s = ((served["end_ns"].max() - requests["intended_ns"].min()) / 1e9
               if len(served) else 0.0)
@@ -121,12 +172,15 @@ def judge(run_dir: Path, load: float, thresholds: list[Threshold],
                 driver_bound=bool(driver) and not target,
                 requests=result["completed"] + result["failed"], errors=result["failed"],
                 run_dir=str(run_dir),
-                throughput=len(served) / span_s if span_s > 0 else None)
+                throughput=len(served) / span_s if span_s > 0 else None,
+                shards=result["driver"].get("shards"),
+                schedule_lag_p99=result["schedule_lag_ms"]["p99"],
+                driver_cpu=result["driver"]["cpu_fraction"], driver_rule=rule)
 
 
 def step_dir_name(index: int, load: float, unit: str) -> str:
-    """``03_400rps`` or ``02_8vus``: the steps sort in the order they ran."""
-    suffix = "vus" if unit == VUS else "rps"
+    """``03_400rps``, ``02_8vus`` or ``04_2000agents``: the steps sort in the order they ran."""
+    suffix = {VUS: "vus", AGENTS: "agents"}.get(unit, "rps")
     return f"{index:02d}_{load:g}{suffix}"
 
 
@@ -142,43 +196,79 @@ def write_capacity(out: Path, result: Capacity, context: Mapping[str, Any]) -> P
     return path
 
 
-def search_steps(spec: DriveSpec, out: Path, thresholds: list[Threshold],
-                 options: SearchOptions, *, max_error_rate: float | None =
-                 DEFAULT_MAX_ERROR_RATE, context: Mapping[str, Any] | None = None,
-                 env: dict[str, str] | None = None, echo: Callable[[str], None] = print,
-                 shards: int | None = None, reset: Callable[[], None] | None = None,
-                 drive: Callable[..., Any] | None = None) -> Capacity:
-    """Search ``spec``'s capacity, each step a run in ``<out>/steps/``; write capacity.json.
+def driver_cores(base_url: str) -> int:
+    """The most driver processes worth starting here: one per core this process may use,
+    less one for a target on this host (a driver process on every core, at real-time
+    priority, leaves the target only what they do not take)."""
+    from workbench.driver.priority import target_is_local
 
-    ``reset`` runs before every step after the first (fixtures the scenario changes).
+    cores = len(os.sched_getaffinity(0))
+    return max(1, cores - 1) if target_is_local(base_url) else cores
+
+
+def search_steps(spec: DriveSpec | Callable[[float, float], DriveSpec], out: Path,
+                 thresholds: list[Threshold], options: SearchOptions, *,
+                 max_error_rate: float | None = DEFAULT_MAX_ERROR_RATE,
+                 context: Mapping[str, Any] | Callable[[Capacity], Mapping[str, Any]]
+                 | None = None,
+                 env: dict[str, str] | None = None, echo: Callable[[str], None] = print,
+                 shards: int | None = None, auto_shard: bool = False,
+                 prepare: Callable[[float, float], dict | None] | None = None,
+                 drive: Callable[..., Any] | None = None) -> Capacity:
+    """Search the capacity, each step a run in ``<out>/steps/``; write capacity.json.
+
+    ``spec`` is the drive spec (each step: :func:`step_spec`) or ``spec(load, step_s)``,
+    a scenario's spec at a load. ``prepare(load, step_s)`` runs before every step (the
+    fixture that load needs: seeded, grown or reset) and returns what the step measured with.
+    ``context`` (or ``context(result)``) goes into capacity.json beside the search.
+    ``shards``: driver processes per step (None: as many as the rate needs); ``auto_shard``:
+    a driver-bound step runs again with twice the processes, up to :func:`driver_cores`.
     ``drive`` is :func:`workbench.driver.drive` unless a test passes another.
     """
     if drive is None:
         from workbench.driver import drive
     options.validate()
-    step_spec(spec, options.start, options).validate()  # bad input stops before any load
+    spec_at = spec if callable(spec) else (
+        lambda load, seconds: step_spec(spec, load, options.unit, seconds))
+    first = spec_at(options.first, options.step_s)
+    first.validate()  # bad input stops before any load
+    most = driver_cores(first.base_url)
     out = Path(out)
-    context = dict(context or {})
     numbers = itertools.count(1)
     done: list[Step] = []
+    driver = {"shards": shards}
 
-    def run_step(load: float) -> Step:
+    def context_of(result: Capacity) -> Mapping[str, Any]:
+        return dict((context(result) if callable(context) else context) or {})
+
+    def run_step(load: float, step_s: float) -> Step:
         n = next(numbers)
-        if reset is not None and n > 1:
-            reset()
+        fixture = prepare(load, step_s) if prepare is not None else None
         run_dir = out / STEPS_DIR / step_dir_name(n, load, options.unit)
-        drive(step_spec(spec, load, options), run_dir, env=env, echo=lambda line: None,
-              shards=shards)
-        step = judge(run_dir, load, thresholds, max_error_rate)
+        drive(spec_at(load, step_s), run_dir, env=env, echo=lambda line: None,
+              shards=driver["shards"])
+        step = replace(judge(run_dir, load, thresholds, max_error_rate), fixture=fixture or None)
         done.append(step)
         partial = Capacity(options.unit, "in progress", None, (None, None), None, options,
                            list(done))
-        write_capacity(out, partial, context)  # an interrupted search keeps its steps
+        write_capacity(out, partial, context_of(partial))  # an interrupted search keeps it
         return step
 
-    result = capacity.search(run_step, options, echo=echo)
-    write_capacity(out, result, context)
-    write_figures(out, capacity_document(result, context), thresholds)
+    def lift(step: Step) -> bool:
+        have = step.shards or 1
+        if have >= most:
+            echo(f"[capacity] the driver is the limit with {have} process(es), one per core "
+                 "not left to a target on this host; load from another host to go further")
+            return False
+        driver["shards"] = min(most, 2 * have)
+        echo(f"[capacity] driver bound at {capacity.fmt(step.load)} {options.unit}: going on "
+             f"with {driver['shards']} driver processes (--auto-shard)")
+        return True
+
+    result = capacity.search(run_step, options, echo=echo,
+                             lift_driver=lift if auto_shard else None)
+    write_capacity(out, result, context_of(result))
+    write_figures(out, capacity_document(result, context_of(result)), thresholds)
     return result
 
 
@@ -209,44 +299,33 @@ def write_figures(out: Path, doc: Mapping[str, Any], thresholds: list[Threshold]
     return paths
 
 
-def unit_label(unit: str) -> str:
-    return "requests/s" if unit == RATE else "virtual users"
-
-
 
 # -- a scenario's capacity, through papermill ---------------------------------------------------
 
 NOTEBOOK = "capacity.ipynb"
-HEARTBEAT_INTERVAL_S = 60.0  # certctl's agents heartbeat once a minute
-FLEET_SCENARIOS = {"agent_storm"}  # scenarios whose request rate means a fleet of agents
+STEPS_TITLE = "Every step, in the order it ran"
+DRIVER_OPTIONS = ("shards", "auto_shard")  # how each step is driven, beside SearchOptions
 
 
-def fleet_line(scenario: str, result: Capacity) -> str | None:
-    """What the capacity means: the scenario's own line (``capacity_meaning``), or for
-    agent_storm the fleet a heartbeat rate means (N req/s x 60 s interval)."""
-    from workbench import scenarios
-
-    low = result.interval[0]
-    if low is None or result.unit != RATE:
+def capacity_meaning(scenario, params: Mapping, result: Capacity) -> str | None:
+    """What the scenario says its capacity means (agent_storm: the fleet), in the words of its
+    ``capacity_text``, from the step that measured it: never a fixture larger than measured."""
+    low, step = result.interval[0], result.answer_step()
+    if scenario.capacity_text is None or low is None or step is None:
         return None
-    meaning = scenarios.get(scenario).capacity_meaning
-    if meaning is not None:
-        return meaning(low, result.verdict == capacity.KNEE)
-    if scenario not in FLEET_SCENARIOS:
-        return None
-    agents = low * HEARTBEAT_INTERVAL_S
-    bound = "" if result.verdict == capacity.KNEE else "at least "
-    return (f"fleet: {bound}{agents:,.0f} agents at certctl's {HEARTBEAT_INTERVAL_S:.0f} s "
-            f"heartbeat interval ({low:,.0f} heartbeats/s)")
+    measured = scenario.at_load(params, low, step.step_s or result.options.step_s)
+    return scenario.capacity_text(measured, low, result.verdict != capacity.KNEE)
 
 
 class ScenarioCapacity:
     """A scenario's capacity search, one method per notebook cell: ``seed``, ``search``,
-    ``steps``, ``figures``, ``conclusion``. Preflight is the :class:`workbench.run.Run`'s (once,
-    read from ``preflight.json``); fixtures are seeded once and reset between steps when the
-    scenario changes state (it declares a ``fixture_reset``). The thresholds are the
+    ``verdict``, ``figures``, ``steps``. Preflight is the :class:`workbench.run.Run`'s (once,
+    read from ``preflight.json``). Each step runs the scenario at its load
+    (:meth:`~workbench.scenarios.Scenario.at_load`) on the fixture that load needs: a fleet
+    scenario's fleet is seeded to the step's size (grown or shrunk between steps), and a
+    fixture the scenario changes is reset between runs of one size. The thresholds are the
     scenario's own (or the ones given); an open-loop scenario searches over request rate, a
-    closed-loop one (acme_burst) over virtual users."""
+    closed-loop one (acme_burst) over virtual users, agent_fleet over agents."""
 
     def __init__(self, scenario: str, params: Mapping | None = None,
                  thresholds: Mapping | None = None, target_url: str | None = None,
@@ -257,34 +336,58 @@ class ScenarioCapacity:
 
         self.run = Run(scenario, params, thresholds, target_url, ca_file, insecure, run_dir,
                        profile)
-        self.options = scenario_options(self.run.scenario, self.run.params, options or {})
-        self.options.validate()
+        given = dict(options or {})
+        self.driver = {k: given[k] for k in DRIVER_OPTIONS if given.get(k) is not None}
+        self.options = scenario_options(self.run.scenario, self.run.params, given)
         self.result: Capacity | None = None
+        self._sizes: dict | None = None  # the fixture as last seeded
+        self._steps = 0
 
     def __repr__(self) -> str:
-        return f"capacity search of {self.run!r}\n{self.options}"
+        driver = ", ".join(f"{k}={v}" for k, v in self.driver.items()) or "shards as needed"
+        return f"capacity search of {self.run!r}\n{self.options}\ndriver: {driver}"
 
-    def spec(self) -> DriveSpec:
+    def step_params(self, load: float, step_s: float) -> dict:
+        """The scenario's parameters at one step: its load, its duration, its fixture."""
+        return self.run.scenario.at_load(self.run.params, load, step_s)
+
+    def spec(self, load: float, step_s: float) -> DriveSpec:
         from workbench import driver
         from workbench.run import _DRIVER_TOKEN_ENV
 
-        r = self.run
+        r, params = self.run, self.step_params(load, step_s)
         return driver.DriveSpec(
-            base_url=r.target.url, templates=r.scenario.templates(r.params),
-            **r.scenario.executor_settings(r.params), ca_file=r.target.ca_file,
+            base_url=r.target.url, templates=r.scenario.templates(params),
+            **r.scenario.executor_settings(params), ca_file=r.target.ca_file,
             insecure=r.target.insecure, token_env=_DRIVER_TOKEN_ENV, scenario=r.scenario.name)
 
-    def seed(self) -> dict:
-        """The scenario's fixtures, once for the whole search."""
-        return self.run.seed()
+    def seed(self):
+        """The fixture the first step needs (agent_storm: a fleet sized to its rate); the
+        search grows or shrinks it to each later step's load."""
+        params = self.step_params(self.options.first, self.options.step_s)
+        facts = self.run.seed(params)
+        self._sizes = self.run.scenario.fixture_sizes(params)
+        return facts
 
-    def _reset(self) -> None:
+    def prepare(self, load: float, step_s: float) -> dict:
+        """Before a step: the fixture sized to its load (seeded when the size changes, reset
+        when the scenario changes it and a step already ran); returns its sizes."""
         r = self.run
-        if r.scenario.fixture_reset is not None and r.target.dsn:
-            r.scenario.reset(r.target.dsn, r.params)
+        params = self.step_params(load, step_s)
+        sizes = r.scenario.fixture_sizes(params)
+        if r.scenario.needs_database:
+            if sizes != self._sizes:
+                seeded = r.seed(params)
+                self._sizes = sizes
+                print(f"[capacity] seeded {describe_fixture(sizes)} in "
+                      f"{float(seeded.get('seconds', 0)):.1f} s", flush=True)
+            elif self._steps and r.scenario.fixture_reset is not None:
+                r.scenario.reset(r.target.dsn, params)
+        self._steps += 1
+        return sizes
 
     def search(self) -> str:
-        """Run the steps (each printed as it is judged); returns the capacity sentence."""
+        """Run the steps (each printed as it is judged); returns the conclusion."""
         from workbench import calibration
         from workbench.run import _DRIVER_TOKEN_ENV
 
@@ -292,17 +395,18 @@ class ScenarioCapacity:
         started_at = _now()
         # the machine before the first step and after the last: once a search, not per step
         before = calibration.measure(r.target.dsn)
-        context = {"kind": "scenario", "scenario": r.scenario.name, "run_id": r.run_id,
-                   "profile": r.profile, "parameters": r.params,
-                   "thresholds": r.threshold_spec, "target_url": r.target.url,
-                   "target": {k: r.identity.get(k) for k in ("kind", "version", "commit")},
-                   "target_label": r.title()[1], "date": _now()}
+        base = {"kind": "scenario", "scenario": r.scenario.name, "run_id": r.run_id,
+                "profile": r.profile, "parameters": r.params,
+                "thresholds": r.threshold_spec, "target_url": r.target.url,
+                "target": {k: r.identity.get(k) for k in ("kind", "version", "commit")},
+                "target_label": r.title()[1], "date": _now(), "driver": self.driver}
         self.result = search_steps(
-            self.spec(), r.dir, r.thresholds, self.options, context=context,
+            self.spec, r.dir, r.thresholds, self.options,
+            context=lambda result: base | {
+                "fleet": capacity_meaning(r.scenario, r.params, result)},
             env={_DRIVER_TOKEN_ENV: r._token}, echo=lambda line: print(line, flush=True),
-            reset=self._reset)
-        write_capacity(r.dir, self.result, context | {
-            "fleet": fleet_line(r.scenario.name, self.result)})
+            shards=self.driver.get("shards"), auto_shard=bool(self.driver.get("auto_shard")),
+            prepare=self.prepare)
         machine = calibration.section(before, calibration.measure(r.target.dsn))
         self.write_record(started_at, machine)
         print(f"machine calibration: {calibration.describe([{'calibration': machine}])}",
@@ -334,37 +438,57 @@ class ScenarioCapacity:
         jsonio.write_json(path, record)
         return path
 
-    def conclusion(self) -> str:
-        """``capacity: N req/s ...`` and, for agent_storm, the fleet it means."""
+    def _searched(self) -> Capacity:
         if self.result is None:
             raise WorkbenchError("search() has not run")
-        fleet = fleet_line(self.run.scenario.name, self.result)
-        return self.result.sentence() + (f"\n{fleet}" if fleet else "")
+        return self.result
+
+    def conclusion(self) -> str:
+        """``capacity: N req/s ...``, how it repeated, and what it means (the fleet)."""
+        result = self._searched()
+        lines = [result.sentence(), result.spread_line(),
+                 capacity_meaning(self.run.scenario, self.run.params, result)]
+        return "\n".join(line for line in lines if line)
+
+    def verdict(self):
+        """What the report opens on: the capacity, what fails first and at what load, the
+        fixture it was measured with, how it repeated (:class:`workbench.report
+        .CapacityVerdict`)."""
+        import json
+
+        from workbench.report import CapacityVerdict
+
+        self._searched()
+        return CapacityVerdict(json.loads((self.run.dir / CAPACITY_FILE).read_text()))
 
     def steps(self):
-        """Every step: load, achieved and served rates, p50/p95/p99, passed, valid, why."""
+        """Every step: load, length, fixture, achieved and served rates, p50/p95/p99, passed,
+        the driver's lag and CPU, and why a step failed (a table titled as such; its frame is
+        ``steps()[STEPS_TITLE]``)."""
         import pandas as pd
 
-        if self.result is None:
-            raise WorkbenchError("search() has not run")
-        doc = self.result.to_dict()
-        return pd.DataFrame([{"load": s["load"], "achieved_rate": s["achieved_rate"],
-                              "served": s["throughput"], "p50": s["p50"], "p95": s["p95"],
-                              "p99": s["p99"], "passed": s["passed"], "valid": s["valid"],
-                              "again": s["confirmation"], "failed": "; ".join(s["failed"])}
-                             for s in doc["steps"]])
+        from workbench.notebook import Tables
 
-    def figures(self):
-        """The hockey stick and the throughput figure (also written as PNG in the run)."""
+        doc = self._searched().to_dict()
+        several = doc["options"]["searches"] > 1
+        return Tables({STEPS_TITLE: pd.DataFrame([
+            {**({"search": s["search"]} if several else {}), "load": s["load"],
+             "step_s": s["step_s"], "fixture": describe_fixture(s["fixture"]),
+             "achieved_rate": s["achieved_rate"], "served": s["throughput"], "p50": s["p50"],
+             "p95": s["p95"], "p99": s["p99"], "passed": s["passed"], "valid": s["valid"],
+             "again": s["confirmation"], "lag_p99": s["schedule_lag_p99"],
+             "driver_cpu": s["driver_cpu"], "shards": s["shards"],
+             "failed": "; ".join(s["failed"])} for s in doc["steps"]])})
+
+    def figures(self) -> None:
+        """Show the hockey stick and the throughput figure (PNG files in the run folder)."""
         import json
 
         from IPython.display import Image, display
 
         doc = json.loads((self.run.dir / CAPACITY_FILE).read_text())
-        paths = write_figures(self.run.dir, doc, self.run.thresholds)
-        for path in paths:
+        for path in write_figures(self.run.dir, doc, self.run.thresholds):
             display(Image(filename=str(path)))
-        return [str(p) for p in paths]
 
 
 def _now() -> str:
@@ -379,35 +503,48 @@ PARAMETERS = {"scenario": "agent_storm", "profile": "smoke", "target_url": None,
 
 
 def notebook():
-    """The capacity notebook: a ``parameters`` cell, then one workbench call per cell."""
+    """The capacity notebook: a ``parameters`` cell, then one workbench call per cell. Cell
+    ids name the report's parts: it opens on the title, the verdict, the figures and the
+    steps (:data:`workbench.notebook.REPORT_FIRST`); the run, its fixtures and the search's
+    log follow as details."""
     import nbformat
 
-    nb = nbformat.v4.new_notebook()
+    v4 = nbformat.v4
     params = "\n".join(f"{k} = {v!r}" for k, v in PARAMETERS.items())
     cells = [
-        nbformat.v4.new_markdown_cell(
+        v4.new_markdown_cell(
             "# Capacity search\n\nSteps of rising load against the scenario, each judged by "
-            "its thresholds, its error limit and the saturation signs; then bisection between "
-            "the last passing and the first failing step. A driver-bound step is reported as "
-            "such, never as the target's capacity."),
-        nbformat.v4.new_code_cell(params, metadata={"tags": ["parameters"]}),
-        nbformat.v4.new_code_cell(
+            "its thresholds, its error limit and the saturation signs, on the fixture its load "
+            "needs; then bisection between the last passing and the first failing step, and "
+            "repeats at both ends. A driver-bound step is reported as such, never as the "
+            "target's capacity.", id="title"),
+        v4.new_code_cell(params, metadata={"tags": ["parameters"]}, id="parameters"),
+        v4.new_markdown_cell(
+            "## Details\nThe search as it ran: the run and its options, the first step's "
+            "fixture, then each step as it was judged.", id="target-text"),
+        v4.new_code_cell(
             "from workbench.capacity_run import ScenarioCapacity\n\n"
             "cap = ScenarioCapacity(scenario, params, thresholds, target_url, ca_file, insecure,"
-            "\n                       run_dir, profile, options)\ncap"),
-        nbformat.v4.new_code_cell("cap.seed()"),
-        nbformat.v4.new_code_cell("sentence = cap.search()  # each step printed as judged"),
-        nbformat.v4.new_markdown_cell("## Steps"),
-        nbformat.v4.new_code_cell("cap.steps()"),
-        nbformat.v4.new_markdown_cell("## Latency and throughput against load"),
-        nbformat.v4.new_code_cell("cap.figures()"),
-        nbformat.v4.new_code_cell("print(cap.conclusion())"),
+            "\n                       run_dir, profile, options)\ncap", id="target"),
+        v4.new_code_cell("cap.seed()", id="seed"),
+        v4.new_code_cell("conclusion = cap.search()  # each step printed as judged", id="search"),
+        v4.new_markdown_cell(
+            "## Verdict\nThe capacity, what fails first and at what load, the fixture it was "
+            "measured with, and how it repeated.", id="verdict-text"),
+        v4.new_code_cell("cap.verdict()", id="verdict"),
+        v4.new_markdown_cell(
+            "## Latency and throughput against load\nThe hockey stick: p50/p95/p99 of each "
+            "step against its load with the threshold lines and the bracket; then sent and "
+            "served requests/s.", id="figures-text"),
+        v4.new_code_cell("cap.figures()", id="figures"),
+        v4.new_markdown_cell("## Steps\nThe load, length and fixture of each step, what it "
+                             "measured, the driver's lag and CPU, and why it failed.",
+                             id="steps-text"),
+        v4.new_code_cell("cap.steps()", id="steps"),
     ]
-    nb.cells = cells
+    nb = v4.new_notebook(cells=cells)
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
                                  "language": "python"}
-    for i, cell in enumerate(nb.cells):  # stable ids: the committed file never churns
-        cell["id"] = f"capacity-{i:02d}"
     return nb
 
 
@@ -416,15 +553,20 @@ CEILING_FACTOR = 64.0  # a scenario's default ceiling: its profile's load times 
 
 def scenario_options(scenario, params: Mapping, given: Mapping) -> SearchOptions:
     """Search options for a scenario: the flags given, else from its profile (start at the
-    profile's rate or VUs, ceiling 64 times that); closed loop searches over VUs."""
-    closed = scenario.executor == "constant-vus"
-    profile_load = (float(params["vus"]) if closed
-                    else float(params["rate"]) * scenario.steps)
-    start = given.get("start") or profile_load
+    profile's load, ceiling 64 times that), in the scenario's unit; checked before any load,
+    down to the fixture the ceiling's step would need."""
+    given = {k: v for k, v in given.items() if k not in DRIVER_OPTIONS}
+    start = given.get("start") or scenario.load_of(params)
     options = {"ceiling": start * CEILING_FACTOR, **given, "start": start,
-               "unit": VUS if closed else RATE}
+               "unit": scenario.capacity_unit}
     result = SearchOptions(**options)
     result.validate()
+    for load in (result.first, result.ceiling):
+        try:
+            scenario.at_load(params, load, result.longest_step_s)
+        except WorkbenchError as exc:
+            raise WorkbenchError(f"a capacity step at {load:g} {result.unit}: {exc}; lower "
+                                 "--ceiling (or --start)") from None
     return result
 
 
@@ -433,7 +575,10 @@ def execute(scenario: str, profile: str, target_url: str | None, ca_file: str | 
             strict: bool = False) -> tuple[Path, int, str | None]:
     """``workbench run SCENARIO --find-capacity``: preflight once, then the capacity notebook
     through papermill into a new run folder, and its HTML report. Returns the run folder, the
-    exit code and the conclusion (None when the notebook failed)."""
+    exit code (:func:`exit_code` once the notebook ran) and the conclusion (None when the
+    notebook failed)."""
+    import json
+
     from workbench import run
 
     _, _, thresholds, run_dir = run.prepare(
@@ -447,11 +592,8 @@ def execute(scenario: str, profile: str, target_url: str | None, ca_file: str | 
         "thresholds": thresholds, "options": dict(options)})
     conclusion = None
     if (run_dir / CAPACITY_FILE).exists() and code == 0:
-        import json
-
         doc = json.loads((run_dir / CAPACITY_FILE).read_text())
-        conclusion = doc.get("sentence")
-        fleet = doc.get("fleet")
-        if fleet:
-            conclusion += f"\n{fleet}"
+        conclusion = "\n".join(line for line in (doc.get("sentence"), doc.get("spread"),
+                                                 doc.get("fleet")) if line)
+        code = exit_code(doc["verdict"])
     return run_dir, code, conclusion

@@ -207,6 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_sweep(args, overrides)
     if args.find_capacity:
         return cmd_run_capacity(args, overrides)
+    _refuse_capacity_flags(args, args.shards is not None)
     if args.scenario == "all":
         from workbench import suite
 
@@ -303,6 +304,7 @@ def cmd_drive(args) -> int:
 
     if args.find_capacity:
         return cmd_drive_capacity(args)
+    _refuse_capacity_flags(args)
     missing = [flag for flag, value in (("--rate", args.rate), ("--duration", args.duration))
                if value is None]
     if missing:
@@ -358,12 +360,26 @@ def _record_drive(out: Path, spec, thresholds: dict[str, list[str]],
 DRIVE_CAPACITY_DEFAULTS = {"start": 10.0, "ceiling": 10_000.0}
 
 
+# SearchOptions field -> the --find-capacity flag (its argparse dest) that sets it
+SEARCH_FLAGS = {"start": "start", "ceiling": "ceiling", "growth": "growth",
+                "step_s": "step_duration", "tolerance": "tolerance", "max_steps": "max_steps",
+                "repeats": "repeats", "max_step_s": "longest_step",
+                "searches": "repeat_search"}
+
+
 def _given_search_options(args) -> dict:
     """The --find-capacity flags given on the command line, as SearchOptions fields."""
-    given = {"start": args.start, "ceiling": args.ceiling, "growth": args.growth,
-             "step_s": args.step_duration, "tolerance": args.tolerance,
-             "max_steps": args.max_steps}
+    given = {field: getattr(args, dest) for field, dest in SEARCH_FLAGS.items()}
     return {k: v for k, v in given.items() if v is not None}
+
+
+def _refuse_capacity_flags(args, shards: bool = False) -> None:
+    """A capacity flag without --find-capacity would be ignored: refuse it instead."""
+    given = [f"--{SEARCH_FLAGS[k].replace('_', '-')}" for k in _given_search_options(args)]
+    given += ["--auto-shard"] * args.auto_shard + ["--shards"] * shards
+    if given:
+        raise WorkbenchError(f"{', '.join(given)} only shape a capacity search; add "
+                             "--find-capacity or drop them")
 
 
 def _search_options(args, unit: str):
@@ -379,9 +395,11 @@ def cmd_run_capacity(args, overrides: dict) -> int:
 
     if args.scenario == "all":
         raise WorkbenchError("--find-capacity searches one scenario at a time; name it")
+    driver = {"shards": args.shards, "auto_shard": args.auto_shard or None}
     run_dir, code, conclusion = capacity_run.execute(
         args.scenario, args.profile, args.target, args.ca_file, args.insecure, overrides,
-        _given_search_options(args), strict=args.strict)
+        _given_search_options(args) | {k: v for k, v in driver.items() if v is not None},
+        strict=args.strict)
     if conclusion:
         print(conclusion)
     print(f"  capacity.json: {run_dir / 'capacity.json'}")
@@ -412,15 +430,20 @@ def cmd_drive_capacity(args) -> int:
                "date": datetime.now(UTC).isoformat(timespec="seconds")}
     result = capacity_run.search_steps(
         spec, out, thresholds, options, max_error_rate=args.max_error_rate, context=context,
-        echo=lambda line: print(line, file=sys.stderr, flush=True), shards=args.shards)
+        echo=lambda line: print(line, file=sys.stderr, flush=True), shards=args.shards,
+        auto_shard=args.auto_shard)
     print(result.sentence())
+    if result.spread_line():
+        print(result.spread_line())
     print(f"  capacity.json: {out / 'capacity.json'}; figures: "
           f"{', '.join(str(out / f) for f in capacity_run.FIGURES)}")
-    return 0
+    return capacity_run.exit_code(result.verdict)
 
 
-def add_capacity_options(p: argparse.ArgumentParser, unit_hint: str = "req/s") -> None:
-    """The --find-capacity flags, shared by ``drive`` and ``run``."""
+def add_capacity_options(p: argparse.ArgumentParser, unit_hint: str = "req/s",
+                         shards: bool = False) -> None:
+    """The --find-capacity flags, shared by ``drive`` and ``run`` (``shards``: the flag too,
+    for ``run``; ``drive`` has its own)."""
     g = p.add_argument_group("capacity search (--find-capacity)")
     g.add_argument("--find-capacity", action="store_true",
                    help="search for the highest load that passes: steps of rising load, then "
@@ -435,7 +458,24 @@ def add_capacity_options(p: argparse.ArgumentParser, unit_hint: str = "req/s") -
                    help=f"highest load to try ({unit_hint}; drive: 10000, run: 64 x start)")
     g.add_argument("--tolerance", type=float,
                    help="bisect until the bracket's ratio is within 1 + this (default 0.05)")
-    g.add_argument("--max-steps", type=int, help="most steps to run (default 24)")
+    g.add_argument("--max-steps", type=int, help="most steps per search (default 32)")
+    g.add_argument("--repeats", type=int,
+                   help="runs at the answer and at the load above it, the first included: the "
+                        "answer must pass every one (default 3)")
+    g.add_argument("--longest-step", type=float,
+                   help="when the load above the answer passes in some repeats, the repeats "
+                        "run again with doubled steps up to this many seconds (default 4 x "
+                        "--step-duration)")
+    g.add_argument("--repeat-search", type=int,
+                   help="run the whole search this many times; report the median answer and "
+                        "the range (default 1)")
+    g.add_argument("--auto-shard", action="store_true",
+                   help="when the driver is the limit, run the step again with twice the "
+                        "driver processes (up to one per core, less one for a target on this "
+                        "host) and go on")
+    if shards:
+        g.add_argument("--shards", type=_positive(int),
+                       help="driver processes per step (default: as many as the rate needs)")
 
 
 def cmd_baseline(args) -> int:
@@ -535,7 +575,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target-pid", type=_positive(int), metavar="PID",
                    help="the target server's process id, for its CPU and memory in the "
                         "telemetry (default: the process listening on the target's port)")
-    add_capacity_options(r, "req/s, or VUs for a closed-loop scenario")
+    add_capacity_options(r, "req/s, VUs for a closed-loop scenario, agents for agent_fleet",
+                         shards=True)
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("drive", help="ad-hoc open-loop load on any URL (like vegeta attack)")

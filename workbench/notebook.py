@@ -212,7 +212,7 @@ def render_all(root: Path, check: bool = False) -> list[Path]:
 
 
 # The report (run.render_html) shows these steps first, in this order, then the rest as run.
-REPORT_FIRST = ("title", "verdict", "figures")
+REPORT_FIRST = ("title", "verdict", "figures", "steps")  # "steps": a capacity search's table
 PROGRESS_METADATA = "workbench_progress"  # marks the driver's live line: never in a report
 NO_VERDICT = ("## Verdict\n**No verdict**: the notebook stopped before its verdict; the error "
               "is further down this report.")

@@ -413,7 +413,8 @@ def latency_vs_fixture_size(sweep: pd.DataFrame, scenario: str) -> plt.Figure:
 # -- capacity search ------------------------------------------------------------------------
 
 def _load_label(unit: str) -> str:
-    return "offered load (requests/s)" if unit == "req/s" else "virtual users"
+    return {"req/s": "offered load (requests/s)", "vus": "virtual users",
+            "agents": "agents (fleet size)"}.get(unit, unit)
 
 
 def _mark_knee(ax: plt.Axes, capacity: dict) -> None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from workbench import analysis, calibration
+from workbench import analysis, calibration, capacity
 
 PASS, FAIL, WARN, MUTED = "#1a7f37", "#cf222e", "#9a6700", "#57606a"  # GitHub's palette
 SHOWN_PERCENTILES = ("p50", "p95", "p99")
@@ -215,6 +215,81 @@ class Verdict:
             lines.append(f"  {'pass' if t['ok'] else 'FAIL'} {t['metric']} {t['threshold']} "
                          f"(measured {number(t.get('value'))})")
         return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class CapacityVerdict:
+    """A capacity search's verdict from its ``capacity.json``: the capacity, what fails first
+    and at what load, the fixture it was measured with and how it repeated, then the bracket's
+    repeats, the target and the rule that judged the driver."""
+
+    doc: Mapping
+
+    def lines(self) -> list[str]:
+        """The sentence, the fixture it means (the fleet), how it repeated."""
+        d = self.doc
+        return [line for line in (d.get("sentence"), d.get("fleet"), d.get("spread")) if line]
+
+    def _colour(self) -> str:
+        return {capacity.KNEE: PASS, capacity.NOT_REACHED: WARN}.get(self.doc["verdict"], FAIL)
+
+    def bracket_rows(self) -> list[tuple[str, Mapping]]:
+        repeats = self.doc.get("repeats") or {}
+        return [(name, repeats[key]) for name, key in (("capacity", "answer"),
+                                                        ("fails at", "above"))
+                if repeats.get(key)]
+
+    def driver_rule(self) -> str | None:
+        """The rule that judged the driver at the answer (or the last step)."""
+        steps = self.doc.get("steps") or []
+        low = (self.doc.get("interval") or [None])[0]
+        at = [s for s in steps if s.get("load") == low] or steps[-1:]
+        return at[-1].get("driver_rule") if at else None
+
+    def _target(self) -> str:
+        t = self.doc.get("target") or {}
+        label = self.doc.get("target_label") or self.doc.get("target_url") or ""
+        return label if not t else f"{t.get('kind')} {t.get('version')} at " \
+            f"{self.doc.get('target_url')}"
+
+    def _repr_html_(self) -> str:
+        head, *rest = self.lines()
+        unit = self.doc["unit"]
+        rows = "".join(
+            f"<tr><td>{html.escape(name)}</td><td>{number(r['load'])} {html.escape(unit)}</td>"
+            f"<td>{number(r['passed'])} of {number(r['runs'])}</td>"
+            f"<td>{_range_text(r.get('p99'))}</td><td>{_range_text(r.get('throughput'))}</td>"
+            "</tr>" for name, r in self.bracket_rows())
+        table = ("<table><thead><tr><th></th><th>load</th><th>passed</th><th>p99 ms (min, "
+                 "median, max)</th><th>served req/s</th></tr></thead><tbody>" + rows
+                 + "</tbody></table>") if rows else ""
+        step_s = (self.doc.get("repeats") or {}).get("step_s") \
+            or self.doc["options"]["step_s"]
+        thresholds = self.doc.get("thresholds") or {}
+        if isinstance(thresholds, Mapping):  # a scenario's (k6 syntax); drive: the options
+            thresholds = [f"{metric} {' '.join(exprs)}" for metric, exprs in thresholds.items()]
+        facts = [f"Target: {self._target()}", f"Thresholds: {'; '.join(thresholds)}",
+                 f"Steps: {len(self.doc.get('steps') or [])} ({number(step_s)} s each at the "
+                 "end)", f"Driver: {self.driver_rule() or 'not judged'}"]
+        return (f'<div class="workbench-verdict" style="border-left:6px solid '
+                f'{self._colour()};padding:0.4em 1em;margin:0.5em 0 1em 0">'
+                f'<h2 style="margin:0.2em 0">{coloured(head, self._colour())}</h2>'
+                + "".join(f"<p><b>{html.escape(line)}</b></p>" for line in rest) + table
+                + "<p>" + "<br>".join(html.escape(f) for f in facts) + "</p></div>")
+
+    def __repr__(self) -> str:
+        out = list(self.lines())
+        for name, r in self.bracket_rows():
+            out.append(f"  {name} {number(r['load'])} {self.doc['unit']}: passed "
+                       f"{r['passed']} of {r['runs']}, p99 {_range_text(r.get('p99'))} ms")
+        return "\n".join(out)
+
+
+def _range_text(values: Sequence[float] | None) -> str:
+    if not values:
+        return DASH
+    low, median, high = values
+    return f"{number(low)}, {number(median)}, {number(high)}"
 
 
 # --- tables ------------------------------------------------------------------------------------

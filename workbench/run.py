@@ -165,16 +165,17 @@ class Run:
                 f"{self.identity['commit']}])")
         return "\n".join([head, *(f"warning: {w}" for w in self.identity["warnings"])])
 
-    def seed(self) -> pd.Series:
+    def seed(self, params: Mapping | None = None) -> pd.Series:
         """Create this scenario's fixtures, or (after ``workbench run all`` seeded them) undo
-        what earlier runs changed; returns what was seeded and how fast."""
+        what earlier runs changed; returns what was seeded and how fast. ``params``: other
+        parameters than the run's (a capacity step's, its fixture sized to its load)."""
         if not self.scenario.needs_database:
             return Facts(self.fixtures, name="seeded", dtype=object)
         if not self.target.dsn:
             raise WorkbenchError(f"no database to seed: export {preflight.DSN_ENV}=<DSN> "
                                  "for the target's database")
         load = self.scenario.seed if self.seed_fixtures else self.scenario.reset
-        self.fixtures = load(self.target.dsn, self.params)
+        self.fixtures = load(self.target.dsn, self.params if params is None else params)
         return Facts(self.fixtures, name="seeded", dtype=object)
 
     def drive(self) -> pd.Series:

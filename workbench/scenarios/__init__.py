@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from workbench import seed
+from workbench import capacity, seed
 from workbench.driver import RequestTemplate
 from workbench.driver.spec import PROTOCOLS
 from workbench.errors import WorkbenchError
@@ -232,8 +232,11 @@ class Scenario:
     thresholds_for: Callable[[Mapping], Mapping[str, Sequence[str]]] | None = None
     own_target: OwnTarget | None = None  # None: certctl (or the stand-in), as --target says
     connection_per_request: bool = False  # a new connection per request, its phases timed
-    # what a capacity of N requests/s means, in a line (N, and whether it is the knee itself)
-    capacity_meaning: Callable[[float, bool], str] | None = None
+    # A capacity search (`--find-capacity`): the parameters that size the fixture to a step's
+    # parameters (its load), and what a capacity at a load means in words, given the step's
+    # parameters and whether it is a bound ("at least") rather than a knee.
+    sized_to_load: Callable[[Mapping], dict] = _no_sizes
+    capacity_text: Callable[[Mapping, float, bool], str | None] | None = None
     _by_name: dict[str, Param] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -360,6 +363,35 @@ class Scenario:
         else:
             settings |= {"rate": float(params["rate"]), "max_vus": int(params["max_vus"])}
         return settings
+
+    @property
+    def capacity_unit(self) -> str:
+        """What a capacity search raises: requests/s (open loop), virtual users (closed) or
+        agents (a fleet, each agent running its own loop: the agents are the load)."""
+        return {ARRIVAL_RATE: capacity.RATE, CONSTANT_VUS: capacity.VUS,
+                AGENT_FLEET: capacity.AGENTS}[self.executor]
+
+    def load_of(self, params: Mapping) -> float:
+        """The load ``params`` drive, in :attr:`capacity_unit`."""
+        if self.executor == ARRIVAL_RATE:
+            return float(params["rate"]) * self.steps
+        if self.executor == CONSTANT_VUS:
+            return float(params["vus"])
+        return float(params[self.size_param])
+
+    def at_load(self, params: Mapping, load: float, duration_s: float) -> dict:
+        """A capacity step's parameters: ``params`` at ``load`` (:attr:`capacity_unit`) for
+        ``duration_s``, with the fixture sized to that load (``sized_to_load``), validated."""
+        if self.executor == ARRIVAL_RATE:
+            step = {"rate": load / self.steps}
+        elif self.executor == CONSTANT_VUS:
+            step = {"vus": int(load)}
+        else:
+            step = {self.size_param: int(load)}
+        out = dict(params) | step | {"duration_s": float(duration_s)}
+        out |= self.sized_to_load(out)
+        self.validate(out)
+        return out
 
     def seed(self, dsn: str, params: Mapping) -> dict:
         """Create or reset the fixtures (idempotent); what was seeded, and how fast."""

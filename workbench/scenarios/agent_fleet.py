@@ -86,6 +86,14 @@ CONNECTIONS = Note(
     "`count` of jobs, summed.",
     _connections_table, _connections_line)
 
+def fleet_text(params: Mapping, load: float, bound: bool) -> str:
+    """A fleet capacity in words: the agents, their loop and the requests/s that makes."""
+    agents, heartbeat, poll = int(load), params["heartbeat_s"], params["poll_s"]
+    return (f"fleet: {'at least ' if bound else ''}{agents:,} agents, each heartbeating every "
+            f"{heartbeat:g} s and polling for work every {poll:g} s "
+            f"({agents / heartbeat + agents / poll:,.0f} requests/s)")
+
+
 SCENARIO = Scenario(
     name="agent_fleet",
     title="Agent fleet",
@@ -139,4 +147,5 @@ SCENARIO = Scenario(
                   "UPDATE on a UNION, which PostgreSQL refuses; no fixture avoids it)."),
     traps=("rate_limit", "agent_health"),
     notes=(CONNECTIONS,),
+    capacity_text=fleet_text,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 
 from workbench import seed
@@ -20,6 +21,7 @@ from workbench.scenarios import (
 
 FLEET_SQL = "02_agent_fleet.sql"
 _AGENTS = ("agents", "SELECT count(*) FROM agents WHERE id LIKE 'ag-loadtest-%'")
+HEARTBEAT_INTERVAL_S = 60.0  # certctl's agents heartbeat once a minute
 
 
 def agent_ids(fleet_size: int) -> list[str]:
@@ -44,6 +46,19 @@ def templates(params: Mapping) -> tuple[RequestTemplate, ...]:
 def seed_fleet(dsn: str, params: Mapping) -> dict:
     """Create or reset the ``loadtest-agent-NNNNN`` fleet: all Online, heartbeats staggered."""
     return seed.load_fixture(dsn, FLEET_SQL, {"fleet_size": params["fleet_size"]}, _AGENTS)
+
+
+def fleet_for_load(params: Mapping) -> dict:
+    """The fleet a heartbeat rate means: rate x certctl's 60 s interval agents, rounded up
+    (1,279 heartbeats/s are 76,740 agents), so a capacity step measures that table."""
+    return {"fleet_size": math.ceil(float(params["rate"]) * HEARTBEAT_INTERVAL_S)}
+
+
+def fleet_text(params: Mapping, load: float, bound: bool) -> str:
+    """A heartbeat capacity as the fleet it was measured with."""
+    return (f"fleet: {'at least ' if bound else ''}{params['fleet_size']:,} agents at "
+            f"certctl's {HEARTBEAT_INTERVAL_S:.0f} s heartbeat interval ({load:,.0f} "
+            "heartbeats/s), seeded and measured at that load")
 
 
 SCENARIO = Scenario(
@@ -78,4 +93,6 @@ SCENARIO = Scenario(
     fixture_text=(f"`seed/{FLEET_SQL}`, idempotent: seeding resets the fleet to `Online` with "
                   "heartbeats staggered over the last 60 s."),
     traps=("rate_limit", "agent_health"),
+    sized_to_load=fleet_for_load,
+    capacity_text=fleet_text,
 )

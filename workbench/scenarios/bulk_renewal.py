@@ -46,6 +46,16 @@ def fleet_size(params: Mapping) -> int:
     return min(size, seed.MAX_FIXTURE)
 
 
+def renewal_text(params: Mapping, load: float, bound: bool) -> str | None:
+    """ids mode: a call rate as the certificates it renews, over the fleet it was measured
+    with (every call named certificates not yet renewed: ``size_to_run``)."""
+    if params["mode"] != "ids":
+        return None
+    return (f"renewals: {'at least ' if bound else ''}{load * params['ids_per_request']:,.0f} "
+            f"certificates/s enqueued ({params['ids_per_request']} per call), over "
+            f"{fleet_size(params):,} certificates seeded and measured at that load")
+
+
 def certificate_ids(bulk_size: int) -> list[str]:
     """The fixture's certificate ids, oldest ``created_at`` first."""
     return [f"mc-loadtest-bulk-{seed.fixture_number(i)}" for i in range(1, bulk_size + 1)]
@@ -146,4 +156,5 @@ SCENARIO = Scenario(
                   "runs)."),
     traps=("rate_limit", "fixture_parents", "renewal_check"),
     notes=(RESPONSE_TOTALS,),
+    capacity_text=renewal_text,  # its fixture grows with a step's load by fleet_size itself
 )

@@ -83,10 +83,10 @@ def check(target: preflight.Target, params: Mapping) -> dict:
             "warnings": warnings}
 
 
-def capacity_meaning(rate: float, knee: bool) -> str:
+def capacity_text(params: Mapping, rate: float, bound: bool) -> str:
     """Handshakes per second as connections a minute, against the harness's 100."""
-    bound = "" if knee else "at least "
-    return (f"connection rate: {bound}{rate * 60:,.0f} new TLS connections a minute "
+    return (f"connection rate: {'at least ' if bound else ''}{rate * 60:,.0f} new TLS "
+            "connections a minute "
             f"({rate:,.1f}/s) within the thresholds, {rate / HARNESS_RATE:,.0f} times the "
             "100 a minute certctl's harness offers")
 
@@ -129,7 +129,7 @@ SCENARIO = Scenario(
     own_target=OwnTarget(resolve, check, "target_type's daemon from `workbench target up "
                                         "--connectors`"),
     connection_per_request=True,
-    capacity_meaning=capacity_meaning,
+    capacity_text=capacity_text,
     drive_text=("The driver runs in its own process: open loop, each iteration at its "
                 "precomputed intended start, on a connection of its own (`Connection: close`)."),
     latency_text=(
