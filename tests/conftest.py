@@ -8,6 +8,7 @@ free port in its own temporary folder, so workers share nothing but the host.
 from __future__ import annotations
 
 import fcntl
+import os
 import ssl
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,11 +32,13 @@ def embedded_target_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def embedded_target(embedded_target_state: Path,
                     tmp_path_factory: pytest.TempPathFactory) -> Iterator[TargetInfo]:
     """A running stand-in on a free port over a fresh embedded PostgreSQL; stopped at the end."""
-    # one worker at a time through initdb and start-up: several at once on a loaded host made
-    # pgserver read a half-written postmaster.pid
-    lock = tmp_path_factory.getbasetemp().parent / "embedded-target-start.lock"
+    # one xdist worker at a time through initdb and start-up (their temporary folders share a
+    # parent): several at once on a loaded host made pgserver read a half-written postmaster.pid
+    run_root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        run_root = run_root.parent
     try:
-        with open(lock, "w") as held:
+        with open(run_root / "embedded-target-start.lock", "w") as held:
             fcntl.flock(held, fcntl.LOCK_EX)
             info = target.up(embedded_target_state, port=free_port())
         yield info
