@@ -165,3 +165,21 @@ def test_a_driver_busy_on_a_hostile_response_gives_a_shared_core_back(tmp_path):
     # without the watchdog the light driver waits out the whole parse (seconds)
     assert calm["schedule_lag_ms"]["max"] < 1000
     assert calm["driver"]["scheduling"]["watchdog"]["fired_at_s"] is None
+
+
+def test_a_killed_driver_gives_its_core_back(tmp_path, monkeypatch):
+    """The lock is an flock on an open file: the kernel drops it however the holder ends."""
+    claim = ("import sys, time; from workbench.driver import priority; "
+             "print(*priority.claim_core([0]), flush=True); time.sleep(60)")
+    monkeypatch.setenv(priority.CORE_LOCKS_ENV, str(tmp_path))
+    holder = subprocess.Popen([sys.executable, "-c", claim], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().split() == ["0", "0"]
+        assert priority.claim_core([0]) == (0, 1)  # held: this one shares
+        holder.kill()  # SIGKILL: no handler, no clean-up code runs
+        holder.wait(30)
+        assert priority.claim_core([0]) == (0, 0)  # the kernel released it
+    finally:
+        holder.kill()
+        while priority._held:
+            os.close(priority._held.pop())
