@@ -36,7 +36,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -106,6 +106,36 @@ def protect(pinned: dict | None = None, watchdog: bool = True) -> dict:
     if policy == "fifo" and watchdog:
         _arm_watchdog()
     return _state(policy, priority, notes) | extra
+
+
+@contextlib.contextmanager
+def measuring_thread() -> Iterator[dict]:
+    """The calling thread alone at the driver's priority on a claimed core, for a short
+    measurement that blocks often (the machine's calibration): no watchdog; its affinity, its
+    policy and the core's lock are given back on exit. Yields what it got, as :func:`protect`
+    returns it."""
+    if os.environ.get(DISABLE_ENV, "").lower() == "off":
+        yield _state("normal", _nice(), [f"left as inherited ({DISABLE_ENV}=off)"])
+        return
+    affinity, policy, param = (os.sched_getaffinity(0), os.sched_getscheduler(0),
+                               os.sched_getparam(0))
+    held, notes, got = len(_held), [], ("normal", _nice())
+    try:
+        core, others = claim_core(sorted(affinity))
+        os.sched_setaffinity(0, {core})  # pid 0: this thread only
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(RT_PRIORITY))
+            got = ("fifo", RT_PRIORITY)
+        except OSError as exc:
+            notes.append(f"SCHED_FIFO refused ({_why(exc)})")
+        yield _state(*got, notes) | {"shared_with": others}
+    finally:
+        with contextlib.suppress(OSError):
+            os.sched_setscheduler(0, policy, param)
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, affinity)
+        while len(_held) > held:
+            os.close(_held.pop())
 
 
 def _each_thread(change: Callable[[int], object]) -> None:
