@@ -71,8 +71,8 @@ def nothing_connected(listener: socket.socket) -> bool:
     (["--threshold", "latency:p(99)<200"], "unknown threshold metric"),
     (["--threshold", "p(99)<200", "--start", "500", "--ceiling", "100"],
      "ceiling 100 is below the start 500"),
-    (["--threshold", "p(99)<200", "--growth", "1"], "growth factor must be above 1"),
-    (["--threshold", "p(99)<200", "--step-duration", "0"], "step duration"),
+    (["--threshold", "p(99)<200", "--growth", "1"], "argument --growth"),
+    (["--threshold", "p(99)<200", "--step-duration", "0"], "argument --step-duration"),
     ([], "needs at least one --threshold"),
     (["--threshold", "p(99)<200", "--rate", "50"], "--find-capacity chooses each step's rate"),
 ])

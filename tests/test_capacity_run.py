@@ -51,7 +51,7 @@ def test_agent_storm_capacity_runs_through_papermill_and_names_its_fleet(embedde
 
 @pytest.mark.parametrize(("flags", "needle"), [
     (["--ceiling", "5", "--start", "20"], "ceiling 5 is below the start 20"),
-    (["--growth", "0.5"], "growth factor"),
+    (["--growth", "0.5"], "argument --growth"),
 ])
 def test_bad_scenario_capacity_input_is_refused_before_preflight(embedded_env, capsys, flags,
                                                                  needle):
