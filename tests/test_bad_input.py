@@ -412,10 +412,7 @@ def test_bad_command_line_input_is_one_error_line_and_exit_2(sandbox, capsys, mo
                                                              needle, env):
     for name, value in env.items():
         monkeypatch.setenv(name, sandbox.fill(value))
-    try:
-        code = main([sandbox.fill(a) for a in argv])
-    except SystemExit as exc:  # argparse's refusals
-        code = exc.code
+    code = main([sandbox.fill(a) for a in argv])
     out, err = capsys.readouterr()
     sandbox.check(code, out, err, needle)
 

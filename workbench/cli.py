@@ -529,7 +529,7 @@ def add_capacity_options(p: argparse.ArgumentParser, unit_hint: str = "req/s") -
                         "bisection between the last passing and the first failing step")
     g.add_argument("--start", type=argtypes.rate,
                    help=f"first step's load ({unit_hint}; drive: 10, run: the profile's)")
-    g.add_argument("--growth", type=argtypes.number(above=1, maximum=100),
+    g.add_argument("--growth", type=argtypes.number(above=1),
                    help="each ramp step's load over the last's (default 2)")
     g.add_argument("--step-duration", type=argtypes.duration(),
                    help="load per step: 20s, 1m, or seconds (default 20)")
@@ -737,7 +737,10 @@ def check_environment(args) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # a refusal (2), or --help and --version (0): a code, as below
+        return int(exc.code or 0)
     if args.command is None:
         parser.print_help()
         return exitcodes.PASSED
