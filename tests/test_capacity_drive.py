@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import capacity, capacity_run
+from workbench import capacity, capacity_run, exitcodes
 from workbench.capacity import SearchOptions
 from workbench.driver import DriveSpec, RequestTemplate
 from workbench.ports import free_port
@@ -71,8 +71,8 @@ def nothing_connected(listener: socket.socket) -> bool:
     (["--threshold", "latency:p(99)<200"], "unknown threshold metric"),
     (["--threshold", "p(99)<200", "--start", "500", "--ceiling", "100"],
      "ceiling 100 is below the start 500"),
-    (["--threshold", "p(99)<200", "--growth", "1"], "growth factor must be above 1"),
-    (["--threshold", "p(99)<200", "--step-duration", "0"], "step duration"),
+    (["--threshold", "p(99)<200", "--growth", "1"], "argument --growth"),
+    (["--threshold", "p(99)<200", "--step-duration", "0"], "argument --step-duration"),
     ([], "needs at least one --threshold"),
     (["--threshold", "p(99)<200", "--rate", "50"], "--find-capacity chooses each step's rate"),
     (["--threshold", "p(99)<200", "--repeats", "0"], "repeats must be an integer of at least 1"),
@@ -171,7 +171,7 @@ def test_a_driver_slower_than_the_server_is_reported_as_driver_bound(tmp_path):
                         "--start", "200", "--growth", "200", "--ceiling", "40000",
                         "--step-duration", "1", "--shards", "1", "--vus", "1000",
                         "--out", str(out_dir))
-    assert out.returncode == capacity_run.NOT_MEASURED_EXIT, out.stderr  # no capacity
+    assert out.returncode == exitcodes.BREACHED, out.stderr  # no capacity
     doc = json.loads((out_dir / "capacity.json").read_text())
     assert doc["verdict"] == capacity.DRIVER_BOUND, doc["sentence"]
     assert "driver bound" in out.stdout and "--shards" in out.stdout

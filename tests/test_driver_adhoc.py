@@ -56,9 +56,9 @@ def test_adhoc_drive_with_shards_prints_progress_and_merges(tmp_path):
 
 
 def test_adhoc_bad_input_is_one_line_before_any_load(tmp_path):
-    for args, needle in ((["--header", "no-colon"], "must be NAME:VALUE"),
-                         (["--ca-file", str(tmp_path / "none.pem")], "CA file"),
-                         (["--cluster", "localhost:8786"], "tcp://HOST:8786")):
+    for args, needle in ((["--header", "no-colon"], "write NAME:VALUE"),
+                         (["--ca-file", str(tmp_path / "none.pem")], "--ca-file"),
+                         (["--cluster", "localhost:8786"], "tcp://HOST:PORT")):
         out = workbench("drive", "http://127.0.0.1:9/", "--rate", "5", "--duration", "1",
                         "--out", str(tmp_path / "x"), *args)
         assert out.returncode == 2 and needle in out.stderr, out.stderr
@@ -179,12 +179,12 @@ def test_adhoc_drive_writes_a_record_a_report_and_exports_and_two_of_them_compar
     assert "schema version" not in compared.stderr and "adhoc" in compared.stdout
 
 
-def test_a_breached_adhoc_threshold_exits_1_with_the_record_kept(tmp_path):
+def test_a_breached_adhoc_threshold_exits_99_with_the_record_kept(tmp_path):
     with LoopbackServer() as srv:
         out = workbench("drive", f"{srv.url}/delay?ms=5", "--rate", "20", "--duration", "1",
                         "--threshold", "http_req_duration p(95)<0.001",
                         "--out", str(tmp_path / "run"))
-    assert out.returncode == 1, out.stderr
+    assert out.returncode == 99, out.stderr
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert record["passed"] is False
     assert "BREACHED (1 of 1 threshold)" in (tmp_path / "run" / "report.html").read_text()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from workbench import run, target
-from workbench.cli import main, print_summary
+from workbench.cli import print_summary
 from workbench.telemetry import load_telemetry
 
 
@@ -87,17 +87,3 @@ def test_a_sampler_that_dies_mid_run_keeps_what_it_sampled(embedded_env, embedde
     assert r.telemetry_sidecar["status"] == "interrupted"
     r.record()
     assert r.baseline["telemetry"]["sampler"]["status"] == "interrupted"
-
-
-@pytest.mark.parametrize("pid", ["0", "-3", "abc"])
-def test_a_bad_target_pid_is_refused_before_any_load(pid, capsys):
-    with pytest.raises(SystemExit) as exc:
-        main(["run", "agent_storm", "--target-pid", pid])
-    assert exc.value.code == 2
-    assert "--target-pid" in capsys.readouterr().err
-
-
-def test_a_target_pid_that_is_no_process_is_refused_naming_the_fix(embedded_env, capsys):
-    assert main(["run", "agent_storm", "--target-pid", "999999999"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("error: --target-pid 999999999: no such process")

@@ -19,8 +19,6 @@ Thresholds use k6's syntax so certctl's plan carries over unchanged::
 
 from __future__ import annotations
 
-import operator
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,79 +29,20 @@ import pandas as pd
 from workbench import stats
 from workbench.driver import ERROR_CLASSES, DriveResult
 from workbench.driver.recorder import PHASE_COLUMNS
-from workbench.errors import WorkbenchError
+from workbench.thresholds import (  # noqa: F401 - the thresholds' grammar, re-exported here
+    _EXPR,
+    _OPS,
+    METRICS,
+    Threshold,
+    ThresholdBreach,
+    parse_thresholds,
+    threshold_options,
+)
 
 PERCENTILES = stats.PERCENTILES  # p50, p90, p95, p99, p99.9; reported with max
 ALL = "all"  # the row pooling every endpoint or every status class
 STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")  # "error": no response (transport)
 NOT_JUDGED = "not judged: no driver result"  # validity of a frame the driver did not write
-
-_AGG = r"p\((?P<q>\d+(?:\.\d+)?)\)|avg|min|max|med|rate|count"
-_EXPR = re.compile(
-    rf"^\s*(?P<agg>{_AGG})\s*(?P<op><=|>=|==|!=|<|>)\s*(?P<value>-?\d+(?:\.\d+)?)\s*$")
-_METRIC = re.compile(r"^(?P<name>[a-z_]+)(?:\{(?P<key>[a-z_]+):(?P<tag>[^}]+)\})?$")
-_OPS = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
-        "==": operator.eq, "!=": operator.ne}
-METRICS = {"http_req_duration": "latency_ms", "http_req_failed": "failed",
-           "http_req_service_time": "service_ms",
-           "http_req_server_error": "server_error"}  # share of sent requests answered 5xx
-
-
-class ThresholdBreach(AssertionError):
-    """Raised at the end of a notebook so papermill, and so CI, exits non-zero."""
-
-
-@dataclass(frozen=True)
-class Threshold:
-    metric: str  # as written, e.g. http_req_duration{endpoint:heartbeat}
-    expression: str  # as written, e.g. p(95)<500
-    column: str
-    tag: str | None
-    agg: str
-    q: float | None
-    op: str
-    limit: float
-
-
-METRIC_FIRST = re.compile(r"([a-z_]+(?:\{[^}]*\})?)\s*[:\s]\s*(\S.*)")
-
-
-def threshold_options(values: list[str]) -> dict[str, list[str]]:
-    """Command-line thresholds as k6's mapping: each a k6 expression on
-    ``http_req_duration`` (``p(99)<200``) unless a metric comes first, after a space or a
-    colon (``http_req_failed rate<0.01``, ``http_req_duration{endpoint:heartbeat}:p(95)<100``).
-    """
-    thresholds: dict[str, list[str]] = {}
-    for value in values:
-        named = METRIC_FIRST.fullmatch(value.strip())
-        metric, expression = named.groups() if named else ("http_req_duration", value.strip())
-        thresholds.setdefault(metric, []).append(expression.strip())
-    return thresholds
-
-
-def parse_thresholds(spec: Mapping[str, list[str] | str]) -> list[Threshold]:
-    """Parse k6-style thresholds; a malformed one raises WorkbenchError naming it."""
-    if not isinstance(spec, Mapping):
-        raise WorkbenchError(f"thresholds must be a mapping of metric to expressions, got {spec!r}")
-    out = []
-    for metric, exprs in spec.items():
-        m = _METRIC.match(metric)
-        if not m or m["name"] not in METRICS:
-            raise WorkbenchError(f"unknown threshold metric {metric!r}; use one of "
-                                 f"{', '.join(METRICS)} (optionally with {{endpoint:NAME}})")
-        if m["key"] not in (None, "endpoint", "tag"):
-            raise WorkbenchError(f"threshold selector in {metric!r} must be {{endpoint:NAME}}")
-        for expr in [exprs] if isinstance(exprs, str) else exprs:
-            e = _EXPR.match(str(expr))
-            if not e:
-                raise WorkbenchError(f"malformed threshold {expr!r} for {metric}; write it as "
-                                     "k6 does, e.g. 'p(95)<500' or 'rate<0.01'")
-            agg = e["agg"].split("(")[0]
-            q = float(e["q"]) if e["q"] else None
-            out.append(Threshold(metric, str(expr), METRICS[m["name"]], m["tag"], agg, q,
-                                 e["op"], float(e["value"])))
-    return out
-
 
 def load_requests(run_dir: Path | str) -> pd.DataFrame:
     """Read ``requests.parquet`` and add derived columns (milliseconds, seconds into the run).

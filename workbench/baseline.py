@@ -16,13 +16,12 @@ that measured it), and never pushes.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from workbench import calibration, capacity_record
+from workbench import argtypes, calibration, capacity_record
 from workbench.errors import WorkbenchError
 from workbench.jsonio import write_json, write_text
 from workbench.record import RECORD_FILE, SCHEMA_VERSION, migrate, validate
@@ -65,7 +64,6 @@ def load_record(path: Path) -> dict:
     return record
 
 
-_PATH_PART = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")  # no leading dot: no "..", no hidden
 
 
 def check_path_part(value: object, what: str) -> str:
@@ -74,7 +72,7 @@ def check_path_part(value: object, what: str) -> str:
     Only ``[A-Za-z0-9._-]``, not starting with a dot: a machine name, scenario or commit can
     never climb out of ``baselines/`` (``--machine ../../x``) or hide a file.
     """
-    if not isinstance(value, str) or not _PATH_PART.fullmatch(value):
+    if not isinstance(value, str) or not argtypes.PATH_PART.fullmatch(value):
         raise WorkbenchError(f"{what} {value!r} cannot name a baseline file: use only letters, "
                              "digits, '.', '_' and '-' (not starting with '.')")
     return value

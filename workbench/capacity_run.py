@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from workbench import analysis, capacity, jsonio
+from workbench import analysis, capacity, exitcodes, jsonio
 from workbench.analysis import Threshold
 from workbench.capacity import (
     AGENTS,
@@ -59,7 +59,6 @@ STEPS_DIR = "steps"
 FIGURES = ("hockey_stick.png", "throughput.png")  # beside capacity.json
 DEFAULT_MAX_ERROR_RATE = 0.01  # errors over 1 % of sent requests fail a step
 LAG_SHARE = 0.02  # a capacity step's schedule lag is material above 2 % of what judges it
-NOT_MEASURED_EXIT = 1  # the exit code of a search that measured no capacity (as a breach)
 _DURATION_METRIC = "http_req_duration"
 
 
@@ -86,9 +85,9 @@ def step_spec(spec: DriveSpec, load: float, unit: str, step_s: float) -> DriveSp
 
 def exit_code(verdict: str) -> int:
     """A capacity search's exit code, for ``run`` and ``drive`` alike: 0 when it measured the
-    target (a knee, or every step passing), :data:`NOT_MEASURED_EXIT` when it measured no
-    capacity (driver bound, or the first step failed), as a breached threshold does."""
-    return 0 if verdict in capacity.MEASURED else NOT_MEASURED_EXIT
+    target (a knee, or every step passing), else the breach code, as a breached threshold:
+    no capacity was measured (driver bound, or the first step failed)."""
+    return exitcodes.verdict(verdict in capacity.MEASURED)
 
 
 def lag_allowance(thresholds: list[Threshold], p99: float | None) -> tuple[float, str]:

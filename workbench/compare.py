@@ -402,6 +402,15 @@ class Comparison:
             "verdict": self.verdict_text(),
         })
 
+    def as_dict(self) -> dict:
+        """The comparison as JSON-ready data (``workbench compare --json``): the header and
+        one row per endpoint and statistic, a missing number as None."""
+        rows = self.table.astype(object).where(self.table.notna(), None)
+        return {"scenario": self.scenario, "a": self.a_runs, "b": self.b_runs,
+                "comparable": self.comparable, "reasons": self.reasons, "forced": self.forced,
+                "factor": self.factor, "alpha": self.alpha, "confidence": self.confidence,
+                "verdict": self.verdict, "rows": rows.to_dict(orient="records")}
+
     def text(self) -> str:
         """A plain-text report for the terminal."""
         lines = [f"{k:<11} " + str(v).replace("\n", "\n" + " " * 12)

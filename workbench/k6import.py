@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -33,11 +34,11 @@ from workbench.stats import label
 
 LATENCY_BASIS = ("k6 http_req_duration: from the request's send to the end of its response; "
                  "not corrected for coordinated omission")
-_SUBMETRIC = re.compile(r"^(?P<name>[A-Za-z0-9_]+)(?:\{(?P<key>[^:}]+):(?P<value>[^}]*)\})?$")
+_SUBMETRIC = re.compile(r"(?P<name>[A-Za-z0-9_]+)(?:\{(?P<key>[^:}]+):(?P<value>[^}]*)\})?")
 _BUILTIN_TRENDS = {"http_req_duration", "http_req_blocked", "http_req_connecting",
                    "http_req_tls_handshaking", "http_req_sending", "http_req_waiting",
                    "http_req_receiving", "iteration_duration", "group_duration"}
-_SCENARIO_NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_SCENARIO_NAME = re.compile(r"[a-z][a-z0-9_]{0,63}")
 _K6_STAT = {"p50": "med"} | {label(p): f"p({p:g})" for p in PERCENTILES if p != 50}
 
 
@@ -95,6 +96,8 @@ def parse(data: Mapping) -> Summary:
             thresholds = {str(k): not bool(v) for k, v in (m.get("thresholds") or {}).items()}
             out[name] = Metric(kind, values, thresholds)
         duration_s = None
+    for name, metric in out.items():
+        _check_values(name, metric)
     if "http_reqs" in out and duration_s is None:
         reqs = out["http_reqs"].values
         if reqs.get("rate"):
@@ -105,11 +108,28 @@ def parse(data: Mapping) -> Summary:
     return Summary(fmt, out, duration_s)
 
 
+def _check_values(name: str, metric: Metric) -> None:
+    """Refuse what k6 never writes: a statistic that is not a finite number, a negative count
+    or time, a rate outside 0..1 (a gauge alone may be negative)."""
+    for stat, value in metric.values.items():
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
+            raise WorkbenchError(f"not a k6 summary: metric {name!r} has {stat} {value!r}, not "
+                                 "a number; pass the file k6 wrote with --summary-export or "
+                                 "handleSummary")
+        if metric.kind != "gauge" and value < 0:
+            raise WorkbenchError(f"not a k6 summary: metric {name!r} has a negative {stat} "
+                                 f"({value!r}); k6 never writes a negative count, rate or time")
+        if metric.kind == "rate" and stat == "rate" and value > 1:
+            raise WorkbenchError(f"not a k6 summary: metric {name!r} has rate {value!r}, above "
+                                 "1; a k6 rate is a share of 0..1")
+
+
 def endpoints(summary: Summary) -> dict[str, tuple[str, str | None]]:
     """Endpoint name -> (trend metric name, tag selector ``{key:value}`` or None)."""
     found: dict[str, tuple[str, str | None]] = {}
     for name, metric in summary.metrics.items():
-        m = _SUBMETRIC.match(name)
+        m = _SUBMETRIC.fullmatch(name)
         if not m or metric.kind != "trend":
             continue
         if m["name"] == "http_req_duration" and m["key"] and m["key"] != "expected_response":
@@ -145,7 +165,7 @@ def _endpoint(summary: Summary, trend: str, selector: str | None) -> dict:
 
 
 def _threshold_value(metric: Metric, expression: str):
-    m = _EXPR.match(expression)
+    m = _EXPR.fullmatch(expression)
     if not m:
         return None
     agg = m["agg"]
@@ -255,7 +275,7 @@ def import_summary(path: Path | str, scenario: str, *, machine: str | None = Non
     twice is refused (records are immutable) instead of filing it twice.
     """
     path = Path(path)
-    if not _SCENARIO_NAME.match(scenario or ""):
+    if not _SCENARIO_NAME.fullmatch(scenario or ""):
         raise WorkbenchError(f"scenario name {scenario!r} must be lower-case letters, digits "
                              "and underscores (e.g. api_tier)")
     if commit is not None and not re.fullmatch(r"[0-9a-fA-F]{7,40}", commit):
@@ -268,6 +288,9 @@ def import_summary(path: Path | str, scenario: str, *, machine: str | None = Non
         raise WorkbenchError(f"cannot read k6 summary {path}: {exc.strerror}") from None
     try:
         data = json.loads(raw)
+    except RecursionError:
+        raise WorkbenchError(f"{path} nests deeper than any k6 summary; pass the file k6 "
+                             "wrote with --summary-export or handleSummary") from None
     except ValueError as exc:
         raise WorkbenchError(f"{path} is not JSON ({exc}); pass the file k6 wrote with "
                              "--summary-export or handleSummary") from None

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from workbench import seed
+from workbench import argtypes, seed
 from workbench import target as embedded
 from workbench.errors import WorkbenchError
 from workbench.seed import redact_dsn
@@ -65,13 +65,9 @@ class Target:
 
 
 def validate_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WorkbenchError(f"malformed target URL {url!r}; expected https://HOST:PORT")
-    try:
-        parts.port  # noqa: B018 - raises on a bad port
-    except ValueError:
-        raise WorkbenchError(f"malformed port in target URL {url!r}") from None
+    """Refuse a target URL that is not http(s) with a host, or holds a login
+    (:func:`workbench.argtypes.url`)."""
+    argtypes.url(url)
 
 
 def resolve_target(url: str | None = None, ca_file: str | None = None,

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from workbench import calibration, hdr, stats
+from workbench import calibration, capacity_record, hdr, stats
 from workbench.analysis import PERCENTILES, Analysis, phases
 from workbench.driver import DriveResult
 from workbench.errors import WorkbenchError
@@ -117,7 +117,13 @@ def validate(record: Mapping, where: str = "record") -> None:
 def migrate(record: dict, where: str = "record") -> dict:
     """Bring a record of an older schema version up to :data:`SCHEMA_VERSION`."""
     version = record.get("schema_version") if isinstance(record, Mapping) else None
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise WorkbenchError(f"{where} is not a baseline record (it has no schema_version); "
+                             "pass a run folder (runs/<id>) or a record under baselines/")
+    if record.get("kind") == capacity_record.KIND:
+        raise WorkbenchError(f"{where} is a capacity record, not a run's; compare and table "
+                             "run records (a capacity search's steps are in its capacity.json)")
+    if version > SCHEMA_VERSION:
         raise WorkbenchError(f"{where}: baseline schema version {version!r} is not "
                              f"{SCHEMA_VERSION}; upgrade the workbench")
     while version < SCHEMA_VERSION:
@@ -125,7 +131,12 @@ def migrate(record: dict, where: str = "record") -> dict:
         if step is None:
             raise WorkbenchError(f"{where}: no migration from baseline schema version "
                                  f"{version}; this workbench reads version {SCHEMA_VERSION}")
-        record = step(record)
+        try:
+            record = step(record)
+        except (KeyError, TypeError, AttributeError) as exc:  # not the shape that version had
+            raise WorkbenchError(f"{where} is not a baseline record of schema version {version} "
+                                 f"(no {exc}); pass a run folder or a record under baselines/"
+                                 ) from None
         version = record["schema_version"]
     return record
 

@@ -31,6 +31,7 @@ from workbench import (
     baseline,
     calibration,
     driver,
+    exitcodes,
     exports,
     machine,
     plots,
@@ -595,7 +596,7 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
             seed_fixtures: bool = True, identity: Mapping | None = None) -> tuple[Path, int]:
     """Run a scenario's notebook through papermill, then render the HTML report.
 
-    Returns the run directory and an exit code: 0 passed, 1 thresholds breached or run failed.
+    Returns the run directory and an exit code (:mod:`workbench.exitcodes`).
     Bad input and an unfit target are refused before the notebook starts; certctl's traps are
     printed as warnings first (refused with ``strict``). What preflight found goes into the run
     folder, so the notebook does not check again. ``identity``: the target as ``workbench run
@@ -618,11 +619,12 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
 
 def execute_notebook(name: str, out_nb: Path, parameters: Mapping) -> int:
     """Run ``notebooks/<name>`` through papermill into ``out_nb``, then its HTML report beside
-    it; 0, or 1 when a cell raised (a breached threshold). The kernel writes the driver's live
-    line to this terminal too, in the terminal's way."""
+    it; its exit code (:mod:`workbench.exitcodes`: 99 when a threshold was breached, 1 when a
+    cell crashed). The kernel writes the driver's live line to this terminal too, in the
+    terminal's way."""
     import papermill
 
-    code = 0
+    code = exitcodes.PASSED
     progress_was = os.environ.get(PROGRESS_ENV)
     os.environ[PROGRESS_ENV] = "tty" if sys.stderr.isatty() else "lines"
     try:
@@ -633,7 +635,7 @@ def execute_notebook(name: str, out_nb: Path, parameters: Mapping) -> int:
     except papermill.PapermillExecutionError as exc:
         print(f"notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}",
               file=sys.stderr)
-        code = 1
+        code = exitcodes.for_exception(exc.ename)
     finally:
         if progress_was is None:
             os.environ.pop(PROGRESS_ENV, None)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench import analysis, driver, jsonio, preflight, report, run, scenarios
+from workbench import analysis, driver, exitcodes, jsonio, preflight, report, run, scenarios
 from workbench.errors import WorkbenchError
 from workbench.paths import runs_dir
 
@@ -28,29 +28,14 @@ COLUMNS = ("scenario", "endpoint", "requests", "failed", "dropped", "error_rate"
            "p50", "p95", "p99", "max", "passed", "valid", "exit_code", "notes", "run_dir")
 
 
-def plan(overrides: Mapping, names: Sequence[str]) -> dict[str, dict]:
-    """Each scenario's overrides: a ``-p`` goes to the scenarios that take it; one that no
-    scenario takes is refused, and so are thresholds, which name one scenario's endpoints."""
-    if "thresholds" in overrides:
-        raise WorkbenchError("thresholds name one scenario's endpoints; set them per scenario: "
-                             "workbench run NAME -p thresholds '{...}'")
-    taken = {param for name in names for param in scenarios.get(name).takes}
-    unknown = sorted(set(overrides) - taken)
-    if unknown:
-        raise WorkbenchError(f"no scenario takes parameter {', '.join(unknown)}; they take "
-                             f"{', '.join(sorted(taken))}")
-    return {name: {k: v for k, v in overrides.items() if k in scenarios.get(name).takes}
-            for name in names}
-
-
 def run_all(profile: str, target_url: str | None = None, ca_file: str | None = None,
             insecure: bool = False, overrides: Mapping | None = None, strict: bool = False,
             names: Sequence[str] | None = None) -> tuple[Path, int]:
     """Every scenario that loads certctl (or ``names``) at ``profile``; returns the report
-    folder and an exit code (0 all passed, 1 any breached or failed). Bad input is refused
+    folder and the worst of their exit codes (:mod:`workbench.exitcodes`). Bad input is refused
     before any load; the target is preflighted once for all of them, every fixture seeded
     once. A scenario with targets of its own (connector_handshake) is left out, with a line."""
-    planned = plan(overrides or {}, names or scenarios.certctl_names())
+    planned = scenarios.plan_all(overrides or {}, names or scenarios.certctl_names())
     params = {name: scenarios.get(name).params_for(profile, own)
               for name, own in planned.items()}
     traps, acme_profiles, probes = {}, {}, []
@@ -88,7 +73,8 @@ def run_all(profile: str, target_url: str | None = None, ca_file: str | None = N
         outcomes.append((name, run_dir, code))
     summary = combined_summary(outcomes)
     write_report(suite_dir, summary, identity, profile)
-    return suite_dir, int(bool(exited) or any(code != 0 for _, _, code in outcomes))
+    return suite_dir, exitcodes.worst([exitcodes.FAILED if exited else exitcodes.PASSED,
+                                       *(code for _, _, code in outcomes)])
 
 
 def _read_json(path: Path) -> dict:

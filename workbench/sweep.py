@@ -17,44 +17,13 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from workbench import jsonio, plots, run, scenarios
-from workbench.errors import WorkbenchError
+from workbench import exitcodes, jsonio, plots, run, scenarios
 from workbench.paths import runs_dir
 
 SWEEP_FILE, FIGURE_FILE = "sweep.json", "latency_vs_fixture_size.png"
 SCHEMA_VERSION = 1
 COLUMNS = ("size", "fixture_rows", "requests", "achieved_rps", "error_rate", "p50", "p95", "p99",
            "max", "valid", "passed", "exit_code", "run_dir")
-
-
-def parse_sizes(text: str) -> list[int]:
-    """``10000,100000,1000000`` as distinct positive integers in increasing order."""
-    try:
-        sizes = [int(part.replace("_", "")) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise WorkbenchError(f"--fixture-sizes must be integers separated by commas, e.g. "
-                             f"10000,100000,1000000; got {text!r}") from None
-    if not sizes or any(s <= 0 for s in sizes):
-        raise WorkbenchError(f"--fixture-sizes must be positive integers, got {text!r}")
-    return sorted(set(sizes))
-
-
-def plan(scenario: str, profile: str, sizes: Sequence[int], overrides: Mapping) -> list[dict]:
-    """Each run's overrides; every size is checked against the scenario before any run."""
-    spec = scenarios.get(scenario)
-    if spec.size_param is None:
-        sized = ", ".join(n for n in scenarios.names() if scenarios.get(n).size_param)
-        raise WorkbenchError(f"{scenario} has no sized fixture to sweep; scenarios with one: "
-                             f"{sized}")
-    if spec.size_param in overrides:
-        raise WorkbenchError(f"--fixture-sizes sets {spec.size_param}; do not also pass "
-                             f"-p {spec.size_param}")
-    runs = []
-    for size in sizes:
-        params = dict(overrides) | {spec.size_param: size}
-        spec.params_for(profile, {k: v for k, v in params.items() if k != "thresholds"})
-        runs.append(params)
-    return runs
 
 
 def _row(size: int, run_dir: Path, code: int) -> dict:
@@ -76,8 +45,8 @@ def run_sweep(scenario: str, profile: str, sizes: Sequence[int], target_url: str
               ca_file: str | None = None, insecure: bool = False,
               overrides: Mapping | None = None, strict: bool = False) -> tuple[Path, int]:
     """Run ``scenario`` once per fixture size; returns the sweep folder and the worst exit
-    code (0: every run passed)."""
-    runs = plan(scenario, profile, sizes, dict(overrides or {}))
+    code (:mod:`workbench.exitcodes`; 0: every run passed)."""
+    runs = scenarios.plan_sizes(scenario, profile, sizes, dict(overrides or {}))
     sweep_dir = runs_dir() / run.new_run_id(f"sweep_{scenario}")
     sweep_dir.mkdir(parents=True)
     rows, worst = [], 0
@@ -87,7 +56,7 @@ def run_sweep(scenario: str, profile: str, sizes: Sequence[int], target_url: str
         run_dir, code = run.execute(scenario, profile, target_url, ca_file, insecure, params,
                                     strict=strict)
         rows.append(_row(size, run_dir, code))
-        worst = max(worst, code)
+        worst = exitcodes.worst((worst, code))
         write(sweep_dir, scenario, profile, rows)  # a failure later keeps the sizes done
     return sweep_dir, worst
 

@@ -29,12 +29,16 @@ EXECUTORS = ("constant-arrival-rate", "ramping-arrival-rate", "constant-vus",  #
 FLEET_STARTS = ("spread", "fleet_restart")  # agents' first requests over one heartbeat, or a herd
 SCRIPTED = "scripted"  # the executor of a spec with a ``script``: constant-vus, scripted
 PROTOCOLS = ("h1", "h2")  # HTTP/1.1; HTTP/2 (ALPN h2 over TLS, prior knowledge over http://)
-_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # RFC 9110 token: methods, header names
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 token: methods, header names
 # Header names whose values are credentials: never written to spec.json (or any file). Their
 # values travel to the driver processes in the environment, as the API token does.
 SECRET_HEADER = re.compile(r"authorization|cookie|token|secret|passw|api-?key|auth|session"
                            r"|credential|signature", re.IGNORECASE)
 ENV_REF = "$env:"  # spec.json holds ``$env:NAME`` where a secret header's value was
+# Headers the engines write themselves (framing, connection, authority): a second copy from a
+# template makes the request ambiguous, and HTTP/2 forbids the connection-specific ones.
+ENGINE_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "connection",
+                            "keep-alive", "proxy-connection", "te", "upgrade"})
 
 
 class SpecDocument(TypedDict):
@@ -299,16 +303,27 @@ def _per_request_problems(spec: DriveSpec) -> list[str]:
 def _template_problems(t: RequestTemplate) -> list[str]:
     where = f"request {t.tag!r} ({t.method} {t.path})"
     out = []
-    if not isinstance(t.method, str) or not _TOKEN.match(t.method):
-        out.append(f"{where}: method must be an HTTP method such as GET or POST")
-    if not isinstance(t.path, str) or not t.path.startswith("/") or _has_ctl(t.path, space=True):
-        out.append(f"{where}: path must start with / and hold no spaces or control characters "
-                   "(percent-encode them)")
+    if not isinstance(t.method, str) or not _TOKEN.fullmatch(t.method):
+        out.append(f"{where}: method {t.method!r} must be an HTTP method such as GET or POST")
+    if not isinstance(t.path, str) or not t.path.startswith("/") or not t.path.isascii() \
+            or _has_ctl(t.path, space=True):
+        out.append(f"{where}: path must start with / and hold no spaces, control or non-ASCII "
+                   "characters (percent-encode them)")
     if not isinstance(t.tag, str) or not t.tag:
         out.append(f"request {t.method} {t.path}: tag must be a non-empty name")
     for name, value in t.headers:
-        if not _TOKEN.match(str(name)) or _has_ctl(str(value)):
-            out.append(f"{where}: header {name!r} must be NAME:VALUE without line breaks")
+        if not _TOKEN.fullmatch(str(name)):
+            out.append(f"{where}: header name {name!r} must be letters, digits and - (an RFC "
+                       "9110 token, no spaces)")
+        elif str(name).lower() in ENGINE_HEADERS:
+            out.append(f"{where}: header {name!r} is written by the driver itself (framing and "
+                       "connection); drop it")
+        elif _has_ctl(str(value)):
+            out.append(f"{where}: header {name!r} must be NAME:VALUE without line breaks or "
+                       "control characters")
+        elif not _latin1(str(value)):
+            out.append(f"{where}: header {name!r} holds characters HTTP headers cannot carry "
+                       "(only Latin-1); percent-encode or base64 them")
         elif str(value).startswith(ENV_REF):
             out.append(f"{where}: the value of header {name!r} is a secret kept out of "
                        f"spec.json; pass it in the environment as {str(value)[len(ENV_REF):]}")
@@ -336,6 +351,14 @@ def _content_type(t: RequestTemplate) -> str:
 def _is_json(content_type: str) -> bool:
     media = content_type.split(";", 1)[0].strip().lower()
     return media == "application/json" or media.endswith("+json")
+
+
+def _latin1(text: str) -> bool:
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _has_ctl(text: str, space: bool = False) -> bool:

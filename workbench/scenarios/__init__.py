@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from workbench import capacity, seed
+from workbench import argtypes, capacity, seed
 from workbench.driver import RequestTemplate
 from workbench.driver.spec import PROTOCOLS
 from workbench.errors import WorkbenchError
@@ -44,7 +44,7 @@ ACME_429_KIND = "429 application/problem+json"
 REST_429_PREFIX = "429 text/plain"  # Go's http.Error: "text/plain; charset=utf-8"
 
 NUMBER, INTEGER, NAME, FLAG = "number", "integer", "name", "flag"
-_ID = re.compile(r"^[A-Za-z0-9._-]+$")  # names go into URL paths and JSON bodies verbatim
+_ID = re.compile(r"[A-Za-z0-9._-]+")  # names go into URL paths and JSON bodies verbatim
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,9 @@ class Param:
     """One notebook parameter: its type, default and the comment shown beside it.
 
     ``default`` None means every profile must give a value. Numbers and integers must be
-    positive (``zero_ok``: or zero); ``maximum`` bounds an integer (fixture sizes).
+    positive (``zero_ok``: or zero) and at most ``maximum``; a number whose name ends in ``_s``
+    is seconds (``-p duration_s 30s`` works on the command line), at most a week unless its
+    ``maximum`` says otherwise. Every number has a bound, so a typo such as 1e300 is refused.
     """
 
     name: str
@@ -61,7 +63,23 @@ class Param:
     help: str
     choices: tuple[str, ...] = ()
     zero_ok: bool = False
-    maximum: int | None = None
+    maximum: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind in (NUMBER, INTEGER) and self.ceiling is None:
+            raise WorkbenchError(f"parameter {self.name} needs a maximum (or a name ending in "
+                                 f"{argtypes.SECONDS_SUFFIX} for seconds)")
+
+    @property
+    def is_duration(self) -> bool:
+        return self.kind == NUMBER and self.name.endswith(argtypes.SECONDS_SUFFIX)
+
+    @property
+    def ceiling(self) -> float | None:
+        """The largest value allowed: ``maximum``, else a week for a duration."""
+        if self.maximum is not None:
+            return self.maximum
+        return argtypes.MAX_DURATION_S if self.is_duration else None
 
     def but(self, **changes: Any) -> Param:
         """This parameter with other fields (a scenario's own help text or default)."""
@@ -74,35 +92,42 @@ class Param:
             if not isinstance(value, bool):
                 raise WorkbenchError(f"{what} must be true or false, got {value!r}")
         elif self.kind == NAME:
-            if not isinstance(value, str) or not _ID.match(value):
+            if not isinstance(value, str) or not _ID.fullmatch(value):
                 raise WorkbenchError(f"{what} must be a non-empty name of letters, digits, '.',"
                                      f" '_' or '-', got {value!r}")
             if self.choices and value not in self.choices:
                 raise WorkbenchError(f"{what} must be one of {', '.join(self.choices)}, "
                                      f"got {value!r}")
-        elif self.maximum is not None:  # a bounded integer: one message says all of it
+        elif self.kind == INTEGER and not self.zero_ok:  # one message says all of it
             if isinstance(value, bool) or not isinstance(value, int) or not (
-                    1 <= value <= self.maximum):
-                raise WorkbenchError(f"{what} must be an integer in 1..{self.maximum}, "
+                    1 <= value <= self.ceiling):
+                raise WorkbenchError(f"{what} must be an integer in 1..{self.ceiling:.0f}, "
                                      f"got {value!r}")
         else:
             types = (int, float) if self.kind == NUMBER else int
             if isinstance(value, bool) or not isinstance(value, types):
                 want = "a number" if self.kind == NUMBER else "an integer"
-                raise WorkbenchError(f"{what} must be {want}, got {value!r}")
+                unit = " of seconds (or 30s, 5m, 250ms)" if self.is_duration else ""
+                raise WorkbenchError(f"{what} must be {want}{unit}, got {value!r}")
             if not math.isfinite(value):  # JSON parsing of -p turns NaN and Infinity into floats
                 raise WorkbenchError(f"{what} must be a finite number, got {value!r}")
             if value < 0 or (value == 0 and not self.zero_ok):
                 rule = "must not be negative" if self.zero_ok else "must be positive"
                 raise WorkbenchError(f"{what} {rule}, got {value!r}")
+            if value > self.ceiling:
+                unit = " seconds" if self.is_duration else ""
+                raise WorkbenchError(f"{what} must be at most {argtypes.figure(self.ceiling)}"
+                                     f"{unit}, got {value!r}")
 
 
 # Parameters of the executors, shared by every scenario that uses them.
 DURATION = Param("duration_s", NUMBER, None, "seconds of load")
-RATE = Param("rate", NUMBER, None, "iterations per second, open loop")
+RATE = Param("rate", NUMBER, None, "iterations per second, open loop",
+             maximum=argtypes.MAX_RATE)
 MAX_VUS = Param("max_vus", INTEGER, 200, "open loop: most iterations in flight; an arrival "
-                                         "beyond them is dropped, and counted")
-VUS = Param("vus", INTEGER, None, "virtual users, closed loop")
+                                         "beyond them is dropped, and counted",
+                maximum=argtypes.MAX_VUS)
+VUS = Param("vus", INTEGER, None, "virtual users, closed loop", maximum=argtypes.MAX_VUS)
 SLEEP = Param("sleep_s", NUMBER, 1.0, "think time after each iteration", zero_ok=True)
 # Every scenario declares both (its own default, and why in its help): what certctl's real
 # clients speak, and whether each of them holds a connection of its own.
@@ -446,3 +471,38 @@ def get(name: str) -> Scenario:
         raise WorkbenchError(f"unknown scenario {name!r}; choose one of {', '.join(registry)}"
                              " (or all)")
     return registry[name]
+
+
+def plan_all(overrides: Mapping, names: Sequence[str]) -> dict[str, dict]:
+    """Each scenario's overrides in ``workbench run all``: a ``-p`` goes to the scenarios that
+    take it; one that no scenario takes is refused, and so are thresholds, which name one
+    scenario's endpoints."""
+    if "thresholds" in overrides:
+        raise WorkbenchError("thresholds name one scenario's endpoints; set them per scenario: "
+                             "workbench run NAME -p thresholds '{...}'")
+    taken = {param for name in names for param in get(name).takes}
+    unknown = sorted(set(overrides) - taken)
+    if unknown:
+        raise WorkbenchError(f"no scenario takes parameter {', '.join(unknown)}; they take "
+                             f"{', '.join(sorted(taken))}")
+    return {name: {k: v for k, v in overrides.items() if k in get(name).takes}
+            for name in names}
+
+
+def plan_sizes(scenario: str, profile: str, sizes: Sequence[int],
+               overrides: Mapping) -> list[dict]:
+    """Each run's overrides of a fixture-size sweep; every size is checked before any run."""
+    spec = get(scenario)
+    if spec.size_param is None:
+        sized = ", ".join(n for n in names() if get(n).size_param)
+        raise WorkbenchError(f"{scenario} has no sized fixture to sweep; scenarios with one: "
+                             f"{sized}")
+    if spec.size_param in overrides:
+        raise WorkbenchError(f"--fixture-sizes sets {spec.size_param}; do not also pass "
+                             f"-p {spec.size_param}")
+    runs = []
+    for size in sizes:
+        params = dict(overrides) | {spec.size_param: size}
+        spec.params_for(profile, {k: v for k, v in params.items() if k != "thresholds"})
+        runs.append(params)
+    return runs

@@ -126,7 +126,8 @@ SCENARIO = Scenario(
                                         "(certificate_ids batches)", choices=("criteria", "ids")),
         Param("team_id", NAME, "t-platform", "criteria mode: the team"),
         Param("issuer_id", NAME, "iss-local", "criteria mode: the issuer"),
-        Param("ids_per_request", INTEGER, 50, "ids mode: certificate ids per call"),
+        Param("ids_per_request", INTEGER, 50, "ids mode: certificate ids per call",
+              maximum=seed.MAX_FIXTURE),
         Param("size_to_run", FLAG, True, "ids mode: grow the fleet to calls x ids_per_request "
                                          "so no call re-sends a renewed certificate"),
         MAX_VUS,

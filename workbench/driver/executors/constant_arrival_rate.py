@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from workbench.driver.executors.arrival_rate import ArrivalRateExecutor
+from workbench.driver.schedule import planned_arrivals
 from workbench.driver.spec import DriveSpec, is_positive, register_executor
 
 
@@ -19,4 +20,7 @@ class ConstantArrivalRate(ArrivalRateExecutor):
             out.append(f"rate must be a positive number of requests/s, got {spec.rate!r}")
         if not is_positive(spec.duration_s):
             out.append(f"duration must be positive seconds, got {spec.duration_s!r}")
+        elif not out and planned_arrivals(spec) < 1:
+            out.append(f"{spec.rate:g} requests/s for {spec.duration_s:g} s schedules no "
+                       "request; raise the rate or the duration")
         return out
