@@ -268,7 +268,7 @@ def test_acme_orders_smoke_through_papermill_signs_every_request_right(
     # the SLO verdict is the machine's (a busy one may breach it, failing the notebook as it
     # should); on any machine the exit code says which, and only that
     assert record["passed"] == all(t["ok"] for t in record["thresholds"])
-    assert code == (0 if record["passed"] else 1) and record["target"]["kind"] == "stand-in"
+    assert code == (0 if record["passed"] else 99) and record["target"]["kind"] == "stand-in"
     for path in run_dir.rglob("*"):
         if path.is_file():
             assert token.encode() not in path.read_bytes(), path

@@ -75,7 +75,7 @@ def nothing_connected(listener: socket.socket) -> bool:
     (["--threshold", "p(99)<200", "--step-duration", "0"], "argument --step-duration"),
     ([], "needs at least one --threshold"),
     (["--threshold", "p(99)<200", "--rate", "50"], "--find-capacity chooses each step's rate"),
-    (["--threshold", "p(99)<200", "--repeats", "0"], "repeats must be an integer of at least 1"),
+    (["--threshold", "p(99)<200", "--repeats", "0"], "argument --repeats: '0' is out of range"),
 ])
 def test_bad_capacity_input_is_one_error_line_and_sends_nothing(tmp_path, flags, needle):
     out_dir = tmp_path / "cap"

@@ -333,8 +333,9 @@ def test_target_up_certctl_names_the_build_and_drive_sends_its_token(repo, build
     (["--certctl-env", "CERTCTL_X"], "--certctl-env 'CERTCTL_X': write NAME=VALUE"),
     (["--keygen-mode", "server"], "--keygen-mode goes with `workbench target up --certctl"),
     (["--certctl", "/no/such/checkout"], "not a certctl checkout"),
-    (["--certctl", "x", "--certctl-bin", "y"], "give one"),
-    (["--certctl-bin", "/no/such/file"], "not an executable file"),
+    (["--certctl", "x", "--certctl-bin", sys.executable], "give one"),
+    (["--certctl-bin", "/no/such/file"], "/no/such/file is missing; name an existing file"),
+    (["--certctl-bin", __file__], "not an executable file"),
 ])
 def test_target_up_refuses_bad_input_in_one_line(repo, tmp_path, args, needle):
     if "--certctl-env" in args:

@@ -29,7 +29,7 @@ def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
     # the SLO verdict is the machine's (a busy one breaches p95 < 500 ms, and the notebook then
     # fails as CI needs it to); on any machine the exit code says which, and only that
     assert record["passed"] == all(t["ok"] for t in record["thresholds"])
-    assert code == (0 if record["passed"] else 1)
+    assert code == (0 if record["passed"] else 99)
     assert record["target"]["kind"] == "stand-in"
     assert record["target"]["commit"] == target.workbench_commit()
     assert record["endpoints"]["heartbeat"]["requests"] == 501 - result["dropped"]  # sent

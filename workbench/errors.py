@@ -7,3 +7,8 @@ and how to fix it.
 
 class WorkbenchError(Exception):
     """A problem the user can fix; ``str(err)`` is a complete one-line explanation."""
+
+
+class TargetExited(RuntimeError):
+    """The server the workbench started exited during a run: a failed run (exit 1), not bad
+    input; ``str(err)`` names the exit and the tail of its log."""

@@ -43,7 +43,7 @@ from workbench import (
     telemetry,
 )
 from workbench.driver.launch import PROGRESS_ENV, LiveLine
-from workbench.errors import WorkbenchError
+from workbench.errors import TargetExited, WorkbenchError
 from workbench.jsonio import write_json, write_text
 from workbench.notebook import Facts, Figures, Tables
 from workbench.paths import notebooks_dir, project_root, runs_dir
@@ -457,15 +457,15 @@ class Run:
         """The threshold verdicts; a breach raises :class:`~workbench.analysis.ThresholdBreach`
         (after showing the table), so papermill, ``workbench run`` and CI exit non-zero.
         Call it after :meth:`record`, so a breached run keeps its record. A run whose target
-        (started by the workbench) exited mid-run raises :class:`WorkbenchError` with the tail of
-        its log, whatever the thresholds say."""
+        (started by the workbench) exited mid-run raises with the tail of
+        its log, whatever the thresholds say (:class:`~workbench.errors.TargetExited`)."""
         verdicts = self.verdicts()
         if not verdicts["ok"].all() or self.target_exit:
             from IPython.display import display
 
             display(verdicts)  # the raise below ends the cell before it could show them
             if self.target_exit:
-                raise WorkbenchError(self.target_exit)
+                raise TargetExited(self.target_exit)
             analysis.assert_thresholds(verdicts)
         return verdicts
 
