@@ -77,13 +77,7 @@ def _target_up_certctl(args) -> int:
     if args.certctl and args.certctl_bin:
         raise WorkbenchError("--certctl PATH builds from a checkout, --certctl-bin FILE runs a "
                              "built server: give one")
-    env = {}
-    for item in args.certctl_env:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise WorkbenchError(f"--certctl-env {item!r}: write NAME=VALUE, e.g. "
-                                 "CERTCTL_RATE_LIMIT_ENABLED=true")
-        env[name] = value
+    env = _certctl_env(args.certctl_env)
     echo = lambda line: print(line, flush=True)  # noqa: E731
     started = time.monotonic()
     made = certctl.build(args.certctl, echo=echo) if args.certctl else \
@@ -98,6 +92,18 @@ def _target_up_certctl(args) -> int:
           f"{info.ca_file}); database {info.database}; log {info.log_file}; "
           f"up in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _certctl_env(items: list[str]) -> dict[str, str]:
+    """``--certctl-env NAME=VALUE`` options as a mapping."""
+    env = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise WorkbenchError(f"--certctl-env {item!r}: write NAME=VALUE, e.g. "
+                                 "CERTCTL_RATE_LIMIT_ENABLED=true")
+        env[name] = value
+    return env
 
 
 def print_summary(run_dir: Path) -> None:
@@ -518,6 +524,180 @@ def cmd_compare(args) -> int:
     return 1 if args.fail_on_slower and result.verdict == "slower" else 0
 
 
+# --- ab and history (kept together: their options, types and commands) ---------------------
+
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _duration(text: str) -> float:
+    """Seconds: a bare number (``30``) or numbers with units (``250ms``, ``30s``, ``5m``,
+    ``1h30m``), as k6 and vegeta write them."""
+    import re
+
+    spoken = text.strip()
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", spoken)
+    if parts and "".join(n + u for n, u in parts) == spoken:
+        return sum(float(n) * _DURATION_UNITS[u] for n, u in parts)
+    try:
+        seconds = float(spoken)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration; write seconds (30) or "
+                                         "a number with a unit: 250ms, 30s, 5m, 1h") from None
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a finite duration")
+    return seconds
+
+
+def _ab_load(args):
+    """The load of ``ab``/``history``: a scenario, or a path at ``--rate`` (drive-style)."""
+    from workbench import ab
+
+    drive_only = [flag for flag, given in (
+        ("--rate", args.rate is not None), ("--method", args.method is not None),
+        ("--body", args.body is not None), ("--header", bool(args.header)),
+        ("--send-token", args.send_token), ("--vus", args.vus is not None))
+        if given]
+    if not args.what.startswith("/"):
+        if drive_only:
+            raise WorkbenchError(f"{drive_only[0]} goes with a path to drive (workbench "
+                                 f"{args.command} /path --rate R ...), not with a scenario")
+        overrides = {}
+        for name, value in args.param:
+            try:  # as `workbench run -p`: JSON where it parses, else the plain string
+                overrides[name] = json.loads(value)
+            except ValueError:
+                overrides[name] = value
+        return ab.Load(scenario=args.what, profile=args.profile, overrides=overrides)
+    if args.param:
+        raise WorkbenchError("-p sets a scenario's parameter; a path takes --rate, --method, "
+                             "--header, --body")
+    bad = [h for h in args.header if ":" not in h]
+    if bad:
+        raise WorkbenchError(f"--header {bad[0]!r} must be NAME:VALUE")
+    headers = tuple((k.strip(), v.strip()) for k, v in (h.split(":", 1) for h in args.header))
+    return ab.Load(path=args.what, rate=args.rate, method=args.method or "GET", body=args.body,
+                   headers=headers, send_token=args.send_token, protocol=args.protocol,
+                   max_vus=args.vus or 200)
+
+
+def _ab_options(args, run_s: float):
+    from workbench import ab
+
+    return ab.Options(
+        round_s=args.duration if args.duration is not None else run_s,
+        warmup_s=args.warmup, max_rounds=args.max_rounds, budget_s=args.budget,
+        factor=args.factor, alpha=args.alpha, port=args.port,
+        certctl_env=_certctl_env(args.certctl_env), ca_file=args.ca_file,
+        insecure=args.insecure)
+
+
+def cmd_ab(args) -> int:
+    """Two targets interleaved in ABBA rounds, judged on the pairs, until settled."""
+    from workbench import ab
+
+    load, options = _ab_load(args), _ab_options(args, ab.ROUND_S)
+    echo = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    doc = ab.run_ab(load, args.a, args.b, options, src=args.certctl_src,
+                    out=Path(args.out) if args.out else None, echo=echo)
+    print(ab.text(doc))
+    out = Path(args.out) if args.out else runs_dir() / doc["ab_id"]
+    print(f"  ab.json: {out / ab.AB_FILE}\n  report: {out / ab.REPORT_FILE}")
+    return 1 if args.fail_on_slower and doc["verdict"] == "slower" else 0
+
+
+def cmd_history(args) -> int:
+    """The load at each commit of a range, or ``--bisect GOOD BAD``."""
+    from workbench import ab, history
+
+    if (args.rev_range is None) == (args.bisect is None):
+        raise WorkbenchError("history takes a REV_RANGE (e.g. v2.0.60..v2.0.71) or --bisect "
+                             "GOOD BAD, one of them")
+    if args.certctl_src is None:
+        raise WorkbenchError("history builds certctl at each commit: pass --certctl-src PATH "
+                             "(a git clone of certctl)")
+    load = _ab_load(args)
+    echo = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    out = Path(args.out) if args.out else None
+    if args.bisect:
+        options = _ab_options(args, ab.ROUND_S)
+        doc = history.run_bisect(load, args.certctl_src, *args.bisect, options, out=out,
+                                 echo=echo)
+        folder = out or runs_dir() / doc["bisect_id"]
+        print(doc["sentence"])
+        print(f"  bisect.json: {folder / history.BISECT_FILE}\n  report: "
+              f"{folder / history.REPORT_FILE}")
+        return 0 if doc["answer"] else 1
+    doc = history.run_history(load, args.certctl_src, args.rev_range,
+                              _ab_options(args, history.RUN_S), out=out, echo=echo)
+    folder = out or runs_dir() / doc["history_id"]
+    print(history.history_text(doc, folder))
+    return 1 if any(row.get("error") for row in doc["commits"]) else 0
+
+
+def add_ab_parsers(sub) -> None:
+    """``ab`` and ``history``: their options in one place."""
+    def common(p: argparse.ArgumentParser, run_help: str) -> None:
+        p.add_argument("what", metavar="SCENARIO|PATH",
+                       help="a scenario (agent_storm), or a URL path to drive at --rate "
+                            "(/api/v1/health), as workbench drive does")
+        p.add_argument("--certctl-src", metavar="PATH",
+                       help="the certctl checkout certctl:REV targets are built from")
+        p.add_argument("--profile", default="canonical",
+                       help="the scenario's profile (default canonical; --duration sets each "
+                            "run's length)")
+        p.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                       metavar=("NAME", "VALUE"), help="a scenario parameter over the profile's")
+        p.add_argument("--duration", type=_duration, metavar="DURATION", help=run_help)
+        p.add_argument("--warmup", type=_duration, default=5.0, metavar="DURATION",
+                       help="one run per target before the first measured one, not judged "
+                            "(default 5s; 0: none)")
+        p.add_argument("--max-rounds", type=_positive(int), default=16,
+                       help="most ABBA rounds (pairs) of an ab (default 16; at least 3)")
+        p.add_argument("--budget", type=_duration, metavar="DURATION",
+                       help="start no round that would end later than this after the first "
+                            "warm-up (e.g. 10m)")
+        p.add_argument("--factor", type=_positive(float), default=1.10,
+                       help="minimum B/A to call a change (default 1.10)")
+        p.add_argument("--alpha", type=_positive(float), default=0.002,
+                       help="false-alarm rate of each row over all its looks (default 0.002)")
+        p.add_argument("--port", type=_positive(int),
+                       help="first port of the certctl instances it runs (default: free ports)")
+        p.add_argument("--certctl-env", action="append", default=[], metavar="NAME=VALUE",
+                       help="a certctl variable over the benchmark profile, repeatable")
+        p.add_argument("--ca-file", help="CA certificate of a URL target's TLS")
+        p.add_argument("--insecure", action="store_true", help="skip a URL target's TLS check")
+        p.add_argument("--out", help="output folder (default: runs/<stamp>_<command>_...)")
+        g = p.add_argument_group("a path at a rate (drive-style load)")
+        g.add_argument("--rate", type=_positive(float), help="requests/s")
+        g.add_argument("--method", help="HTTP method (default GET)")
+        g.add_argument("--body", help="JSON request body")
+        g.add_argument("--header", action="append", default=[], metavar="NAME:VALUE")
+        g.add_argument("--send-token", action="store_true",
+                       help="send the target's API token (CERTCTL_TOKEN, or the key of a "
+                            "certctl the workbench runs) as a Bearer token")
+        g.add_argument("--protocol", choices=("h1", "h2"), default="h1")
+        g.add_argument("--vus", type=_positive(int), help="max in-flight requests (default 200)")
+
+    a = sub.add_parser("ab", help="interleaved A/B of two targets on this host (ABBA rounds, "
+                                  "judged on the pairs, stops once settled)")
+    common(a, "length of each run (default 20s)")
+    a.add_argument("--a", required=True, metavar="TARGET",
+                   help="target A: a URL, or certctl:REV (built from --certctl-src)")
+    a.add_argument("--b", required=True, metavar="TARGET", help="target B, as --a")
+    a.add_argument("--fail-on-slower", action="store_true", help="exit 1 when B is slower")
+    a.set_defaults(func=cmd_ab)
+
+    h = sub.add_parser("history", help="a scenario at each commit of a certctl range, or "
+                                       "--bisect GOOD BAD: the first commit ab says is slower")
+    common(h, "length of each run (default 60s a commit; 20s a round with --bisect)")
+    h.add_argument("rev_range", nargs="?", metavar="REV_RANGE",
+                   help="git range of the checkout: A..B (the commits after A up to B)")
+    h.add_argument("--bisect", nargs=2, metavar=("GOOD", "BAD"),
+                   help="find the first commit after GOOD up to BAD that ab calls slower than "
+                        "GOOD, in log2 steps")
+    h.set_defaults(func=cmd_history)
+
+
 def cmd_import_k6(args) -> int:
     from workbench import k6import
 
@@ -662,6 +842,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--allow-remote-db", action="store_true",
                    help="consent to writing fixtures to a database not on this machine")
     s.set_defaults(func=cmd_seed)
+
+    add_ab_parsers(sub)
 
     n = sub.add_parser("notebooks", help="generate the scenario notebooks and README's scenario "
                                          "table from the scenario registry")
