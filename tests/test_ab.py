@@ -234,3 +234,19 @@ def test_bad_input_is_refused_in_one_line_before_anything_starts(argv, needle, t
                                            ("1h30m", 5400.0), ("1.5s", 1.5)])
 def test_durations_take_units(text, seconds):
     assert cli._duration(text) == seconds
+
+
+@pytest.mark.parametrize("argv", [
+    ["history", "agent_storm", "--certctl-src", "/src", "v1..v2", "--duration", "5s"],
+    ["history", "agent_storm", "v1..v2", "--certctl-src", "/src", "--duration", "5s"],
+])
+def test_history_takes_its_range_before_or_after_the_options(argv):
+    args = cli._parse(cli.build_parser(), argv)
+    assert (args.what, args.rev_range, args.certctl_src, args.duration) == (
+        "agent_storm", "v1..v2", "/src", 5.0)
+
+
+def test_an_argument_history_does_not_take_is_still_refused(capsys):
+    with pytest.raises(SystemExit):
+        cli._parse(cli.build_parser(), ["history", "agent_storm", "a..b", "c..d"])
+    assert "unrecognized arguments: c..d" in capsys.readouterr().err

@@ -177,3 +177,10 @@ def test_bisect_refuses_a_range_it_cannot_search(repo, good, bad, needle):
     with pytest.raises(history.WorkbenchError) as refused:
         history.between(path, good, commits[bad])
     assert needle.format(good=good, bad=commits[bad]) in str(refused.value)
+
+
+def test_history_steps_thin_a_range_evenly_keeping_its_last_commit(repo):
+    path, (zero, one, two, three) = repo
+    assert [c["commit"] for c in history.commits(path, f"{zero}..{three}")] == [one, two, three]
+    assert [c["commit"] for c in history.commits(path, f"{zero}..{three}", 2)] == [one, three]
+    assert [c["commit"] for c in history.commits(path, "v0.1.0")] == [zero]

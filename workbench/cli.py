@@ -609,6 +609,8 @@ def cmd_history(args) -> int:
     """The load at each commit of a range, or ``--bisect GOOD BAD``."""
     from workbench import ab, history
 
+    if args.bisect and args.steps:
+        raise WorkbenchError("--steps thins a REV_RANGE; --bisect chooses its own commits")
     if (args.rev_range is None) == (args.bisect is None):
         raise WorkbenchError("history takes a REV_RANGE (e.g. v2.0.60..v2.0.71) or --bisect "
                              "GOOD BAD, one of them")
@@ -628,7 +630,8 @@ def cmd_history(args) -> int:
               f"{folder / history.REPORT_FILE}")
         return 0 if doc["answer"] else 1
     doc = history.run_history(load, args.certctl_src, args.rev_range,
-                              _ab_options(args, history.RUN_S), out=out, echo=echo)
+                              _ab_options(args, history.RUN_S), out=out, echo=echo,
+                              steps=args.steps)
     folder = out or runs_dir() / doc["history_id"]
     print(history.history_text(doc, folder))
     return 1 if any(row.get("error") for row in doc["commits"]) else 0
@@ -692,6 +695,9 @@ def add_ab_parsers(sub) -> None:
     common(h, "length of each run (default 60s a commit; 20s a round with --bisect)")
     h.add_argument("rev_range", nargs="?", metavar="REV_RANGE",
                    help="git range of the checkout: A..B (the commits after A up to B)")
+    h.add_argument("--steps", type=_positive(int),
+                   help="at most this many commits of the range, evenly spaced, the last "
+                        "included (asv's --steps)")
     h.add_argument("--bisect", nargs=2, metavar=("GOOD", "BAD"),
                    help="find the first commit after GOOD up to BAD that ab calls slower than "
                         "GOOD, in log2 steps")
@@ -854,8 +860,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; ``history SCENARIO --certctl-src PATH REV_RANGE`` too, whose range after
+    an option argparse would refuse (its positionals are matched once, before the options)."""
+    args, extra = parser.parse_known_args(argv)
+    if (getattr(args, "command", None) == "history" and args.rev_range is None
+            and len(extra) == 1 and not extra[0].startswith("-")):
+        args.rev_range = extra.pop()
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(build_parser(), argv)
     if getattr(args, "action", None) == "commit" and not args.run_dir:
         print("error: baseline commit needs a run folder: workbench baseline commit runs/<id>",
               file=sys.stderr)

@@ -63,10 +63,11 @@ def _listed(src: Path, *args: str) -> list[dict]:
     return [{"commit": c, "date": d, "subject": s} for c, d, s in rows]
 
 
-def commits(src: str | Path, rev_range: str) -> list[dict]:
+def commits(src: str | Path, rev_range: str, steps: int | None = None) -> list[dict]:
     """The commits of ``rev_range`` in a checkout, oldest first, on the first-parent line:
     git's range syntax (``v2.0.60..v2.0.71``: after the first, up to the second) or one
-    revision. Each: commit, date (committer, ISO 8601), subject."""
+    revision. Each: commit, date (committer, ISO 8601), subject. ``steps``: at most that many,
+    evenly spaced, the last included (asv's ``--steps``)."""
     src = Path(src).expanduser().resolve()
     if rev_range.startswith("-"):
         raise WorkbenchError(f"REV_RANGE {rev_range!r}: name a range (A..B) or a revision")
@@ -77,6 +78,10 @@ def commits(src: str | Path, rev_range: str) -> list[dict]:
     if not found:
         raise WorkbenchError(f"REV_RANGE {rev_range!r} names no commit in {src} (A..B holds "
                              "the commits after A up to B)")
+    if steps is not None and len(found) > steps:
+        last = len(found) - 1
+        picked = sorted({round(last - i * last / max(steps - 1, 1)) for i in range(steps)})
+        found = [found[i] for i in picked]
     return found
 
 
@@ -142,16 +147,21 @@ def measure_commit(load: Load, src: Path, row: Mapping, options: Options, out: P
 
 
 def run_history(load: Load, src: str | Path, rev_range: str, options: Options,
-                out: Path | None = None, state: Path | None = None, echo: Echo = print) -> dict:
-    """``workbench history``: the load once at every commit of ``rev_range`` (module doc)."""
+                out: Path | None = None, state: Path | None = None, echo: Echo = print,
+                steps: int | None = None) -> dict:
+    """``workbench history``: the load once at every commit of ``rev_range`` (at most
+    ``steps`` of them, evenly spaced; module doc)."""
     options.check()
     load.check(options.round_s)
+    if steps is not None and steps < 1:
+        raise WorkbenchError(f"--steps must be at least 1, got {steps}")
     src = Path(src).expanduser().resolve()
-    rows = [{"index": i} | c for i, c in enumerate(commits(src, rev_range), start=1)]
+    rows = [{"index": i} | c for i, c in enumerate(commits(src, rev_range, steps), start=1)]
     out = out or ab.new_dir(load, "history")
     out.mkdir(parents=True, exist_ok=True)
     doc = {"schema_version": SCHEMA_VERSION, "kind": "history", "history_id": out.name,
-           "source": str(src), "range": rev_range, "load": load.facts(), "label": load.label(),
+           "source": str(src), "range": rev_range, "steps": steps, "load": load.facts(),
+           "label": load.label(),
            "options": {"run_s": options.round_s, "warmup_s": options.warmup_s},
            "started_at": ab._now(), "commits": rows}
     clock = time.monotonic()
@@ -284,7 +294,9 @@ def history_html(doc: Mapping, out: Path) -> str:
 def history_text(doc: Mapping, out: Path) -> str:
     lines = [f"history {doc['label']} over {doc['range']}: {len(doc['commits'])} commits"]
     for row in doc["commits"]:
-        what = row_line(row) if row.get("run_id") else f"failed: {row.get('error')}"
+        error = str(row.get("error"))
+        what = row_line(row) if row.get("run_id") else \
+            f"failed: {error[:120]}{' ...' if len(error) > 120 else ''} (in history.json)"
         lines.append(f"  {row['index']:>2} {row['commit'][:12]} {row['subject'][:48]:<48} "
                      f"{what}")
     lines.append(f"  figures: {', '.join(str(out / f) for f in doc.get('figures') or [])}")
