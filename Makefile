@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test lint benchmarks clean-target
+.PHONY: install bench test test-fast lint benchmarks clean-target
 
 # requirements.lock pins the whole client stack, so two machines measure with the same one.
 $(STAMP): pyproject.toml requirements.lock
@@ -20,11 +20,20 @@ bench: $(STAMP)
 	$(BIN)/workbench target up
 	$(BIN)/workbench run agent_storm --profile smoke
 
+# The suite is bound by wall time (processes starting, real-time runs), not CPU: parallel
+# workers (pytest-xdist), each with its own embedded target. TEST_WORKERS=0 runs it serially.
+TEST_WORKERS ?= auto
+
 test: $(STAMP)
 	$(BIN)/ruff check workbench tests benchmarks
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal
 	$(BIN)/workbench baseline render --check
 	$(BIN)/workbench notebooks render --check
+
+# The inner loop: everything but the tests marked slow (tests/conftest.py), in a minute or two.
+test-fast: $(STAMP)
+	$(BIN)/ruff check workbench tests benchmarks
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 benchmarks: $(STAMP)
 	$(BIN)/python benchmarks/run.py

@@ -20,10 +20,7 @@ CPU 1 for ``servers.py``). Every figure comes from this run; absolute numbers on
 3. Coordinated omission: 1,000 req/s for 10 s, the server answers nothing for 2 s from 4 s in.
    The expected p99, from the schedule and the stall's measured window, is about 1.9 s; a
    closed-loop run through the same stall is shown for contrast.
-4. Memory: RSS growth of the driver process per recorded request over a 1,000,000-request
-   open-loop run (target at most 64 bytes). Its 400 VUs' connections are opened before the
-   start (``pre_allocated_vus``), so the growth is what scales with recorded requests, not a
-   connection opened mid-run.
+(Memory per request: ``bench_memory.py``.)
 """
 
 from __future__ import annotations
@@ -57,7 +54,6 @@ CONNECTIONS = 200
 PER_CORE_TARGET = 10_000
 LAG_TARGET_MS = 1.0
 ERROR_TARGET_MS = 1.0
-BYTES_TARGET = 64
 Z99 = 2.3263478740408408
 
 
@@ -357,30 +353,7 @@ def stall_bars(r: dict) -> list[Bar]:
             ("stall 2 s at 1,000/s: dropped", r["dropped"], 0, "<=")]
 
 
-# -- 4. memory ------------------------------------------------------------------------------
-
-def bench_memory(requests: int = 1_000_000, rate: float = 10_000.0) -> dict:
-    """RSS growth per recorded request of one driver process over ``requests`` requests."""
-    with tempfile.TemporaryDirectory() as tmp_name:
-        tmp = Path(tmp_name)
-        with BenchServer(tmp) as server:
-            spec = DriveSpec(server.url, (RequestTemplate("GET", "/", "m"),), rate=rate,
-                             duration_s=requests / rate, max_vus=400, pre_allocated_vus=400)
-            result = run_driver(spec, tmp / "mem")
-        rows = pq.ParquetFile(tmp / "mem" / "requests.parquet").metadata.num_rows
-    d = result["driver"]
-    return {"recorded": rows, "bytes_per_request": d["bytes_per_request"],
-            "rss_peak_mib": d["rss_peak_bytes"] / 2**20, "rate": rate,
-            "achieved_rate": result["achieved_rate"], "dropped": result["dropped"],
-            "lag_p99": result["schedule_lag_ms"]["p99"], "cpu": d["cpu_fraction"]}
-
-
-def memory_bars(r: dict) -> list[Bar]:
-    return [(f"memory: RSS growth per request over {r['recorded']:,} (bytes)",
-             r["bytes_per_request"], BYTES_TARGET, "<=")]
-
-
-# -- 5. the driver's own priority -----------------------------------------------------------
+# -- 4. the driver's own priority -----------------------------------------------------------
 
 def _busy_loops() -> list[subprocess.Popen]:
     """One endless loop per core at normal priority: the other tenants of a shared host."""

@@ -8,8 +8,11 @@
 
 Sections (details in each module's docstring):
 
-- capacity, accuracy, stall, memory: the driver's bars (``bench_driver.py``); external tools
-  are found or installed by ``tools.py``, or their column says why not;
+- capacity, accuracy, stall: the driver's bars (``bench_driver.py``); external tools are found
+  or installed by ``tools.py``, or their column says why not;
+- memory: bytes per request of ``workbench drive`` at 5,000 req/s, 4 s against 24 s, for the
+  driver and the whole command (``bench_memory.py``, which also compares two checkouts and
+  runs a 10-minute soak: ``--python``, ``--long``);
 - seeding: 5,000 agents through SQLAlchemy into a fresh embedded PostgreSQL, first load and
   re-seed; target under 2 s each;
 - analysis: a 1,000,000-request run analysed (``bench_analysis.py``);
@@ -119,13 +122,6 @@ def print_stall(r: dict) -> None:
           f" {r['closed_loop_requests']:,} requests (the omission open loop corrects)")
 
 
-def print_memory(r: dict) -> None:
-    print(f"\nMemory: {r['recorded']:,} requests at {r['rate']:,.0f}/s (achieved "
-          f"{r['achieved_rate']:,.0f}/s, {r['dropped']} dropped, lag p99 {r['lag_p99']:.3f} ms,"
-          f" CPU {r['cpu']:.0%}): peak RSS {r['rss_peak_mib']:.0f} MiB, growth "
-          f"{r['bytes_per_request']:.1f} bytes per recorded request")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--only", default=",".join(SECTIONS),
@@ -153,9 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         print_stall(stall)
         bars += bench_driver.stall_bars(stall)
     if "memory" in chosen:
-        memory = bench_driver.bench_memory(*((100_000,) if q else ()))
-        print_memory(memory)
-        bars += bench_driver.memory_bars(memory)
+        from benchmarks import bench_memory
+
+        memory = bench_memory.bench([sys.executable])
+        bench_memory.print_table(memory)
+        bars += bench_memory.bars(memory)
     if "seeding" in chosen:
         bars += bench_seeding(1 if q else 3)
     if "analysis" in chosen:

@@ -16,11 +16,14 @@ class RawServer:
     """Canned HTTP/1.1 responses by request path; ``connections`` counts accepted sockets.
 
     ``/drip/...`` sends the canned response one byte at a time; ``/reset`` closes the socket
-    halfway through a body; other paths are looked up in ``responses``.
+    halfway through a body; other paths are looked up in ``responses``. A path in ``gates`` is
+    answered once its event is set.
     """
 
-    def __init__(self, responses: dict[str, bytes]) -> None:
+    def __init__(self, responses: dict[str, bytes],
+                 gates: dict[str, threading.Event] | None = None) -> None:
         self.responses = responses
+        self.gates = gates or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.connections = 0
@@ -42,6 +45,8 @@ class RawServer:
                 if length:
                     await reader.readexactly(length)
                 drip = path.startswith("/drip")
+                if path in self.gates:
+                    await asyncio.get_running_loop().run_in_executor(None, self.gates[path].wait)
                 answer = self.responses[path.removeprefix("/drip") if drip else path]
                 if drip:
                     for i in range(len(answer)):

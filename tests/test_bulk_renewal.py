@@ -91,7 +91,7 @@ def _pending(dsn: str) -> None:
 
 def _certctl_like(r: run.Run) -> None:
     """The embedded database seen as a real certctl's (whose processor the test plays)."""
-    r.target = dataclasses.replace(r.target, embedded=False)
+    r.target = dataclasses.replace(r.target, embedded=False, started=None)
 
 
 def test_a_backlog_that_never_drains_stops_at_the_timeout_and_says_so(

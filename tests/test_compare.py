@@ -31,6 +31,7 @@ def test_a_20_percent_shift_is_slower_and_its_mirror_faster():
     assert [r["verdict"] for r in compare.compare_windows(b, a)] == ["faster"] * 3
 
 
+@pytest.mark.slow
 def test_same_distribution_false_positive_rate_is_below_one_percent():
     rng = np.random.default_rng(1)
     trials, false_positives, verdicts = 300, 0, set()
@@ -82,6 +83,7 @@ def test_an_interval_wider_than_the_factor_is_inconclusive_and_says_how_many_run
     assert p99["a_units"] == p99["b_units"] == 2 and p99["a_windows"] == 12
 
 
+@pytest.mark.slow
 def test_power_and_false_positives_between_two_30_s_runs():
     """The suite's synthetic runs (tests/synthetic.py): 30 s at 100 req/s, 10 windows a side.
 
@@ -228,6 +230,7 @@ def test_run_windows_are_the_windows_a_record_keeps():
         np.testing.assert_array_equal(counts_a, counts_b)
 
 
+@pytest.mark.slow
 def test_the_windows_it_asks_for_give_the_test_its_power():
     """Noether's count for a 30 % shift under window-to-window drift (sd 0.2 in log), from the
     true effect size, reaches 80 % power in simulation (measured 85 % over 100 pairs)."""
@@ -308,6 +311,7 @@ def test_different_machines_parameters_or_fixtures_are_not_comparable():
     assert any("different fixture sizes" in r for r in reasons)
 
 
+@pytest.mark.slow
 def test_cli_compare_runs_and_baselines(tmp_path):
     a, b = make_record(seed=1), make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2,
                                             scale=1.3)
@@ -358,6 +362,7 @@ def test_bad_compare_input_is_refused():
         compare.compare([make_record()], [make_record()], factor=0.9)
 
 
+@pytest.mark.slow
 def test_compare_notebook_runs_and_shows_the_trend(tmp_path):
     import nbformat
     import papermill
@@ -383,6 +388,7 @@ def test_compare_notebook_runs_and_shows_the_trend(tmp_path):
     assert "slower" in text and text.count("image/png") == 2
 
 
+@pytest.mark.slow
 def test_compare_notebook_takes_one_path_a_side_from_the_papermill_cli(tmp_path):
     """papermill's ``-p a runs/X`` passes a string, not a list: one path is one record."""
     from workbench.paths import notebooks_dir

@@ -433,6 +433,7 @@ def test_against_go_net_http(go_server_binary, tls, max_streams):
     assert all(o[5].startswith(b"HTTP/2 200\r\n") for o in outcomes)
 
 
+@pytest.mark.slow
 def test_workbench_drive_protocol_h2_records_h2_and_sends_every_request(tls, tmp_path):
     import json
     import sys

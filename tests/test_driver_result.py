@@ -60,15 +60,17 @@ class SlowSendEngine:
 
 
 def checks_of(spec, status="completed", dropped=0, lag=0.1, achieved=100.0, offered=100.0,
-              cpu=0.2, spin=False):
-    checks, reasons = validity_checks(spec, status, dropped, lag, achieved, offered, cpu, spin)
+              cpu=0.2, spin=False, watchdog=None):
+    checks, reasons = validity_checks(spec, status, dropped, lag, achieved, offered, cpu, spin,
+                                      watchdog)
     return {c["check"]: c for c in checks}, reasons
 
 
 def test_a_valid_open_loop_passes_every_check():
     checks, reasons = checks_of(OPEN)
     assert list(checks) == ["dropped arrivals", "schedule-lag p99 (ms)", "achieved / offered",
-                            "driver CPU (share of a core)", "run status"]
+                            "driver CPU (share of a core)",
+                            "driver real-time watchdog (s into the run)", "run status"]
     assert all(c["ok"] for c in checks.values()) and reasons == []
 
 
@@ -79,6 +81,9 @@ def test_a_valid_open_loop_passes_every_check():
      "achieved 94.0 req/s < 95% of offered 100.0 req/s"),
     ({"cpu": MAX_CPU_FRACTION}, "driver CPU (share of a core)",
      "driver CPU 90% of a core: the driver, not the target, set the pace"),
+    ({"watchdog": 1.25}, "driver real-time watchdog (s into the run)",
+     "the driver computed without blocking past its watchdog 1.25 s into the run and lost its "
+     "real-time priority: its timing, not the target's, was measured"),
 ])
 def test_each_limit_fails_its_own_check_with_its_reason(kw, check, reason):
     checks, reasons = checks_of(OPEN, **kw)

@@ -136,6 +136,7 @@ def test_the_record_names_the_lock_and_whether_the_installed_stack_matches_it(tm
     assert machine.lock(tmp_path / "nowhere") is None
 
 
+@pytest.mark.slow
 def test_cluster_without_distributed_is_one_clear_error_before_any_load(tmp_path):
     code = ("import sys; sys.modules['distributed'] = None\n"  # as if the extra were absent
             "from workbench.cli import main\n"

@@ -6,8 +6,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
+
+import pytest
 
 from tests.loopback import LoopbackServer
+from tests.rawserver import RawServer
 from workbench.driver import priority
 from workbench.driver.result import least_protected
 
@@ -61,13 +65,18 @@ def test_loopback_target_is_local_and_a_documentation_address_is_not():
     assert not priority.target_is_local("http://192.0.2.1/")  # TEST-NET-1, never assigned here
 
 
+def driver_env(tmp_path) -> dict[str, str]:
+    """Protection on, and a private core-lock folder: no other driver on the host counts."""
+    env = {k: v for k, v in os.environ.items() if k != priority.DISABLE_ENV}
+    return env | {priority.CORE_LOCKS_ENV: str(tmp_path / "locks")}
+
+
 def test_a_drive_records_the_scheduling_each_shard_got(tmp_path):
     with LoopbackServer() as srv:
         out = subprocess.run(
             [sys.executable, "-m", "workbench.cli", "drive", f"{srv.url}/status/200",
              "--rate", "50", "--duration", "1", "--shards", "2", "--out", str(tmp_path / "r")],
-            capture_output=True, text=True, timeout=120,
-            env={k: v for k, v in os.environ.items() if k != priority.DISABLE_ENV})
+            capture_output=True, text=True, timeout=120, env=driver_env(tmp_path))
     assert out.returncode == 0, out.stderr
     result = json.loads((tmp_path / "r" / "result.json").read_text())
     shards = [s["scheduling"] for s in result["shards"]]
@@ -77,7 +86,8 @@ def test_a_drive_records_the_scheduling_each_shard_got(tmp_path):
         assert len(state["cpus"]) == 1  # the target is on loopback: pinned
     allowed = os.sched_getaffinity(0)
     if len(allowed) > 1:
-        assert shards[0]["cpus"] != shards[1]["cpus"]  # shard k on the k-th core
+        assert shards[0]["cpus"] != shards[1]["cpus"]  # two free cores: one each
+        assert [s["shared_with"] for s in shards] == [0, 0]
     assert result["driver"]["scheduling"]["policy"] == shards[0]["policy"]
 
 
@@ -90,3 +100,86 @@ def test_the_record_keeps_what_the_driver_got():
                 "driver": {"cpu_fraction": 0.05, "scheduling": fifo}}
     assert validity_section(reported)["driver_scheduling"] == fifo
     assert validity_section(None)["driver_scheduling"] is None
+
+
+def test_drivers_spread_over_cores_before_any_two_share(tmp_path, monkeypatch):
+    monkeypatch.setenv(priority.CORE_LOCKS_ENV, str(tmp_path))
+    monkeypatch.setattr(priority, "core_busy", lambda cpus: {0: 50.0, 1: 10.0, 2: 90.0})
+    taken = [priority.claim_core([0, 1, 2]) for _ in range(4)]
+    try:
+        assert taken == [(1, 0), (0, 0), (2, 0), (1, 1)]  # least busy first, then shared
+    finally:
+        while priority._held:
+            os.close(priority._held.pop())
+    assert priority.claim_core([0, 1, 2]) == (1, 0)  # closed (as at exit): free again
+    os.close(priority._held.pop())
+
+
+CHUNKS = 2_000_000  # one-byte chunks: seconds of the driver's CPU to parse, little to send
+HOSTILE = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n"
+           + b"1\r\nx\r\n" * CHUNKS + b"0\r\n\r\n")
+NOT_FOUND = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+
+
+def test_a_driver_busy_on_a_hostile_response_gives_a_shared_core_back(tmp_path):
+    """Two real-time drivers on one core, one fed a response that costs seconds of CPU to
+    parse. SCHED_FIFO does not time-slice equals: without the watchdog the other would wait
+    out the whole parse; with it, the busy one drops its priority within WATCHDOG_MS."""
+    allowed = sorted(os.sched_getaffinity(0))
+    if not fifo_allowed() or len(allowed) < 2:
+        pytest.skip("needs SCHED_FIFO and a second core for the servers")
+    core = allowed[-1]
+    env = driver_env(tmp_path)
+
+    def drive(url: str, out: str, *args: str, **kw) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "workbench.cli", "drive", url, "--out", str(tmp_path / out),
+             *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+            preexec_fn=lambda: os.sched_setaffinity(0, {core}))
+
+    gate = threading.Event()
+    with LoopbackServer() as srv, RawServer({"/hostile": HOSTILE, "/api/v1/version": NOT_FOUND},
+                                            gates={"/hostile": gate}) as raw:
+        busy = drive(f"{raw.url}/hostile", "busy", "--rate", "1", "--duration", "1",
+                     "--timeout", "200")
+        light = drive(f"{srv.url}/status/200", "light", "--rate", "200", "--duration", "10")
+        for line in light.stderr:  # its first progress line: the light driver is measuring
+            if line.startswith("[driver]"):
+                break
+        gate.set()  # now the hostile answer
+        _, light_err = light.communicate(timeout=300)
+        _, busy_err = busy.communicate(timeout=300)
+    assert busy.returncode == 0 and light.returncode == 0, busy_err + light_err
+    hostile = json.loads((tmp_path / "busy" / "result.json").read_text())
+    calm = json.loads((tmp_path / "light" / "result.json").read_text())
+    assert hostile["completed"] == 1
+    assert calm["driver"]["scheduling"]["cpus"] == hostile["driver"]["scheduling"]["cpus"]
+    # whichever started first held the core, the other shared it
+    assert sorted(r["driver"]["scheduling"]["shared_with"] for r in (hostile, calm)) == [0, 1]
+    watched = hostile["driver"]["scheduling"]
+    assert watched["watchdog"]["fired_at_s"] >= 0 and watched["policy"] == "normal"
+    assert not hostile["valid"] and any("watchdog" in r for r in hostile["invalid_reasons"])
+    # the parse overlapped the light run by at least a second: the test tested something
+    parse_end = hostile["t0_epoch_ns"] + hostile["latency_ms"]["max"] * 1e6
+    assert min(parse_end, calm["t0_epoch_ns"] + 10e9) - calm["t0_epoch_ns"] >= 3e9
+    # without the watchdog the light driver waits out the whole parse (seconds)
+    assert calm["schedule_lag_ms"]["max"] < 1000
+    assert calm["driver"]["scheduling"]["watchdog"]["fired_at_s"] is None
+
+
+def test_a_killed_driver_gives_its_core_back(tmp_path, monkeypatch):
+    """The lock is an flock on an open file: the kernel drops it however the holder ends."""
+    claim = ("import sys, time; from workbench.driver import priority; "
+             "print(*priority.claim_core([0]), flush=True); time.sleep(60)")
+    monkeypatch.setenv(priority.CORE_LOCKS_ENV, str(tmp_path))
+    holder = subprocess.Popen([sys.executable, "-c", claim], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().split() == ["0", "0"]
+        assert priority.claim_core([0]) == (0, 1)  # held: this one shares
+        holder.kill()  # SIGKILL: no handler, no clean-up code runs
+        holder.wait(30)
+        assert priority.claim_core([0]) == (0, 0)  # the kernel released it
+    finally:
+        holder.kill()
+        while priority._held:
+            os.close(priority._held.pop())

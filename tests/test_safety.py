@@ -6,34 +6,21 @@ import json
 
 import pytest
 
-from tests.loopback import free_port
-from workbench import run, seed, target
+from workbench import run, seed
 from workbench.errors import WorkbenchError
 
 TOKEN = "tok-Distinctive-9f8e7d6c5b4a-NEVER-WRITE"
 PASSWORD = "pw-Distinctive-0a1b2c3d-NEVER-WRITE"
 
 
-@pytest.fixture()
-def target_with_distinctive_token(tmp_path, monkeypatch):
-    state = tmp_path / "state"
-    state.mkdir()
-    (state / "token").write_text(TOKEN)  # up() keeps an existing token
-    (state / "token").chmod(0o600)
-    info = target.up(state, port=free_port())
-    monkeypatch.setenv("WORKBENCH_RUNS_DIR", str(tmp_path / "runs"))
-    yield info
-    target.down(state)
-
-
-def test_token_and_dsn_password_never_land_in_run_files(target_with_distinctive_token, tmp_path,
+def test_token_and_dsn_password_never_land_in_run_files(embedded_env, target_token, tmp_path,
                                                         monkeypatch):
-    info = target_with_distinctive_token
+    info = embedded_env  # the session's target: its token is random, as distinctive as any
     # trust auth on the socket ignores the password, so the DSN works and carries a secret
     dsn = info.dsn.replace("postgres@", f"postgres:{PASSWORD}@")
     # libpq reads sslpassword only to decrypt a client key, so it is a harmless secret here
     dsn += ("&" if "?" in dsn else "?") + f"sslpassword={PASSWORD}"
-    monkeypatch.setenv("CERTCTL_TOKEN", TOKEN)
+    monkeypatch.setenv("CERTCTL_TOKEN", target_token)
     monkeypatch.setenv("CERTCTL_DSN", dsn)
     run_dir, code = run.execute("agent_storm", "smoke", target_url=info.url, ca_file=info.ca_file,
                                 overrides={"duration_s": 2.0, "fleet_size": 100})
@@ -44,7 +31,7 @@ def test_token_and_dsn_password_never_land_in_run_files(target_with_distinctive_
                                        "record.json", "requests.parquet", "spec.json"}
     for path in files:
         data = path.read_bytes()
-        assert TOKEN.encode() not in data, path
+        assert target_token.encode() not in data, path
         assert PASSWORD.encode() not in data, path
     record = json.loads((run_dir / "record.json").read_text())
     assert record["target"]["kind"] == "certctl"  # given by URL: the workbench cannot tell

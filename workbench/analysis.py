@@ -110,25 +110,62 @@ def load_requests(run_dir: Path | str) -> pd.DataFrame:
 
     Times stay exact int64 nanoseconds: the send and end times of dropped arrivals are null in
     the file and become 0 here (``dropped`` marks them), never float NaN that would round an
-    epoch-nanosecond value to 256 ns.
+    epoch-nanosecond value to 256 ns. The file is read one row group at a time into columns
+    sized from its footer, so reading holds the frame and one row group, never the file twice.
     """
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
+    import pyarrow.types as pt
 
-    table = pq.read_table(Path(run_dir) / "requests.parquet")
-    columns = {}
-    for name in table.column_names:
-        col = table[name]
-        if name in ("send_ns", "end_ns", *PHASE_COLUMNS):
-            col = pc.fill_null(col, 0)
-        columns[name] = col.to_pandas()
-    return with_derived(pd.DataFrame(columns))
+    pf = pq.ParquetFile(Path(run_dir) / "requests.parquet")
+    n = pf.metadata.num_rows
+    schema = pf.schema_arrow
+    plain = {f.name: np.empty(n, f.type.to_pandas_dtype()) for f in schema
+             if not pt.is_dictionary(f.type)}
+    codes = {f.name: np.empty(n, np.int16) for f in schema if pt.is_dictionary(f.type)}
+    names: dict[str, list[str]] = {name: [] for name in codes}
+    at = 0
+    for i in range(pf.num_row_groups):
+        group = pf.read_row_group(i)
+        rows = group.num_rows
+        for name, out in plain.items():
+            col = group[name]
+            if name in ("send_ns", "end_ns", *PHASE_COLUMNS):
+                col = pc.fill_null(col, 0)
+            out[at:at + rows] = col.to_numpy()
+        for name, out in codes.items():  # one category list, however each group numbered it
+            start = at
+            for chunk in group[name].chunks:
+                lookup = np.array([_index(names[name], str(v))
+                                   for v in chunk.dictionary.to_pylist()], dtype=np.int16)
+                out[start:start + len(chunk)] = (lookup[chunk.indices.to_numpy()]
+                                                 if lookup.size else 0)
+                start += len(chunk)
+        at += rows
+    columns: dict[str, object] = dict(plain)
+    for name, out in codes.items():
+        columns[name] = pd.Categorical.from_codes(out, categories=names[name])
+    frame = pd.DataFrame({f.name: columns[f.name] for f in schema}, copy=False)
+    return _derive(frame)
+
+
+def _index(names: list[str], name: str) -> int:
+    """Position of ``name`` in ``names``, appended when new."""
+    try:
+        return names.index(name)
+    except ValueError:
+        names.append(name)
+        return len(names) - 1
 
 
 def with_derived(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``dropped``, ``failed``, ``status_class``, ``latency_ms``, ``service_ms``, ``lag_ms``
     and ``t_s`` (seconds from the first intended start) to a frame of raw request columns."""
-    df = df.copy()
+    return _derive(df.copy())
+
+
+def _derive(df: pd.DataFrame) -> pd.DataFrame:
+    """:func:`with_derived` on a frame this module owns (no copy)."""
     df["error"] = df["error"].astype("category")
     df["tag"] = df["tag"].astype("category")
     dropped = (df["error"] == "dropped").to_numpy()
@@ -170,8 +207,9 @@ def _recode(series: pd.Series, categories: tuple[str, ...], other: str) -> np.nd
     return lookup[cat.cat.codes.to_numpy()] if lookup.size else np.zeros(len(series), np.int64)
 
 
-def _sent(df: pd.DataFrame) -> pd.DataFrame:
-    return df[~df["dropped"].to_numpy()]
+def _sent(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """The sent requests, with only ``columns`` (all when None): a mask copies what it keeps."""
+    return (df if columns is None else df[columns])[~df["dropped"].to_numpy()]
 
 
 def _pcts(values: np.ndarray) -> dict:
@@ -184,6 +222,7 @@ def _pcts(values: np.ndarray) -> dict:
 def summarize(df: pd.DataFrame, duration_s: float) -> pd.DataFrame:
     """One row per endpoint (plus ``all`` when several): counts, rates, latency percentiles."""
     rows = []
+    df = df[["tag", "dropped", "failed", "latency_ms"]]  # groups copy what they hold
     groups = [(str(tag), g) for tag, g in df.groupby("tag", sort=True, observed=True)]
     if len(groups) != 1:  # an "all" row only adds information over several endpoints
         groups.insert(0, (ALL, df))
@@ -249,7 +288,8 @@ def percentiles(df: pd.DataFrame, scenario: str = "", confidence: float = stats.
     and ``_lo``/``_hi`` bounds (NaN where n samples cannot bound it), then ``max``; milliseconds.
     A ``scenario`` column in ``df`` (several scenarios in one frame) overrides ``scenario``.
     """
-    sent = _sent(df)
+    sent = _sent(df, [c for c in ("scenario", "tag", "status_class", "latency_ms")
+                      if c in df.columns])
     frames = []
     if "scenario" in sent.columns:
         parts = [(str(k), g) for k, g in sent.groupby("scenario", sort=True, observed=True)]
@@ -303,6 +343,7 @@ def load(df: pd.DataFrame, offered_rate: float | None, duration_s: float) -> pd.
     (completed or failed) over the planned duration.
     """
     rows = []
+    df = df[["tag", "dropped", "failed"]]  # groups copy what they hold
     groups = [(str(tag), g) for tag, g in df.groupby("tag", sort=True, observed=True)]
     total = max(len(df), 1)
     if len(groups) != 1:
@@ -465,7 +506,7 @@ def evaluate_thresholds(df: pd.DataFrame, thresholds: Mapping | list[Threshold])
     A threshold on an endpoint with no samples fails: a check that saw nothing passed nothing.
     """
     parsed = thresholds if isinstance(thresholds, list) else parse_thresholds(thresholds)
-    sent = df[~df["dropped"]]
+    sent = _sent(df, ["tag", *sorted({t.column for t in parsed})])
     rows = []
     for t in parsed:
         subset = sent if t.tag is None else sent[sent["tag"] == t.tag]

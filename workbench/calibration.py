@@ -275,11 +275,11 @@ def measure(dsn: str | None = None) -> dict:
 
         started = time.perf_counter()
         out["taken_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-        out["scheduling"] = priority.protect(shard=-1, pin=True)  # this thread only
-        try:
-            out["cpu"], out["loopback"] = cpu_and_loopback()
-        except Exception as exc:  # noqa: BLE001 - calibration never fails the run beside it
-            out["cpu"] = out["loopback"] = _why("cpu and loopback", exc)
+        with priority.measuring_thread() as out["scheduling"]:
+            try:
+                out["cpu"], out["loopback"] = cpu_and_loopback()
+            except Exception as exc:  # noqa: BLE001 - calibration never fails the run beside it
+                out["cpu"] = out["loopback"] = _why("cpu and loopback", exc)
         if dsn:
             try:
                 out["postgres"] = postgres_reading(dsn)

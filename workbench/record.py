@@ -151,6 +151,17 @@ def _encode(values_us: np.ndarray) -> str:
     return hdr.encode(hist)
 
 
+def _ranked_codes(series: pd.Series, keep: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Each kept row's value as its rank among the names (sorted as strings), and the names."""
+    cat = series.astype("category")
+    names = [str(c) for c in cat.cat.categories]
+    order = np.argsort(np.array(names, dtype=object)) if names else np.zeros(0, np.int64)
+    rank = np.empty(len(names), np.int64)
+    rank[order] = np.arange(len(names))
+    codes = cat.cat.codes.to_numpy()[keep]
+    return (rank[codes] if len(names) else codes.astype(np.int64)), [names[i] for i in order]
+
+
 def latency_sections(requests: pd.DataFrame, window_s: float,
                      driver_histograms: Mapping | None = None) -> dict:
     """The ``histograms`` and ``windows`` sections from a run's requests.
@@ -159,26 +170,29 @@ def latency_sections(requests: pd.DataFrame, window_s: float,
     from ``requests.parquet`` with the same configuration (the encoding does not depend on
     which). Windows are cut by intended start, as :func:`workbench.analysis.windows` cuts them.
     """
-    sent = requests[~requests["dropped"].to_numpy()]
-    latency_us = _latency_us(sent)
-    tags = sent["tag"].astype(str).to_numpy()
-    classes = sent["status_class"].astype(str).to_numpy()
-    window = np.floor(sent["t_s"].to_numpy() / window_s).astype(np.int64)
-    failed = sent["failed"].to_numpy()
+    # column by column, codes not strings: a masked frame or an array of str per request
+    # would cost more than the frame itself
+    sent = ~requests["dropped"].to_numpy()
+    latency_us = _latency_us(requests)[sent]
+    tag_rank, tag_names = _ranked_codes(requests["tag"], sent)
+    class_rank, class_names = _ranked_codes(requests["status_class"], sent)
+    window = np.floor(requests["t_s"].to_numpy()[sent] / window_s).astype(np.int64)
+    failed = requests["failed"].to_numpy()[sent]
     if driver_histograms:
         by_endpoint = {str(t): {str(c): b for c, b in sorted(h.items())}
                        for t, h in sorted(driver_histograms.items())}
         source = "driver"
     else:
         by_endpoint = {}
-        for tag in sorted(set(tags)):
-            mine = tags == tag
-            by_endpoint[tag] = {c: _encode(latency_us[mine & (classes == c)])
-                                for c in sorted(set(classes[mine]))}
+        for t in np.unique(tag_rank):
+            mine = tag_rank == t
+            by_endpoint[tag_names[t]] = {
+                class_names[c]: _encode(latency_us[mine & (class_rank == c)])
+                for c in np.unique(class_rank[mine])}
         source = "requests.parquet"
     windows: dict[str, list] = {}
-    order = np.lexsort((latency_us, window, tags))
-    tags_o, window_o = tags[order], window[order]
+    order = np.lexsort((latency_us, window, tag_rank))
+    tags_o, window_o = tag_rank[order], window[order]
     lat_o, failed_o = latency_us[order], failed[order]
     new_group = (tags_o[1:] != tags_o[:-1]) | (window_o[1:] != window_o[:-1])
     bounds = np.r_[0, np.flatnonzero(new_group) + 1, len(order)] if len(order) else np.r_[0]
@@ -190,7 +204,7 @@ def latency_sections(requests: pd.DataFrame, window_s: float,
             rank = int(stats.nearest_rank(values.size, p))
             entry[stats.label(p)] = float(values[rank - 1]) / 1000
         entry["histogram"] = _encode(values)
-        windows.setdefault(str(tags_o[start]), []).append(entry)
+        windows.setdefault(tag_names[tags_o[start]], []).append(entry)
     return {
         "histograms": {"encoding": HISTOGRAM_ENCODING, **hdr.CONFIG, "source": source,
                        "by_endpoint": by_endpoint},

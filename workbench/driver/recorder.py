@@ -46,6 +46,7 @@ FOLD_ROWS = 8192
 MAX_KINDS_PER_TAG = 32  # distinct kinds (or problem types) per tag; the rest count as OTHER
 OTHER = "other"
 CHUNK_ROWS = 16_384  # one Parquet row group; the writer's working set is a few of these
+WARM_CHUNKS = 3  # scratch chunks before t0: the allocators' working set is reached by then
 _CLASS_CODE = {"error": 0, "2xx": 2, "3xx": 3, "4xx": 4, "5xx": 5}
 _CLASS_NAME = {code: name for name, code in _CLASS_CODE.items()}
 # column name, array.array type code, numpy dtype
@@ -75,6 +76,28 @@ def _new_key(table: dict, distinct: list[int], key: tuple, other: tuple) -> tupl
         distinct[key[0]] += 1
         return key, 0
     return other, table.get(other, 0)
+
+
+def _column(kind: pa.DataType, values: np.ndarray, nulls: np.ndarray | None = None) -> pa.Array:
+    """An Arrow array over a numpy column (``nulls`` marks the missing values), built from its
+    buffers: ``pa.array`` would import pandas (about 50 MiB) into the driver process."""
+    import pyarrow as pa
+
+    validity = (pa.py_buffer(np.packbits(~nulls, bitorder="little"))
+                if nulls is not None and nulls.any() else None)
+    return pa.Array.from_buffers(kind, len(values),
+                                 [validity, pa.py_buffer(np.ascontiguousarray(values))])
+
+
+def _strings(values: list[str]) -> pa.Array:
+    """An Arrow string array from its buffers (offsets, UTF-8 bytes): see :func:`_column`."""
+    import pyarrow as pa
+
+    data = [v.encode() for v in values]
+    offsets = np.zeros(len(data) + 1, np.int32)
+    offsets[1:] = np.cumsum([len(b) for b in data])
+    return pa.Array.from_buffers(pa.string(), len(data),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(data))])
 
 
 class Recorder:
@@ -108,6 +131,7 @@ class Recorder:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="parquet")
         self._writing: Future | None = None
         self._writer = None  # pyarrow.parquet.ParquetWriter, opened on the first chunk
+        self._sink = None  # warm_up's in-memory file while it runs
         self._lock = threading.Lock()
         self._tmp = parquet_path.with_name(parquet_path.name + ".tmp")
 
@@ -121,27 +145,36 @@ class Recorder:
         self._connected, self._tls_done, self._first_byte = (c.append for c in self._phase_cols)
 
     def warm_up(self) -> None:
-        """Run the fold and write paths once on scratch data, before t0.
+        """Run the record, fold and write paths on scratch rows before t0, then forget them.
 
-        Their first calls cost milliseconds (numpy set-up) and tens of MiB of RSS (the Parquet
-        library's code, paged in on first use; the writer thread's allocator arenas, sized by
-        a chunk): a fixed working set that must neither delay the schedule nor count as memory
-        per recorded request.
+        Their first calls cost milliseconds (numpy set-up) and MiB of RSS that stay: the
+        Parquet library's code, paged in on first use, and the allocators' arenas of both
+        threads, which reach their working set only after a few chunks of the real shape
+        (``benchmarks/bench_memory.py``). A fixed working set must neither delay the schedule
+        nor count as memory per recorded request, so it is built here, into a scratch sink.
         """
         import pyarrow as pa
 
-        sink = pa.BufferOutputStream()
-        chunk = [tuple(np.zeros(CHUNK_ROWS, dtype) for _, _, dtype in _COLUMNS)
-                 + tuple(np.zeros(CHUNK_ROWS, np.int64) for _ in PHASE_COLUMNS * self.phased)]
-        for _ in range(2):  # in the writer thread: its allocator arenas are part of the set
-            self._pool.submit(self._write, chunk, 0, sink).result()
+        # Arrow's default pool (mimalloc) held about 8 MiB more after the first chunks than the
+        # system allocator, and grew with the first 50,000 rows: the driver's memory would
+        # depend on run length for its first seconds
+        pa.set_memory_pool(pa.system_memory_pool())
+        self._sink = pa.BufferOutputStream()
+        for i in range(WARM_CHUNKS * CHUNK_ROWS):
+            if self.phased:
+                self.phase(*NO_PHASES)
+            self.record(i, i, i + 1000, 200, 0, 0, 0)
+        self.fold()
+        self._flush()
+        self._writing.result()
+        self._writing = None
         self._writer.close()
-        self._writer = None
-        scratch = hdr.new()
-        hdr.record_array(scratch, np.arange(1, 5000, dtype=np.int64))
-        hdr.encode(scratch)
-        hdr.percentiles_ms(hdr.decode(hdr.encode(scratch)), (95,))
-        np.unique(np.arange(10, dtype=np.int64))
+        self._writer = self._sink = None
+        for hist in (*self.response.values(), self.response_all, self.service, self.lag):
+            hist.reset()
+        self.counts[:] = 0
+        self.rows, self.first_intended_ns, self.last_end_ns = 0, None, 0
+        hdr.percentiles_ms(hdr.decode(hdr.encode(self.lag)), (95,))
 
     # -- hot path -------------------------------------------------------------------------
     def record(self, intended: int, send: int, end: int, status: int, nbytes: int, error: int,
@@ -273,7 +306,7 @@ class Recorder:
             self._writing.result()  # at most one chunk waits for the disk: bounded memory
         self._writing = self._pool.submit(self._write, pieces, self.epoch_offset_ns)
 
-    def _write(self, pieces: list[tuple[np.ndarray, ...]], offset: int, sink=None) -> None:
+    def _write(self, pieces: list[tuple[np.ndarray, ...]], offset: int) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
@@ -281,21 +314,20 @@ class Recorder:
         order = np.argsort(columns[0], kind="stable")
         intended, send, end, status, nbytes, error, tag, *phases = (a[order] for a in columns)
         dropped = error == DROPPED
-        table = pa.table({
-            "intended_ns": pa.array(intended + offset),
-            "send_ns": pa.array(send + offset, mask=dropped),
-            "end_ns": pa.array(end + offset, mask=dropped),
-            "status": pa.array(status),
-            "bytes": pa.array(nbytes),
-            "error": pa.DictionaryArray.from_arrays(pa.array(error),
-                                                    pa.array(list(ERROR_CLASSES), pa.string())),
-            "tag": pa.DictionaryArray.from_arrays(pa.array(tag), pa.array(self.tags, pa.string())),
-            **({name: pa.array(ends + offset, mask=ends == 0)
-                for name, ends in zip(PHASE_COLUMNS, phases, strict=True)} if phases else {}),
-        }, schema=schema(self.tags, self.phased))
+        fields = schema(self.tags, self.phased)
+        columns = [intended + offset, send + offset, end + offset, status, nbytes, error, tag,
+                   *(ends + offset for ends in phases)]
+        nulls = [None, dropped, dropped, None, None, None, None, *(ends == 0 for ends in phases)]
+        dictionaries = {"error": list(ERROR_CLASSES), "tag": self.tags}
+        table = pa.Table.from_arrays([
+            pa.DictionaryArray.from_arrays(_column(f.type.index_type, c),
+                                           _strings(dictionaries[f.name]))
+            if f.name in dictionaries else _column(f.type, c, n)
+            for f, c, n in zip(fields, columns, nulls, strict=True)], schema=fields)
         with self._lock:
             if self._writer is None:
-                self._writer = pq.ParquetWriter(sink or self._tmp, table.schema)
+                self._writer = pq.ParquetWriter(
+                    self._tmp if self._sink is None else self._sink, table.schema)
             self._writer.write_table(table)
 
     def close(self) -> None:

@@ -20,7 +20,9 @@ within 0.1 % of a recorded one); exact per-request values stay in ``requests.par
 Validity is computed here, once: the run measured the driver, not the target, when an arrival
 was dropped; the open-loop schedule-lag p99 exceeds 2 ms; an open loop achieved below 95 % of
 its offered rate; a driver process was busy 90 % of a core or more (an honest signal, as the
-timerfd timer does not spin); or the run did not complete. ``result["checks"]`` holds each
+timerfd timer does not spin); a real-time driver's watchdog took its priority away during the
+run (it computed past the limit without blocking: :mod:`workbench.driver.priority`); or the run
+did not complete. ``result["checks"]`` holds each
 check with what it measured; ``invalid_reasons`` are the failed ones in words.
 """
 
@@ -64,6 +66,13 @@ class Check(TypedDict):
     ok: bool
 
 
+class Watchdog(TypedDict):
+    """The real-time watchdog of a driver process (:mod:`workbench.driver.priority`)."""
+
+    limit_ms: int  # real-time CPU without blocking that makes it drop its priority
+    fired_at_s: float | None  # seconds from the start (negative: before it); None: never
+
+
 class Scheduling(TypedDict):
     """What the driver process got from the OS (:func:`workbench.driver.priority.protect`)."""
 
@@ -71,6 +80,8 @@ class Scheduling(TypedDict):
     priority: int  # real-time priority (fifo) or nice value
     cpus: list[int]  # the cores it may run on (one when pinned)
     notes: list[str]  # what was refused and why
+    shared_with: NotRequired[int]  # pinned: other workbench drivers already on that core
+    watchdog: NotRequired[Watchdog]  # under SCHED_FIFO
 
 
 class ShardReport(TypedDict):
@@ -292,8 +303,8 @@ def _add_nested(parts) -> dict[str, dict]:
 
 
 def validity_checks(spec: DriveSpec, status: str, dropped: int, lag_p99_ms: float | None,
-                    achieved: float, offered: float | None, cpu: float, spin: bool
-                    ) -> tuple[list[Check], list[str]]:
+                    achieved: float, offered: float | None, cpu: float, spin: bool,
+                    watchdog_at_s: float | None = None) -> tuple[list[Check], list[str]]:
     """The run's validity checks, and the reason of each failed one (see the module doc)."""
     rows: list[tuple[Check, str]] = [(
         {"check": "dropped arrivals", "measured": dropped, "limit": 0, "ok": dropped == 0},
@@ -316,6 +327,11 @@ def validity_checks(spec: DriveSpec, status: str, dropped: int, lag_p99_ms: floa
          "ok": spin or cpu < MAX_CPU_FRACTION},
         f"driver CPU {cpu:.0%} of a core: the driver, not the target, set the pace"))
     rows.append((
+        {"check": "driver real-time watchdog (s into the run)", "measured": watchdog_at_s,
+         "limit": "not fired", "ok": watchdog_at_s is None},
+        f"the driver computed without blocking past its watchdog {watchdog_at_s} s into the "
+        "run and lost its real-time priority: its timing, not the target's, was measured"))
+    rows.append((
         {"check": "run status", "measured": status, "limit": "completed",
          "ok": status == "completed"},
         f"run {status} before its schedule ended"))
@@ -329,6 +345,15 @@ def least_protected(states: list[Scheduling | None]) -> Scheduling | None:
     """The weakest scheduling any shard ran under (None when no shard recorded one)."""
     known = [s for s in states if s]
     return min(known, key=lambda s: POLICY_RANK.get(s["policy"], 0), default=None)
+
+
+def watchdog_fired_at(reports: list[ShardReport]) -> float | None:
+    """The earliest moment of the run (s from its start) a shard's watchdog fired, or None;
+    before the start it only lowered the policy the run was measured under."""
+    fired = [w["fired_at_s"] for r in reports
+             if (w := (r.get("scheduling") or {}).get("watchdog"))
+             and w["fired_at_s"] is not None and w["fired_at_s"] >= 0]
+    return min(fired, default=None)
 
 
 def merge_reports(spec: DriveSpec, reports: list[ShardReport], started_at: str | None = None,
@@ -378,7 +403,7 @@ def merge_reports(spec: DriveSpec, reports: list[ShardReport], started_at: str |
     cpu = max(r["cpu_fraction"] for r in reports)
     spin = any(r["timer"] == "spin" for r in reports)
     checks, reasons = validity_checks(spec, status, total["dropped"], lag_ms["p99"], achieved,
-                                      offered, cpu, spin)
+                                      offered, cpu, spin, watchdog_fired_at(reports))
     planned = [r["planned"] for r in reports] if spec.open_loop else None
     t0 = min((r["t0_epoch_ns"] for r in reports if r["t0_epoch_ns"]), default=None)
     first = reports[0]

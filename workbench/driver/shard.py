@@ -27,7 +27,7 @@ from workbench.driver import limits
 from workbench.driver.engine import Engine
 from workbench.driver.executors.base import Progress, StartInstant
 from workbench.driver.http1 import HttpEngine
-from workbench.driver.priority import protect, target_is_local
+from workbench.driver.priority import pin_to_core, protect, release, target_is_local
 from workbench.driver.recorder import Recorder
 from workbench.driver.result import (
     REQUESTS_FILE,
@@ -172,24 +172,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out) if args.out else spec_path.parent
 
+    # before any thread exists: threads inherit the core
+    pinned = pin_to_core() if target_is_local(spec.base_url) else None
+    scheduling: dict = {}
     progress = _print_progress
-    start = None
+    wait_line = None
     if args.wait_start:
         def progress(p: dict) -> None:
             print("@progress " + json.dumps(p), file=sys.stderr, flush=True)
 
-        async def start() -> int | None:
+        async def wait_line() -> int | None:
             print("@ready", file=sys.stderr, flush=True)
             line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             return int(line.split()[1]) if line.startswith("start ") else None
 
-    # before the Recorder's writer thread exists: threads inherit the scheduling policy
-    scheduling = protect(shard, pin=target_is_local(spec.base_url))
-    for note in scheduling["notes"]:
-        print(f"driver scheduling, shard {shard}: {note}", file=sys.stderr, flush=True)
+    async def start() -> int | None:
+        at = await wait_line() if wait_line else None
+        # real-time from the start instant on: start-up work must not hold a core at FIFO
+        scheduling.update(protect(pinned))
+        for note in scheduling["notes"]:
+            print(f"driver scheduling, shard {shard}: {note}", file=sys.stderr, flush=True)
+        return at
+
     started_at = iso(time.time_ns())
     report = run_shard(spec, out, shard, shards, start=start, progress=progress)
-    report["scheduling"] = scheduling
+    placed = release(scheduling, report["t0_epoch_ns"])  # the end-of-run work: normal priority
+    if placed:  # else it ended before its start instant
+        report["scheduling"] = placed  # type: ignore[typeddict-item]
     ended_at = iso(time.time_ns())
     if shards == 1:
         jsonio.write_json(out / RESULT_FILE, merge_reports(spec, [report], started_at, ended_at))
