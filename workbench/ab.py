@@ -24,10 +24,11 @@ or one request at a fixed rate (:class:`Load`, as ``workbench drive`` sends it).
   same schedule and the same requests in the same order (the driver's schedule and the
   fixtures are deterministic).
 * The driver and the target never share a core: for the comparison this process (and so the
-  driver processes it starts, which pin themselves to a core they may use) keeps to the first
-  core it may use, and each target the workbench started (its certctl processes, and the
-  embedded PostgreSQL with every backend) to the others; both are restored at the end. A URL
-  target is not the workbench's to move: it runs where it is, and ``placement`` says so.
+  driver processes it starts, which claim a core among those they may use) keeps to one core,
+  the least busy when it starts, and each target the workbench started (its certctl
+  processes, and the embedded PostgreSQL with every backend) to the others; both are restored
+  at the end. A URL target is not the workbench's to move: it runs where it is, and
+  ``placement`` says so.
 * A run is driven from this process (a :class:`workbench.run.Run`, or a drive), not through a
   notebook: papermill costs seconds per run. Each run still writes a complete run folder with
   its ``record.json`` and the machine's calibration around it.
@@ -68,6 +69,7 @@ from workbench import (
     stats,
 )
 from workbench.analysis import ALL
+from workbench.driver import priority
 from workbench.driver.launch import LiveLine
 from workbench.errors import WorkbenchError
 from workbench.paths import runs_dir
@@ -363,13 +365,15 @@ def _postgres_pids(pgdata: str) -> list[int]:
 
 @contextlib.contextmanager
 def placed(sides: Sequence[Side]) -> Iterator[dict]:
-    """The driver on the first core this process may use, the targets the workbench started
-    (certctl processes, PostgreSQL and its backends) on the others; restored on leaving.
-    Yields what was placed where, for ab.json."""
+    """The driver on one core this process may use (the least busy now, before any load), the
+    targets the workbench started (certctl processes, PostgreSQL and its backends) on the
+    others; restored on leaving. Yields what was placed where, for ab.json."""
     allowed = sorted(os.sched_getaffinity(0))
+    busy = priority.core_busy(allowed)
+    core = min(allowed, key=lambda c: (busy[c], c))
     started = [s for s in sides if s.instance and s.target.started is not None]
-    facts: dict = {"driver_core": allowed[0], "target_cores": allowed[1:], "placed": [],
-                   "notes": []}
+    facts: dict = {"driver_core": core, "target_cores": [c for c in allowed if c != core],
+                   "placed": [], "notes": []}
     urls = [s.name for s in sides if not s.instance]
     if urls:
         facts["notes"].append(f"{' and '.join(urls)}: a URL target runs where it is (not the "
@@ -380,14 +384,14 @@ def placed(sides: Sequence[Side]) -> Iterator[dict]:
         facts["target_cores"] = []
         yield facts
         return
-    cores = set(allowed[1:])
+    cores = set(facts["target_cores"])
     pgdata = started[0].target.started.pg_pgdata
     groups = [(f"certctl {s.name} (pid {s.target.started.pid})", [s.target.started.pid])
               for s in started] + [("PostgreSQL and its backends", _postgres_pids(pgdata))]
     saved: dict[int, set[int]] = {}
     own = os.sched_getaffinity(0)
     try:
-        os.sched_setaffinity(0, {allowed[0]})  # the driver processes inherit it
+        os.sched_setaffinity(0, {core})  # the driver processes inherit it, and claim it
         for label, pids in groups:
             tids = [t for pid in pids for t in _threads(pid)]
             for tid in tids:
