@@ -216,6 +216,8 @@ URL = "https://127.0.0.1:9"
     (["ab", "agent_storm", "--rate", "5", "--a", URL, "--b", URL],
      "--rate goes with a path to drive"),
     (["ab", "connector_handshake", "--a", URL, "--b", URL], "loads a target of its own"),
+    (["ab", "agent_storm", "--a", URL, "--b", URL, "-p", "duration_s", "9"],
+     "-p duration_s: each run's length is --duration here"),
     (["ab", "agent_storm", "--a", URL, "--b", URL, "--warmup", "-1"],
      "--warmup must be 0 s or more"),
     (["history", "agent_storm", "--certctl-src", "/x"], "a REV_RANGE (e.g. v2.0.60..v2.0.71) "

@@ -5,7 +5,8 @@ Two targets take the same load alternately, in rounds of one short run each, in 
 judged per endpoint and p50/p95/p99 (:func:`workbench.paired.judge`: B/A per pair, its interval,
 a paired t), with compare's verdict words; the comparison stops as soon as the verdict is
 settled (:func:`workbench.paired.settled`, under the sequential rule in :mod:`workbench.paired`),
-or at ``max_rounds``, or when the next round would end past ``budget_s``.
+or at ``max_rounds``, or when the next round would end past ``budget_s`` (counted from the
+first warm-up, the targets up).
 
 A target is a URL or ``certctl:REV``: a build of a certctl checkout at REV
 (:func:`workbench.certctl.build`, cached per commit) that the workbench runs as an instance of
@@ -150,6 +151,8 @@ class Load:
                                  "drive at a rate (workbench ab /health --rate 100 ...)")
         if self.scenario is not None:
             spec = self.scenario_spec()
+            if "duration_s" in self.overrides:
+                raise WorkbenchError("-p duration_s: each run's length is --duration here")
             if spec.own_target is not None:
                 raise WorkbenchError(f"{spec.name} loads a target of its own, not certctl: it "
                                      "has no A and B to compare")
@@ -607,10 +610,9 @@ def compare_sides(load: Load, sides: Sequence[Side], options: Options, out: Path
             if options.warmup_s > 0:
                 for name in ("A", "B"):
                     doc["warmup"][name] = one(name, f"warmup{name}", options.warmup_s)["run_id"]
-            ready = time.monotonic()
             last_round_s = 0.0
             for k, pair in enumerate(paired.abba_order(options.max_rounds), start=1):
-                spent = time.monotonic() - ready
+                spent = time.monotonic() - clock
                 if options.budget_s is not None and k > 1 and \
                         spent + last_round_s > options.budget_s:
                     stopped = "budget"

@@ -657,8 +657,8 @@ def add_ab_parsers(sub) -> None:
         p.add_argument("--max-rounds", type=_positive(int), default=16,
                        help="most ABBA rounds (pairs) of an ab (default 16; at least 3)")
         p.add_argument("--budget", type=_duration, metavar="DURATION",
-                       help="start no round that would end later than this after the first "
-                            "warm-up (e.g. 10m)")
+                       help="start no round that would end later than this after the "
+                            "first warm-up, the targets up (e.g. 10m)")
         p.add_argument("--factor", type=_positive(float), default=1.10,
                        help="minimum B/A to call a change (default 1.10)")
         p.add_argument("--alpha", type=_positive(float), default=0.002,

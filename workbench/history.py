@@ -348,9 +348,11 @@ def run_bisect(load: Load, src: str | Path, good: str, bad: str, options: Option
     save()
     try:
         if not slower(len(chain) - 1):
-            said = doc["steps"][-1]["verdict"]
+            said, folder = doc["steps"][-1]["verdict"], doc["steps"][-1]["ab"]
             doc["sentence"] = (f"no answer: BAD {chain[-1]['commit'][:12]} is not slower than "
-                               f"GOOD {first['commit'][:12]} by ab ({said}); nothing to bisect")
+                               f"GOOD {first['commit'][:12]} by ab ({said}); nothing to bisect"
+                               + ("" if said in paired.SETTLED else
+                                  f" (what would settle it: {folder}/report.html)"))
         else:
             low, high = -1, len(chain) - 1  # chain[high] is slower; low (or GOOD) is not
             while high - low > 1:
