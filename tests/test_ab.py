@@ -254,3 +254,15 @@ def test_an_argument_history_does_not_take_is_still_refused(capsys):
     with pytest.raises(SystemExit):
         cli._parse(cli.build_parser(), ["history", "agent_storm", "a..b", "c..d"])
     assert "unrecognized arguments: c..d" in capsys.readouterr().err
+
+
+def test_a_second_comparison_cannot_take_the_instances_of_a_running_one(tmp_path):
+    with ab.holding(["ab_a", "ab_b"], tmp_path):
+        with pytest.raises(WorkbenchError, match="instance ab_a of .* is in use by another "
+                                                 "workbench ab or history"):
+            with ab.holding(["ab_a"], tmp_path):
+                pass
+        with ab.holding(["history"], tmp_path):  # another instance: free
+            pass
+    with ab.holding(["ab_a"], tmp_path):  # given back
+        pass

@@ -1,7 +1,8 @@
 """``workbench ab`` and ``workbench history`` (with ``--bisect``) on real builds of the tiny Go
 server (tests/tinycertctl.py) in a temporary git repository whose commits differ by a known
-sleep: 30 ms in the ACME directory handler from the third commit on, a hundred times what the
-handler takes without it, so that three short pairs settle it on a busy machine too. No
+sleep: 30 ms in the ACME directory handler from the third commit on, fifty times what the
+handler takes without it, so that a few short pairs settle it on a busy machine too (how many
+depends on the machine: the tests leave room, and check the verdict, not the rounds). No
 certctl source needed; each revision is built once for the module."""
 
 from __future__ import annotations
@@ -103,11 +104,11 @@ def test_the_command_line_says_a_slower_commit_is_slower(repo, env, tmp_path):
     done = subprocess.run(
         [sys.executable, "-m", "workbench.cli", "ab", DIRECTORY.path, "--rate", "40",
          "--send-token", "--a", f"certctl:{zero}", "--b", f"certctl:{two}", "--certctl-src",
-         str(path), "--duration", "1s", "--warmup", "0", "--max-rounds", "4",
+         str(path), "--duration", "1s", "--warmup", "0", "--max-rounds", "6",
          "--fail-on-slower", "--out", str(tmp_path / "ab")],
         capture_output=True, text=True, timeout=600, env=environ)
     assert done.returncode == 1, done.stdout + done.stderr[-3000:]
-    assert "B is slower than A after 3 rounds: " in done.stdout, done.stderr[-3000:]
+    assert "B is slower than A after " in done.stdout, done.stderr[-3000:]
     doc = json.loads((tmp_path / "ab" / ab.AB_FILE).read_text())
     assert (doc["verdict"], doc["stopped"]) == ("slower", "settled")
     directory = {r["stat"]: r for r in doc["rows"] if r["endpoint"] == "adhoc"}
@@ -144,7 +145,7 @@ def test_history_runs_each_commit_of_a_range_with_a_record_each(repo, env, tmp_p
 def test_bisect_names_the_commit_that_added_the_sleep(repo, env, tmp_path):
     path, (zero, one, two, three) = repo
     doc = history.run_bisect(DIRECTORY, path, "v0.1.0", three,
-                             ab.Options(round_s=1.0, warmup_s=0, max_rounds=3),
+                             ab.Options(round_s=1.0, warmup_s=0, max_rounds=6),
                              out=tmp_path / "b", state=env, echo=lambda line: None)
     assert doc["answer"]["commit"] == two, doc["sentence"]
     assert doc["sentence"].startswith(f"first slower commit: {two[:12]} two: the directory "

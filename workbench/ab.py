@@ -43,6 +43,7 @@ verdict.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import math
 import os
 import secrets
@@ -69,6 +70,7 @@ from workbench import (
     scenarios,
     stats,
 )
+from workbench import target as embedded
 from workbench.analysis import ALL
 from workbench.driver import priority
 from workbench.driver.launch import LiveLine
@@ -291,6 +293,32 @@ def builds(named: Mapping[str, str], src: str | Path | None, state: Path | None 
         if made[side].cached:
             echo(f"[ab] {side}: cached build {made[side].key[:12]} ({made[side].version})")
     return made
+
+
+@contextlib.contextmanager
+def holding(names: Sequence[str], state: Path | None = None) -> Iterator[None]:
+    """Locks on the instances ``names`` of this state folder for the duration: a second
+    ``ab`` or ``history`` started meanwhile would replace the instances this one measures."""
+    folder = embedded.instance_dir(state, names[0]).parent if names else None
+    held: list[int] = []
+    try:
+        for name in names:
+            embedded.instance_dir(state, name)  # a valid name
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f".{name}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                         0o600)
+            held.append(fd)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                raise WorkbenchError(
+                    f"instance {name} of {folder.parent} is in use by another workbench ab or "
+                    "history; wait for it, or give this one its own WORKBENCH_STATE_DIR"
+                ) from None
+        yield
+    finally:
+        for fd in held:
+            os.close(fd)
 
 
 def open_sides(load: Load, named: Mapping[str, str], made: Mapping[str, certctl.Build],
@@ -669,11 +697,12 @@ def run_ab(load: Load, a: str, b: str, options: Options, src: str | Path | None 
     load.check(options.round_s)
     named = {"A": a, "B": b}
     made = builds(named, src, state, echo)
-    sides = open_sides(load, named, made, options, state, echo)
-    try:
-        return compare_sides(load, sides, options, out or new_dir(load), echo)
-    finally:
-        close_sides(sides, state)
+    with holding([INSTANCES[name] for name in made], state):
+        sides = open_sides(load, named, made, options, state, echo)
+        try:
+            return compare_sides(load, sides, options, out or new_dir(load), echo)
+        finally:
+            close_sides(sides, state)
 
 
 # --- reporting ---------------------------------------------------------------------------------

@@ -130,20 +130,23 @@ def measure_commit(load: Load, src: Path, row: Mapping, options: Options, out: P
     """Build the commit, run it fresh as instance ``history``, warm it up, measure it once;
     returns its record. The instance is stopped afterwards, whatever happened."""
     made = certctl.build(src, row["commit"], state=state, echo=echo)
-    certctl.stop(INSTANCE, state)
-    info = certctl.start(made, INSTANCE, port=options.port or free_port(),
-                         env=options.certctl_env, state=state, fresh_database=True, echo=echo)
-    side = ab.Side("A", f"certctl:{row['commit'][:12]}", preflight.started_target(info),
-                   build=made, instance=INSTANCE)
-    try:
-        ab.check_side(load, side, options.round_s)
-        with ab.placed([side]):
-            if options.warmup_s > 0:
-                ab.measure(load, side, out / f"warmup_{row['commit'][:12]}", options.warmup_s)
-            return ab.measure(load, side, out / f"{row['index']:02d}_{row['commit'][:12]}_"
-                              f"{secrets.token_hex(4)}", options.round_s)
-    finally:
+    with ab.holding([INSTANCE], state):
         certctl.stop(INSTANCE, state)
+        info = certctl.start(made, INSTANCE, port=options.port or free_port(),
+                             env=options.certctl_env, state=state, fresh_database=True,
+                             echo=echo)
+        side = ab.Side("A", f"certctl:{row['commit'][:12]}", preflight.started_target(info),
+                       build=made, instance=INSTANCE)
+        try:
+            ab.check_side(load, side, options.round_s)
+            with ab.placed([side]):
+                if options.warmup_s > 0:
+                    ab.measure(load, side, out / f"warmup_{row['commit'][:12]}",
+                               options.warmup_s)
+                return ab.measure(load, side, out / f"{row['index']:02d}_"
+                                  f"{row['commit'][:12]}_{secrets.token_hex(4)}", options.round_s)
+        finally:
+            certctl.stop(INSTANCE, state)
 
 
 def run_history(load: Load, src: str | Path, rev_range: str, options: Options,
