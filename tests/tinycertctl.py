@@ -7,7 +7,9 @@ migrations path), answers ``/ready``, ``/health``, ``/api/v1/version`` (version 
 and modified from Go's VCS stamping), ``/api/v1/auth/check`` and the ACME reads acme_flow
 sends, and shows what it was started with at ``/tiny/env`` (never the key). Knobs, through
 ``--certctl-env``: ``TINY_NEVER_READY`` (``/ready`` answers 503), ``TINY_EXIT_AT_START`` (exit 3
-at once), ``TINY_EXIT_AFTER=N`` (exit 3 after N ``/acme/`` requests).
+at once), ``TINY_EXIT_AFTER=N`` (exit 3 after N ``/acme/`` requests). A revision can be slower on
+purpose: ``commit(repo, revision, sleep_ms=N)`` sleeps N ms in the ACME directory handler (what
+acme_flow's ``directory`` endpoint times), for A/B, history and bisect tests.
 '''
 
 from __future__ import annotations
@@ -38,11 +40,15 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"MODULE/internal/api/handler"
 )
 
 const revisionNote = "REVISION"
+
+// directorySleep makes a revision slower on purpose: the tests' known regression.
+const directorySleep = SLEEP_MS * time.Millisecond
 
 func send(w http.ResponseWriter, status int, kind string, body any) {
 	w.Header().Set("Content-Type", kind)
@@ -124,6 +130,7 @@ func main() {
 		}
 		switch {
 		case strings.HasSuffix(r.URL.Path, "/directory"):
+			time.Sleep(directorySleep)
 			send(w, 200, "application/json",
 				map[string]string{"newNonce": "https://" + r.Host + "/acme/new-nonce"})
 		case strings.HasSuffix(r.URL.Path, "/new-nonce"):
@@ -150,21 +157,24 @@ def git(repo: Path, *args: str) -> str:
                           check=True).stdout.strip()
 
 
-def write_revision(repo: Path, revision: str) -> None:
-    """The server's source at ``revision`` (its note and its migration's text differ)."""
+def write_revision(repo: Path, revision: str, sleep_ms: int = 0) -> None:
+    """The server's source at ``revision`` (its note and its migration's text differ), its
+    ACME directory handler sleeping ``sleep_ms`` ms."""
     (repo / "cmd" / "server").mkdir(parents=True, exist_ok=True)
     (repo / "internal" / "api" / "handler").mkdir(parents=True, exist_ok=True)
     (repo / "migrations").mkdir(exist_ok=True)
     (repo / "go.mod").write_text(GO_MOD)
     (repo / "internal" / "api" / "handler" / "version.go").write_text(VERSION_GO)
     (repo / "cmd" / "server" / "main.go").write_text(
-        MAIN_GO.replace("MODULE", MODULE).replace("REVISION", revision))
+        MAIN_GO.replace("MODULE", MODULE).replace("REVISION", revision)
+        .replace("SLEEP_MS", str(int(sleep_ms))))
     (repo / "migrations" / "000001_schema.up.sql").write_text(f"-- schema of {revision}\n")
 
 
-def commit(repo: Path, revision: str, tag: str | None = None) -> str:
-    """Write ``revision``, commit it (and tag it); returns the commit."""
-    write_revision(repo, revision)
+def commit(repo: Path, revision: str, tag: str | None = None, sleep_ms: int = 0) -> str:
+    """Write ``revision`` (its directory handler sleeping ``sleep_ms``), commit it (and tag
+    it); returns the commit."""
+    write_revision(repo, revision, sleep_ms)
     git(repo, "add", "-A")
     git(repo, "-c", "user.name=t", "-c", "user.email=t@example.test", "commit", "-q", "-m",
         revision)

@@ -69,12 +69,15 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def duration(maximum: float = MAX_DURATION_S) -> Callable[[str], float]:
-    """A positive duration in seconds, at most ``maximum`` (see :func:`parse_duration`)."""
+def duration(maximum: float = MAX_DURATION_S, zero: bool = False) -> Callable[[str], float]:
+    """A positive duration in seconds (or 0 with ``zero``: "none"), at most ``maximum`` (see
+    :func:`parse_duration`)."""
+    least = "at least 0" if zero else "above 0"
+
     def parse(text: str) -> float:
         seconds = parse_duration(text)
-        if not 0 < seconds <= maximum:
-            raise BadValue(f"{_show(text)} is out of range: a duration above 0 and at most "
+        if not (0 <= seconds if zero else 0 < seconds) or not seconds <= maximum:
+            raise BadValue(f"{_show(text)} is out of range: a duration {least} and at most "
                            f"{_seconds_text(maximum)}")
         return seconds
     return parse

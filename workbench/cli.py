@@ -117,13 +117,7 @@ def _target_up_certctl(args) -> int:
     if args.certctl and args.certctl_bin:
         raise WorkbenchError("--certctl PATH builds from a checkout, --certctl-bin FILE runs a "
                              "built server: give one")
-    env = {}
-    for item in args.certctl_env:
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise WorkbenchError(f"--certctl-env {item!r}: write NAME=VALUE, e.g. "
-                                 "CERTCTL_RATE_LIMIT_ENABLED=true")
-        env[name] = value
+    env = _certctl_env(args.certctl_env)
     echo = lambda line: print(line, flush=True)  # noqa: E731
     started = time.monotonic()
     made = certctl.build(args.certctl, echo=echo) if args.certctl else \
@@ -138,6 +132,18 @@ def _target_up_certctl(args) -> int:
           f"{info.ca_file}); database {info.database}; log {info.log_file}; "
           f"up in {time.monotonic() - started:.1f} s")
     return 0
+
+
+def _certctl_env(items: list[str]) -> dict[str, str]:
+    """``--certctl-env NAME=VALUE`` options as a mapping."""
+    env = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise WorkbenchError(f"--certctl-env {item!r}: write NAME=VALUE, e.g. "
+                                 "CERTCTL_RATE_LIMIT_ENABLED=true")
+        env[name] = value
+    return env
 
 
 # --- run and seed -----------------------------------------------------------------------------
@@ -557,6 +563,164 @@ def cmd_compare(args) -> Outcome:
     return Outcome(exitcodes.verdict(not slower), result.as_dict())
 
 
+# --- ab and history (kept together: their options and commands) -------------------------------
+
+
+def _ab_load(args):
+    """The load of ``ab``/``history``: a scenario, or a path at ``--rate`` (drive-style)."""
+    from workbench import ab
+
+    drive_only = [flag for flag, given in (
+        ("--rate", args.rate is not None), ("--method", args.method is not None),
+        ("--body", args.body is not None), ("--header", bool(args.header)),
+        ("--send-token", args.send_token), ("--vus", args.vus is not None))
+        if given]
+    if not args.what.startswith("/"):
+        if drive_only:
+            raise WorkbenchError(f"{drive_only[0]} goes with a path to drive (workbench "
+                                 f"{args.command} /path --rate R ...), not with a scenario")
+        overrides = {name: argtypes.param_value(name, value) for name, value in args.param}
+        return ab.Load(scenario=args.what, profile=args.profile, overrides=overrides)
+    if args.param:
+        raise WorkbenchError("-p sets a scenario's parameter; a path takes --rate, --method, "
+                             "--header, --body")
+    return ab.Load(path=args.what, rate=args.rate, method=args.method or "GET", body=args.body,
+                   headers=tuple(args.header), send_token=args.send_token,
+                   protocol=args.protocol, max_vus=args.vus or 200)
+
+
+def _ab_options(args, run_s: float):
+    from workbench import ab
+
+    return ab.Options(
+        round_s=args.duration if args.duration is not None else run_s,
+        warmup_s=args.warmup, max_rounds=args.max_rounds, budget_s=args.budget,
+        factor=args.factor, alpha=args.alpha, port=args.port,
+        certctl_env=_certctl_env(args.certctl_env), ca_file=args.ca_file,
+        insecure=args.insecure)
+
+
+def cmd_ab(args) -> Outcome:
+    """Two targets interleaved in ABBA rounds, judged on the pairs, until settled."""
+    from workbench import ab
+
+    load, options = _ab_load(args), _ab_options(args, ab.ROUND_S)
+    echo = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    doc = ab.run_ab(load, args.a, args.b, options, src=args.certctl_src, out=args.out,
+                    echo=echo)
+    print(ab.text(doc))
+    out = args.out or runs_dir() / doc["ab_id"]
+    print(f"  ab.json: {out / ab.AB_FILE}\n  report: {out / ab.REPORT_FILE}")
+    slower = args.fail_on_slower and doc["verdict"] == "slower"
+    return Outcome(exitcodes.verdict(not slower), doc)
+
+
+def cmd_history(args) -> Outcome:
+    """The load at each commit of a range, or ``--bisect GOOD BAD``."""
+    from workbench import ab, history
+
+    if args.bisect and args.steps:
+        raise WorkbenchError("--steps thins a REV_RANGE; --bisect chooses its own commits")
+    if (args.rev_range is None) == (args.bisect is None):
+        raise WorkbenchError("history takes a REV_RANGE (e.g. v2.0.60..v2.0.71) or --bisect "
+                             "GOOD BAD, one of them")
+    if args.certctl_src is None:
+        raise WorkbenchError("history builds certctl at each commit: pass --certctl-src PATH "
+                             "(a git clone of certctl)")
+    load = _ab_load(args)
+    echo = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    if args.bisect:
+        options = _ab_options(args, ab.ROUND_S)
+        doc = history.run_bisect(load, args.certctl_src, *args.bisect, options, out=args.out,
+                                 echo=echo)
+        folder = args.out or runs_dir() / doc["bisect_id"]
+        print(doc["sentence"])
+        print(f"  bisect.json: {folder / history.BISECT_FILE}\n  report: "
+              f"{folder / history.REPORT_FILE}")
+        return Outcome(exitcodes.PASSED if doc["answer"] else exitcodes.FAILED, doc)
+    doc = history.run_history(load, args.certctl_src, args.rev_range,
+                              _ab_options(args, history.RUN_S), out=args.out, echo=echo,
+                              steps=args.steps)
+    folder = args.out or runs_dir() / doc["history_id"]
+    print(history.history_text(doc, folder))
+    failed = any(row.get("error") for row in doc["commits"])
+    return Outcome(exitcodes.FAILED if failed else exitcodes.PASSED, doc)
+
+
+def add_ab_parsers(sub) -> None:
+    """``ab`` and ``history``: their options in one place."""
+    def common(p: argparse.ArgumentParser, run_help: str) -> None:
+        p.add_argument("what", metavar="SCENARIO|PATH",
+                       help="a scenario (agent_storm), or a URL path to drive at --rate "
+                            "(/api/v1/health), as workbench drive does")
+        p.add_argument("--certctl-src", metavar="PATH",
+                       help="the certctl checkout certctl:REV targets are built from")
+        p.add_argument("--profile", default="canonical",
+                       help="the scenario's profile (default canonical; --duration sets each "
+                            "run's length)")
+        p.add_argument("-p", "--param", nargs=2, action="append", default=[],
+                       metavar=("NAME", "VALUE"), help="a scenario parameter over the profile's")
+        p.add_argument("--duration", type=argtypes.duration(), metavar="DURATION",
+                       help=run_help)
+        p.add_argument("--warmup", type=argtypes.duration(zero=True), default=5.0, metavar="DURATION",
+                       help="one run per target before the first measured one, not judged "
+                            "(default 5s; 0: none)")
+        p.add_argument("--max-rounds", type=argtypes.number(int, minimum=3, maximum=1000),
+                       default=16, help="most ABBA rounds (pairs) of an ab (default 16; at "
+                                        "least 3)")
+        p.add_argument("--budget", type=argtypes.duration(), metavar="DURATION",
+                       help="start no round that would end later than this after the "
+                            "first warm-up, the targets up (e.g. 10m)")
+        p.add_argument("--factor", type=argtypes.number(above=1, maximum=100), default=1.10,
+                       help="minimum B/A to call a change (default 1.10)")
+        p.add_argument("--alpha", type=argtypes.number(above=0, below=1), default=0.002,
+                       help="false-alarm rate of each row over all its looks (default 0.002)")
+        p.add_argument("--port", type=argtypes.port,
+                       help="first port of the certctl instances it runs (default: free ports)")
+        p.add_argument("--certctl-env", action="append", default=[], metavar="NAME=VALUE",
+                       help="a certctl variable over the benchmark profile, repeatable")
+        p.add_argument("--ca-file", type=argtypes.ca_file,
+                       help="CA certificate of a URL target's TLS")
+        p.add_argument("--insecure", action="store_true", help="skip a URL target's TLS check")
+        p.add_argument("--out", type=argtypes.new_folder,
+                       help="output folder, new or empty (default: runs/<stamp>_<command>_...)")
+        g = p.add_argument_group("a path at a rate (drive-style load)")
+        g.add_argument("--rate", type=argtypes.rate, help="requests/s")
+        g.add_argument("-m", "--method", type=str.upper, help="HTTP method (default GET)")
+        g.add_argument("-d", "--body", type=argtypes.body,
+                       help="request body, or @FILE to read it from a file")
+        g.add_argument("-H", "--header", type=argtypes.header, action="append", default=[],
+                       metavar="'NAME: VALUE'", help="a request header, repeatable")
+        g.add_argument("--send-token", action="store_true",
+                       help="send the target's API token (CERTCTL_TOKEN, or the key of a "
+                            "certctl the workbench runs) as a Bearer token")
+        g.add_argument("--protocol", choices=("h1", "h2"), default="h1")
+        g.add_argument("--vus", type=argtypes.vus, help="max in-flight requests (default 200)")
+        _json_option(p)
+
+    a = sub.add_parser("ab", help="interleaved A/B of two targets on this host (ABBA rounds, "
+                                  "judged on the pairs, stops once settled)")
+    common(a, "length of each run (default 20s)")
+    a.add_argument("--a", required=True, metavar="TARGET",
+                   help="target A: a URL, or certctl:REV (built from --certctl-src)")
+    a.add_argument("--b", required=True, metavar="TARGET", help="target B, as --a")
+    a.add_argument("--fail-on-slower", action="store_true", help="exit 99 when B is slower")
+    a.set_defaults(func=cmd_ab)
+
+    h = sub.add_parser("history", help="a scenario at each commit of a certctl range, or "
+                                       "--bisect GOOD BAD: the first commit ab says is slower")
+    common(h, "length of each run (default 60s a commit; 20s a round with --bisect)")
+    h.add_argument("rev_range", nargs="?", metavar="REV_RANGE",
+                   help="git range of the checkout: A..B (the commits after A up to B)")
+    h.add_argument("--steps", type=argtypes.number(int, minimum=1, maximum=10000),
+                   help="at most this many commits of the range, evenly spaced, the last "
+                        "included (asv's --steps)")
+    h.add_argument("--bisect", nargs=2, metavar=("GOOD", "BAD"),
+                   help="find the first commit after GOOD up to BAD that ab calls slower than "
+                        "GOOD, in log2 steps")
+    h.set_defaults(func=cmd_history)
+
+
 def cmd_import_k6(args) -> int:
     from workbench import k6import
 
@@ -813,6 +977,8 @@ def build_parser() -> Parser:
                    help="consent to writing fixtures to a database not on this machine")
     s.set_defaults(func=cmd_seed)
 
+    add_ab_parsers(sub)
+
     n = sub.add_parser("notebooks", help="generate the scenario notebooks and README's scenario "
                                          "table from the scenario registry")
     nsub = n.add_subparsers(dest="action", metavar="{render}", required=True)
@@ -860,10 +1026,22 @@ def check_environment(args) -> None:
             raise WorkbenchError(f"CERTCTL_CA_FILE: {exc}") from None
 
 
+def _parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; ``history SCENARIO --certctl-src PATH REV_RANGE`` too, whose range after
+    an option argparse would refuse (its positionals are matched once, before the options)."""
+    args, extra = parser.parse_known_args(argv)
+    if (getattr(args, "command", None) == "history" and args.rev_range is None
+            and len(extra) == 1 and not extra[0].startswith("-")):
+        args.rev_range = extra.pop()
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(parser, argv)
     except SystemExit as exc:  # a refusal (2), or --help and --version (0): a code, as below
         return int(exc.code or 0)
     if args.command is None:

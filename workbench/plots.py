@@ -13,7 +13,8 @@ each function returns its figure.
 * :func:`latency_and_telemetry` per-window p50/p95/p99 above the server's telemetry (CPU,
   database activity, sessions and waits, certctl's jobs), one shared time axis;
 * :func:`hockey_stick` a capacity search's p50/p95/p99 per step against the offered load,
-  the threshold lines and the knee; :func:`capacity_throughput` achieved against offered.
+  the threshold lines and the knee; :func:`capacity_throughput` achieved against offered;
+* :func:`ab_rounds` an A/B's per-round p50/p95/p99 of each side.
 """
 
 from __future__ import annotations
@@ -253,8 +254,10 @@ def compare_percentiles(comparison, target: str | None = None,
 
 
 def trend_plot(trend: pd.DataFrame, scenario: str, target: str | None = None,
-               date: str | None = None) -> plt.Figure:
-    """p95 (solid) and p99 (dashed) with their intervals across baselines, in commit order."""
+               date: str | None = None,
+               heading: str = "p95 and p99 across baselines") -> plt.Figure:
+    """p95 (solid) and p99 (dashed) with their intervals across baselines (or ``workbench
+    history``'s runs), in commit order."""
     trend = trend[trend["scenario"] == scenario] if len(trend) else trend
     machines = ", ".join(sorted(trend["machine"].unique())) if len(trend) else "no baselines"
     target = target or f"baselines on {machines}"
@@ -285,8 +288,7 @@ def trend_plot(trend: pd.DataFrame, scenario: str, target: str | None = None,
     ax.set_xlabel("measured commit (commit order)")
     ax.set_ylabel("response time (ms)")
     ax.grid(True, which="both", alpha=0.3)
-    return _finish(fig, ax, _title("p95 and p99 across baselines", scenario, target, date),
-                   ncol=2)
+    return _finish(fig, ax, _title(heading, scenario, target, date), ncol=2)
 
 
 # Telemetry panels under the latency: (y label, [(source, metric, legend label)]). A line whose
@@ -497,3 +499,39 @@ def capacity_throughput(capacity: dict, scenario: str, target: str, date: str) -
     ax.set_ylabel("requests/s")
     return _finish(fig, ax, _title("throughput against load", scenario, target, date),
                    loc="upper left")
+
+
+def ab_rounds(doc: dict) -> plt.Figure:
+    """An A/B's per-round p50 (solid), p95 (dashed) and p99 (dotted) of A and B, one panel per
+    endpoint: the pairs ``workbench ab`` judged, in the order they ran."""
+    rounds = doc.get("rounds") or []
+    endpoints = list(dict.fromkeys(row["endpoint"] for row in doc.get("rows") or []))
+    fig, axes = _figure(nrows=max(1, len(endpoints)),
+                        figsize=(FIGSIZE[0], 1.5 + 2.6 * max(1, len(endpoints))))
+    axes = np.atleast_1d(axes)
+    for ax, endpoint in zip(axes, endpoints, strict=False):
+        drawn = False
+        for side, color, marker, shift in (("A", COLORS[0], "o", -0.06),
+                                           ("B", COLORS[1], "s", 0.06)):
+            x = [r["round"] + shift for r in rounds]
+            for stat, ls in (("p50", "-"), ("p95", "--"), ("p99", ":")):
+                y = np.array([(r[side]["endpoints"].get(endpoint) or {}).get(stat) or np.nan
+                              for r in rounds], dtype=float)
+                drawn |= bool(np.isfinite(y).any() and (y[np.isfinite(y)] > 0).all())
+                ax.plot(x, y, ls=ls, marker=marker, markersize=4, color=color,
+                        label=f"{side} {stat}")
+        if drawn:
+            _log_ms_axis(ax)
+        ax.set_ylabel(f"{endpoint} (ms)")
+        ax.set_xticks([r["round"] for r in rounds])
+    if not endpoints:
+        axes[0].text(0.5, 0.5, "no round measured", transform=axes[0].transAxes,
+                     ha="center", color="gray")
+    axes[-1].set_xlabel("round (A first in odd rounds, B first in even: ABBA)")
+    sides = doc.get("sides") or {}
+    target = " · ".join(f"{name} {(s.get('version') or s.get('named') or '?')} "
+                        f"{(s.get('commit') or '')[:8]}".strip() for name, s in sides.items())
+    date = (doc.get("started_at") or "")[:16].replace("T", " ") + " UTC"
+    heading = _title(f"per-round percentiles of A and B ({doc.get('verdict')})",
+                     doc.get("label", ""), target, date)
+    return _finish(fig, axes[0], heading, ncol=2)

@@ -114,13 +114,15 @@ class Run:
 
     ``params`` override the named ``profile``'s values; a run whose parameters differ from it is
     recorded as ``custom`` with the differences. ``thresholds`` default to the scenario's.
+    ``target``: a target resolved already (an instance ``workbench ab`` started), in place of
+    ``target_url``, ``ca_file`` and ``insecure``.
     """
 
     def __init__(self, scenario: str, params: Mapping | None = None,
                  thresholds: Mapping | None = None, target_url: str | None = None,
                  ca_file: str | None = None, insecure: bool = False,
                  run_dir: str | Path | None = None, profile: str = "smoke",
-                 seed_fixtures: bool = True) -> None:
+                 seed_fixtures: bool = True, target: preflight.Target | None = None) -> None:
         self.scenario = scenarios.get(scenario)
         self.params = self.scenario.params_for(profile, params)
         facts = self.scenario.profile_of(profile, self.params)
@@ -131,7 +133,7 @@ class Run:
                                if thresholds is None else dict(thresholds))
         self.thresholds = analysis.parse_thresholds(self.threshold_spec)
         self.seed_fixtures = seed_fixtures  # False: `workbench run all` seeded already
-        self.target = self.scenario.target(self.params, target_url, ca_file, insecure)
+        self.target = target or self.scenario.target(self.params, target_url, ca_file, insecure)
         self._token = self.scenario.token(self.target)
         self.dir = Path(run_dir) if run_dir else runs_dir() / new_run_id(scenario)
         self.run_id = self.dir.name
