@@ -161,7 +161,7 @@ def _target_pid_to_env(pid: int | None) -> None:
     os.environ[TARGET_PID_ENV] = str(pid)
 
 
-def _run_sweep(args: argparse.Namespace, overrides: dict) -> int:
+def _run_sweep(args: argparse.Namespace, overrides: dict, notebook_kernel=None) -> int:
     """``--fixture-sizes``: the scenario once per size, then latency against size."""
     from workbench import sweep
 
@@ -169,7 +169,8 @@ def _run_sweep(args: argparse.Namespace, overrides: dict) -> int:
         raise WorkbenchError("--fixture-sizes sweeps one scenario; name it instead of all")
     sweep_dir, code = sweep.run_sweep(args.scenario, args.profile,
                                       sweep.parse_sizes(args.fixture_sizes), args.target,
-                                      args.ca_file, args.insecure, overrides, strict=args.strict)
+                                      args.ca_file, args.insecure, overrides, strict=args.strict,
+                                      notebook_kernel=notebook_kernel)
     sweep.print_summary(sweep_dir)
     return code
 
@@ -188,12 +189,19 @@ def _print_telemetry(run_dir: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """One scenario's notebook through papermill, or every scenario with one combined report."""
-    from workbench import run, seed
+    """One scenario's notebook through papermill, or every scenario with one combined report,
+    in one kernel started first: its imports overlap this process's and its preflight."""
+    from workbench import kernel, seed
 
     if args.allow_remote_db:  # the environment reaches the notebook kernel; a parameter would not
         os.environ[seed.ALLOW_REMOTE_ENV] = "1"
     _target_pid_to_env(args.target_pid)
+    with kernel.for_terminal() as notebook_kernel:
+        return _run(args, notebook_kernel)
+
+
+def _run(args: argparse.Namespace, notebook_kernel) -> int:
+    from workbench import run
 
     overrides = {}
     for name, value in args.param:
@@ -204,19 +212,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.fixture_sizes and args.find_capacity:
         raise WorkbenchError("--fixture-sizes and --find-capacity are separate runs; choose one")
     if args.fixture_sizes:
-        return _run_sweep(args, overrides)
+        return _run_sweep(args, overrides, notebook_kernel)
     if args.find_capacity:
-        return cmd_run_capacity(args, overrides)
+        return cmd_run_capacity(args, overrides, notebook_kernel)
     _refuse_capacity_flags(args, args.shards is not None)
     if args.scenario == "all":
         from workbench import suite
 
         suite_dir, code = suite.run_all(args.profile, args.target, args.ca_file, args.insecure,
-                                        overrides, strict=args.strict)
+                                        overrides, strict=args.strict,
+                                        notebook_kernel=notebook_kernel)
         suite.print_summary(suite_dir)
         return code
     run_dir, code = run.execute(args.scenario, args.profile, args.target, args.ca_file,
-                                args.insecure, overrides, strict=args.strict)
+                                args.insecure, overrides, strict=args.strict,
+                                kernel=notebook_kernel)
     print_summary(run_dir)
     return code
 
@@ -389,7 +399,7 @@ def _search_options(args, unit: str):
     return SearchOptions(**(DRIVE_CAPACITY_DEFAULTS | _given_search_options(args)), unit=unit)
 
 
-def cmd_run_capacity(args, overrides: dict) -> int:
+def cmd_run_capacity(args, overrides: dict, notebook_kernel=None) -> int:
     """``run SCENARIO --find-capacity``: the capacity notebook through papermill."""
     from workbench import capacity_run
 
@@ -399,7 +409,7 @@ def cmd_run_capacity(args, overrides: dict) -> int:
     run_dir, code, conclusion = capacity_run.execute(
         args.scenario, args.profile, args.target, args.ca_file, args.insecure, overrides,
         _given_search_options(args) | {k: v for k, v in driver.items() if v is not None},
-        strict=args.strict)
+        strict=args.strict, notebook_kernel=notebook_kernel)
     if conclusion:
         print(conclusion)
     print(f"  capacity.json: {run_dir / 'capacity.json'}")
@@ -688,5 +698,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def console() -> None:
+    """The ``workbench`` command: :func:`main`, then out without the interpreter's teardown."""
+    # jsonschema (under papermill's nbformat) builds 38 grammars for its optional IRI format
+    # check on import, 0.5-2 s of every command's start; no notebook here has an IRI to check
+    sys.modules.setdefault("rfc3987_syntax", None)
+    from workbench.fastexit import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

@@ -348,11 +348,17 @@ class Section:
     body: str
 
 
+def figure_png(figure) -> bytes:
+    """A Matplotlib figure as PNG at 100 dpi, drawn once: every workbench figure is laid out
+    by ``tight_layout``, so a tight bounding box (a second draw) would crop nothing."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
 def figure_html(figure) -> str:
     """A Matplotlib figure as an inline PNG."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight", dpi=100)
-    data = base64.b64encode(buffer.getvalue()).decode()
+    data = base64.b64encode(figure_png(figure)).decode()
     return f'<img style="max-width:100%" src="data:image/png;base64,{data}">'
 
 

@@ -41,9 +41,10 @@ from workbench import (
     seed,
     telemetry,
 )
-from workbench.driver.launch import PROGRESS_ENV, LiveLine
+from workbench.driver.launch import LiveLine
 from workbench.errors import WorkbenchError
 from workbench.jsonio import write_json, write_text
+from workbench.kernel import KERNEL_NAME, Kernel, for_terminal
 from workbench.notebook import Facts, Figures, Tables
 from workbench.paths import notebooks_dir, project_root, runs_dir
 
@@ -592,7 +593,8 @@ def prepare(scenario: str, profile: str, overrides: Mapping | None, target_url: 
 def execute(scenario: str, profile: str, target_url: str | None = None,
             ca_file: str | None = None, insecure: bool = False,
             overrides: Mapping | None = None, strict: bool = False,
-            seed_fixtures: bool = True, identity: Mapping | None = None) -> tuple[Path, int]:
+            seed_fixtures: bool = True, identity: Mapping | None = None,
+            kernel: Kernel | None = None) -> tuple[Path, int]:
     """Run a scenario's notebook through papermill, then render the HTML report.
 
     Returns the run directory and an exit code: 0 passed, 1 thresholds breached or run failed.
@@ -600,8 +602,13 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
     printed as warnings first (refused with ``strict``). What preflight found goes into the run
     folder, so the notebook does not check again. ``identity``: the target as ``workbench run
     all`` found it (checked once for every scenario); ``seed_fixtures=False`` only resets what
-    an earlier run changed (``workbench run all`` seeds once).
+    an earlier run changed (``workbench run all`` seeds once). ``kernel``: one started for
+    several runs (:func:`workbench.kernel.for_terminal`); None starts one for this run.
     """
+    if kernel is None:
+        with for_terminal() as own:  # started now: its imports overlap preflight
+            return execute(scenario, profile, target_url, ca_file, insecure, overrides, strict,
+                           seed_fixtures, identity, own)
 
     spec, params, thresholds, run_dir = prepare(scenario, profile, overrides, target_url,
                                                 ca_file, insecure, strict, identity)
@@ -610,51 +617,56 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
     code = execute_notebook(spec.notebook, out_nb, {
         "target_url": target_url, "ca_file": ca_file, "insecure": insecure, "profile": profile,
         "run_dir": str(run_dir), "seed_fixtures": seed_fixtures, **params,
-        **({"thresholds": thresholds} if thresholds is not None else {})})
+        **({"thresholds": thresholds} if thresholds is not None else {})}, kernel)
     print(f"[workbench] {scenario} ({profile}) took {time.monotonic() - started:.1f} s",
           file=sys.stderr)
     return run_dir, code
 
 
-def execute_notebook(name: str, out_nb: Path, parameters: Mapping) -> int:
-    """Run ``notebooks/<name>`` through papermill into ``out_nb``, then its HTML report beside
-    it; 0, or 1 when a cell raised (a breached threshold). The kernel writes the driver's live
-    line to this terminal too, in the terminal's way."""
+def execute_notebook(name: str, out_nb: Path, parameters: Mapping,
+                     kernel: Kernel | None = None) -> int:
+    """Run ``notebooks/<name>`` through papermill into ``out_nb`` (in ``kernel``, or a kernel
+    of its own), then its HTML report beside it; 0, or 1 when a cell raised (a breached
+    threshold)."""
     import papermill
 
+    if kernel is None:
+        with for_terminal() as own:
+            return execute_notebook(name, out_nb, parameters, own)
+    exporter = html_exporter()  # its imports before the notebook runs: nothing is measured yet
     code = 0
-    progress_was = os.environ.get(PROGRESS_ENV)
-    os.environ[PROGRESS_ENV] = "tty" if sys.stderr.isatty() else "lines"
     try:
         papermill.execute_notebook(
             str(notebooks_dir() / name), str(out_nb), parameters=dict(parameters),
-            kernel_name="python3", progress_bar=False, log_output=False,
-            stdout_file=sys.stdout, stderr_file=sys.stderr, cwd=str(project_root()))
+            kernel_name=KERNEL_NAME, km=kernel.prepare(), progress_bar=False,
+            log_output=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
+            cwd=str(project_root()))
     except papermill.PapermillExecutionError as exc:
         print(f"notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}",
               file=sys.stderr)
         code = 1
-    finally:
-        if progress_was is None:
-            os.environ.pop(PROGRESS_ENV, None)
-        else:
-            os.environ[PROGRESS_ENV] = progress_was
     if out_nb.exists():
-        render_html(out_nb, out_nb.parent / "report.html")
+        render_html(out_nb, out_nb.parent / "report.html", exporter)
     return code
 
 
-def render_html(notebook: Path, html: Path) -> None:
+def html_exporter():
+    """nbconvert's HTML exporter as the reports use it: code cells and prompts hidden."""
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                        exclude_output_prompt=True)
+
+
+def render_html(notebook: Path, html: Path, exporter=None) -> None:
     """The executed notebook as HTML with code cells hidden, in the report's order: the
     verdict first, figures next, details after (:func:`workbench.notebook.report_cells`);
     the driver's live progress line is left out."""
     import nbformat
-    from nbconvert import HTMLExporter
 
     from workbench.notebook import report_cells
 
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
+    exporter = exporter or html_exporter()
     nb = nbformat.read(notebook, as_version=4)
     nb.cells = report_cells(nb.cells)
     body, _ = exporter.from_notebook_node(nb)

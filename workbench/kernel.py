@@ -1,0 +1,134 @@
+"""One Jupyter kernel for the notebooks a command runs, over IPC (Unix sockets), never TCP.
+
+papermill starts a kernel per notebook, over TCP on loopback (ipykernel then warns on every
+start that its traffic is unencrypted), and waits for the interpreter's teardown at the end.
+:class:`Kernel` starts one with IPC transport, its sockets and connection file in a private
+folder (mode 0700), and hands it to papermill for every notebook of the command: ``workbench
+run all`` pays the kernel's start and the notebooks' imports (pandas, SciPy, Matplotlib) once,
+not once per scenario. It starts when the command does and imports what the notebooks need
+(:data:`PRELOAD`) while the command checks its input and the target, before any load (nothing
+is measured then; the notebooks' cells queue behind it). Between notebooks the user namespace
+is reset (``%reset -f``; modules stay imported: that is the point), so no notebook sees
+another's names. At the end the kernel is killed once its work is done (every output was
+received, every file written); after an error or an interrupt during a notebook it is asked to
+shut down instead, so what it was writing is finished.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.utils import run_sync
+
+from workbench.driver.launch import PROGRESS_ENV
+from workbench.errors import WorkbenchError
+from workbench.paths import project_root
+
+KERNEL_NAME = "python3"
+START_TIMEOUT_S = 60.0
+PRELOAD = "import workbench.run, workbench.capacity_run"  # the notebooks' first cells' imports
+
+
+class _Manager(AsyncKernelManager):
+    """Remembers the clients nbclient opens on it (one a notebook), to close them after."""
+
+    def client(self, **kwargs):
+        client = super().client(**kwargs)
+        self.clients.append(client)
+        return client
+
+
+class Kernel:
+    """A started IPC kernel (``with Kernel(cwd, env) as kernel:``); ``manager`` goes to
+    papermill as ``km``. :meth:`prepare` before each notebook resets the namespace after the
+    first and closes the clients earlier notebooks left open."""
+
+    def __init__(self, cwd: Path, env: Mapping[str, str] | None = None,
+                 preload: str | None = None) -> None:
+        self.cwd = Path(cwd)
+        self.env = dict(os.environ if env is None else env)
+        self.preload = preload
+        self.folder: Path | None = None
+        self.manager: _Manager | None = None
+        self.notebooks = 0
+
+    def start(self) -> Kernel:
+        self.folder = Path(tempfile.mkdtemp(prefix="workbench-kernel-"))  # 0700: only ours
+        self.manager = _Manager(kernel_name=KERNEL_NAME, transport="ipc",
+                                connection_file=str(self.folder / "kernel.json"),
+                                ip=str(self.folder / "ipc"))
+        self.manager.clients = []
+        run_sync(self.manager.start_kernel)(
+            cwd=str(self.cwd), env=self.env,
+            extra_arguments=["--HistoryManager.hist_file=:memory:"])  # as nbclient starts one
+        if self.preload:
+            run_sync(self._send)(self.preload)
+        return self
+
+    async def _send(self, code: str) -> None:
+        """Queue ``code`` in the kernel without waiting for it (a failure shows again later,
+        in the notebook cell that needs what it imports)."""
+        client = self.manager.client()
+        client.start_channels(hb=False)  # no heartbeat thread: it lives a moment
+        try:
+            client.execute(code, silent=True, store_history=False)
+        finally:
+            self._close_clients()
+
+    def prepare(self) -> _Manager:
+        """The manager for the next notebook, its namespace empty."""
+        if self.manager is None:
+            raise WorkbenchError("the kernel was not started")
+        self._close_clients()
+        if self.notebooks:
+            run_sync(self._execute)("get_ipython().run_line_magic('reset', '-f')")
+        self.notebooks += 1
+        return self.manager
+
+    async def _execute(self, code: str) -> None:
+        client = self.manager.client()
+        client.start_channels(hb=False)  # no heartbeat thread: it lives a moment
+        try:
+            await client.wait_for_ready(timeout=START_TIMEOUT_S)
+            reply = await client.execute_interactive(code, silent=True, store_history=False,
+                                                     timeout=START_TIMEOUT_S)
+        finally:
+            self._close_clients()
+        if reply["content"]["status"] != "ok":
+            raise WorkbenchError(f"the kernel could not run {code!r}: "
+                                 f"{reply['content'].get('evalue')}")
+
+    def _close_clients(self) -> None:
+        while self.manager.clients:
+            self.manager.clients.pop().stop_channels()
+
+    def stop(self, now: bool = True) -> None:
+        """Kill the kernel (``now``), or ask it to shut down and wait."""
+        if self.manager is not None:
+            self._close_clients()
+            if run_sync(self.manager.is_alive)():
+                run_sync(self.manager.shutdown_kernel)(now=now)
+            self.manager = None
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    def __enter__(self) -> Kernel:
+        return self.start()
+
+    def __exit__(self, exc_type, *_) -> None:
+        self.stop(now=exc_type is None or not self.notebooks)
+
+
+def for_terminal() -> Kernel:
+    """The kernel for the notebooks a command runs from this terminal, preloading
+    :data:`PRELOAD`; the driver's live line is written in the terminal's way (start it: ``with
+    for_terminal() as kernel``)."""
+    return Kernel(project_root(), os.environ | {
+        PROGRESS_ENV: "tty" if sys.stderr.isatty() else "lines"}, preload=PRELOAD)
