@@ -85,8 +85,14 @@ class Traced:
     code: int
 
     def total(self, *names: str, pid: int | None = None) -> float:
-        return sum(c["end"] - c["start"] for c in self.calls if c["name"] in names
-                   and (pid is None or c["pid"] == pid) and c["start"] is not None)
+        """Seconds inside any call of ``names`` (nested calls counted once)."""
+        spans = sorted((c["start"], c["end"]) for c in self.calls if c["name"] in names
+                       and (pid is None or c["pid"] == pid) and c["start"] is not None)
+        total, reach = 0.0, float("-inf")
+        for start, end in spans:
+            total += max(0.0, end - max(start, reach))
+            reach = max(reach, end)
+        return total
 
     def first(self, name: str) -> dict | None:
         return next((c for c in self.calls if c["name"] == name), None)
@@ -165,6 +171,9 @@ def parts(t: Traced) -> dict[str, float]:
             "other cells": sum(cells.values()),
             "kernel shut-down": t.total("nbclient.client.NotebookClient._cleanup_kernel",
                                         K + "kernel.Kernel.stop"),
+            "papermill: read, parameterize, write": t.total(
+                "papermill.iorw.load_notebook_node", "papermill.iorw.write_ipynb",
+                "papermill.parameterize.parameterize_notebook"),
             "HTML report": t.total(K + "run.render_html"),
             "combined report": t.total(K + "suite.write_report"),
         }

@@ -196,6 +196,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.allow_remote_db:  # the environment reaches the notebook kernel; a parameter would not
         os.environ[seed.ALLOW_REMOTE_ENV] = "1"
     _target_pid_to_env(args.target_pid)
+    if args.scrape:
+        from workbench.telemetry import prometheus
+
+        prometheus.to_env(args.scrape)
     with kernel.for_terminal() as notebook_kernel:
         return _run(args, notebook_kernel)
 
@@ -585,6 +589,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--target-pid", type=_positive(int), metavar="PID",
                    help="the target server's process id, for its CPU and memory in the "
                         "telemetry (default: the process listening on the target's port)")
+    r.add_argument("--scrape", action="append", default=[], metavar="[NAME=]URL|certctl",
+                   help="a Prometheus target for the telemetry, repeatable: certctl (the "
+                        "target's own /api/v1/metrics/prometheus, with its token), or an "
+                        "exporter's URL (node_exporter, postgres_exporter), named NAME or "
+                        "host:port")
     add_capacity_options(r, "req/s, VUs for a closed-loop scenario, agents for agent_fleet",
                          shards=True)
     r.set_defaults(func=cmd_run)

@@ -47,6 +47,7 @@ from workbench.jsonio import write_json, write_text
 from workbench.kernel import KERNEL_NAME, Kernel, for_terminal
 from workbench.notebook import Facts, Figures, Tables
 from workbench.paths import notebooks_dir, project_root, runs_dir
+from workbench.telemetry import prometheus
 
 PREFLIGHT_FILE = "preflight.json"  # what preflight found, so a run checks its target once
 PREFLIGHT_SCHEMA_VERSION = 1
@@ -145,6 +146,7 @@ class Run:
         self._verdicts: pd.DataFrame | None = None
         self.target_pid = target_pid_from_env() or (
             self.target.started.pid if self.target.started else None)
+        self.scrapes = prometheus.from_env()  # --scrape: Prometheus targets of the telemetry
         self.target_exit: str | None = None  # why the run failed: its server exited mid-run
         self._sampler: telemetry.TelemetrySampler | None = None
         self.telemetry_sidecar: dict | None = None  # telemetry.json, once the sampler stopped
@@ -220,13 +222,21 @@ class Run:
         try:
             self._sampler = telemetry.TelemetrySampler(
                 self.dir, dsn=self.target.dsn, target_url=self.target.url,
-                target_pid=self.target_pid).start()
+                target_pid=self.target_pid, scrapes=self._scrape_targets()).start()
             if self._sampler.error:
                 print(f"warning: telemetry: {self._sampler.error}", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - telemetry never breaks the run it watches
             self._sampler = None
             print(f"warning: telemetry not sampled: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
+
+    def _scrape_targets(self) -> list[dict]:
+        """The ``--scrape`` targets, ``certctl`` as the target's own metrics endpoint (with its
+        token and TLS settings; the token goes to the target it is already sent to)."""
+        return [{"name": s["name"], "url": self.target.url.rstrip("/") + prometheus.CERTCTL_PATH,
+                 "token": self._token, "ca_file": self.target.ca_file,
+                 "insecure": self.target.insecure} if s["url"] == prometheus.CERTCTL else s
+                for s in self.scrapes]
 
     def stop_telemetry(self) -> dict | None:
         """Stop the sampler (``telemetry.parquet`` and ``telemetry.json`` are then written);
@@ -268,13 +278,16 @@ class Run:
             return None if self.drain is None else {"window_s": None, "sources": {},
                                                     "drain": self.drain, "sampler": None}
         windows = self.telemetry_windows()
-        section = (telemetry.record_summary(windows, self.analyse().window_s)
+        scraped = [name for name, s in (sidecar.get("sources") or {}).items()
+                   if s.get("kind") == "prometheus"]
+        section = (telemetry.record_summary(windows, self.analyse().window_s, scraped)
                    if windows is not None else {"window_s": None, "sources": {}})
         section["drain"] = self.drain
         section["sampler"] = {
             "status": sidecar.get("status"), "interval_s": sidecar.get("interval_s"),
             "ticks": sidecar.get("ticks"), "late_ticks": sidecar.get("late_ticks"),
             "sources": {name: {k: s.get(k) for k in ("enabled", "reason", "samples", "failed")}
+                        | {k: s[k] for k in ("kind", "url") if k in s}  # a scrape's, no token
                         for name, s in (sidecar.get("sources") or {}).items()}}
         return section
 

@@ -36,6 +36,8 @@ TRACED = {
     "workbench.scenarios": ("Scenario.seed", "Scenario.reset"),
     "workbench.suite": ("run_all", "write_report"),
     "workbench.kernel": ("Kernel.start", "Kernel.reset", "Kernel.stop"),
+    "papermill.iorw": ("load_notebook_node", "write_ipynb"),
+    "papermill.parameterize": ("parameterize_notebook",),
     "nbclient.client": ("NotebookClient.start_new_kernel",
                         "NotebookClient.start_new_kernel_client",
                         "NotebookClient.execute_cell", "NotebookClient._cleanup_kernel"),
