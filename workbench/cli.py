@@ -149,11 +149,11 @@ def print_summary(run_dir: Path) -> None:
 def _target_pid_to_env(pid: int | None) -> None:
     """``--target-pid``: the telemetry's target process, passed to the notebook kernel through
     the environment (a notebook parameter would change every scenario's notebook)."""
-    from workbench.run import TARGET_PID_ENV
-
     if pid is None:
         return
     import psutil
+
+    from workbench.run import TARGET_PID_ENV
 
     if not psutil.pid_exists(pid):
         raise WorkbenchError(f"--target-pid {pid}: no such process on this machine; pass the "
@@ -191,10 +191,12 @@ def _print_telemetry(run_dir: Path) -> None:
 def cmd_run(args: argparse.Namespace) -> int:
     """One scenario's notebook through papermill, or every scenario with one combined report,
     in one kernel started first: its imports overlap this process's and its preflight."""
-    from workbench import kernel, seed
+    from workbench import kernel
 
     if args.allow_remote_db:  # the environment reaches the notebook kernel; a parameter would not
-        os.environ[seed.ALLOW_REMOTE_ENV] = "1"
+        from workbench.seed import ALLOW_REMOTE_ENV
+
+        os.environ[ALLOW_REMOTE_ENV] = "1"
     _target_pid_to_env(args.target_pid)
     if args.scrape:
         from workbench.telemetry import prometheus

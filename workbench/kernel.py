@@ -23,31 +23,24 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from jupyter_client.manager import AsyncKernelManager
-from jupyter_core.utils import run_sync
-
-from workbench.driver.launch import PROGRESS_ENV
 from workbench.errors import WorkbenchError
 from workbench.paths import project_root
 
 KERNEL_NAME = "python3"
 START_TIMEOUT_S = 60.0
-PRELOAD = "import workbench.run, workbench.capacity_run"  # the notebooks' first cells' imports
-
-
-class _Manager(AsyncKernelManager):
-    """Remembers the clients nbclient opens on it (one a notebook), to close them after."""
-
-    def client(self, **kwargs):
-        client = super().client(**kwargs)
-        self.clients.append(client)
-        return client
+# what the notebooks import, up to their figures: loaded before their cells run
+PRELOAD = "import workbench.run, workbench.capacity_run, workbench.plots, scipy.stats"
+# "tty" or "lines": the kernel writes the driver's live line to the command's terminal too
+# (workbench.driver.launch.LiveLine reads it; this module imports nothing heavy, so both can)
+PROGRESS_ENV = "WORKBENCH_PROGRESS"
 
 
 class Kernel:
     """A started IPC kernel (``with Kernel(cwd, env) as kernel:``); ``manager`` goes to
     papermill as ``km``. :meth:`prepare` before each notebook resets the namespace after the
-    first and closes the clients earlier notebooks left open."""
+    first and closes the clients earlier notebooks left open (the manager remembers each client
+    opened on it). jupyter_client is imported on :meth:`start`: a command starts its kernel
+    before it loads anything else."""
 
     def __init__(self, cwd: Path, env: Mapping[str, str] | None = None,
                  preload: str | None = None) -> None:
@@ -55,20 +48,29 @@ class Kernel:
         self.env = dict(os.environ if env is None else env)
         self.preload = preload
         self.folder: Path | None = None
-        self.manager: _Manager | None = None
+        self.manager = None
+        self.clients: list = []
         self.notebooks = 0
 
     def start(self) -> Kernel:
+        from jupyter_client.manager import AsyncKernelManager
+
         self.folder = Path(tempfile.mkdtemp(prefix="workbench-kernel-"))  # 0700: only ours
-        self.manager = _Manager(kernel_name=KERNEL_NAME, transport="ipc",
-                                connection_file=str(self.folder / "kernel.json"),
-                                ip=str(self.folder / "ipc"))
-        self.manager.clients = []
-        run_sync(self.manager.start_kernel)(
+        self.manager = AsyncKernelManager(kernel_name=KERNEL_NAME, transport="ipc",
+                                          connection_file=str(self.folder / "kernel.json"),
+                                          ip=str(self.folder / "ipc"))
+        make_client = self.manager.client
+
+        def client(**kwargs):
+            self.clients.append(make_client(**kwargs))
+            return self.clients[-1]
+
+        self.manager.client = client
+        _run_sync(self.manager.start_kernel)(
             cwd=str(self.cwd), env=self.env,
             extra_arguments=["--HistoryManager.hist_file=:memory:"])  # as nbclient starts one
         if self.preload:
-            run_sync(self._send)(self.preload)
+            _run_sync(self._send)(self.preload)
         return self
 
     async def _send(self, code: str) -> None:
@@ -81,13 +83,13 @@ class Kernel:
         finally:
             self._close_clients()
 
-    def prepare(self) -> _Manager:
+    def prepare(self):
         """The manager for the next notebook, its namespace empty."""
         if self.manager is None:
             raise WorkbenchError("the kernel was not started")
         self._close_clients()
         if self.notebooks:
-            run_sync(self._execute)("get_ipython().run_line_magic('reset', '-f')")
+            _run_sync(self._execute)("get_ipython().run_line_magic('reset', '-f')")
         self.notebooks += 1
         return self.manager
 
@@ -105,15 +107,15 @@ class Kernel:
                                  f"{reply['content'].get('evalue')}")
 
     def _close_clients(self) -> None:
-        while self.manager.clients:
-            self.manager.clients.pop().stop_channels()
+        while self.clients:
+            self.clients.pop().stop_channels()
 
     def stop(self, now: bool = True) -> None:
         """Kill the kernel (``now``), or ask it to shut down and wait."""
         if self.manager is not None:
             self._close_clients()
-            if run_sync(self.manager.is_alive)():
-                run_sync(self.manager.shutdown_kernel)(now=now)
+            if _run_sync(self.manager.is_alive)():
+                _run_sync(self.manager.shutdown_kernel)(now=now)
             self.manager = None
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
@@ -124,6 +126,13 @@ class Kernel:
 
     def __exit__(self, exc_type, *_) -> None:
         self.stop(now=exc_type is None or not self.notebooks)
+
+
+def _run_sync(coroutine_function):
+    """jupyter_core's ``run_sync``: the event loop nbclient drives the kernel on."""
+    from jupyter_core.utils import run_sync
+
+    return run_sync(coroutine_function)
 
 
 def for_terminal() -> Kernel:

@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -33,7 +32,6 @@ from workbench import (
     driver,
     exports,
     machine,
-    plots,
     preflight,
     record,
     report,
@@ -392,6 +390,10 @@ class Run:
 
     def figures(self) -> Figures:
         """Latency by percentile, its distribution, latency over time, throughput and errors."""
+        import matplotlib.pyplot as plt  # here: `workbench run` itself never draws
+
+        from workbench import plots
+
         df, title = self.requests(), self.title()
         figures = Figures([plots.percentile_plot(df, *title), plots.cdf_plot(df, *title),
                            plots.latency_over_time(df, *title),
