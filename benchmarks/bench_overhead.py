@@ -157,7 +157,7 @@ def parts(t: Traced) -> dict[str, float]:
             "seeding": cells.pop("seed", 0.0) + suite_seed,
             "kernel start": t.total("nbclient.client.NotebookClient.start_new_kernel",
                                     "nbclient.client.NotebookClient.start_new_kernel_client",
-                                    K + "kernel.Kernel.start", K + "kernel.Kernel.reset"),
+                                    K + "kernel.Kernel.start", K + "kernel.Kernel.prepare"),
             "notebook: imports and Run()": cells.pop("target", 0.0),
             "calibration": calibration,
             "telemetry sampler start and stop": telemetry,
@@ -279,6 +279,16 @@ def report(results: dict[tuple[str, str], list[Traced]], trees: list[Tree],
             print(f"{name:<{width}}" + "".join(f"  {row.get(label, 0.0):>12.2f}"
                                                 for label, _ in columns))
     return bars
+
+
+def bench(quick: bool = False) -> list[Bar]:
+    """This tree's overhead (``benchmarks/run.py --only overhead``); ``quick``: drive and one
+    scenario, shorter."""
+    trees = [tree_of(Path(sys.executable).absolute())]
+    commands = ["drive", "run"] if quick else list(COMMANDS)
+    results = measure(trees, commands, 1, 1000.0, 3.0 if quick else 8.0, 3.0, "agent_storm",
+                      None)
+    return report(results, trees, commands)
 
 
 def main(argv: list[str] | None = None) -> int:

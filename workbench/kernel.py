@@ -28,6 +28,7 @@ from workbench.paths import project_root
 
 KERNEL_NAME = "python3"
 START_TIMEOUT_S = 60.0
+PRELOAD_TIMEOUT_S = 600.0  # a loaded machine imports slowly; past this papermill waits on
 # what the notebooks import, up to their figures: loaded before their cells run
 PRELOAD = "import workbench.run, workbench.capacity_run, workbench.plots, scipy.stats"
 # "tty" or "lines": the kernel writes the driver's live line to the command's terminal too
@@ -50,6 +51,7 @@ class Kernel:
         self.folder: Path | None = None
         self.manager = None
         self.clients: list = []
+        self._preloading = None  # the client the preload went out on, until it is answered
         self.notebooks = 0
 
     def start(self) -> Kernel:
@@ -70,28 +72,39 @@ class Kernel:
             cwd=str(self.cwd), env=self.env,
             extra_arguments=["--HistoryManager.hist_file=:memory:"])  # as nbclient starts one
         if self.preload:
-            _run_sync(self._send)(self.preload)
+            self._preloading = _run_sync(self._send)(self.preload)
         return self
 
-    async def _send(self, code: str) -> None:
-        """Queue ``code`` in the kernel without waiting for it (a failure shows again later,
-        in the notebook cell that needs what it imports)."""
+    async def _send(self, code: str):
+        """Queue ``code`` in the kernel; returns the client it was sent on (kept open until
+        the kernel answers: a socket closed first would drop the request)."""
         client = self.manager.client()
         client.start_channels(hb=False)  # no heartbeat thread: it lives a moment
-        try:
-            client.execute(code, silent=True, store_history=False)
-        finally:
-            self._close_clients()
+        client.execute(code, silent=True, store_history=False)
+        return client
 
     def prepare(self):
-        """The manager for the next notebook, its namespace empty."""
+        """The manager for the next notebook, its namespace empty (the first notebook's cells
+        would wait for the preload anyway: it waits here)."""
         if self.manager is None:
             raise WorkbenchError("the kernel was not started")
+        if self._preloading is not None:
+            _run_sync(self._answered)(self._preloading)
+            self._preloading = None
         self._close_clients()
         if self.notebooks:
             _run_sync(self._execute)("get_ipython().run_line_magic('reset', '-f')")
         self.notebooks += 1
         return self.manager
+
+    @staticmethod
+    async def _answered(client) -> None:
+        """Wait for the reply to what ``client`` sent (a failed preload shows again in the
+        notebook cell that needs what it imports; a kernel that never answers, in papermill)."""
+        try:
+            await client.shell_channel.get_msg(timeout=PRELOAD_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - queue.Empty on a timeout; papermill reports the rest
+            pass
 
     async def _execute(self, code: str) -> None:
         client = self.manager.client()

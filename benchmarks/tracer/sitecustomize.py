@@ -35,7 +35,7 @@ TRACED = {
                       "Run.figures", "Run.record"),
     "workbench.scenarios": ("Scenario.seed", "Scenario.reset"),
     "workbench.suite": ("run_all", "write_report"),
-    "workbench.kernel": ("Kernel.start", "Kernel.reset", "Kernel.stop"),
+    "workbench.kernel": ("Kernel.start", "Kernel.prepare", "Kernel.stop"),
     "papermill.iorw": ("load_notebook_node", "write_ipynb"),
     "papermill.parameterize": ("parameterize_notebook",),
     "nbclient.client": ("NotebookClient.start_new_kernel",
