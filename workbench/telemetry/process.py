@@ -64,13 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with contextlib.suppress(OSError):
         os.nice(5)  # the driver and the target come first; a late sample is only late
-    dsn = config.get("dsn")
+    dsn = config.get("dsn")  # a libpq URI: the parent converted it, as it redacted dsn_shown
     sources, disabled = build_sources(dsn, config.get("target_url"), config.get("target_pid"),
                                       config.get("host"),
                                       statement_timeout_ms(config.get("interval_s", 1.0)),
                                       config.get("scrapes") or ())
     target = {k: config.get(k) for k in ("target_url", "target_pid", "host")}
-    sampler = Sampler(sources, args.out, config.get("interval_s", 1.0), disabled, dsn, target)
+    sampler = Sampler(sources, args.out, config.get("interval_s", 1.0), disabled, dsn, target,
+                      config.get("dsn_shown"))
 
     def ready() -> None:
         print(READY, flush=True)
@@ -116,6 +117,12 @@ class TelemetrySampler:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)}
         config = dict(self._config, parent_pid=os.getpid())
+        if config["dsn"]:  # SQLAlchemy's URL reading here, where it is loaded already
+            from workbench.seed import redact_dsn
+            from workbench.telemetry.sources import libpq_conninfo
+
+            config |= {"dsn": libpq_conninfo(config["dsn"]),
+                       "dsn_shown": redact_dsn(config["dsn"])}
         with open(self.out_dir / LOG_FILE, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "workbench.telemetry", "--out", str(self.out_dir)],

@@ -38,7 +38,6 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workbench.seed import redact_dsn
 from workbench.telemetry.sources import (
     HostSource,
     JobsSource,
@@ -230,17 +229,26 @@ def _server_cpu_s(pid: int | None, checked: dict[int, bool]) -> float | None:
     return times.user + times.system
 
 
+def _redacted(dsn: str | None) -> str | None:
+    if not dsn:
+        return None
+    from workbench.seed import redact_dsn  # SQLAlchemy: off the sampler process's start
+
+    return redact_dsn(dsn)
+
+
 class Sampler:
     """Samples ``sources`` every ``interval_s`` into ``out_dir`` until ``stop`` is set."""
 
     def __init__(self, sources: list, out_dir: Path, interval_s: float = 1.0,
                  disabled: dict[str, str] | None = None, dsn: str | None = None,
-                 target: dict | None = None) -> None:
+                 target: dict | None = None, shown_dsn: str | None = None) -> None:
         self.sources = sources
         self.out_dir = Path(out_dir)
         self.interval_s = interval_s
         self.disabled = dict(disabled or {})
         self.dsn = dsn
+        self.shown_dsn = shown_dsn or _redacted(dsn)  # as recorded: without its password
         self.target = target or {}
         self.logs = {s.name: _SourceLog() for s in sources}
         self.ticks = self.late_ticks = 0
@@ -347,7 +355,7 @@ class Sampler:
             "started_at": _iso(self.started_ns),
             "ended_at": _iso(self.ended_ns) if self.ended_ns else None,
             "ticks": self.ticks, "late_ticks": self.late_ticks,
-            "dsn": redact_dsn(self.dsn) if self.dsn else None, "target": self.target,
+            "dsn": self.shown_dsn, "target": self.target,
             "sources": {name: sources[name] for name in sorted(sources)},
             "process": {"cpu_s": time.process_time() - self._cpu0,
                         "wall_s": time.perf_counter() - self._wall0},
