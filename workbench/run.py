@@ -655,7 +655,10 @@ def execute_notebook(name: str, out_nb: Path, parameters: Mapping,
             str(notebooks_dir() / name), str(out_nb), parameters=dict(parameters),
             kernel_name=KERNEL_NAME, km=kernel.prepare(), progress_bar=False,
             log_output=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
-            cwd=str(project_root()))
+            cwd=str(project_root()),
+            # written once at the end (a failed one too), not twice a cell and every 30 s
+            # while the load runs: this process stays quiet in the timed phase
+            request_save_on_cell_execute=False)
     except papermill.PapermillExecutionError as exc:
         print(f"notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}",
               file=sys.stderr)
