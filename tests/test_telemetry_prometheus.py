@@ -274,6 +274,8 @@ def test_a_bad_scrape_option_is_one_error_line_before_anything_starts(capsys, tm
     assert err.startswith("error: --scrape 'ftp://db/metrics': give certctl") and \
         err.count("\n") == 1
     assert not (tmp_path / "runs").exists()
+    assert main(["run", "agent_storm", "--find-capacity", "--scrape", "certctl"]) == 2
+    assert capsys.readouterr().err.startswith("error: --scrape adds to a run's telemetry")
 
 
 def test_the_record_keeps_recognised_and_certctl_series_the_parquet_everything():

@@ -198,6 +198,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         os.environ[ALLOW_REMOTE_ENV] = "1"
     _target_pid_to_env(args.target_pid)
+    if args.scrape and args.find_capacity:
+        raise WorkbenchError("--scrape adds to a run's telemetry and a capacity search samples "
+                             "none: drop --scrape, or run the scenario at one load")
     if args.scrape:
         from workbench.telemetry import prometheus
 
