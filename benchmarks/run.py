@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/run.py [--only capacity,accuracy,stall,memory,seeding,analysis,
                                                acme_orders,http2,fixtures,telemetry,
                                                priority,capacity-search,overload,fleet,
-                                               calibration,connectors]
+                                               calibration,connectors,overhead]
                                        [--quick]        (or: make benchmarks)
 
 Sections (details in each module's docstring):
@@ -38,6 +38,9 @@ Sections (details in each module's docstring):
 - connectors: each connector target installed, a new TLS connection per request: the
   workbench beside vegeta (keep-alive off) at one rate, and ``openssl s_time``'s handshakes/s
   (``bench_connectors.py``).
+- overhead: what a short ``workbench drive``, ``workbench run`` and ``run all`` cost outside
+  their timed phase, part by part; aims 2 s a drive, 5 s a scenario (``bench_overhead.py``,
+  which also times another tree: ``--tree DIR``).
 
 Prints one table per section and a verdict per bar; exits 1 when a bar is missed.
 ``--quick`` shortens every window (a smoke test of the benchmarks themselves, not a measure).
@@ -61,7 +64,7 @@ from workbench.ports import free_port  # noqa: E402
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
             "http2", "fixtures", "telemetry", "priority", "capacity-search", "overload",
-            "fleet", "calibration", "connectors")
+            "fleet", "calibration", "connectors", "overhead")
 
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
@@ -216,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import bench_connectors
 
         bench_connectors.print_table(bench_connectors.bench(q))
+    if "overhead" in chosen:
+        from benchmarks import bench_overhead
+
+        bars += bench_overhead.bench(q)
     return 1 if bars and print_bars(bars) else 0  # some sections print tables only
 
 

@@ -13,7 +13,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from workbench import notebook, scenarios
+from workbench import notebook, report, scenarios
 from workbench.paths import project_root
 
 # in this order; run.notes() after drive when it has notes
@@ -95,12 +95,16 @@ def test_tables_show_every_title_as_html_and_text():
     assert list(tables["Driver"].index) == ["a"] and len(tables) == 2
 
 
-def test_figures_display_each_figure_once(monkeypatch):
+def test_figures_display_each_figure_once_as_its_png(monkeypatch):
     import IPython.display
 
     shown = []
     monkeypatch.setattr(IPython.display, "display", shown.append)
-    figures = notebook.Figures([plt.figure(), plt.figure()])
-    figures._ipython_display_()
-    assert shown == list(figures)
+    small, wide = plt.figure(figsize=(2, 1)), plt.figure(figsize=(4, 1))
+    notebook.Figures([small, wide])._ipython_display_()
+    assert [image.format for image in shown] == ["png", "png"]
+    assert [image.data for image in shown] == [report.figure_png(small), report.figure_png(wide)]
+    assert [image.data[16:24] for image in shown] == [  # PNG's IHDR width, height at 100 dpi
+        (200).to_bytes(4, "big") + (100).to_bytes(4, "big"),
+        (400).to_bytes(4, "big") + (100).to_bytes(4, "big")]
     plt.close("all")

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from workbench import run, target
-from workbench.cli import print_summary
-from workbench.telemetry import load_telemetry
+from workbench.cli import main, print_summary
+from workbench.telemetry import load_telemetry, prometheus
 
 
 def _epoch_ns(iso: str) -> int:
@@ -18,7 +18,10 @@ def _epoch_ns(iso: str) -> int:
 def test_a_smoke_run_samples_postgres_host_and_the_standin_every_second(embedded_env,
                                                                         embedded_target_state,
                                                                         monkeypatch, capsys):
-    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    token = target.read_token(embedded_target_state)
+    monkeypatch.setenv("CERTCTL_TOKEN", token)
+    # and the target's own metrics, scraped with its token (what `run --scrape certctl` sets)
+    monkeypatch.setenv(prometheus.SCRAPE_ENV, json.dumps(["certctl"]))
     run_dir, _ = run.execute("agent_storm", "smoke", overrides={"duration_s": 4.0,
                                                                 "fleet_size": 200})
     samples = load_telemetry(run_dir)
@@ -43,8 +46,18 @@ def test_a_smoke_run_samples_postgres_host_and_the_standin_every_second(embedded
     assert len(commits["t_s"]) >= 3 and all(0 <= t < 4.0 for t in commits["t_s"])
     assert all(round(t / window_s, 6).is_integer() for t in commits["t_s"])
     assert max(m for m in commits["mean"] if m is not None) > 0  # the heartbeats committed
+    scraped = section["sampler"]["sources"]["certctl_metrics"]
+    assert scraped["kind"] == "prometheus" and scraped["failed"] == 0 and scraped["samples"] >= 1
+    assert scraped["url"] == embedded_env.url + "/api/v1/metrics/prometheus"
+    assert section["sources"]["certctl_metrics"]["certctl_agent_total"]["max"][0] >= 200
+    metrics = samples[samples["source"] == "certctl_metrics"]
+    online = metrics[metrics["metric"] == "certctl_agent_online"]["value"]
+    assert online.max() >= 1  # the storm's heartbeats
+    for path in run_dir.rglob("*"):
+        assert not path.is_file() or token.encode() not in path.read_bytes(), path
     html = (run_dir / "report.html").read_text()
     assert html.count("<img") >= 5  # the four latency figures and latency with telemetry
+    assert "Telemetry: certctl (" in html and "certctl_metrics (" in html
     capsys.readouterr()
     print_summary(run_dir)
     line = next(x for x in capsys.readouterr().out.splitlines() if "telemetry" in x)

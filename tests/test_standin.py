@@ -134,6 +134,35 @@ def test_auth_check_accepts_the_token(client: httpx.Client, auth: dict[str, str]
     assert response.json() == {"status": "authenticated", "user": "standin-key", "admin": True}
 
 
+def test_prometheus_metrics_are_certctls_exposition_behind_the_key(
+    client: httpx.Client, auth: dict[str, str], engine: sa.Engine, make_agent: Callable[..., str]
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    make_agent()
+    assert client.get("/api/v1/metrics/prometheus").status_code == 401
+    response = client.get("/api/v1/metrics/prometheus", headers=auth)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    gauges = {"certctl_certificate_total", "certctl_certificate_active",
+              "certctl_certificate_expiring_soon", "certctl_certificate_expired",
+              "certctl_certificate_revoked", "certctl_agent_total", "certctl_agent_online",
+              "certctl_job_pending", "certctl_uptime_seconds"}
+    assert {n for n, f in families.items() if f.type == "gauge"} == gauges
+    assert {n for n, f in families.items() if f.type == "counter"} == {
+        "certctl_job_completed", "certctl_job_failed"}  # exposed as ..._total
+    assert not any(n.startswith(("process_", "go_")) for n in families)  # written by hand
+    value = {f.name: f.samples[0].value for f in families.values()}
+    with engine.connect() as conn:
+        certificates, agents = (conn.execute(sa.text(f"SELECT count(*) FROM {t}")).scalar_one()
+                                for t in ("managed_certificates", "agents"))
+    assert value["certctl_certificate_total"] == certificates
+    assert value["certctl_agent_total"] == agents >= 1
+    assert value["certctl_certificate_active"] == certificates - sum(
+        value[f"certctl_certificate_{k}"] for k in ("expiring_soon", "expired", "revoked"))
+
+
 def test_unknown_path_and_wrong_method_answer_like_gos_mux(
     client: httpx.Client, auth: dict[str, str]
 ) -> None:

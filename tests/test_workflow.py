@@ -118,16 +118,24 @@ def test_it_runs_the_smoke_suite_on_both_targets_and_a_breach_fails_the_job():
     commands = [c for script in _run_scripts() for c in _commands(script)]
     smoke = ("workbench", "run", "all", "--profile", "smoke")
     assert smoke in commands  # the embedded stand-in
-    assert (*smoke, "--target", ANY) in commands  # a configured certctl
+    assert any(c[:7] == (*smoke, "--target", ANY) for c in commands)  # a configured certctl
     assert ("workbench", "target", "up") in commands
     for step in _steps():
         assert not step.get("continue-on-error"), step.get("name")
         assert "|| true" not in step.get("run", ""), step.get("name")
 
 
+def _smoke_jobs() -> dict[str, dict]:
+    """The jobs that run the smoke suite (``workbench run``)."""
+    return {name: job for name, job in _jobs().items()
+            if any(c[:2] == ("workbench", "run") for s in job["steps"] if "run" in s
+                   for c in _commands(s["run"]))}
+
+
 def test_runs_are_uploaded_even_on_failure_and_never_the_state_folder():
     names = set()
-    for job in _jobs().values():
+    assert set(_smoke_jobs()) == {"smoke", "certctl"}
+    for job in _smoke_jobs().values():
         uploads = [s for s in job["steps"]
                    if s.get("uses", "").startswith("actions/upload-artifact@")]
         assert len(uploads) == 1
@@ -136,7 +144,7 @@ def test_runs_are_uploaded_even_on_failure_and_never_the_state_folder():
         paths = [p.strip() for p in str(upload["with"]["path"]).splitlines() if p.strip()]
         assert paths == ["runs/"]  # .workbench/ holds the targets' tokens
         names.add(upload["with"]["name"])
-    assert len(names) == len(_jobs())  # one artifact per job, none overwriting another
+    assert len(names) == len(_smoke_jobs())  # one artifact per job, none overwriting another
 
 
 def test_a_manual_run_builds_certctl_at_the_ref_given_and_runs_the_smoke_suite_on_it():
@@ -170,6 +178,55 @@ def test_it_never_commits_or_pushes_and_keeps_secrets_in_env():
     assert "secrets." not in scripts  # secrets reach commands only through env, never inline
     text = WORKFLOW.read_text()
     assert re.findall(r"secrets\.(\w+)", text) and "CERTCTL_TOKEN" in text
+
+
+def test_every_action_is_pinned_to_a_commit_with_its_tag_beside_it():
+    uses = re.findall(r"^\s*(?:-\s*)?uses:\s*(\S+)(.*)$", WORKFLOW.read_text(), re.MULTILINE)
+    assert len(uses) == sum("uses" in step for step in _steps()) >= 10
+    for action, comment in uses:
+        name, _, ref = action.partition("@")
+        assert re.fullmatch(r"[0-9a-f]{40}", ref), f"{action} is not pinned to a commit"
+        assert re.fullmatch(r"\s*# v\d+\.\d+\.\d+", comment), f"{action}: no '# vX.Y.Z'"
+    dependabot = yaml.safe_load((ROOT / ".github" / "dependabot.yml").read_text())
+    assert dependabot["version"] == 2
+    assert [(u["package-ecosystem"], u["directory"]) for u in dependabot["updates"]] == [
+        ("github-actions", "/")]
+
+
+def test_the_pip_cache_is_keyed_on_the_lock_as_well_as_pyproject():
+    for name, job in _jobs().items():
+        (setup,) = [s for s in job["steps"]
+                    if s.get("uses", "").startswith("actions/setup-python@")]
+        keyed = str(setup["with"]["cache-dependency-path"]).split()
+        assert setup["with"]["cache"] == "pip" and keyed == ["pyproject.toml",
+                                                              "requirements.lock"], name
+
+
+def test_each_smoke_job_publishes_its_junit_xml_as_a_check_even_on_failure():
+    for name, job in _smoke_jobs().items():
+        published = [s for s in job["steps"]
+                     if s.get("uses", "").startswith("mikepenz/action-junit-report@")]
+        assert len(published) == 1, name
+        assert "always()" in published[0]["if"]
+        assert published[0]["with"]["report_paths"] == "runs/**/junit.xml"  # exports.py's file
+        assert job["permissions"] == {"contents": "read", "checks": "write"}, name
+
+
+def test_a_remote_certctl_is_seeded_with_consent_and_scraped_and_the_readme_says_so():
+    scripts = [c for s in _jobs()["smoke"]["steps"] if "run" in s for c in _commands(s["run"])]
+    remote = [c for c in scripts if c[:3] == ("workbench", "run", "all") and "--target" in c]
+    assert remote == [("workbench", "run", "all", "--profile", "smoke", "--target", ANY,
+                       "--allow-remote-db", "--scrape", "certctl")]
+    readme = (ROOT / "README.md").read_text()
+    ci = readme[readme.index("### In CI"):]
+    assert "--allow-remote-db" in ci and "--scrape certctl" in ci
+
+
+def test_a_fast_job_lints_and_runs_the_unit_tests_beside_the_smoke_suite():
+    job = _jobs()["checks"]
+    commands = [c for s in job["steps"] if "run" in s for c in _commands(s["run"])]
+    assert commands == [("make", "install"), ("make", "test-fast")]
+    assert job["timeout-minutes"] <= 20 and "if" not in job  # on every pull request
 
 
 @pytest.mark.parametrize("command, documented, expected", [

@@ -19,10 +19,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import httpx
-import matplotlib.pyplot as plt
 import pandas as pd
 
-from workbench import analysis, baseline, exports, machine, plots, record, report
+from workbench import analysis, baseline, exports, machine, record, report
 from workbench.driver import DriveSpec, load_result
 from workbench.jsonio import write_json, write_text
 from workbench.notebook import Tables
@@ -99,6 +98,10 @@ def build_record(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None,
 
 def report_html(rec: Mapping, requests: pd.DataFrame, analysed: analysis.Analysis) -> str:
     """The report page: the verdict, the figures, then the details tables."""
+    import matplotlib.pyplot as plt  # here: a refused command never loads the plotting stack
+
+    from workbench import plots
+
     target = rec["target"]
     title = (SCENARIO, f"{target['kind']} {target.get('version') or ''} @ {target['url']}",
              rec["run"]["started_at"][:16].replace("T", " ") + " UTC")

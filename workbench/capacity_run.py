@@ -31,7 +31,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workbench import analysis, capacity, exitcodes, jsonio
 from workbench.analysis import Threshold
@@ -54,6 +54,9 @@ from workbench.driver.result import (
 )
 from workbench.driver.spec import DriveSpec
 from workbench.errors import WorkbenchError
+
+if TYPE_CHECKING:
+    from workbench.kernel import Kernel
 
 STEPS_DIR = "steps"
 FIGURES = ("hockey_stick.png", "throughput.png")  # beside capacity.json
@@ -571,14 +574,21 @@ def scenario_options(scenario, params: Mapping, given: Mapping) -> SearchOptions
 
 def execute(scenario: str, profile: str, target_url: str | None, ca_file: str | None,
             insecure: bool, overrides: Mapping, options: Mapping,
-            strict: bool = False) -> tuple[Path, int, str | None]:
+            strict: bool = False, notebook_kernel: Kernel | None = None
+            ) -> tuple[Path, int, str | None]:
     """``workbench run SCENARIO --find-capacity``: preflight once, then the capacity notebook
-    through papermill into a new run folder, and its HTML report. Returns the run folder, the
-    exit code (:func:`exit_code` once the notebook ran) and the conclusion (None when the
-    notebook failed)."""
+    through papermill (in ``notebook_kernel``, or one started here) into a new run folder, and
+    its HTML report. Returns the run folder, the exit code (:func:`exit_code` once the notebook
+    ran) and the conclusion (None when the notebook failed)."""
     import json
 
     from workbench import run
+    from workbench.kernel import for_terminal
+
+    if notebook_kernel is None:
+        with for_terminal() as own:  # started now: its imports overlap preflight
+            return execute(scenario, profile, target_url, ca_file, insecure, overrides,
+                           options, strict, own)
 
     _, _, thresholds, run_dir = run.prepare(
         scenario, profile, overrides, target_url, ca_file, insecure, strict,
@@ -588,7 +598,7 @@ def execute(scenario: str, profile: str, target_url: str | None, ca_file: str | 
     code = run.execute_notebook(NOTEBOOK, out_nb, {
         "scenario": scenario, "profile": profile, "target_url": target_url, "ca_file": ca_file,
         "insecure": insecure, "run_dir": str(run_dir), "params": overrides,
-        "thresholds": thresholds, "options": dict(options)})
+        "thresholds": thresholds, "options": dict(options)}, notebook_kernel)
     conclusion = None
     if (run_dir / CAPACITY_FILE).exists() and code == 0:
         doc = json.loads((run_dir / CAPACITY_FILE).read_text())

@@ -285,32 +285,57 @@ def check_run(args) -> dict:
             raise WorkbenchError(f"--target-pid {args.target_pid}: no such process on this "
                                  "machine; pass the pid of the target's server process (e.g. "
                                  "pgrep certctl-server)")
+    if args.scrape and args.find_capacity:
+        raise WorkbenchError("--scrape adds to a run's telemetry and a capacity search samples "
+                             "none: drop --scrape, or run the scenario at one load")
+    if args.scrape:
+        from workbench.telemetry import prometheus
+
+        prometheus.parse_options(args.scrape)
     return overrides
 
 
 def cmd_run(args) -> Outcome:
-    """One scenario's notebook through papermill, or every scenario with one combined report."""
+    """One scenario's notebook through papermill, or every scenario with one combined report,
+    in one kernel started as soon as the input is checked: its imports overlap this process's
+    and the preflight."""
     overrides = check_run(args)
-    from workbench import run, seed
+    from workbench import kernel
+    from workbench.run import TARGET_PID_ENV
+    from workbench.seed import ALLOW_REMOTE_ENV
 
-    if args.allow_remote_db:  # the environment reaches the notebook kernel; a parameter would not
-        os.environ[seed.ALLOW_REMOTE_ENV] = "1"
-    if args.target_pid is not None:  # the kernel's telemetry reads it (a parameter would change
-        os.environ[run.TARGET_PID_ENV] = str(args.target_pid)  # every scenario's notebook)
+    # the kernel reads these from its environment (a parameter would change every notebook)
+    if args.allow_remote_db:
+        os.environ[ALLOW_REMOTE_ENV] = "1"
+    if args.target_pid is not None:
+        os.environ[TARGET_PID_ENV] = str(args.target_pid)
+    if args.scrape:
+        from workbench.telemetry import prometheus
+
+        prometheus.to_env(args.scrape)
+    with kernel.for_terminal() as notebook_kernel:
+        return _run(args, overrides, notebook_kernel)
+
+
+def _run(args, overrides: dict, notebook_kernel) -> Outcome:
+    from workbench import run
+
     if args.fixture_sizes:
-        return _run_sweep(args, overrides)
+        return _run_sweep(args, overrides, notebook_kernel)
     if args.find_capacity:
-        return _run_capacity(args, overrides)
+        return _run_capacity(args, overrides, notebook_kernel)
     if args.scenario == "all":
         from workbench import suite
 
         suite_dir, code = suite.run_all(args.profile, args.target, args.ca_file, args.insecure,
-                                        overrides, strict=args.strict)
+                                        overrides, strict=args.strict,
+                                        notebook_kernel=notebook_kernel)
         suite.print_summary(suite_dir)
         return Outcome(code, {"suite_dir": str(suite_dir)} | _read_json(suite_dir /
                                                                          "summary.json"))
     run_dir, code = run.execute(args.scenario, args.profile, args.target, args.ca_file,
-                                args.insecure, overrides, strict=args.strict)
+                                args.insecure, overrides, strict=args.strict,
+                                kernel=notebook_kernel)
     summary = run_summary(run_dir)
     print_summary(summary)
     return Outcome(code, summary)
@@ -323,18 +348,18 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _run_sweep(args, overrides: dict) -> Outcome:
+def _run_sweep(args, overrides: dict, notebook_kernel) -> Outcome:
     """``--fixture-sizes``: the scenario once per size, then latency against size."""
     from workbench import sweep
 
     sweep_dir, code = sweep.run_sweep(args.scenario, args.profile, args.fixture_sizes,
                                       args.target, args.ca_file, args.insecure, overrides,
-                                      strict=args.strict)
+                                      strict=args.strict, notebook_kernel=notebook_kernel)
     sweep.print_summary(sweep_dir)
     return Outcome(code, {"sweep_dir": str(sweep_dir)} | _read_json(sweep_dir / sweep.SWEEP_FILE))
 
 
-def _run_capacity(args, overrides: dict) -> Outcome:
+def _run_capacity(args, overrides: dict, notebook_kernel) -> Outcome:
     """``run SCENARIO --find-capacity``: the capacity notebook through papermill."""
     from workbench import capacity_run
 
@@ -342,7 +367,7 @@ def _run_capacity(args, overrides: dict) -> Outcome:
     run_dir, code, conclusion = capacity_run.execute(
         args.scenario, args.profile, args.target, args.ca_file, args.insecure, overrides,
         _capacity_given(args) | {k: v for k, v in driver.items() if v is not None},
-        strict=args.strict)
+        strict=args.strict, notebook_kernel=notebook_kernel)
     if conclusion:
         print(conclusion)
     print(f"  capacity.json: {run_dir / 'capacity.json'}")
@@ -871,6 +896,11 @@ def build_parser() -> Parser:
     r.add_argument("--target-pid", type=argtypes.pid, metavar="PID",
                    help="the target server's process id, for its CPU and memory in the "
                         "telemetry (default: the process listening on the target's port)")
+    r.add_argument("--scrape", action="append", default=[], metavar="[NAME=]URL|certctl",
+                   help="a Prometheus target for the telemetry, repeatable: certctl (the "
+                        "target's own /api/v1/metrics/prometheus, with its token), or an "
+                        "exporter's URL (node_exporter, postgres_exporter), named NAME or "
+                        "host:port")
     add_capacity_options(r, "req/s, VUs for a closed-loop scenario, agents for agent_fleet",
                          shards=True)
     _json_option(r)
@@ -1067,5 +1097,15 @@ def main(argv: list[str] | None = None) -> int:
     return outcome.code
 
 
+def console() -> None:
+    """The ``workbench`` command: :func:`main`, then out without the interpreter's teardown."""
+    # jsonschema (under papermill's nbformat) builds 38 grammars for its optional IRI format
+    # check on import, 0.5-2 s of every command's start; no notebook here has an IRI to check
+    sys.modules.setdefault("rfc3987_syntax", None)
+    from workbench.fastexit import exit_now
+
+    exit_now(main())
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    console()

@@ -291,26 +291,54 @@ def trend_plot(trend: pd.DataFrame, scenario: str, target: str | None = None,
     return _finish(fig, ax, _title(heading, scenario, target, date), ncol=2)
 
 
-# Telemetry panels under the latency: (y label, [(source, metric, legend label)]). A line whose
-# samples are all zero (or absent) is left out, and a panel with no line left is not drawn.
+# Telemetry panels under the latency: (y label, unit divisor, [(source, metric, legend label)]).
+# A line whose samples are all zero (or absent) is left out, and a panel with no line left is
+# not drawn. Source ANY: every Prometheus target (--scrape) with that recognised metric, its name
+# after the label; a scraped node_exporter's cores are drawn as the host's are.
+ANY = "*"
+BUILT_IN = ("postgres", "certctl", "host", "target_process", "sampler")
 TELEMETRY_PANELS = (
-    ("CPU (% of one core)", [("target_process", "cpu_percent", "target process"),
-                             ("postgres", "server_cpu_percent", "PostgreSQL (all processes)")]),
-    ("database rows and\ntransactions per s", [
+    ("CPU (% of one core)", 1.0, [
+        ("target_process", "cpu_percent", "target process"),
+        ("postgres", "server_cpu_percent", "PostgreSQL (all processes)")]),
+    ("memory (GiB)", 2.0**30, [
+        ("target_process", "rss_bytes", "target process RSS"),
+        ("host", "memory.used_bytes", "host used"),
+        (ANY, "memory.used_bytes", "used")]),
+    ("database rows and\ntransactions per s", 1.0, [
         ("postgres", "xact_commit_per_s", "commits"),
         ("postgres", "xact_rollback_per_s", "rollbacks"),
         ("postgres", "tup_inserted_per_s", "rows inserted"),
         ("postgres", "tup_updated_per_s", "rows updated"),
         ("postgres", "tup_deleted_per_s", "rows deleted"),
-        ("postgres", "blks_read_per_s", "blocks read (not cached)")]),
-    ("sessions", [("postgres", "connections.active", "active"),
-                  ("postgres", "connections.idle_in_transaction", "idle in transaction"),
-                  ("postgres", "waiting.Lock", "waiting: lock"),
-                  ("postgres", "waiting.LWLock", "waiting: LWLock"),
-                  ("postgres", "waiting.IO", "waiting: I/O"),
-                  ("postgres", "locks.ungranted", "ungranted locks")]),
-    ("certctl jobs", [("certctl", f"jobs.{s}", s) for s in JOB_STATUSES]),
+        ("postgres", "blks_read_per_s", "blocks read (not cached)"),
+        (ANY, "pg.xact_commit_per_s", "commits"),
+        (ANY, "pg.xact_rollback_per_s", "rollbacks"),
+        (ANY, "pg.tup_inserted_per_s", "rows inserted"),
+        (ANY, "pg.tup_updated_per_s", "rows updated"),
+        (ANY, "pg.tup_deleted_per_s", "rows deleted"),
+        (ANY, "pg.blks_read_per_s", "blocks read (not cached)")]),
+    ("sessions", 1.0, [
+        ("postgres", "connections.active", "active"),
+        ("postgres", "connections.idle_in_transaction", "idle in transaction"),
+        ("postgres", "waiting.Lock", "waiting: lock"),
+        ("postgres", "waiting.LWLock", "waiting: LWLock"),
+        ("postgres", "waiting.IO", "waiting: I/O"),
+        ("postgres", "locks.ungranted", "ungranted locks"),
+        (ANY, "pg.connections.active", "active"),
+        (ANY, "pg.connections.idle_in_transaction", "idle in transaction"),
+        (ANY, "pg.locks.held", "locks held")]),
+    ("certctl jobs", 1.0, [("certctl", f"jobs.{s}", s) for s in JOB_STATUSES] + [
+        (ANY, "certctl_job_pending", "pending"),
+        (ANY, "certctl_job_completed_total_per_s", "completed per s"),
+        (ANY, "certctl_job_failed_total_per_s", "failed per s")]),
 )
+
+
+def _cores(metrics) -> list[str]:
+    """``cpu.<n>`` metrics in core order."""
+    return sorted((m for m in metrics if m.startswith("cpu.") and m[4:].isdigit()),
+                  key=lambda m: int(m[4:]))
 
 
 def latency_and_telemetry(df: pd.DataFrame, telemetry: pd.DataFrame, scenario: str, target: str,
@@ -321,26 +349,32 @@ def latency_and_telemetry(df: pd.DataFrame, telemetry: pd.DataFrame, scenario: s
     :func:`workbench.telemetry.load_telemetry`. Both are placed in seconds from the first
     intended start, so a latency step and what the server did at that moment line up.
     Telemetry is drawn sample by sample (1 s) and reaches before and after the load; the host's
-    per-core CPU is drawn thin in grey behind the target's and PostgreSQL's.
+    per-core CPU (and a scraped node_exporter's) is drawn thin in grey behind the target's and
+    PostgreSQL's.
     """
     seconds = seconds or _auto_seconds(df)
     t0 = int(df["intended_ns"].min()) if len(df) else int(telemetry["t_ns"].min())
     lookup = {key: g for key, g in telemetry.groupby(["source", "metric"], observed=True)}
+    scraped = sorted({s for s, _ in lookup if s not in BUILT_IN})
 
-    def points(source: str, metric: str) -> tuple[np.ndarray, np.ndarray] | None:
+    def points(source: str, metric: str, divisor: float = 1.0
+               ) -> tuple[np.ndarray, np.ndarray] | None:
         rows = lookup.get((source, metric))
         if rows is None or not np.any(rows["value"].to_numpy()):
             return None
-        return (rows["t_ns"].to_numpy() - t0) / 1e9, rows["value"].to_numpy()
+        return (rows["t_ns"].to_numpy() - t0) / 1e9, rows["value"].to_numpy() / divisor
 
-    cores = sorted((m for s, m in lookup if s == "host" and m.startswith("cpu.")
-                    and m[4:].isdigit()), key=lambda m: int(m[4:]))
     panels = []
-    for label, lines in TELEMETRY_PANELS:
-        drawn = [(name, xy) for source, metric, name in lines
-                 if (xy := points(source, metric)) is not None]
+    for label, divisor, lines in TELEMETRY_PANELS:
+        drawn = [(name if source != ANY else f"{name} ({each})", xy)
+                 for source, metric, name in lines
+                 for each in (scraped if source == ANY else [source])
+                 if (xy := points(each, metric, divisor)) is not None]
         if label.startswith("CPU"):
-            drawn += [(f"host {m}", xy) for m in cores if (xy := points("host", m)) is not None]
+            for source in ("host", *scraped):
+                drawn += [(f"{source} {m}", xy) for m in _cores(m for s, m in lookup
+                                                                if s == source)
+                          if (xy := points(source, m)) is not None]
         if drawn:
             panels.append((label, drawn))
     fig, axes = _figure(1 + len(panels), figsize=(8, 2.8 + 1.7 * len(panels)), sharex=True,
@@ -355,9 +389,11 @@ def latency_and_telemetry(df: pd.DataFrame, telemetry: pd.DataFrame, scenario: s
     if len(w) and np.nanmax(w["p99"].to_numpy()) > 0:
         _log_ms_axis(ax)
     ax.legend(fontsize=LEGEND_SIZE, loc="upper right")
+    cores = {f"{source} {m}" for source in ("host", *scraped) for m in _cores(
+        m for s, m in lookup if s == source)}
     for panel_ax, (label, drawn) in zip(axes[1:], panels, strict=True):
         for i, (name, (x, y)) in enumerate(drawn):
-            style = ({"color": "tab:gray", "lw": 0.7, "alpha": 0.6} if name.startswith("host ")
+            style = ({"color": "tab:gray", "lw": 0.7, "alpha": 0.6} if name in cores
                      else {"color": COLORS[i % len(COLORS)], "lw": 1.2})
             panel_ax.plot(x, y, label=name, **style)
         panel_ax.set_ylabel(label)

@@ -118,6 +118,22 @@ def _calibration_text(record: Mapping) -> str:
     return text + (f" (two readings, {cost:.1f} s)" if cost else "")
 
 
+def telemetry_text(record: Mapping) -> str | None:
+    """Which telemetry sources the run had (samples, and the Prometheus targets by name) and
+    which it did not, with why (a remote target: no host or process of its on this one)."""
+    sources = (((record.get("telemetry") or {}).get("sampler") or {}).get("sources")) or {}
+    if not sources:
+        return None
+    had = [f"{name} ({number(s.get('samples'))} samples"
+           + (f", {number(s['failed'])} failed" if s.get("failed") else "")
+           + (f", scraped from {s['url']}" if s.get("url") else "") + ")"
+           for name, s in sources.items() if s.get("enabled")]
+    off = [f"{name}: {s.get('reason') or 'off'}" for name, s in sources.items()
+           if not s.get("enabled")]
+    return "; ".join(filter(None, (", ".join(had) or "no source sampled",
+                                   f"not sampled: {'; '.join(off)}" if off else "")))
+
+
 def _target_text(record: Mapping) -> str:
     t = record.get("target") or {}
     commit = (t.get("commit") or "unknown")[:12]
@@ -180,7 +196,9 @@ class Verdict:
                 f"</code>, started {html.escape(str((r.get('run') or {}).get('started_at')))}"
                 f"<br>Target: {html.escape(_target_text(r))}"
                 f"<br>Load: {html.escape(_load_text(r))}"
-                f"<br>Machine calibration: {html.escape(_calibration_text(r))}</p>")
+                f"<br>Machine calibration: {html.escape(_calibration_text(r))}"
+                + (f"<br>Telemetry: {html.escape(sampled)}"
+                   if (sampled := telemetry_text(r)) else "") + "</p>")
         rows = []
         for name, e in self.endpoint_rows():
             cells = [html.escape(name), number(e.get("requests")), number(e.get("failed")),
@@ -207,6 +225,8 @@ class Verdict:
         lines = [f"{result} · {valid}", f"target: {_target_text(self.record)}",
                  f"load: {_load_text(self.record)}",
                  f"machine calibration: {_calibration_text(self.record)}"]
+        if sampled := telemetry_text(self.record):
+            lines.append(f"telemetry: {sampled}")
         for name, e in self.endpoint_rows():
             lines.append(f"  {name}: " + "  ".join(f"{p} {number(e.get(p))} ms"
                                                    for p in SHOWN_PERCENTILES)
@@ -348,11 +368,17 @@ class Section:
     body: str
 
 
+def figure_png(figure) -> bytes:
+    """A Matplotlib figure as PNG at 100 dpi, drawn once: every workbench figure is laid out
+    by ``tight_layout``, so a tight bounding box (a second draw) would crop nothing."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100)
+    return buffer.getvalue()
+
+
 def figure_html(figure) -> str:
     """A Matplotlib figure as an inline PNG."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", bbox_inches="tight", dpi=100)
-    data = base64.b64encode(buffer.getvalue()).decode()
+    data = base64.b64encode(figure_png(figure)).decode()
     return f'<img style="max-width:100%" src="data:image/png;base64,{data}">'
 
 

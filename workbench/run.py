@@ -22,7 +22,6 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
@@ -34,7 +33,6 @@ from workbench import (
     exitcodes,
     exports,
     machine,
-    plots,
     preflight,
     record,
     report,
@@ -42,11 +40,13 @@ from workbench import (
     seed,
     telemetry,
 )
-from workbench.driver.launch import PROGRESS_ENV, LiveLine
+from workbench.driver.launch import LiveLine
 from workbench.errors import TargetExited, WorkbenchError
 from workbench.jsonio import write_json, write_text
+from workbench.kernel import KERNEL_NAME, Kernel, for_terminal
 from workbench.notebook import Facts, Figures, Tables
 from workbench.paths import notebooks_dir, project_root, runs_dir
+from workbench.telemetry import prometheus
 
 PREFLIGHT_FILE = "preflight.json"  # what preflight found, so a run checks its target once
 PREFLIGHT_SCHEMA_VERSION = 1
@@ -147,6 +147,7 @@ class Run:
         self._verdicts: pd.DataFrame | None = None
         self.target_pid = target_pid_from_env() or (
             self.target.started.pid if self.target.started else None)
+        self.scrapes = prometheus.from_env()  # --scrape: Prometheus targets of the telemetry
         self.target_exit: str | None = None  # why the run failed: its server exited mid-run
         self._sampler: telemetry.TelemetrySampler | None = None
         self.telemetry_sidecar: dict | None = None  # telemetry.json, once the sampler stopped
@@ -222,13 +223,21 @@ class Run:
         try:
             self._sampler = telemetry.TelemetrySampler(
                 self.dir, dsn=self.target.dsn, target_url=self.target.url,
-                target_pid=self.target_pid).start()
+                target_pid=self.target_pid, scrapes=self._scrape_targets()).start()
             if self._sampler.error:
                 print(f"warning: telemetry: {self._sampler.error}", file=sys.stderr)
         except Exception as exc:  # noqa: BLE001 - telemetry never breaks the run it watches
             self._sampler = None
             print(f"warning: telemetry not sampled: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
+
+    def _scrape_targets(self) -> list[dict]:
+        """The ``--scrape`` targets, ``certctl`` as the target's own metrics endpoint (with its
+        token and TLS settings; the token goes to the target it is already sent to)."""
+        return [{"name": s["name"], "url": self.target.url.rstrip("/") + prometheus.CERTCTL_PATH,
+                 "token": self._token, "ca_file": self.target.ca_file,
+                 "insecure": self.target.insecure} if s["url"] == prometheus.CERTCTL else s
+                for s in self.scrapes]
 
     def stop_telemetry(self) -> dict | None:
         """Stop the sampler (``telemetry.parquet`` and ``telemetry.json`` are then written);
@@ -270,13 +279,16 @@ class Run:
             return None if self.drain is None else {"window_s": None, "sources": {},
                                                     "drain": self.drain, "sampler": None}
         windows = self.telemetry_windows()
-        section = (telemetry.record_summary(windows, self.analyse().window_s)
+        scraped = [name for name, s in (sidecar.get("sources") or {}).items()
+                   if s.get("kind") == "prometheus"]
+        section = (telemetry.record_summary(windows, self.analyse().window_s, scraped)
                    if windows is not None else {"window_s": None, "sources": {}})
         section["drain"] = self.drain
         section["sampler"] = {
             "status": sidecar.get("status"), "interval_s": sidecar.get("interval_s"),
             "ticks": sidecar.get("ticks"), "late_ticks": sidecar.get("late_ticks"),
             "sources": {name: {k: s.get(k) for k in ("enabled", "reason", "samples", "failed")}
+                        | {k: s[k] for k in ("kind", "url") if k in s}  # a scrape's, no token
                         for name, s in (sidecar.get("sources") or {}).items()}}
         return section
 
@@ -381,6 +393,10 @@ class Run:
 
     def figures(self) -> Figures:
         """Latency by percentile, its distribution, latency over time, throughput and errors."""
+        import matplotlib.pyplot as plt  # here: `workbench run` itself never draws
+
+        from workbench import plots
+
         df, title = self.requests(), self.title()
         figures = Figures([plots.percentile_plot(df, *title), plots.cdf_plot(df, *title),
                            plots.latency_over_time(df, *title),
@@ -595,7 +611,8 @@ def prepare(scenario: str, profile: str, overrides: Mapping | None, target_url: 
 def execute(scenario: str, profile: str, target_url: str | None = None,
             ca_file: str | None = None, insecure: bool = False,
             overrides: Mapping | None = None, strict: bool = False,
-            seed_fixtures: bool = True, identity: Mapping | None = None) -> tuple[Path, int]:
+            seed_fixtures: bool = True, identity: Mapping | None = None,
+            kernel: Kernel | None = None) -> tuple[Path, int]:
     """Run a scenario's notebook through papermill, then render the HTML report.
 
     Returns the run directory and an exit code (:mod:`workbench.exitcodes`).
@@ -603,8 +620,13 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
     printed as warnings first (refused with ``strict``). What preflight found goes into the run
     folder, so the notebook does not check again. ``identity``: the target as ``workbench run
     all`` found it (checked once for every scenario); ``seed_fixtures=False`` only resets what
-    an earlier run changed (``workbench run all`` seeds once).
+    an earlier run changed (``workbench run all`` seeds once). ``kernel``: one started for
+    several runs (:func:`workbench.kernel.for_terminal`); None starts one for this run.
     """
+    if kernel is None:
+        with for_terminal() as own:  # started now: its imports overlap preflight
+            return execute(scenario, profile, target_url, ca_file, insecure, overrides, strict,
+                           seed_fixtures, identity, own)
 
     spec, params, thresholds, run_dir = prepare(scenario, profile, overrides, target_url,
                                                 ca_file, insecure, strict, identity)
@@ -613,52 +635,59 @@ def execute(scenario: str, profile: str, target_url: str | None = None,
     code = execute_notebook(spec.notebook, out_nb, {
         "target_url": target_url, "ca_file": ca_file, "insecure": insecure, "profile": profile,
         "run_dir": str(run_dir), "seed_fixtures": seed_fixtures, **params,
-        **({"thresholds": thresholds} if thresholds is not None else {})})
+        **({"thresholds": thresholds} if thresholds is not None else {})}, kernel)
     print(f"[workbench] {scenario} ({profile}) took {time.monotonic() - started:.1f} s",
           file=sys.stderr)
     return run_dir, code
 
 
-def execute_notebook(name: str, out_nb: Path, parameters: Mapping) -> int:
-    """Run ``notebooks/<name>`` through papermill into ``out_nb``, then its HTML report beside
-    it; its exit code (:mod:`workbench.exitcodes`: 99 when a threshold was breached, 1 when a
-    cell crashed). The kernel writes the driver's live line to this terminal too, in the
-    terminal's way."""
+def execute_notebook(name: str, out_nb: Path, parameters: Mapping,
+                     kernel: Kernel | None = None) -> int:
+    """Run ``notebooks/<name>`` through papermill into ``out_nb`` (in ``kernel``, or a kernel
+    of its own), then its HTML report beside it; its exit code (:mod:`workbench.exitcodes`:
+    99 when a threshold was breached, 1 when a cell crashed)."""
     import papermill
 
+    if kernel is None:
+        with for_terminal() as own:
+            return execute_notebook(name, out_nb, parameters, own)
+    exporter = html_exporter()  # its imports before the notebook runs: nothing is measured yet
     code = exitcodes.PASSED
-    progress_was = os.environ.get(PROGRESS_ENV)
-    os.environ[PROGRESS_ENV] = "tty" if sys.stderr.isatty() else "lines"
     try:
         papermill.execute_notebook(
             str(notebooks_dir() / name), str(out_nb), parameters=dict(parameters),
-            kernel_name="python3", progress_bar=False, log_output=False,
-            stdout_file=sys.stdout, stderr_file=sys.stderr, cwd=str(project_root()))
+            kernel_name=KERNEL_NAME, km=kernel.prepare(), progress_bar=False,
+            log_output=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
+            cwd=str(project_root()),
+            # written once at the end (a failed one too), not twice a cell and every 30 s
+            # while the load runs: this process stays quiet in the timed phase
+            request_save_on_cell_execute=False)
     except papermill.PapermillExecutionError as exc:
         print(f"notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}",
               file=sys.stderr)
         code = exitcodes.for_exception(exc.ename)
-    finally:
-        if progress_was is None:
-            os.environ.pop(PROGRESS_ENV, None)
-        else:
-            os.environ[PROGRESS_ENV] = progress_was
     if out_nb.exists():
-        render_html(out_nb, out_nb.parent / "report.html")
+        render_html(out_nb, out_nb.parent / "report.html", exporter)
     return code
 
 
-def render_html(notebook: Path, html: Path) -> None:
+def html_exporter():
+    """nbconvert's HTML exporter as the reports use it: code cells and prompts hidden."""
+    from nbconvert import HTMLExporter
+
+    return HTMLExporter(exclude_input=True, exclude_input_prompt=True,
+                        exclude_output_prompt=True)
+
+
+def render_html(notebook: Path, html: Path, exporter=None) -> None:
     """The executed notebook as HTML with code cells hidden, in the report's order: the
     verdict first, figures next, details after (:func:`workbench.notebook.report_cells`);
     the driver's live progress line is left out."""
     import nbformat
-    from nbconvert import HTMLExporter
 
     from workbench.notebook import report_cells
 
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                            exclude_output_prompt=True)
+    exporter = exporter or html_exporter()
     nb = nbformat.read(notebook, as_version=4)
     nb.cells = report_cells(nb.cells)
     body, _ = exporter.from_notebook_node(nb)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from workbench import analysis, driver, exitcodes, jsonio, preflight, report, run, scenarios
 from workbench.errors import WorkbenchError
+from workbench.kernel import Kernel, for_terminal
 from workbench.paths import runs_dir
 
 SUMMARY_SCHEMA_VERSION = 1
@@ -30,11 +31,16 @@ COLUMNS = ("scenario", "endpoint", "requests", "failed", "dropped", "error_rate"
 
 def run_all(profile: str, target_url: str | None = None, ca_file: str | None = None,
             insecure: bool = False, overrides: Mapping | None = None, strict: bool = False,
-            names: Sequence[str] | None = None) -> tuple[Path, int]:
+            names: Sequence[str] | None = None,
+            notebook_kernel: Kernel | None = None) -> tuple[Path, int]:
     """Every scenario that loads certctl (or ``names``) at ``profile``; returns the report
     folder and the worst of their exit codes (:mod:`workbench.exitcodes`). Bad input is refused
     before any load; the target is preflighted once for all of them, every fixture seeded
-    once. A scenario with targets of its own (connector_handshake) is left out, with a line."""
+    once. A scenario with targets of its own (connector_handshake) is left out, with a line.
+    Every notebook runs in one kernel (``notebook_kernel``, or one started here)."""
+    if notebook_kernel is None:
+        with for_terminal() as own:
+            return run_all(profile, target_url, ca_file, insecure, overrides, strict, names, own)
     planned = scenarios.plan_all(overrides or {}, names or scenarios.certctl_names())
     params = {name: scenarios.get(name).params_for(profile, own)
               for name, own in planned.items()}
@@ -69,7 +75,8 @@ def run_all(profile: str, target_url: str | None = None, ca_file: str | None = N
                   file=sys.stderr)
             break
         run_dir, code = run.execute(name, profile, target_url, ca_file, insecure, planned[name],
-                                    seed_fixtures=False, identity=identity)
+                                    seed_fixtures=False, identity=identity,
+                                    kernel=notebook_kernel)
         outcomes.append((name, run_dir, code))
     summary = combined_summary(outcomes)
     write_report(suite_dir, summary, identity, profile)

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from workbench import exitcodes, jsonio, plots, run, scenarios
+from workbench.kernel import Kernel, for_terminal
 from workbench.paths import runs_dir
 
 SWEEP_FILE, FIGURE_FILE = "sweep.json", "latency_vs_fixture_size.png"
@@ -43,9 +44,15 @@ def _row(size: int, run_dir: Path, code: int) -> dict:
 
 def run_sweep(scenario: str, profile: str, sizes: Sequence[int], target_url: str | None = None,
               ca_file: str | None = None, insecure: bool = False,
-              overrides: Mapping | None = None, strict: bool = False) -> tuple[Path, int]:
-    """Run ``scenario`` once per fixture size; returns the sweep folder and the worst exit
+              overrides: Mapping | None = None, strict: bool = False,
+              notebook_kernel: Kernel | None = None) -> tuple[Path, int]:
+    """Run ``scenario`` once per fixture size (in one kernel: ``notebook_kernel``, or one
+    started here); returns the sweep folder and the worst exit
     code (:mod:`workbench.exitcodes`; 0: every run passed)."""
+    if notebook_kernel is None:
+        with for_terminal() as own:
+            return run_sweep(scenario, profile, sizes, target_url, ca_file, insecure, overrides,
+                             strict, own)
     runs = scenarios.plan_sizes(scenario, profile, sizes, dict(overrides or {}))
     sweep_dir = runs_dir() / run.new_run_id(f"sweep_{scenario}")
     sweep_dir.mkdir(parents=True)
@@ -54,7 +61,7 @@ def run_sweep(scenario: str, profile: str, sizes: Sequence[int], target_url: str
         print(f"[sweep] {scenario} at {scenarios.get(scenario).size_param}={size:,}",
               file=sys.stderr, flush=True)
         run_dir, code = run.execute(scenario, profile, target_url, ca_file, insecure, params,
-                                    strict=strict)
+                                    strict=strict, kernel=notebook_kernel)
         rows.append(_row(size, run_dir, code))
         worst = exitcodes.worst((worst, code))
         write(sweep_dir, scenario, profile, rows)  # a failure later keeps the sizes done

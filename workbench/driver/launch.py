@@ -59,6 +59,7 @@ from workbench.driver.result import (
 from workbench.driver.shard import run_shard
 from workbench.driver.spec import DriveSpec
 from workbench.errors import WorkbenchError
+from workbench.kernel import PROGRESS_ENV  # `workbench run`'s kernel also writes the line
 
 START_MARGIN_NS = 100_000_000  # children are warm and waiting; the start line needs < 1 ms
 # Open-loop requests/s to give one driver process: it holds 2,000/s with schedule-lag p99 well
@@ -68,7 +69,6 @@ SHARD_CAPACITY_RPS = 5000.0
 CLUSTER_START_MARGIN_NS = 3_000_000_000  # Dask: time for every worker to start its shard
 CLUSTER_CONNECT_TIMEOUT_S = 10.0
 PROGRESS_EVERY_S = 10.0  # without a terminal (CI logs), one progress line this often
-PROGRESS_ENV = "WORKBENCH_PROGRESS"  # "tty" or "lines": `workbench run`'s kernel also writes
 PROGRESS_METADATA = "workbench_progress"  # marks the live line's output: never in a report
 _PROGRESS_LINE = re.compile(r"^\[driver\] .*\bsent \d+")
 

@@ -83,6 +83,7 @@ SECURITY_HEADERS = {
 }
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+STARTED = web.AppKey("started", float)  # monotonic seconds at build: the metrics' uptime
 LIMITERS = web.AppKey("limiters", dict)  # chain name -> KeyedRateLimiter, empty when disabled
 
 
@@ -382,6 +383,62 @@ async def agent_work(request: web.Request) -> web.Response:
     return json_response(200, {"count": len(jobs), "jobs": jobs})
 
 
+# certctl's GetPrometheusMetrics (contract 13) from its dashboard summary, as COUNTs here:
+# revoked first, then expired (status or date), then expiring within 30 days; agents online
+# within 5 minutes; jobs Pending, AwaitingCSR, AwaitingApproval or Running count as pending.
+_METRICS = (
+    "SELECT (SELECT count(*) FROM managed_certificates),"
+    " (SELECT count(*) FROM managed_certificates WHERE lower(status) = 'revoked'),"
+    " (SELECT count(*) FROM managed_certificates WHERE lower(status) <> 'revoked'"
+    "   AND (lower(status) = 'expired' OR expires_at < now())),"
+    " (SELECT count(*) FROM managed_certificates WHERE lower(status) NOT IN ('revoked', 'expired')"
+    "   AND expires_at >= now() AND expires_at < now() + interval '30 days'),"
+    " (SELECT count(*) FROM agents),"
+    " (SELECT count(*) FROM agents WHERE last_heartbeat_at > now() - interval '5 minutes'),"
+    " (SELECT count(*) FROM jobs"
+    "   WHERE status IN ('Pending', 'AwaitingCSR', 'AwaitingApproval', 'Running')),"
+    " (SELECT count(*) FROM jobs WHERE status = 'Completed'),"
+    " (SELECT count(*) FROM jobs WHERE status = 'Failed')"
+)
+_GAUGES = (("certificate_total", "Total number of managed certificates."),
+           ("certificate_active", "Number of active (non-expiring, non-expired, non-revoked) "
+                                  "certificates."),
+           ("certificate_expiring_soon", "Number of certificates expiring within 30 days."),
+           ("certificate_expired", "Number of expired certificates."),
+           ("certificate_revoked", "Number of revoked certificates."),
+           ("agent_total", "Total number of registered agents."),
+           ("agent_online", "Number of agents currently online."),
+           ("job_pending", "Number of jobs currently pending."))
+
+
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    """``GET /api/v1/metrics/prometheus``: certctl's hand-written exposition (its gauges, its two
+    job counters and uptime; no ``process_*`` or ``go_*`` series), behind the API key."""
+    try:
+        async with request.app[POOL].connection() as conn:
+            row = await (await conn.execute(_METRICS)).fetchone()
+    except psycopg.Error as exc:
+        log.error("metrics failed: %s", exc)
+        return handler_error(request, 500, "Failed to get metrics")
+    total, revoked, expired, expiring, agents, online, pending, completed, failed = row
+    values = (total, total - expiring - expired - revoked, expiring, expired, revoked, agents,
+              online, pending)
+    lines = []
+    for (name, text), value in zip(_GAUGES, values, strict=True):
+        lines += [f"# HELP certctl_{name} {text}", f"# TYPE certctl_{name} gauge",
+                  f"certctl_{name} {value}", ""]
+    for name, text, value in (("job_completed_total", "Total number of completed jobs.",
+                               completed),
+                              ("job_failed_total", "Total number of failed jobs.", failed)):
+        lines += [f"# HELP certctl_{name} {text}", f"# TYPE certctl_{name} counter",
+                  f"certctl_{name} {value}", ""]
+    uptime = int(time.monotonic() - request.app[STARTED])
+    lines += ["# HELP certctl_uptime_seconds Server uptime in seconds.",
+              "# TYPE certctl_uptime_seconds gauge", f"certctl_uptime_seconds {uptime}"]
+    return web.Response(status=200, text="\n".join(lines) + "\n",
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
 def _add_routes(app: web.Application) -> None:
     """One line per endpoint here; certificates and ACME register theirs in their modules."""
     app.router.add_get("/health", health)
@@ -391,6 +448,7 @@ def _add_routes(app: web.Application) -> None:
     app.router.add_get("/api/v1/auth/check", auth_check)
     app.router.add_post("/api/v1/agents/{id}/heartbeat", agent_heartbeat)
     app.router.add_get("/api/v1/agents/{id}/work", agent_work)
+    app.router.add_get("/api/v1/metrics/prometheus", prometheus_metrics)
     certificates.add_routes(app)
     acme.add_routes(app)
     acme_orders.add_routes(app)
@@ -433,6 +491,7 @@ def build_app(config: StandinConfig) -> web.Application:
         client_max_size=MAX_BODY_BYTES,
     )
     app[CONFIG] = config
+    app[STARTED] = time.monotonic()
     limit = config.rate_limit
     app[LIMITERS] = ({"auth": KeyedRateLimiter(limit), "no-auth": KeyedRateLimiter(limit)}
                      if limit.enabled else {})

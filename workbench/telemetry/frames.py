@@ -9,12 +9,14 @@ same label cover the same instants.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchError
+from workbench.telemetry.prometheus import recorded
 from workbench.telemetry.sampler import PARQUET_FILE, SPOOL_FILE, read_spool
 
 COLUMNS = ("t_ns", "source", "metric", "value")
@@ -76,16 +78,21 @@ def telemetry_windows(telemetry: pd.DataFrame, t0_ns: int, seconds: float,
     return out
 
 
-def record_summary(windows: pd.DataFrame, seconds: float) -> dict:
+def record_summary(windows: pd.DataFrame, seconds: float, scraped: Iterable[str] = ()) -> dict:
     """:func:`telemetry_windows` as JSON-ready lists for the baseline record::
 
         {"window_s": 10.0, "sources": {"postgres": {"xact_commit_per_s":
             {"t_s": [0.0, 10.0], "mean": [...], "max": [...], "samples": [...]}}}}
 
-    NaN (a window without samples cannot have one, but a value can be NaN) becomes null.
+    NaN (a window without samples cannot have one, but a value can be NaN) becomes null. Of a
+    ``scraped`` source (a Prometheus target) only what :func:`~workbench.telemetry.prometheus.
+    recorded` names is kept: an exporter's hundreds of series stay in the Parquet file.
     """
+    scraped = set(scraped)
     sources: dict[str, dict] = {}
     for (source, metric), rows in windows.groupby(level=["source", "metric"], sort=True):
+        if source in scraped and not recorded(str(metric)):
+            continue
         t_s = rows.index.get_level_values("t_s")
         sources.setdefault(str(source), {})[str(metric)] = {
             "t_s": [float(t) for t in t_s],

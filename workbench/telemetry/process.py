@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
@@ -63,12 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, lambda *_: stop.set())
     with contextlib.suppress(OSError):
         os.nice(5)  # the driver and the target come first; a late sample is only late
-    dsn = config.get("dsn")
+    dsn = config.get("dsn")  # a libpq URI: the parent converted it, as it redacted dsn_shown
     sources, disabled = build_sources(dsn, config.get("target_url"), config.get("target_pid"),
                                       config.get("host"),
-                                      statement_timeout_ms(config.get("interval_s", 1.0)))
+                                      statement_timeout_ms(config.get("interval_s", 1.0)),
+                                      config.get("scrapes") or ())
     target = {k: config.get(k) for k in ("target_url", "target_pid", "host")}
-    sampler = Sampler(sources, args.out, config.get("interval_s", 1.0), disabled, dsn, target)
+    sampler = Sampler(sources, args.out, config.get("interval_s", 1.0), disabled, dsn, target,
+                      config.get("dsn_shown"))
 
     def ready() -> None:
         print(READY, flush=True)
@@ -85,11 +88,14 @@ class TelemetrySampler:
 
     ``host``: whether the target runs on this machine (None: decided from ``target_url``).
     ``target_pid`` names the target's process when finding it by port is not possible.
+    ``scrapes``: Prometheus targets (:func:`workbench.telemetry.sampler.build_sources`); like
+    the DSN, a scrape's token reaches the child through its stdin only.
     """
 
     def __init__(self, out_dir: str | Path, *, dsn: str | None = None,
                  target_url: str | None = None, target_pid: int | None = None,
-                 host: bool | None = None, interval_s: float = 1.0) -> None:
+                 host: bool | None = None, interval_s: float = 1.0,
+                 scrapes: Sequence[Mapping] = ()) -> None:
         if isinstance(interval_s, bool) or not isinstance(interval_s, int | float) or not (
                 MIN_INTERVAL_S <= interval_s <= MAX_INTERVAL_S):
             raise WorkbenchError(f"telemetry interval must be {MIN_INTERVAL_S}..{MAX_INTERVAL_S}"
@@ -99,7 +105,8 @@ class TelemetrySampler:
             raise WorkbenchError(f"--target-pid must be a process id, got {target_pid!r}")
         self.out_dir = Path(out_dir)
         self._config = {"dsn": dsn, "target_url": target_url, "target_pid": target_pid,
-                        "host": host, "interval_s": float(interval_s)}
+                        "host": host, "interval_s": float(interval_s),
+                        "scrapes": [dict(s) for s in scrapes]}
         self.process: subprocess.Popen | None = None
         self.error: str | None = None
 
@@ -110,6 +117,12 @@ class TelemetrySampler:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (package_parent, os.environ.get("PYTHONPATH", "")) if p)}
         config = dict(self._config, parent_pid=os.getpid())
+        if config["dsn"]:  # SQLAlchemy's URL reading here, where it is loaded already
+            from workbench.seed import redact_dsn
+            from workbench.telemetry.sources import libpq_conninfo
+
+            config |= {"dsn": libpq_conninfo(config["dsn"]),
+                       "dsn_shown": redact_dsn(config["dsn"])}
         with open(self.out_dir / LOG_FILE, "ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "workbench.telemetry", "--out", str(self.out_dir)],

@@ -24,19 +24,20 @@ this loop, and the parent's handle on it, are in :mod:`workbench.telemetry.proce
 from __future__ import annotations
 
 import contextlib
+import csv
 import json
 import os
+import ssl
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pandas as pd
 import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from workbench.seed import redact_dsn
 from workbench.telemetry.sources import (
     HostSource,
     JobsSource,
@@ -63,8 +64,8 @@ def _iso(t_ns: int) -> str:
 
 
 def _clean(name: str) -> str:
-    """A metric or source name safe in the spool's CSV (names come partly from the database)."""
-    return "".join("_" if c in ',"\n\r' else c for c in str(name))
+    """A metric or source name on one spool line (names come partly from what is sampled)."""
+    return "".join("_" if c in "\n\r" else c for c in str(name))
 
 
 def statement_timeout_ms(interval_s: float) -> int:
@@ -73,12 +74,14 @@ def statement_timeout_ms(interval_s: float) -> int:
 
 
 def build_sources(dsn: str | None, target_url: str | None = None, target_pid: int | None = None,
-                  host: bool | None = None, statement_timeout_ms: int = 800
-                  ) -> tuple[list, dict[str, str]]:
+                  host: bool | None = None, statement_timeout_ms: int = 800,
+                  scrapes: Sequence[Mapping] = ()) -> tuple[list, dict[str, str]]:
     """The sources to sample and, for each one left out, why.
 
     ``host`` says whether the target runs on this machine; None decides from ``target_url``
     (a loopback or own address). Host and process sources only make sense on the target's host.
+    ``scrapes``: Prometheus targets (``name``, ``url``, and optionally ``token``, ``ca_file``,
+    ``insecure``), each a :class:`~workbench.telemetry.prometheus.ScrapeSource`.
     """
     sources: list = []
     disabled: dict[str, str] = {}
@@ -92,7 +95,8 @@ def build_sources(dsn: str | None, target_url: str | None = None, target_pid: in
     if local:
         sources.append(HostSource())
     else:
-        disabled["host"] = ("the target is not on this host" if target_url or host is False
+        disabled["host"] = ("the target is not on this host (scrape its node_exporter: "
+                            "--scrape URL)" if target_url or host is False
                             else "no target given")
     if target_pid is not None:
         sources.append(ProcessSource(pid=target_pid))
@@ -101,46 +105,55 @@ def build_sources(dsn: str | None, target_url: str | None = None, target_pid: in
     else:
         disabled["target_process"] = ("the target is not on this host (pass --target-pid for a "
                                       "local process)" if target_url else "no target given")
+    if scrapes:  # httpx and the parser only where a run scrapes
+        from workbench.telemetry.prometheus import ScrapeSource
+    for scrape in scrapes:
+        verify = (False if scrape.get("insecure") else
+                  ssl.create_default_context(cafile=scrape["ca_file"]) if scrape.get("ca_file")
+                  else True)
+        sources.append(ScrapeSource(scrape["name"], scrape["url"], token=scrape.get("token"),
+                                    verify=verify, timeout_s=statement_timeout_ms / 1000))
     return sources, disabled
 
 
 class _Spool:
-    """Rows appended as CSV and flushed each tick; a killed sampler leaves whole ticks."""
+    """Rows appended as CSV (names with commas or quotes quoted: a scraped series has both)
+    and flushed each tick; a killed sampler leaves whole ticks."""
 
     def __init__(self, path: Path) -> None:
-        self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self.file = open(path, "a", encoding="utf-8", newline="")  # noqa: SIM115 - close()
+        self.writer = csv.writer(self.file, lineterminator="\n")
 
     def write(self, rows: list[tuple[int, str, str, float]]) -> None:
         if rows:
-            self.file.write("".join(f"{t},{s},{m},{v!r}\n" for t, s, m, v in rows))
+            self.writer.writerows((t, s, m, repr(v)) for t, s, m, v in rows)
             self.file.flush()
 
     def close(self) -> None:
         self.file.close()
 
 
-def read_spool(path: Path) -> pd.DataFrame:
-    """The spool's complete lines as a frame (a line cut short by a kill is dropped)."""
+def spool_table(path: Path) -> pa.Table:
+    """The spool's complete lines (a line cut short by a kill is dropped) as the Parquet
+    file's table: strings dictionary-encoded."""
     text = path.read_text(encoding="utf-8") if path.exists() else ""
     text = text[:text.rfind("\n") + 1]
-    rows = [line.split(",") for line in text.splitlines()]
-    rows = [r for r in rows if len(r) == 4]
-    return pd.DataFrame({
-        "t_ns": pd.array([int(r[0]) for r in rows], dtype="int64"),
-        "source": pd.Categorical([r[1] for r in rows]),
-        "metric": pd.Categorical([r[2] for r in rows]),
-        "value": pd.array([float(r[3]) for r in rows], dtype="float64"),
+    rows = [r for r in csv.reader(text.splitlines()) if len(r) == 4]
+    return pa.table({
+        "t_ns": pa.array([int(r[0]) for r in rows], pa.int64()),
+        "source": pa.array([r[1] for r in rows], pa.string()).dictionary_encode(),
+        "metric": pa.array([r[2] for r in rows], pa.string()).dictionary_encode(),
+        "value": pa.array([float(r[3]) for r in rows], pa.float64()),
     })
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> None:
-    """Long-format telemetry to Parquet, strings dictionary-encoded; written then renamed."""
-    table = pa.table({
-        "t_ns": pa.array(frame["t_ns"].to_numpy(dtype="int64"), pa.int64()),
-        "source": pa.array(frame["source"].astype(str).to_numpy(), pa.string()).dictionary_encode(),
-        "metric": pa.array(frame["metric"].astype(str).to_numpy(), pa.string()).dictionary_encode(),
-        "value": pa.array(frame["value"].to_numpy(dtype="float64"), pa.float64()),
-    })
+def read_spool(path: Path):
+    """The spool as a pandas frame (:func:`spool_table`); pandas is loaded only here."""
+    return spool_table(path).to_pandas()
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Long-format telemetry to Parquet; written then renamed."""
     tmp = path.with_suffix(".parquet.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)
@@ -216,17 +229,26 @@ def _server_cpu_s(pid: int | None, checked: dict[int, bool]) -> float | None:
     return times.user + times.system
 
 
+def _redacted(dsn: str | None) -> str | None:
+    if not dsn:
+        return None
+    from workbench.seed import redact_dsn  # SQLAlchemy: off the sampler process's start
+
+    return redact_dsn(dsn)
+
+
 class Sampler:
     """Samples ``sources`` every ``interval_s`` into ``out_dir`` until ``stop`` is set."""
 
     def __init__(self, sources: list, out_dir: Path, interval_s: float = 1.0,
                  disabled: dict[str, str] | None = None, dsn: str | None = None,
-                 target: dict | None = None) -> None:
+                 target: dict | None = None, shown_dsn: str | None = None) -> None:
         self.sources = sources
         self.out_dir = Path(out_dir)
         self.interval_s = interval_s
         self.disabled = dict(disabled or {})
         self.dsn = dsn
+        self.shown_dsn = shown_dsn or _redacted(dsn)  # as recorded: without its password
         self.target = target or {}
         self.logs = {s.name: _SourceLog() for s in sources}
         self.ticks = self.late_ticks = 0
@@ -315,7 +337,7 @@ class Sampler:
 
     def finish(self, status: str) -> dict:
         self.ended_ns = time.time_ns()
-        write_parquet(read_spool(self.out_dir / SPOOL_FILE), self.out_dir / PARQUET_FILE)
+        write_parquet(spool_table(self.out_dir / SPOOL_FILE), self.out_dir / PARQUET_FILE)
         sidecar = self.sidecar(status)
         write_json(self.out_dir / SIDECAR_FILE, sidecar)
         (self.out_dir / SPOOL_FILE).unlink(missing_ok=True)
@@ -326,12 +348,14 @@ class Sampler:
                    for name, reason in self.disabled.items()}
         for source in self.sources:
             sources[source.name] = self.logs[source.name].summary(list(source.notes))
+            if getattr(source, "kind", None) == "prometheus":  # its URL, never its token
+                sources[source.name] |= {"kind": source.kind, "url": source.shown_url}
         return {
             "schema_version": SCHEMA_VERSION, "status": status, "interval_s": self.interval_s,
             "started_at": _iso(self.started_ns),
             "ended_at": _iso(self.ended_ns) if self.ended_ns else None,
             "ticks": self.ticks, "late_ticks": self.late_ticks,
-            "dsn": redact_dsn(self.dsn) if self.dsn else None, "target": self.target,
+            "dsn": self.shown_dsn, "target": self.target,
             "sources": {name: sources[name] for name in sorted(sources)},
             "process": {"cpu_s": time.process_time() - self._cpu0,
                         "wall_s": time.perf_counter() - self._wall0},
@@ -349,7 +373,7 @@ def finalize(out_dir: Path, status: str) -> dict:
         sidecar = {"schema_version": SCHEMA_VERSION, "sources": {}}
     spool = out_dir / SPOOL_FILE
     if spool.exists() or not (out_dir / PARQUET_FILE).exists():
-        write_parquet(read_spool(spool), out_dir / PARQUET_FILE)
+        write_parquet(spool_table(spool), out_dir / PARQUET_FILE)
         spool.unlink(missing_ok=True)
     sidecar["status"] = status
     sidecar["ended_at"] = sidecar.get("ended_at") or _iso(time.time_ns())

@@ -27,7 +27,6 @@ from urllib.parse import urlsplit
 
 import psutil
 import psycopg
-from sqlalchemy.engine import make_url
 
 APPLICATION_NAME = "workbench-telemetry"  # the sampler's own sessions, left out of its counts
 # certctl's job statuses (contract 8.4); always reported, as 0 when absent, so plots stay whole.
@@ -53,6 +52,8 @@ def scrub(message: str, dsn: str | None) -> str:
 def _password(dsn: str | None) -> str | None:
     if not dsn:
         return None
+    from sqlalchemy.engine import make_url  # where used: the sampler's process starts faster
+
     try:
         return make_url(dsn).password or None
     except Exception:  # noqa: BLE001 - an unparseable DSN has no password we can find
@@ -60,10 +61,15 @@ def _password(dsn: str | None) -> str | None:
 
 
 def libpq_conninfo(dsn: str) -> str:
-    """A libpq URI for ``dsn``, which may be a SQLAlchemy URL (``postgresql+psycopg://``)."""
+    """A libpq URI for ``dsn``, which may be a SQLAlchemy URL (``postgresql+psycopg://``);
+    a libpq URI or ``key=value`` string is already one."""
+    if dsn.startswith(("postgresql://", "postgres://")) or "://" not in dsn:
+        return dsn
+    from sqlalchemy.engine import make_url
+
     try:
         url = make_url(dsn)
-    except Exception:  # noqa: BLE001 - already a libpq string (key=value) or URI
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: left to libpq to refuse
         return dsn
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
