@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from workbench import run, target
-from workbench.cli import main, print_summary
+from workbench.cli import print_summary
 from workbench.telemetry import load_telemetry, prometheus
 
 

@@ -687,7 +687,8 @@ def add_ab_parsers(sub) -> None:
                        metavar=("NAME", "VALUE"), help="a scenario parameter over the profile's")
         p.add_argument("--duration", type=argtypes.duration(), metavar="DURATION",
                        help=run_help)
-        p.add_argument("--warmup", type=argtypes.duration(zero=True), default=5.0, metavar="DURATION",
+        p.add_argument("--warmup", type=argtypes.duration(zero=True), default=5.0,
+                       metavar="DURATION",
                        help="one run per target before the first measured one, not judged "
                             "(default 5s; 0: none)")
         p.add_argument("--max-rounds", type=argtypes.number(int, minimum=3, maximum=1000),
