@@ -128,7 +128,8 @@ def _read_environment() -> dict[str, str]:
 
 def test_every_environment_variable_the_code_reads_is_documented():
     readme = (project_root() / "README.md").read_text()
-    section = readme[readme.index("### Environment variables"):readme.index("## Layout")]
+    start = readme.index("### Environment variables")
+    section = readme[start:readme.index("\n## ", start)]  # up to the next top-level section
     read = _read_environment()
     assert {"WORKBENCH_MACHINE", "WORKBENCH_RUNS_DIR", "CERTCTL_TOKEN"} <= set(read)
     missing = {name: where for name, where in read.items() if f"`{name}`" not in section}

@@ -218,7 +218,8 @@ def test_a_remote_certctl_is_seeded_with_consent_and_scraped_and_the_readme_says
     assert remote == [("workbench", "run", "all", "--profile", "smoke", "--target", ANY,
                        "--allow-remote-db", "--scrape", "certctl")]
     readme = (ROOT / "README.md").read_text()
-    ci = readme[readme.index("### In CI"):]
+    start = readme.index("## For CI")
+    ci = readme[start:readme.index("\n## ", start)]
     assert "--allow-remote-db" in ci and "--scrape certctl" in ci
 
 

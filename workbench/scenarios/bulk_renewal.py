@@ -140,7 +140,7 @@ SCENARIO = Scenario(
     profiles={
         "smoke": {"rate": 5.0, "duration_s": 4.0, "bulk_size": 200, "drain_timeout_s": 10.0},
         # ids: criteria mode re-matches the same 50 oldest certificates, so 99 % of a run's
-        # calls renew nothing (README, "Bulk renewal: criteria or ids")
+        # calls renew nothing (docs/telemetry.md, "Bulk renewal: criteria or ids")
         "canonical": {"rate": 5.0, "duration_s": 300.0, "bulk_size": 10000, "mode": "ids",
                       "drain_timeout_s": 600.0},
     },
