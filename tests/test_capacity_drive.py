@@ -164,15 +164,19 @@ def test_a_driver_slower_than_the_server_is_reported_as_driver_bound(tmp_path):
     """One driver process cannot send 40,000 req/s (about 65 us of CPU each); an
     undelayed uvloop server answers what it gets. The search must blame the driver. The server
     is protected as the driver protects itself, so on a busy host it stays the faster one (seen
-    unprotected under two busy loops: the server fell behind and the search found a knee)."""
-    out_dir = tmp_path / "cap"
-    with bench_server(*PROTECTED) as url:
-        out = workbench("drive", f"{url}/", "--find-capacity", "--threshold", "p(99)<2000",
-                        "--start", "200", "--growth", "200", "--ceiling", "40000",
-                        "--step-duration", "1", "--shards", "1", "--vus", "1000",
-                        "--out", str(out_dir))
+    unprotected under two busy loops: the server fell behind and the search found a knee; seen
+    protected beside another test worker's driver, once: hence up to three searches)."""
+    for attempt in range(3):  # a busy host can slow the server below the driver: try again
+        out_dir = tmp_path / f"cap{attempt}"
+        with bench_server(*PROTECTED) as url:
+            out = workbench("drive", f"{url}/", "--find-capacity", "--threshold", "p(99)<2000",
+                            "--start", "200", "--growth", "200", "--ceiling", "40000",
+                            "--step-duration", "1", "--shards", "1", "--vus", "1000",
+                            "--out", str(out_dir))
+        doc = json.loads((out_dir / "capacity.json").read_text())
+        if doc["verdict"] == capacity.DRIVER_BOUND:
+            break
     assert out.returncode == exitcodes.BREACHED, out.stderr  # no capacity
-    doc = json.loads((out_dir / "capacity.json").read_text())
     assert doc["verdict"] == capacity.DRIVER_BOUND, doc["sentence"]
     assert "driver bound" in out.stdout and "--shards" in out.stdout
     last = doc["steps"][-1]
