@@ -96,12 +96,22 @@ def load(path: Path) -> dict:
     return record
 
 
-HEADER = ("scenario", "capacity", "unit", "verdict", "fails at", "limiting check", "fleet",
-          "step s", "date (UTC)", "commit", "target", "machine", "calibration")
+HEADER = ("scenario", "capacity", "unit", "verdict", "fails at", "limiting check", "searches",
+          "fleet", "step s", "date (UTC)", "commit", "target", "machine", "calibration")
 
 
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def _searches(record: dict) -> str:
+    """How many whole searches the capacity is the median of, and their range: a reader sees
+    whether the number repeated (``1`` for a record of one search)."""
+    answers = record.get("answers")
+    if not answers or answers.get("searches", 1) < 2:
+        return "1"
+    return (f"{answers['searches']}: {_num(answers['min'])}-{_num(answers['max'])} "
+            f"({answers['spread']:.0%} of the median)")
 
 
 def table(root: Path) -> list[str]:
@@ -111,14 +121,15 @@ def table(root: Path) -> list[str]:
         r = load(path)
         low, high = r["interval"]
         rows.append((r["scenario"], _num(low), r["unit"], r["verdict"], _num(high),
-                     (r["limiting_check"] or "").replace("|", "\\|"), r.get("fleet") or "",
+                     (r["limiting_check"] or "").replace("|", "\\|"), _searches(r),
+                     r.get("fleet") or "",
                      f"{r['search']['options']['step_s']:g}",
                      r["run"]["started_at"][:16].replace("T", " "),
                      (r["target"].get("commit") or "unknown")[:12], r["target"]["kind"],
                      r["machine"]["name"], calibration.cell(r)))
     if not rows:
         return []
-    rows.sort(key=lambda row: (row[0], row[8], row[11]))
+    rows.sort(key=lambda row: (row[0], row[9], row[12]))
     return ["", "## Capacity", "",
             "The highest load each scenario sustained while every threshold held "
             "(`workbench run SCENARIO --find-capacity`): a `knee` is bracketed between the "
