@@ -93,15 +93,16 @@ def test_a_capacity_record_is_committed_and_rendered_beside_the_latency_table(re
     assert f"{low * 60:,.0f} agents" in row and "aad95d315b67" in row
     assert "| 1 |" in row  # one search: its row says so
 
+    assert "capacity: agent_storm" in git(repo, "log", "-1", "--format=%B")
+    assert git(repo, "status", "--porcelain", "--", "baselines") == ""
+    assert baseline.render(repo, check=True)  # the committed README is what render makes
+
 
 def test_the_capacity_table_gives_several_searches_range():
     answers = {"searches": 3, "knees": 3, "min": 944.7, "median": 944.7, "max": 1075.0,
                "spread": 0.138}
     assert capacity_record._searches({"answers": answers}) == "3: 945-1,075 (14% of the median)"
     assert capacity_record._searches({}) == "1"
-    assert "capacity: agent_storm" in git(repo, "log", "-1", "--format=%B")
-    assert git(repo, "status", "--porcelain", "--", "baselines") == ""
-    assert baseline.render(repo, check=True)  # the committed README is what render makes
 
 
 def test_a_bound_is_not_committed_as_a_capacity_without_force(repo):
