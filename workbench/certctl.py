@@ -113,12 +113,12 @@ def build(src: str | Path, rev: str | None = None, state: Path | None = None,
     _check_checkout(src)
     module = module_path(src / "go.mod")
     if rev is None:
-        commit = _git(src, "rev-parse", "HEAD")
+        commit = git(src, "rev-parse", "HEAD")
         changes = local_changes(src)  # a build of the working tree includes them
         key = f"{commit}-dirty-{hashlib.sha256(changes).hexdigest()[:12]}" if changes else commit
     else:
         try:
-            commit = _git(src, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
+            commit = git(src, "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}")
         except WorkbenchError:
             raise WorkbenchError(f"no commit {rev!r} in {src}; name a commit, tag or branch "
                                  "of that checkout (git fetch it first)") from None
@@ -133,7 +133,7 @@ def build(src: str | Path, rev: str | None = None, state: Path | None = None,
     work.mkdir()
     try:
         with _source_tree(src, None if rev is None else commit, cache) as tree:
-            version = _git(tree, "describe", "--tags", "--always", "--dirty")
+            version = git(tree, "describe", "--tags", "--always", "--dirty")
             say = echo or (lambda line: None)
             say(f"building certctl {version} ({commit[:12]}) from {src} ...")
             started = time.monotonic()
@@ -207,11 +207,11 @@ def module_path(go_mod: Path) -> str:
 def local_changes(src: Path) -> bytes:
     """The working tree's changes against HEAD (tracked and untracked, not ignored) as bytes,
     empty when clean: what a dirty build's cache key hashes."""
-    if not _git(src, "status", "--porcelain", "--untracked-files=all"):
+    if not git(src, "status", "--porcelain", "--untracked-files=all"):
         return b""
     diff = subprocess.run(["git", "-C", str(src), "diff", "HEAD", "--binary"],
                           capture_output=True, check=True).stdout
-    untracked = _git(src, "ls-files", "--others", "--exclude-standard", "-z").split("\0")
+    untracked = git(src, "ls-files", "--others", "--exclude-standard", "-z").split("\0")
     parts = [diff] + [name.encode() + b"\0" + (src / name).read_bytes()
                       for name in sorted(untracked) if name and (src / name).is_file()]
     return b"\0".join(parts)
@@ -225,7 +225,7 @@ def _check_checkout(src: Path) -> None:
         raise WorkbenchError(f"--certctl {src}: not a certctl checkout (no go.mod and "
                              "cmd/server/ there); name the folder of a clone of certctl")
     try:
-        _git(src, "rev-parse", "--verify", "HEAD")
+        git(src, "rev-parse", "--verify", "HEAD")
     except WorkbenchError:
         raise WorkbenchError(f"--certctl {src}: not a git checkout with a commit; the build "
                              "is named by its commit (clone certctl with git)") from None
@@ -242,15 +242,15 @@ def _source_tree(src: Path, commit: str | None, cache: Path) -> Iterator[Path]:
         return
     tree = cache / f".source-{secrets.token_hex(4)}"
     try:
-        _git(cache, "clone", "--quiet", "--shared", "--no-checkout", str(src), str(tree))
+        git(cache, "clone", "--quiet", "--shared", "--no-checkout", str(src), str(tree))
         if _git_config(src, "core.sparseCheckout") == "true":
             for name in ("core.sparseCheckout", "core.sparseCheckoutCone"):
                 if value := _git_config(src, name):
-                    _git(tree, "config", name, value)
-            patterns = Path(_git(src, "rev-parse", "--path-format=absolute", "--git-path",
+                    git(tree, "config", name, value)
+            patterns = Path(git(src, "rev-parse", "--path-format=absolute", "--git-path",
                                  "info/sparse-checkout"))
             shutil.copyfile(patterns, tree / ".git" / "info" / "sparse-checkout")
-        _git(tree, "checkout", "--quiet", "--detach", commit)
+        git(tree, "checkout", "--quiet", "--detach", commit)
         yield tree
     finally:
         shutil.rmtree(tree, ignore_errors=True)
@@ -296,7 +296,8 @@ def _binary_settings(binary: Path) -> dict[str, str]:
     return out
 
 
-def _git(cwd: Path, *args: str) -> str:
+def git(cwd: Path, *args: str) -> str:
+    """``git -C cwd ARGS``: its stdout, or a WorkbenchError naming the command and git's words."""
     done = subprocess.run(["git", "-C", str(cwd), *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise WorkbenchError(f"git {' '.join(args)} in {cwd} failed: "

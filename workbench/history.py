@@ -49,16 +49,8 @@ COMMIT_REPO_ENV = "CERTCTL_REPO"  # where a record looks up its commit's date
 # --- commits -----------------------------------------------------------------------------------
 
 
-def _git(src: Path, *args: str) -> str:
-    done = subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True)
-    if done.returncode != 0:
-        raise WorkbenchError(f"git {' '.join(args)} in {src}: "
-                             f"{done.stderr.strip() or done.stdout.strip()}")
-    return done.stdout.strip()
-
-
 def _listed(src: Path, *args: str) -> list[dict]:
-    out = _git(src, "log", "--format=%H%x09%cI%x09%s", *args)
+    out = certctl.git(src, "log", "--format=%H%x09%cI%x09%s", *args)
     rows = [line.split("\t", 2) for line in out.splitlines() if line]
     return [{"commit": c, "date": d, "subject": s} for c, d, s in rows]
 
