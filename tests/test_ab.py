@@ -151,6 +151,8 @@ def test_rows_are_the_endpoints_every_run_measured():
                                               else ("x", "y")))} for k in (1, 2, 3)]
     rows = ab.judge_rounds(rounds, ab.Options())
     assert {r["endpoint"] for r in rows} == {"x"}
+    only = ab.judge_rounds(rounds, ab.Options(judged=("p50",)))  # --judge p50
+    assert [(r["endpoint"], r["stat"]) for r in only] == [("x", "p50")]
 
 
 def test_a_url_side_is_left_where_it_runs(tmp_path):

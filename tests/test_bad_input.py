@@ -319,6 +319,8 @@ CASES = [
          "--a 'nonsense': a target is a URL (https://HOST:PORT) or certctl:REV"),
     case("ab agent_storm --a {url} --b certctl:", "--b 'certctl:': name the revision"),
     case("ab agent_storm --a {url} --b {url} --max-rounds 2", "argument --max-rounds"),
+    case("ab agent_storm --a {url} --b {url} --judge p90", "argument --judge"),
+    case("history agent_storm --certctl-src /x A..B --judge p50,p1", "argument --judge"),
     case("ab agent_storm --a {url} --b {url} -p fleet_size 0", "fleet_size"),
     case("ab no_such --a {url} --b {url}", "unknown scenario 'no_such'"),
     case("ab /health --a {url} --b {url}", "a path needs --rate R"),

@@ -187,6 +187,7 @@ class Options:
     factor: float = stats.FACTOR
     alpha: float = stats.ALPHA
     confidence: float = stats.CONFIDENCE
+    judged: tuple[str, ...] = STATS  # the percentiles judged and stopped on (each run keeps all)
     port: int | None = None  # the first of two ports for the targets it runs (None: free ones)
     certctl_env: Mapping[str, str] = field(default_factory=dict)
     ca_file: str | None = None  # a URL target's CA
@@ -207,6 +208,9 @@ class Options:
                                  f"{self.factor}")
         if not 0 < self.alpha < 1:
             raise WorkbenchError(f"--alpha must be between 0 and 1, got {self.alpha}")
+        if not self.judged or set(self.judged) - set(STATS):
+            raise WorkbenchError(f"--judge takes one or more of {', '.join(STATS)}, got "
+                                 f"{', '.join(self.judged) or 'none'}")
 
     def rule(self) -> dict:
         """The sequential rule's numbers (:mod:`workbench.paired`)."""
@@ -215,12 +219,15 @@ class Options:
                 "alpha": self.alpha, "confidence": self.confidence,
                 "alpha_look": self.alpha / looks,
                 "confidence_look": 1 - (1 - self.confidence) / looks,
-                "text": (f"after every round from round {paired.MIN_PAIRS} to "
-                         f"{self.max_rounds} ({looks} looks): slower/faster when B/A is beyond "
-                         f"{self.factor:g} and the paired t on per-run log ratios gives p < "
-                         f"{self.alpha:g}/{looks}; no change when its "
-                         f"{1 - (1 - self.confidence) / looks:.2%} interval lies inside "
-                         f"[{1 / self.factor:.3g}, {self.factor:g}]; else inconclusive")}
+                "disturbed": paired.DISTURBED, "judged": list(self.judged),
+                "text": (f"{', '.join(self.judged)} judged after every round from round "
+                         f"{paired.MIN_PAIRS} to {self.max_rounds} ({looks} looks): "
+                         f"slower/faster when B/A is beyond {self.factor:g} and the paired t "
+                         f"on per-run log ratios gives p < {self.alpha:g}/{looks}; no change "
+                         f"when its {1 - (1 - self.confidence) / looks:.2%} interval lies "
+                         f"inside [{1 / self.factor:.3g}, {self.factor:g}]; else "
+                         f"inconclusive; a round whose run is over {paired.DISTURBED:g}x off "
+                         f"its side's median is set aside as disturbed")}
 
 
 # --- the two targets ---------------------------------------------------------------------------
@@ -517,7 +524,7 @@ def judge_rounds(rounds: Sequence[Mapping], options: Options) -> list[dict]:
     common = set.intersection(*(set(r["endpoints"]) for r in runs)) if runs else set()
     rows = []
     for endpoint in sorted(common, key=lambda n: (n != ALL, n)):
-        for stat in STATS:
+        for stat in options.judged:
             a = [_value(r["A"]["endpoints"][endpoint][stat]) for r in rounds]
             b = [_value(r["B"]["endpoints"][endpoint][stat]) for r in rounds]
             row = paired.judge(a, b, options.factor, options.alpha, options.confidence,
@@ -599,7 +606,8 @@ def compare_sides(load: Load, sides: Sequence[Side], options: Options, out: Path
                  "load": load.facts(), "label": load.label(), "started_at": started,
                  "sides": {s.name: s.facts() for s in sides},
                  "options": {"round_s": options.round_s, "warmup_s": options.warmup_s,
-                             "max_rounds": options.max_rounds, "budget_s": options.budget_s},
+                             "max_rounds": options.max_rounds, "budget_s": options.budget_s,
+                             "judged": list(options.judged)},
                  "rule": options.rule(), "placement": None, "warmup": {}, "rounds": [],
                  "rows": [], "verdict": "insufficient data", "stopped": None, "error": None}
     records: dict[str, list[dict]] = {"A": [], "B": []}
@@ -710,13 +718,16 @@ def run_ab(load: Load, a: str, b: str, options: Options, src: str | Path | None 
 
 def rows_table(doc: Mapping):
     """The judged rows as a table: endpoint, percentile, A and B (median of runs), B/A with its
-    interval, p, pairs, verdict, what would settle it."""
+    interval, p, pairs, the rounds set aside as disturbed, verdict, what would settle it."""
     import pandas as pd
 
     columns = ["endpoint", "stat", "a_ms", "b_ms", "ratio", "ci_low", "ci_high", "p_value",
-               "pairs", "verdict", "to_settle"]
+               "pairs", "set_aside", "verdict", "to_settle"]
     frame = pd.DataFrame(doc["rows"], columns=columns)
-    return frame.rename(columns={"a_ms": "A ms", "b_ms": "B ms", "ratio": "B/A",
+    frame["set_aside"] = [", ".join(map(str, r)) if isinstance(r, list) else ""
+                          for r in frame["set_aside"]]
+    return frame.rename(columns={"set_aside": "set aside", "a_ms": "A ms", "b_ms": "B ms",
+                                 "ratio": "B/A",
                                  "ci_low": "B/A_lo", "ci_high": "B/A_hi", "p_value": "p",
                                  "to_settle": "to settle"}).set_index(["endpoint", "stat"])
 
@@ -762,7 +773,8 @@ def text(doc: Mapping) -> str:
                         (f"{r:.3f}" if _finite(r) else "") for r, lo, hi in
                         zip(table["B/A"], table["B/A_lo"], table["B/A_hi"], strict=True)]
         shown["p"] = table["p"].map(lambda v: f"{v:.2g}" if _finite(v) else "")
-        lines += ["", shown[["A ms", "B ms", "B/A", "p", "pairs", "verdict"]].to_string()]
+        lines += ["", shown[["A ms", "B ms", "B/A", "p", "pairs", "set aside",
+                             "verdict"]].to_string()]
         settle = [(i, t) for i, t in table["to settle"].items() if t]
         if settle and doc["verdict"] not in paired.SETTLED:
             lines += ["", "to settle:"] + [f"  {e} {s}: {t}" for (e, s), t in settle]

@@ -270,6 +270,18 @@ def sizes(maximum: int | None = None) -> Callable[[str], list[int]]:
     return parse
 
 
+def choices_list(allowed: tuple[str, ...]) -> Callable[[str], tuple[str, ...]]:
+    """``p50,p95``: one or more of ``allowed``, comma-separated, in ``allowed``'s order."""
+    def parse(text: str) -> tuple[str, ...]:
+        parts = [p.strip() for p in text.split(",")]
+        wrong = [p for p in parts if p not in allowed]
+        if wrong or not parts:
+            raise BadValue(f"{_show(text)} is not a list of {', '.join(allowed)}; write one or "
+                           f"more separated by commas, e.g. {allowed[0]}")
+        return tuple(a for a in allowed if a in parts)
+    return parse
+
+
 def line(text: str) -> str:
     """A short free-text label (a version string): one line of printable characters, since it
     lands in records, Markdown tables and JUnit XML."""

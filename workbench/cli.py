@@ -620,7 +620,7 @@ def _ab_options(args, run_s: float):
     return ab.Options(
         round_s=args.duration if args.duration is not None else run_s,
         warmup_s=args.warmup, max_rounds=args.max_rounds, budget_s=args.budget,
-        factor=args.factor, alpha=args.alpha, port=args.port,
+        factor=args.factor, alpha=args.alpha, judged=args.judge, port=args.port,
         certctl_env=_certctl_env(args.certctl_env), ca_file=args.ca_file,
         insecure=args.insecure)
 
@@ -701,6 +701,10 @@ def add_ab_parsers(sub) -> None:
                        help="minimum B/A to call a change (default 1.10)")
         p.add_argument("--alpha", type=argtypes.number(above=0, below=1), default=0.002,
                        help="false-alarm rate of each row over all its looks (default 0.002)")
+        p.add_argument("--judge", type=argtypes.choices_list(("p50", "p95", "p99")),
+                       default=("p50", "p95", "p99"), metavar="PERCENTILES",
+                       help="the percentiles judged and stopped on (default p50,p95,p99; "
+                            "p50 alone when the tail is the machine's stalls)")
         p.add_argument("--port", type=argtypes.port,
                        help="first port of the certctl instances it runs (default: free ports)")
         p.add_argument("--certctl-env", action="append", default=[], metavar="NAME=VALUE",
