@@ -66,18 +66,28 @@ def _h1(requests: int, done) -> float:
     return time.process_time() - t0
 
 
+def h2_codec():
+    """The tree's HTTP/2 codec module (in ``http2.py`` itself before it had its own), so
+    ``--before`` takes a checkout from either side of the split."""
+    try:
+        from workbench.driver import http2_codec as codec
+    except ImportError:
+        from workbench.driver import http2 as codec
+    return codec
+
+
 def h2_responses(requests: int, unique: bool) -> list[bytes]:
     """The server's answers on streams 1, 3, 5, ...: HEADERS + DATA; ``unique``: every header
     block different (a request id in each)."""
-    from workbench.driver.http2 import DATA, END_HEADERS, END_STREAM, HEADERS, frame
-    from workbench.driver.http2 import encode_header_block as block
+    c = h2_codec()
+    frame, block = c.frame, c.encode_header_block
 
     fields = [(b":status", b"200"), (b"content-type", b"application/json; charset=utf-8"),
               (b"content-length", b"11"), (b"date", b"Thu, 03 Dec 2026 08:00:00 GMT")]
     same = block(fields)
-    return [frame(HEADERS, END_HEADERS, 2 * i + 1,
+    return [frame(c.HEADERS, c.END_HEADERS, 2 * i + 1,
                   block(fields + [(b"x-request-id", b"%036d" % i)]) if unique else same)
-            + frame(DATA, END_STREAM, 2 * i + 1, BODY) for i in range(requests)]
+            + frame(c.DATA, c.END_STREAM, 2 * i + 1, BODY) for i in range(requests)]
 
 
 def h2_cpu_s(responses: list[bytes], done) -> float:
@@ -85,8 +95,9 @@ def h2_cpu_s(responses: list[bytes], done) -> float:
     streams 1, 3, 5, ...) and parsing it, no sockets; ``done`` gets each outcome."""
     import asyncio
 
-    from workbench.driver.http2 import SETTINGS, Http2Engine, _Connection, frame
+    from workbench.driver.http2 import Http2Engine, _Connection
 
+    codec = h2_codec()
     loop = asyncio.new_event_loop()
     try:
         engine = Http2Engine("http://127.0.0.1:9")
@@ -94,7 +105,7 @@ def h2_cpu_s(responses: list[bytes], done) -> float:
         conn = _Connection(engine)
         engine.pool.append(conn)
         conn.connection_made(Sink())
-        conn.data_received(frame(SETTINGS, 0, 0))
+        conn.data_received(codec.frame(codec.SETTINGS, 0, 0))
         request = engine.prepare("GET", "/", REQUEST_HEADERS, None)
         send, receive, flush = engine.send, conn.data_received, conn.flush
         t0 = time.process_time()

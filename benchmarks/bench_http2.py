@@ -238,7 +238,7 @@ def bench_codec(requests: int = 50_000) -> list[dict]:
     """Microseconds of client CPU per request: our frame code vs the h2 package, no sockets."""
     from benchmarks.bench_hotpath import REQUEST_HEADERS as headers
     from benchmarks.bench_hotpath import h2_cpu_s
-    from workbench.driver.http2 import (
+    from workbench.driver.http2_codec import (
         DATA,
         END_HEADERS,
         END_STREAM,

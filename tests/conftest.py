@@ -86,7 +86,7 @@ def engine(embedded_target: TargetInfo) -> Iterator[sa.Engine]:
 # Tests needing more than the process they run in: a real target, driver or CLI processes,
 # a notebook kernel, or seconds of real time. `make test-fast` runs the rest (`-m "not slow"`).
 SLOW_MODULES = frozenset({
-    "test_ab_certctl",
+    "test_ab_certctl", "test_certctl",
     "test_acme_orders", "test_bad_input", "test_bulk_renewal", "test_capacity_drive",
     "test_capacity_run", "test_cli", "test_driver", "test_driver_adhoc", "test_driver_fleet",
     "test_faults", "test_k6import", "test_notebook", "test_pipeline", "test_priority",

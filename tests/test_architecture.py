@@ -105,3 +105,15 @@ def test_benchmarks_and_the_package_do_not_import_the_tests():
         tests = sorted(n for n in imported_names(path, module)
                        if n == "tests" or n.startswith("tests."))
         assert not tests, f"{module} imports {', '.join(tests)}: move what it needs out of tests/"
+
+
+def test_the_core_names_no_scenario():
+    """What a scenario owns reaches the run, the capacity search and the notebooks through its
+    hooks (workbench/scenarios/__init__.py), so adding one edits none of them."""
+    names = [p.stem for p in (ROOT / "workbench" / "scenarios").glob("*.py")
+             if not p.stem.startswith("_")]
+    assert len(names) > 3
+    for module in ("run", "capacity_run", "notebook"):
+        text = (ROOT / "workbench" / f"{module}.py").read_text()
+        named = sorted(name for name in names if name in text)
+        assert not named, f"workbench/{module}.py names {', '.join(named)}: use a hook"

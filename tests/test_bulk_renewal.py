@@ -11,20 +11,21 @@ import sqlalchemy as sa
 from workbench import run, target
 from workbench.baseline import load_record
 from workbench.cli import print_summary
+from workbench.scenarios import bulk_renewal
 
 
 def test_noop_warnings_name_the_share_skipped_and_the_fix():
     totals = {"total_matched": 1000, "total_enqueued": 50, "total_skipped": 950,
               "total_failed": 0}
-    [warning] = run.noop_warnings({"response_totals": {"bulk_renew": totals}})
+    [warning] = bulk_renewal.noop_warnings({"response_totals": {"bulk_renew": totals}})
     assert warning.startswith("bulk_renew: 950 of the 1,000 certificates matched (95%) were "
                               "skipped and 50 enqueued, so this run timed mostly no-op calls")
     at_the_bar = totals | {"total_skipped": 900, "total_enqueued": 100}
-    assert run.noop_warnings({"response_totals": {"bulk_renew": at_the_bar}}) == []
+    assert bulk_renewal.noop_warnings({"response_totals": {"bulk_renew": at_the_bar}}) == []
     none = {"total_matched": 0, "total_enqueued": 0, "total_skipped": 0, "total_failed": 0}
-    assert run.noop_warnings({"response_totals": {"bulk_renew": none}}) == [
+    assert bulk_renewal.noop_warnings({"response_totals": {"bulk_renew": none}}) == [
         "bulk_renew: no call matched a certificate, so this run timed no-op calls only"]
-    assert run.noop_warnings({"response_totals": {"heartbeat": {"total_x": 1}}}) == []
+    assert bulk_renewal.noop_warnings({"response_totals": {"heartbeat": {"total_x": 1}}}) == []
 
 
 def _totals(run_dir) -> dict:
@@ -69,14 +70,15 @@ def test_an_exhausted_fleet_says_so_in_summary_report_and_record(embedded_env,
 
 
 def test_the_drain_plan_says_what_each_keygen_mode_measures():
-    wait, meaning = run.drain_plan("stand-in", {"AwaitingCSR": 0, "Pending": 900})
+    wait, meaning = bulk_renewal.drain_plan("stand-in", {"AwaitingCSR": 0, "Pending": 900})
     assert not wait and meaning.startswith("the stand-in has no job processor: nothing will "
                                            "drain (900 Pending/Running")
-    wait, meaning = run.drain_plan("certctl", {"AwaitingCSR": 1000, "Pending": 0})
+    wait, meaning = bulk_renewal.drain_plan("certctl", {"AwaitingCSR": 1000, "Pending": 0})
     assert not wait and meaning.startswith("agent keygen mode: 1000 jobs are AwaitingCSR")
-    wait, meaning = run.drain_plan("certctl", {"Pending": 40, "Running": 3, "AwaitingCSR": 0})
+    wait, meaning = bulk_renewal.drain_plan("certctl", {"Pending": 40, "Running": 3,
+                                                        "AwaitingCSR": 0})
     assert wait and meaning.startswith("server keygen mode: certctl's job processor issues")
-    assert run.drain_plan("certctl", {}) == (
+    assert bulk_renewal.drain_plan("certctl", {}) == (
         False, "no Pending or Running job of the fixture: nothing to drain")
 
 

@@ -445,6 +445,7 @@ def test_records_without_calibration_are_not_comparable_unless_forced():
     assert compare.compare([old], [new], force=True).verdict in ("no change", "inconclusive")
 
 
+@pytest.mark.slow  # CLI processes
 def test_cli_names_the_calibration_ratio_and_ab(tmp_path):
     a = make_record(seed=1)
     b = make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2, speed=1.8)

@@ -18,6 +18,7 @@ from workbench.ports import free_ports
 SCENARIO = scenarios.get("connector_handshake")
 
 
+@pytest.mark.slow  # the connector daemons, CLI processes and a notebook kernel per type
 def test_smoke_runs_through_papermill_on_every_installed_target_type(tmp_path, monkeypatch):
     state, runs = tmp_path / "state", tmp_path / "runs"
     monkeypatch.setenv("WORKBENCH_STATE_DIR", str(state))

@@ -17,7 +17,8 @@ from workbench.driver import DriveSpec, RequestTemplate, drive, http2
 from workbench.driver.engine import MAX_MEDIA_TYPE_BYTES
 from workbench.driver.http1 import HttpEngine
 from workbench.driver.http1 import _Connection as Http1Connection
-from workbench.driver.http2 import (
+from workbench.driver.http2 import Http2Engine
+from workbench.driver.http2_codec import (
     CONTINUATION,
     DATA,
     END_HEADERS,
@@ -25,7 +26,6 @@ from workbench.driver.http2 import (
     HEADERS,
     MAX_FRAME,
     SETTINGS,
-    Http2Engine,
     encode_header_block,
     frame,
 )

@@ -276,4 +276,4 @@ def test_the_content_type_cache_stays_bounded_whatever_the_server_sends():
     engine = HttpEngine("http://127.0.0.1:9")
     for i in range(3 * CTYPE_CACHE_ENTRIES):
         assert engine.content_type(f"text/x-{i}; charset=utf-8".encode()) == f"text/x-{i}".encode()
-    assert len(engine._ctypes) <= CTYPE_CACHE_ENTRIES
+    assert len(engine.content_type) <= CTYPE_CACHE_ENTRIES

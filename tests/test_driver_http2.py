@@ -26,7 +26,8 @@ import pytest
 
 from tests.loopback import free_port
 from workbench import target
-from workbench.driver.http2 import Http2Engine, decode_header_block, encode_header_block
+from workbench.driver.http2 import Http2Engine
+from workbench.driver.http2_codec import decode_header_block, encode_header_block
 from workbench.driver.outcomes import ERR
 from workbench.driver.shard import loop_factory, run_shard
 from workbench.driver.spec import DriveSpec, RequestTemplate

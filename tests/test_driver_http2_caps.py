@@ -8,15 +8,16 @@ import asyncio
 import pytest
 
 from workbench.driver import http2
-from workbench.driver.http2 import (
+from workbench.driver.http2 import Http2Engine
+from workbench.driver.http2_codec import (
     CONTINUATION,
     DATA,
     END_HEADERS,
     END_STREAM,
     HEADERS,
+    MAX_FRAME,
     PUSH_PROMISE,
     SETTINGS,
-    Http2Engine,
     encode_header_block,
     frame,
 )
@@ -93,8 +94,8 @@ def test_a_kept_body_beyond_the_cap_is_refused(h2):
     send(want_body=True)
     conn.data_received(frame(HEADERS, END_HEADERS, 1, encode_header_block([(b":status",
                                                                             b"200")])))
-    chunk = frame(DATA, 0, 1, b"x" * http2.MAX_FRAME)
-    for _ in range(http2.MAX_KEPT_BODY // http2.MAX_FRAME + 2):
+    chunk = frame(DATA, 0, 1, b"x" * MAX_FRAME)
+    for _ in range(http2.MAX_KEPT_BODY // MAX_FRAME + 2):
         if outcomes:
             break
         conn.data_received(chunk)
@@ -107,8 +108,8 @@ def test_an_unwanted_body_is_counted_not_kept(h2):
     send(want_body=False)
     conn.data_received(frame(HEADERS, END_HEADERS, 1, encode_header_block([(b":status",
                                                                             b"200")])))
-    for _ in range(2 * http2.MAX_KEPT_BODY // http2.MAX_FRAME):
-        conn.data_received(frame(DATA, 0, 1, b"x" * http2.MAX_FRAME))
+    for _ in range(2 * http2.MAX_KEPT_BODY // MAX_FRAME):
+        conn.data_received(frame(DATA, 0, 1, b"x" * MAX_FRAME))
     conn.data_received(frame(DATA, END_STREAM, 1))
     assert outcomes == [(200, None, 2 * http2.MAX_KEPT_BODY, None, 0, None)]
 

@@ -25,12 +25,12 @@ import pytest
 from tests.loopback import LoopbackServer, free_port
 from workbench import analysis, scenarios, target
 from workbench.driver import DriveSpec, RequestTemplate, drive
-from workbench.scenarios import agent_storm
+from workbench.scenarios import _fleet
 
 
 def heartbeat_spec(info: target.TargetInfo, rate: float, duration_s: float, **kw) -> DriveSpec:
     templates = tuple(RequestTemplate("POST", f"/api/v1/agents/{agent}/heartbeat", "heartbeat")
-                      for agent in agent_storm.agent_ids(50))
+                      for agent in _fleet.agent_ids(50))
     return DriveSpec(base_url=info.url, templates=templates, rate=rate, duration_s=duration_s,
                      ca_file=info.ca_file, token_env="FAULT_TEST_TOKEN", timeout_s=2.0, **kw)
 

@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 
 from workbench import preflight, run, scenarios, seed
-from workbench.scenarios import agent_storm
+from workbench.scenarios import _fleet
 
 BASE = os.environ.get("CERTCTL_BASE", "").rstrip("/")
 TOKEN = os.environ.get("CERTCTL_TOKEN", "")
@@ -72,7 +72,7 @@ def test_the_server_is_certctl_and_takes_the_token(real_target):
 def test_the_dsn_is_the_database_the_server_uses(real_target):
     storm = scenarios.get("agent_storm")
     storm.seed(DSN, storm.params_for("smoke", {"fleet_size": 1}))
-    agent = agent_storm.agent_ids(1)[0]
+    agent = _fleet.agent_ids(1)[0]
     marker = f"loadtest-probe-{secrets.token_hex(6)}.example.test"
     with _client() as client:  # a heartbeat writes the hostname it carries into agents
         response = client.post(f"/api/v1/agents/{agent}/heartbeat",
@@ -106,8 +106,8 @@ def test_heartbeats_on_the_seeded_fleet_answer_200():
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with _client() as client:
         statuses = [client.post(f"/api/v1/agents/{agent}/heartbeat", headers=auth).status_code
-                    for agent in agent_storm.agent_ids(fleet)]
-        unauthenticated = client.post(f"/api/v1/agents/{agent_storm.agent_ids(1)[0]}/heartbeat")
+                    for agent in _fleet.agent_ids(fleet)]
+        unauthenticated = client.post(f"/api/v1/agents/{_fleet.agent_ids(1)[0]}/heartbeat")
     assert statuses == [200] * fleet
     assert unauthenticated.status_code == 401
 

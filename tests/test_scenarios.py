@@ -428,3 +428,32 @@ def test_a_scenario_without_a_protocol_or_with_extra_profiles():
     assert big.defaults("huge")["fleet_size"] == 9
     with pytest.raises(WorkbenchError, match="profiles must include smoke, canonical"):
         dataclasses.replace(storm, profiles={"smoke": storm.profiles["smoke"]})
+
+
+# --- hooks: what a scenario owns reaches the core through them ----------------------------------
+
+
+def test_a_run_s_warnings_come_from_the_scenario_that_made_it():
+    exhausted = {"bulk_renew": {"total_matched": 100, "total_enqueued": 0, "total_skipped": 100,
+                                "total_failed": 0}}
+    [warning] = scenarios.result_warnings({"scenario": "bulk_renewal",
+                                           "response_totals": exhausted})
+    assert warning.startswith("bulk_renew: 100 of the 100 certificates matched (100%)")
+    # a scenario without the hook, and a drive no scenario made, warn of nothing
+    assert scenarios.result_warnings({"scenario": "agent_storm",
+                                      "response_totals": exhausted}) == []
+    assert scenarios.result_warnings({"scenario": "adhoc", "response_totals": exhausted}) == []
+    assert scenarios.get("api_tier").warnings({"response_totals": exhausted}) == []
+
+
+def test_a_backlog_names_a_timeout_parameter_the_scenario_takes():
+    bulk = scenarios.get("bulk_renewal")
+    assert bulk.backlog.timeout_s(bulk.defaults("smoke")) == 10.0
+    assert bulk.backlog.timeout_s(bulk.params_for("smoke", {"drain_timeout_s": 0})) == 0
+    with pytest.raises(WorkbenchError, match="timeout parameter wait_s must be one of its"):
+        dataclasses.replace(bulk, backlog=dataclasses.replace(bulk.backlog,
+                                                              timeout_param="wait_s"))
+
+
+def test_the_scenario_a_hand_run_notebook_opens_on_is_registered():
+    assert scenarios.get(scenarios.DEFAULT).name == scenarios.DEFAULT

@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from workbench import scenarios, seed
 from workbench.errors import WorkbenchError
 from workbench.scenarios import (
+    _fleet,
     acme_burst,
     acme_orders,
-    agent_storm,
     api_tier,
     bulk_renewal,
 )
@@ -286,7 +286,7 @@ def ids(dsn, table, where):
 def test_fixture_numbers_keep_five_digits_and_grow_past_them():
     assert [seed.fixture_number(i) for i in (1, 99_999, 100_000, 1_000_000)] == [
         "00001", "99999", "100000", "1000000"]
-    assert agent_storm.agent_ids(1) == ["ag-loadtest-00001"]
+    assert _fleet.agent_ids(1) == ["ag-loadtest-00001"]
     assert bulk_renewal.certificate_ids(100_001)[-3:] == [
         "mc-loadtest-bulk-99999", "mc-loadtest-bulk-100000", "mc-loadtest-bulk-100001"]
 
@@ -319,12 +319,12 @@ def test_agent_fleet_past_five_digits_has_the_python_ids_and_shrinks_back(embedd
     fleet = "id LIKE 'ag-loadtest-%'"
     report = seed_sized(dsn, "agent_storm", fleet_size=PAST_FIVE_DIGITS)
     assert report["agents"] == PAST_FIVE_DIGITS
-    assert sorted(ids(dsn, "agents", fleet)) == sorted(agent_storm.agent_ids(PAST_FIVE_DIGITS))
+    assert sorted(ids(dsn, "agents", fleet)) == sorted(_fleet.agent_ids(PAST_FIVE_DIGITS))
     assert scalar(dsn, "SELECT count(*) FROM agents WHERE id LIKE 'ag-loadtest-%'"
                        " AND name = 'loadtest-agent-' || substring(id FROM 13)"
                        " AND hostname = name || '.example.test'") == PAST_FIVE_DIGITS
     seed_sized(dsn, "agent_storm", fleet_size=50)
-    assert sorted(ids(dsn, "agents", fleet)) == agent_storm.agent_ids(50)
+    assert sorted(ids(dsn, "agents", fleet)) == _fleet.agent_ids(50)
 
 
 def test_no_fixture_file_pads_a_row_number_to_a_fixed_width():
@@ -343,7 +343,7 @@ def test_no_fixture_file_pads_a_row_number_to_a_fixed_width():
 def test_every_fixture_file_is_plain_statements_with_its_bind_parameters():
     expected = {bulk_renewal.CERTS_SQL: ("bulk_size", ["DELETE", "DELETE", "INSERT"]),
                 bulk_renewal.RESET_SQL: (None, ["DELETE", "UPDATE"]),
-                agent_storm.FLEET_SQL: ("fleet_size", ["DELETE", "INSERT"]),
+                _fleet.FLEET_SQL: ("fleet_size", ["DELETE", "INSERT"]),
                 acme_burst.ARI_SQL: ("ari_size", ["DELETE", "INSERT", "INSERT"]),
                 api_tier.RESET_SQL: (None, ["DELETE"]),
                 acme_orders.RESET_SQL: (None, ["DELETE"] * 4)}

@@ -19,7 +19,7 @@ import pytest
 from workbench import scenarios
 from workbench.driver.http2 import Http2Engine
 from workbench.driver.shard import loop_factory
-from workbench.scenarios import acme_burst, agent_storm
+from workbench.scenarios import _fleet, acme_burst
 from workbench.target import TargetInfo
 
 PROFILE = "/acme/profile/prof-standard-tls"
@@ -42,7 +42,7 @@ def fixtures(embedded_target: TargetInfo) -> dict:
     storm, burst = scenarios.get("agent_storm"), scenarios.get("acme_burst")
     storm.seed(embedded_target.dsn, storm.params_for("smoke", {"fleet_size": 3}))
     burst.seed(embedded_target.dsn, burst.params_for("smoke", {"ari_size": 40}))
-    return {"agent": agent_storm.agent_ids(3)[0], "ari": acme_burst.ari_cert_ids(40)[0]}
+    return {"agent": _fleet.agent_ids(3)[0], "ari": acme_burst.ari_cert_ids(40)[0]}
 
 
 def _answer(response: httpx.Response) -> tuple:

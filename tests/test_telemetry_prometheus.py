@@ -200,6 +200,7 @@ def test_what_a_target_sends_is_bounded(exporter_factory, monkeypatch):
         ScrapeSource("down", "http://127.0.0.1:9/metrics", max_duty=None).sample()
 
 
+@pytest.mark.slow  # the sampler's own process
 def test_the_sampler_process_writes_scraped_series_into_the_long_format(exporter_factory,
                                                                          tmp_path):
     exporter = exporter_factory([node_text(100 + i, 10 + i, 1000 + 100 * i, 10)

@@ -310,8 +310,9 @@ DRIVER_OPTIONS = ("shards", "auto_shard")  # how each step is driven, beside Sea
 
 
 def capacity_meaning(scenario, params: Mapping, result: Capacity) -> str | None:
-    """What the scenario says its capacity means (agent_storm: the fleet), in the words of its
-    ``capacity_text``, from the step that measured it: never a fixture larger than measured."""
+    """What the scenario says its capacity means (a fleet, a renewal rate), in the words of its
+    ``capacity_text`` hook, from the step that measured it: never a fixture larger than
+    measured."""
     low, step = result.interval[0], result.answer_step()
     if scenario.capacity_text is None or low is None or step is None:
         return None
@@ -323,11 +324,12 @@ class ScenarioCapacity:
     """A scenario's capacity search, one method per notebook cell: ``seed``, ``search``,
     ``verdict``, ``figures``, ``steps``. Preflight is the :class:`workbench.run.Run`'s (once,
     read from ``preflight.json``). Each step runs the scenario at its load
-    (:meth:`~workbench.scenarios.Scenario.at_load`) on the fixture that load needs: a fleet
-    scenario's fleet is seeded to the step's size (grown or shrunk between steps), and a
-    fixture the scenario changes is reset between runs of one size. The thresholds are the
-    scenario's own (or the ones given); an open-loop scenario searches over request rate, a
-    closed-loop one (acme_burst) over virtual users, agent_fleet over agents."""
+    (:meth:`~workbench.scenarios.Scenario.at_load`) on the fixture that load needs (the
+    scenario's ``sized_to_load`` hook: a fleet is seeded to the step's size, grown or shrunk
+    between steps), and a fixture the scenario changes is reset between runs of one size. The
+    thresholds are the scenario's own (or the ones given); the search raises the scenario's
+    :attr:`~workbench.scenarios.Scenario.capacity_unit`: request rate (open loop), virtual
+    users (closed loop) or agents (an agent fleet)."""
 
     def __init__(self, scenario: str, params: Mapping | None = None,
                  thresholds: Mapping | None = None, target_url: str | None = None,
@@ -364,8 +366,8 @@ class ScenarioCapacity:
             insecure=r.target.insecure, token_env=_DRIVER_TOKEN_ENV, scenario=r.scenario.name)
 
     def seed(self):
-        """The fixture the first step needs (agent_storm: a fleet sized to its rate); the
-        search grows or shrinks it to each later step's load."""
+        """The fixture the first step needs (sized to its load by the scenario); the search
+        grows or shrinks it to each later step's load."""
         params = self.step_params(self.options.first, self.options.step_s)
         facts = self.run.seed(params)
         self._sizes = self.run.scenario.fixture_sizes(params)
@@ -499,11 +501,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-PARAMETERS = {"scenario": "agent_storm", "profile": "smoke", "target_url": None,
-              "ca_file": None, "insecure": False, "run_dir": None, "params": {},
-              "thresholds": None, "options": {}}
-
-
 def notebook():
     """The capacity notebook: a ``parameters`` cell, then one workbench call per cell. Cell
     ids name the report's parts: it opens on the title, the verdict, the figures and the
@@ -511,8 +508,13 @@ def notebook():
     log follow as details."""
     import nbformat
 
+    from workbench import scenarios
+
     v4 = nbformat.v4
-    params = "\n".join(f"{k} = {v!r}" for k, v in PARAMETERS.items())
+    defaults = {"scenario": scenarios.DEFAULT, "profile": "smoke", "target_url": None,
+                "ca_file": None, "insecure": False, "run_dir": None, "params": {},
+                "thresholds": None, "options": {}}
+    params = "\n".join(f"{k} = {v!r}" for k, v in defaults.items())
     cells = [
         v4.new_markdown_cell(
             "# Capacity search\n\nSteps of rising load against the scenario, each judged by "

@@ -159,7 +159,7 @@ def run_summary(run_dir: Path) -> dict:
     if not (run_dir / RESULT_FILE).exists():
         return summary
     from workbench.baseline import load_record
-    from workbench.run import noop_warnings
+    from workbench.scenarios import result_warnings
     from workbench.telemetry import read_sidecar
 
     r = load_result(run_dir)
@@ -168,7 +168,7 @@ def run_summary(run_dir: Path) -> dict:
                                   "latency_ms", "schedule_lag_ms", "valid", "invalid_reasons")}
     summary |= {"result": str(run_dir / RESULT_FILE), "vus": r["driver"]["vus"],
                 "driver_cpu_fraction": r["driver"]["cpu_fraction"],
-                "warnings": noop_warnings(r), "telemetry": read_sidecar(run_dir)}
+                "warnings": result_warnings(r), "telemetry": read_sidecar(run_dir)}
     if (run_dir / RECORD_FILE).exists():
         record = load_record(run_dir / RECORD_FILE)
         summary |= {"record": str(run_dir / RECORD_FILE), "passed": record["passed"],

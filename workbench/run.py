@@ -58,29 +58,6 @@ OUTCOME = ("executor", "status", "scheduled", "completed", "failed", "dropped", 
            "offered_rate", "achieved_rate", "error_rate", "valid", "invalid_reasons")
 
 
-NOOP_SHARE = 0.9  # more of the matched certificates skipped than this: mostly no-op calls
-
-
-def noop_warnings(result: Mapping) -> list[str]:
-    """In words, each endpoint whose responses skipped more than 90 % of what they matched
-    (bulk renewal over an exhausted fleet): its latency is that of calls that did nothing."""
-    warnings = []
-    for tag, totals in sorted((result.get("response_totals") or {}).items()):
-        matched, skipped = totals.get("total_matched"), totals.get("total_skipped")
-        if matched is None or skipped is None:
-            continue
-        enqueued = totals.get("total_enqueued", 0)
-        if matched == 0:
-            warnings.append(f"{tag}: no call matched a certificate, so this run timed no-op "
-                            "calls only")
-        elif skipped > NOOP_SHARE * matched:
-            warnings.append(f"{tag}: {skipped:,} of the {matched:,} certificates matched "
-                            f"({skipped / matched:.0%}) were skipped and {enqueued:,} enqueued, "
-                            "so this run timed mostly no-op calls (the fleet was exhausted: "
-                            "in ids mode keep size_to_run on, or seed a larger fleet)")
-    return warnings
-
-
 def new_run_id(scenario: str) -> str:
     """``<UTC stamp>_<scenario>_<8 hex>``: sortable by start, unique without coordination."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -203,8 +180,8 @@ class Run:
             self.target_exit = preflight.exit_report(self.target)
             if self.target_exit:  # measured to the end and recorded; the run fails at its end
                 print(f"error: {self.target_exit}", file=sys.stderr)
-            elif float(self.params.get("drain_timeout_s") or 0) > 0:
-                self.drain = self.drain_backlog(float(self.params["drain_timeout_s"]))
+            elif self.scenario.backlog and self.scenario.backlog.timeout_s(self.params) > 0:
+                self.drain = self.drain_backlog(self.scenario.backlog.timeout_s(self.params))
         finally:
             self.stop_telemetry()
         self.calibration = calibration.section(self.calibration["before"],
@@ -293,34 +270,35 @@ class Run:
         return section
 
     def drain_backlog(self, timeout_s: float) -> dict:
-        """After the timed phase: sample the fixture's jobs until no job is ``Pending`` or
-        ``Running`` or ``timeout_s`` passes; what was enqueued, drained per second, time to
-        drain and what that means for this target (see :func:`drain_plan`)."""
-        totals = (self.result or {}).get("response_totals") or {}
-        enqueued = sum(int(t.get("total_enqueued", 0)) for t in totals.values())
-        out: dict = {"timeout_s": timeout_s, "enqueued": enqueued, "waited": False,
-                     "drained": None, "seconds": None, "drained_per_s": None,
+        """After the timed phase: sample the jobs of the scenario's backlog until none is left
+        to drain or ``timeout_s`` passes; what was enqueued, drained per second, time to drain
+        and what that means for this target (its :class:`~workbench.scenarios.Backlog`)."""
+        backlog = self.scenario.backlog
+        if backlog is None:
+            raise WorkbenchError(f"{self.scenario.name} leaves no backlog to drain")
+        out: dict = {"timeout_s": timeout_s, "enqueued": backlog.enqueued(self.result or {}),
+                     "waited": False, "drained": None, "seconds": None, "drained_per_s": None,
                      "backlog_at_start": None, "backlog_at_end": None, "curve": None}
         if not self.target.dsn:
             return out | {"meaning": "no database DSN: the backlog could not be read"}
         try:
-            source = telemetry.JobsSource(self.target.dsn, certificate_like=FIXTURE_JOBS_LIKE)
+            source = telemetry.JobsSource(self.target.dsn, certificate_like=backlog.jobs_like)
             try:
                 sampled = source.sample()
             finally:
                 source.close()
             counts = {k.removeprefix("jobs."): int(v) for k, v in sampled.items()
                       if k != "jobs.total"}
-            wait, meaning = drain_plan(self.target.kind, counts)
+            wait, meaning = backlog.plan(self.target.kind, counts)
             out |= {"jobs_at_start": counts, "meaning": meaning}
             if not wait:
                 return out
-            backlog = sum(counts.get(s, 0) for s in PROCESSED)
-            print(f"[drain] waiting up to {timeout_s:g} s for {backlog} Pending/Running jobs",
-                  flush=True)
+            left = sum(counts.get(s, 0) for s in backlog.statuses)
+            print(f"[drain] waiting up to {timeout_s:g} s for {left} "
+                  f"{'/'.join(backlog.statuses)} jobs", flush=True)
             drain = telemetry.wait_for_drain(self.target.dsn, timeout_s, interval_s=1.0,
-                                             statuses=PROCESSED,
-                                             certificate_like=FIXTURE_JOBS_LIKE)
+                                             statuses=backlog.statuses,
+                                             certificate_like=backlog.jobs_like)
         except Exception as exc:  # noqa: BLE001 - the timed phase's results are kept
             return out | {"meaning": f"the drain could not be sampled: {type(exc).__name__}: "
                                      f"{seed.redact_dsn(str(exc)) if '://' in str(exc) else exc}"}
@@ -367,9 +345,9 @@ class Run:
         analysed, result = self.analyse(), self._driven()
         timing = {k: result[k] for k in ("service_time_ms", "schedule_lag_ms")
                   if any(v is not None for v in (result.get(k) or {}).values())}
-        warnings = noop_warnings(result)
+        warnings = self.scenario.warnings(result)
         return Tables({
-            **({"Warning: mostly no-op calls": pd.Series(warnings, name="warning", dtype=object)}
+            **({self.scenario.warnings_title: pd.Series(warnings, name="warning", dtype=object)}
                if warnings else {}),
             "Latency by endpoint and status class (ms)": analysed.percentiles,
             **({"Connection phases by endpoint (ms)": timed}
@@ -445,7 +423,7 @@ class Run:
             "software": machine.software(),
             "database": database_facts(self.target.dsn),
             "fixtures": {"sizes": self.scenario.fixture_sizes(self.params),
-                         "seeded": self.fixtures, "warnings": noop_warnings(r)},
+                         "seeded": self.fixtures, "warnings": self.scenario.warnings(r)},
             "load": {k: r.get(k) for k in ("offered_rate", "achieved_rate", "duration_s",
                                            "scheduled", "completed", "failed", "dropped",
                                            "error_rate")}
@@ -489,36 +467,6 @@ class Run:
 
 
 _SHA = re.compile(r"[0-9a-fA-F]{7,40}")
-
-
-FIXTURE_JOBS_LIKE = "mc-loadtest-bulk-%"  # jobs of the bulk fleet: what bulk renew enqueued
-PROCESSED = ("Pending", "Running")  # what certctl's job processor claims and works on
-
-
-def drain_plan(kind: str, jobs: Mapping[str, int]) -> tuple[bool, str]:
-    """Whether to wait for the fixture's backlog to drain, and what the drain measures.
-
-    certctl's job processor (every ``CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL``, 30 s; up to
-    ``CERTCTL_RENEWAL_CONCURRENCY``, 25, at a time) claims ``Pending`` jobs. In server keygen
-    mode bulk renew creates them ``Pending`` and the processor issues each through the CA: the
-    drain is the scheduler's issuing throughput. In agent keygen mode it creates
-    ``AwaitingCSR`` jobs, which only an agent's CSR moves on: nothing drains. The stand-in has
-    no job processor at all.
-    """
-    pending = sum(jobs.get(s, 0) for s in PROCESSED)
-    if kind == "stand-in":
-        return False, (f"the stand-in has no job processor: nothing will drain ({pending} "
-                       "Pending/Running jobs stay as they are)")
-    if pending == 0 and jobs.get("AwaitingCSR", 0):
-        return False, (f"agent keygen mode: {jobs['AwaitingCSR']} jobs are AwaitingCSR, which "
-                       "only an agent's CSR moves on; certctl's job processor leaves them, so "
-                       "nothing drains (run certctl with CERTCTL_KEYGEN_MODE=server to measure "
-                       "the scheduler)")
-    if pending == 0:
-        return False, "no Pending or Running job of the fixture: nothing to drain"
-    return True, ("server keygen mode: certctl's job processor issues the Pending jobs "
-                  "(every CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL, up to "
-                  "CERTCTL_RENEWAL_CONCURRENCY at a time); the drain is its throughput")
 
 
 def target_pid_from_env() -> int | None:

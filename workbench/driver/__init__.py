@@ -15,8 +15,9 @@ Invariant: ``scheduled = completed + failed + dropped``. An arrival that finds e
 dropped (k6's ``dropped_iterations``), never silently skipped.
 
 Modules, from the wire up: ``outcomes`` (error classes), ``engine`` (the ``Engine`` protocol
-and its callback), ``http1`` (the HTTP/1.1 engine; ``fresh``: a new connection per request, its
-phases timed), ``timer`` (precise wake-ups), ``spec``
+and its callback, the shared content-type cache), ``http1`` (the HTTP/1.1 engine; ``fresh``: a
+new connection per request, its phases timed), ``http2_codec`` (HTTP/2 frames and HPACK) and
+``http2`` (the HTTP/2 engine over it), ``timer`` (precise wake-ups), ``spec``
 (what to drive; the executor registry), ``schedule`` (intended times), ``recorder`` (columns,
 Parquet, histograms), ``scripted`` (what a script sees), ``executors`` (one per file, one
 lifecycle), ``result`` (file shapes, merge, validity), ``shard`` (one shard in a process),

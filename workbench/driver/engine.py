@@ -18,7 +18,7 @@ engine, or a test's fake engine (no sockets) are interchangeable. The contract:
   requests carry (``Host``/``:authority``), which scripted users sign into ACME URLs.
 
 A target is not trusted to be kind: whatever it sends, what an engine keeps is bounded in
-entries and in bytes (:func:`media_type`'s cache, HTTP/2's header blocks, the bodies kept for
+entries and in bytes (:class:`ContentTypes`, HTTP/2's header blocks, the bodies kept for
 callers, :data:`MAX_KEPT_TOTAL` across everything in flight).
 """
 
@@ -85,16 +85,33 @@ def find_header(source: bytes, low_head: bytes, key: bytes) -> bytes | None:
     return source[i:j if j >= 0 else len(low_head)].strip()
 
 
-def media_type(cache: dict[bytes, bytes], raw: bytes) -> bytes:
-    """``b"application/json"`` from ``b"Application/JSON; charset=utf-8"``, at most
-    :data:`MAX_MEDIA_TYPE_BYTES`; an engine calls it when ``raw`` is not yet in ``cache``.
+class ContentTypes:
+    """The media type of a raw Content-Type value, remembered: one bounded cache per engine, the
+    same for HTTP/1.1 and HTTP/2 (``engine.content_type(raw)``).
 
-    ``cache`` stays bounded whatever a server varies: raw values up to :data:`MAX_CACHED_CTYPE`
-    bytes only, and emptied when it holds :data:`CTYPE_CACHE_ENTRIES`.
+    ``b"application/json"`` from ``b"Application/JSON; charset=utf-8"``, at most
+    :data:`MAX_MEDIA_TYPE_BYTES`; None for None. Bounded whatever a server varies: raw values
+    up to :data:`MAX_CACHED_CTYPE` bytes only, emptied when it holds :data:`CTYPE_CACHE_ENTRIES`.
     """
-    clean = raw.split(b";", 1)[0].strip().lower()[:MAX_MEDIA_TYPE_BYTES]
-    if len(raw) <= MAX_CACHED_CTYPE:
-        if len(cache) >= CTYPE_CACHE_ENTRIES:  # a server varying it per response never repeats
-            cache.clear()
-        cache[raw] = clean
-    return clean
+
+    __slots__ = ("cache",)
+
+    def __init__(self) -> None:
+        self.cache: dict[bytes, bytes] = {}
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __call__(self, raw: bytes | None) -> bytes | None:
+        if raw is None:
+            return None
+        clean = self.cache.get(raw)
+        return self._clean(raw) if clean is None else clean
+
+    def _clean(self, raw: bytes) -> bytes:
+        clean = raw.split(b";", 1)[0].strip().lower()[:MAX_MEDIA_TYPE_BYTES]
+        if len(raw) <= MAX_CACHED_CTYPE:
+            if len(self.cache) >= CTYPE_CACHE_ENTRIES:  # one varied per response never repeats
+                self.cache.clear()
+            self.cache[raw] = clean
+        return clean

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from workbench import hdr
-from workbench.driver.engine import MAX_KEPT_TOTAL, Done, find_header, media_type
+from workbench.driver.engine import MAX_KEPT_TOTAL, ContentTypes, Done, find_header
 from workbench.driver.outcomes import ERR, classify_exception
 
 _IDLE, _HEAD, _BODY, _CHUNK_SIZE, _CHUNK_DATA, _CHUNK_END, _TRAILER, _UNTIL_EOF = range(8)
@@ -102,7 +102,7 @@ class HttpEngine:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._sweeper: asyncio.TimerHandle | None = None
         self._sweep_s = min(max(timeout_s / 5, 0.02), 0.25)
-        self._ctypes: dict[bytes, bytes] = {}
+        self.content_type = ContentTypes()  # raw Content-Type -> media type, bounded
         self.kept = 0  # body bytes kept for callers by the requests in flight
         self.kept_budget = kept_budget
 
@@ -194,13 +194,6 @@ class HttpEngine:
 
     def forget(self, conn: _Connection) -> None:
         self.connections.discard(conn)
-
-    def content_type(self, raw: bytes | None) -> bytes | None:
-        """``b"application/json"`` from ``b"application/json; charset=utf-8"`` (cached)."""
-        if raw is None:
-            return None
-        clean = self._ctypes.get(raw)
-        return media_type(self._ctypes, raw) if clean is None else clean
 
     def _sweep(self) -> None:
         now = time.perf_counter_ns()

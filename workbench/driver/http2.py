@@ -4,13 +4,13 @@ Same contract as the HTTP/1.1 engine (``prepare``, ``start(warm)``, ``send(reque
 ``close()``, attributes ``name`` and ``authority``); ``done(status, content_type, nbytes,
 body, error, head)`` is called exactly once per request, never from inside ``send``.
 
-Chosen by measurement over the ``h2`` package end to end (``benchmarks/bench_http2.py``,
-section "codec"): a request's HEADERS (and small DATA) frames are built once in ``prepare``
-with a stateless HPACK encoding, so a send writes them with only the stream id changed. We
-advertise ``SETTINGS_HEADER_TABLE_SIZE = 0``, so the server's header blocks are stateless too:
-each is decoded on its own (status and content type only; values we do not need are skipped,
-not Huffman-decoded) and cached by its bytes (small blocks only, the cache bounded in entries and
-bytes: a server may make every block unique). Frames are parsed straight from the socket buffer.
+The wire format (frames, stateless HPACK, a request's frames built once in ``prepare``) is
+:mod:`workbench.driver.http2_codec`; this module is what holds state: connections, streams,
+flow control and the caches. Frames are parsed straight from the socket buffer; the server's
+header blocks (stateless: we advertise a header table of size 0) are cached by their bytes
+(small blocks only, the cache bounded in entries and bytes: a server may make every block
+unique), and content types go through the engines' shared bounded cache
+(:class:`workbench.driver.engine.ContentTypes`).
 
 What the wire asks of a client, and where it is handled:
 
@@ -22,7 +22,7 @@ What the wire asks of a client, and where it is handled:
 - GOAWAY: streams above the last processed id, and queued ones, are sent again once on a new
   connection (the server promises it did not process them); the rest finish or fail;
 - RST_STREAM and connection loss fail their streams as ``reset`` (``tls`` for TLS errors),
-  an undecodable frame or header block as ``other``;
+  an undecodable frame or header block as ``protocol``;
 - timeouts are swept a few times per timeout from one queue in send order (sends happen in
   time order), so the sweep costs O(1) per request whatever the number of connections.
 
@@ -37,31 +37,49 @@ import ssl
 import struct
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from hpack.huffman_table import decode_huffman
-from hpack.table import HeaderTable
-
 from workbench import hdr
-from workbench.driver.engine import MAX_KEPT_TOTAL, media_type
+from workbench.driver.engine import MAX_KEPT_TOTAL, ContentTypes, Done
 from workbench.driver.http1 import ssl_context
+from workbench.driver.http2_codec import (
+    ACK,
+    CANCEL,
+    CONTINUATION,
+    DATA,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    FLOW_CONTROL_ERROR,
+    FRAME_HEAD,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    MAX_FRAME,
+    MAX_STREAM_ID,
+    MAX_WINDOW,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    RST_STREAM,
+    SETTING,
+    SETTINGS,
+    U32,
+    WINDOW_UPDATE,
+    H2Error,
+    Http2Request,
+    decode_header_block,
+    encode_request,
+    frame,
+    response_head,
+    settings_payload,
+    unpad,
+)
 from workbench.driver.outcomes import ERR, classify_exception
 
-Done = Callable[[int, bytes | None, int, bytes | None, int, bytes | None], None]
-
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE, \
-    CONTINUATION = range(10)
-END_STREAM = ACK = 0x1
-END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
-NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR, CANCEL, COMPRESSION_ERROR = (
-    0x0, 0x1, 0x3, 0x6, 0x8, 0x9)
-DEFAULT_WINDOW = 65_535  # RFC 9113: every window starts here until SETTINGS or WINDOW_UPDATE
-MAX_WINDOW = 2**31 - 1
-MAX_FRAME = 16_384  # what we accept (we never raise SETTINGS_MAX_FRAME_SIZE)
-MAX_STREAM_ID = 2**31 - 1
 MAX_HEADER_BLOCK = 256 * 1024  # a response head beyond this is refused
 MAX_CONTINUATIONS = 64  # CONTINUATION frames per header block (empty ones cost memory too)
 MAX_KEPT_BODY = 16 * 1024 * 1024  # a body kept for the caller (want_body) beyond: protocol
@@ -70,175 +88,10 @@ BLOCK_CACHE_BYTES = 1 << 20  # the cached blocks' bytes together
 MAX_CACHED_BLOCK = 1024  # a larger header block is decoded every time, never cached
 STREAM_WINDOW = 1 << 24  # per stream: a response up to 8 MiB needs no WINDOW_UPDATE at all
 CONNECTION_WINDOW = 1 << 30
-# Connection-specific fields are forbidden in HTTP/2 (RFC 9113 8.2.2); Host becomes :authority.
-_DROPPED_FIELDS = frozenset((b"connection", b"keep-alive", b"proxy-connection",
-                             b"transfer-encoding", b"upgrade", b"host"))
 _NO_BODY_STATUS = frozenset((204, 304))
-_SENSITIVE_FIELDS = frozenset((b"authorization", b"cookie", b"proxy-authorization"))
-
-_FRAME_HEAD = struct.Struct(">BHBBL").unpack_from  # length (24 bits), type, flags, stream id
-_SETTING = struct.Struct(">HL").unpack_from
-_U32 = struct.Struct(">L").unpack_from
-_STATIC = HeaderTable.STATIC_TABLE
-_STATIC_FULL = {entry: i + 1 for i, entry in reversed(list(enumerate(_STATIC)))}
-_STATIC_NAME = {name: i + 1 for i, (name, _) in reversed(list(enumerate(_STATIC)))}
 
 
-class H2Error(Exception):
-    """A connection error (RFC 9113 5.4.1): the connection ends with GOAWAY ``code``."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-def frame(ftype: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    """One frame: 9-byte head and payload."""
-    return (len(payload).to_bytes(3, "big") + bytes((ftype, flags))
-            + stream_id.to_bytes(4, "big") + payload)
-
-
-def settings_payload(settings: dict[int, int]) -> bytes:
-    return b"".join(struct.pack(">HL", k, v) for k, v in settings.items())
-
-
-# -- HPACK, stateless both ways ------------------------------------------------------------
-
-def _hpack_int(value: int, prefix_bits: int, flags: int) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((flags | value,))
-    out = [flags | limit]
-    value -= limit
-    while value >= 128:
-        out.append((value & 127) | 128)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def encode_header_block(fields: list[tuple[bytes, bytes]]) -> bytes:
-    """HPACK without the dynamic table: static indexes, else literals never added to a table.
-
-    Each block decodes on its own, so a prepared request can be sent in any order on any
-    connection. Credentials are marked never-indexed (RFC 7541 7.1.3).
-    """
-    out = bytearray()
-    for name, value in fields:
-        full = _STATIC_FULL.get((name, value))
-        if full:
-            out += _hpack_int(full, 7, 0x80)
-            continue
-        index = _STATIC_NAME.get(name, 0)
-        out += _hpack_int(index, 4, 0x10 if name in _SENSITIVE_FIELDS else 0x00)
-        if not index:
-            out += _hpack_int(len(name), 7, 0) + name
-        out += _hpack_int(len(value), 7, 0) + value
-    return bytes(out)
-
-
-def _int_at(data: bytes, i: int, prefix_bits: int) -> tuple[int, int]:
-    limit = (1 << prefix_bits) - 1
-    value = data[i] & limit
-    i += 1
-    if value < limit:
-        return value, i
-    shift = 0
-    while True:
-        b = data[i]
-        i += 1
-        value += (b & 127) << shift
-        shift += 7
-        if not b & 128:
-            return value, i
-        if shift > 28:
-            raise H2Error(COMPRESSION_ERROR, "HPACK integer too large")
-
-
-def _string_at(data: bytes, i: int, keep: bool) -> tuple[bytes | None, int]:
-    huffman = data[i] & 0x80
-    length, i = _int_at(data, i, 7)
-    end = i + length
-    if end > len(data):
-        raise H2Error(COMPRESSION_ERROR, "HPACK string runs past the header block")
-    if not keep:
-        return None, end
-    raw = data[i:end]
-    return (decode_huffman(raw) if huffman else raw), end
-
-
-def decode_header_block(block: bytes, full: bool = False
-                        ) -> tuple[int, bytes | None, list[tuple[bytes, bytes]] | None]:
-    """``(status, content-type value, fields)`` of a block encoded without a dynamic table.
-
-    We advertise a header table of size 0, so the server may not refer to its dynamic table:
-    a reference to it, or a table size update above 0, is a COMPRESSION_ERROR. ``fields``
-    (every name and value, in order) only when ``full``; otherwise values other than
-    ``:status`` and ``content-type`` are skipped without decoding.
-    """
-    i, n = 0, len(block)
-    status, ctype = 0, None
-    fields: list[tuple[bytes, bytes]] | None = [] if full else None
-    try:
-        while i < n:
-            b = block[i]
-            if b & 0x80:  # indexed field
-                index, i = _int_at(block, i, 7)
-                if not 0 < index <= len(_STATIC):
-                    raise H2Error(COMPRESSION_ERROR, f"header index {index} outside the "
-                                  "static table (we allow no dynamic table)")
-                name, value = _STATIC[index - 1]
-            elif b & 0xE0 == 0x20:  # dynamic table size update
-                size, i = _int_at(block, i, 5)
-                if size:
-                    raise H2Error(COMPRESSION_ERROR, f"table size update to {size} above our 0")
-                continue
-            else:  # literal: with incremental indexing (a no-op at size 0), without, never
-                index, i = _int_at(block, i, 6 if b & 0x40 else 4)
-                if index:
-                    if index > len(_STATIC):
-                        raise H2Error(COMPRESSION_ERROR, f"header name index {index} outside "
-                                      "the static table")
-                    name = _STATIC[index - 1][0]
-                else:
-                    name, i = _string_at(block, i, True)
-                keep = full or name == b":status" or name == b"content-type"
-                value, i = _string_at(block, i, keep)
-                if not keep:
-                    continue
-            if name == b":status":  # exactly three digits (RFC 9113 8.3.2), else malformed
-                status = int(value) if len(value) == 3 and value.isdigit() else -1
-            elif name == b"content-type":
-                ctype = value
-            if fields is not None:
-                fields.append((name, value))
-    except (IndexError, ValueError) as exc:
-        raise H2Error(COMPRESSION_ERROR, f"undecodable header block: {exc}") from None
-    return status, ctype, fields
-
-
-def response_head(status: int, fields: list[tuple[bytes, bytes]]) -> bytes:
-    """The head as the HTTP/1.1 engine gives it (status line, ``name: value`` lines, CRLF)."""
-    lines = [b"HTTP/2 %d" % status]
-    lines += [name + b": " + value for name, value in fields if not name.startswith(b":")]
-    return b"\r\n".join(lines) + b"\r\n"
-
-
-# -- requests ------------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Http2Request:
-    """A request encoded once: frame heads and payloads; a send only adds the stream id."""
-
-    headers_head: bytes  # 5 bytes: length, HEADERS, END_HEADERS (+ END_STREAM without body)
-    block: bytes  # the HPACK header block
-    body: bytes | None
-    data_head: bytes  # 5 bytes: length, DATA, END_STREAM (the body in one frame)
-    open_head: bytes  # HEADERS without END_STREAM, when the body follows as flow control allows
-    head_only: bool
-    want_body: bool
-    want_head: bool
-
+# -- streams -------------------------------------------------------------------------------
 
 class _Stream:
     """One request on its way: where it is, what came back."""
@@ -318,7 +171,7 @@ class Http2Engine:
         self._sweep_s = min(max(timeout_s / 5, 0.02), 0.25)
         self.blocks: dict[bytes, tuple[int, bytes | None]] = {}
         self.block_bytes = 0  # of the cached blocks
-        self._ctypes: dict[bytes, bytes] = {}
+        self.content_type = ContentTypes()  # raw Content-Type -> media type, bounded
         self.kept = 0  # body bytes kept for callers by the streams in flight
         self.kept_budget = kept_budget
         self.preamble = PREFACE + frame(SETTINGS, 0, 0, settings_payload({
@@ -333,28 +186,8 @@ class Http2Engine:
     def prepare(self, method: str, path: str, headers: dict[str, str], body: bytes | None,
                 want_body: bool = False, want_head: bool = False) -> Http2Request:
         """Encode a request once; ``headers`` may carry the token (kept in memory only)."""
-        fields = [(b":method", method.encode()),
-                  (b":scheme", b"https" if self.tls else b"http"),
-                  (b":authority", self.authority.encode()),
-                  (b":path", f"{self.prefix}{path}".encode("latin-1"))]
-        for name, value in headers.items():
-            key = name.lower().encode("latin-1")
-            if key not in _DROPPED_FIELDS:
-                fields.append((key, str(value).encode("latin-1")))
-        if body is not None or method in ("POST", "PUT", "PATCH"):
-            fields.append((b"content-length", str(len(body or b"")).encode()))
-        block = encode_header_block(fields)
-        if len(block) > MAX_FRAME:
-            raise ValueError(f"request headers of {len(block)} bytes do not fit one HTTP/2 frame")
-        length = len(block).to_bytes(3, "big")
-        body = body or None  # an empty body is no DATA frame: END_STREAM on HEADERS
-        return Http2Request(
-            headers_head=length + bytes((HEADERS, END_HEADERS | (END_STREAM if body is None
-                                                                  else 0))),
-            block=block, body=body,
-            data_head=len(body or b"").to_bytes(3, "big") + bytes((DATA, END_STREAM)),
-            open_head=length + bytes((HEADERS, END_HEADERS)),
-            head_only=method == "HEAD", want_body=want_body, want_head=want_head)
+        return encode_request(method, "https" if self.tls else "http", self.authority,
+                              f"{self.prefix}{path}", headers, body, want_body, want_head)
 
     async def start(self, warm: int = 0) -> None:
         """Start the timeout sweep; with ``warm`` > 0 open the shared connections and wait."""
@@ -421,13 +254,6 @@ class Http2Engine:
 
     def forget(self, conn: _Connection) -> None:
         self.connections.discard(conn)
-
-    def content_type(self, raw: bytes | None) -> bytes | None:
-        """``b"application/json"`` from ``b"application/json; charset=utf-8"`` (cached)."""
-        if raw is None:
-            return None
-        clean = self._ctypes.get(raw)
-        return media_type(self._ctypes, raw) if clean is None else clean
 
     def cache_block(self, block: bytes, decoded: tuple[int, bytes | None]) -> None:
         """Remember a small header block's status and content type (see the module doc)."""
@@ -731,7 +557,7 @@ class _Connection(asyncio.Protocol):
         self.receiving = True
         try:
             while n - pos >= 9:
-                hi, lo, ftype, flags, sid = _FRAME_HEAD(view, pos)
+                hi, lo, ftype, flags, sid = FRAME_HEAD(view, pos)
                 length = (hi << 16) | lo
                 end = pos + 9 + length
                 if end > n:
@@ -783,7 +609,7 @@ class _Connection(asyncio.Protocol):
         length = end - start
         self.recv_unacked += length  # padding counts toward flow control too
         if flags & PADDED:
-            start, end = _unpad(view, start, end)
+            start, end = unpad(view, start, end)
         stream = self.streams.get(sid)
         if stream is not None:
             size = end - start
@@ -813,7 +639,7 @@ class _Connection(asyncio.Protocol):
         if sid == 0:
             raise H2Error(PROTOCOL_ERROR, "HEADERS on stream 0")
         if flags & PADDED:
-            start, end = _unpad(view, start, end)
+            start, end = unpad(view, start, end)
         if flags & PRIORITY_FLAG:
             start += 5
         block = bytes(view[start:end])
@@ -874,7 +700,7 @@ class _Connection(asyncio.Protocol):
         if (end - start) % 6:
             raise H2Error(FRAME_SIZE_ERROR, "SETTINGS length not a multiple of 6")
         for at in range(start, end, 6):
-            ident, value = _SETTING(view, at)
+            ident, value = SETTING(view, at)
             if ident == 0x3:  # MAX_CONCURRENT_STREAMS
                 self.max_streams = value
             elif ident == 0x4:  # INITIAL_WINDOW_SIZE: applies to open streams too
@@ -899,7 +725,7 @@ class _Connection(asyncio.Protocol):
     def _window_update(self, sid: int, view, start: int, end: int) -> None:
         if end - start != 4:
             raise H2Error(FRAME_SIZE_ERROR, "WINDOW_UPDATE payload is not 4 bytes")
-        increment = _U32(view, start)[0] & MAX_WINDOW
+        increment = U32(view, start)[0] & MAX_WINDOW
         if sid == 0:
             if increment == 0:
                 raise H2Error(PROTOCOL_ERROR, "WINDOW_UPDATE of 0 on the connection")
@@ -930,7 +756,7 @@ class _Connection(asyncio.Protocol):
     def _goaway(self, view, start: int, end: int) -> None:
         if end - start < 8:
             raise H2Error(FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
-        last_sid = _U32(view, start)[0] & MAX_STREAM_ID
+        last_sid = U32(view, start)[0] & MAX_STREAM_ID
         self.accepting = False  # the owner opens a new connection for what comes next
         unprocessed = [s for sid, s in self.streams.items() if sid > last_sid]
         for stream in unprocessed:
@@ -949,12 +775,3 @@ class _Connection(asyncio.Protocol):
         if not self.streams:
             self.flush()
             self.lose(ERR["reset"])
-
-
-def _unpad(view, start: int, end: int) -> tuple[int, int]:
-    if start >= end:
-        raise H2Error(PROTOCOL_ERROR, "PADDED frame without its pad length")
-    pad = view[start]
-    if start + 1 + pad > end:
-        raise H2Error(PROTOCOL_ERROR, "padding longer than the frame")
-    return start + 1, end - pad

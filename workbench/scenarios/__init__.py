@@ -5,7 +5,14 @@ it sends (request templates and executor), its parameters with their types, its 
 canonical) and default thresholds (k6 syntax), its fixtures (seed and reset, each one SQL file
 run by :func:`workbench.seed.load_fixture`), the certctl traps and probes preflight checks for
 it, and the notes its report shows beside the latency. Modules whose name starts with ``_`` hold
-pieces several scenarios share.
+pieces several scenarios share (``_acme``: ACME's iteration; ``_fleet``: the seeded agent fleet).
+
+What only a scenario knows reaches the core through its hooks, so :mod:`workbench.run`,
+:mod:`workbench.capacity_run` and the notebooks name no scenario: ``warnings`` (what it says is
+wrong with a run, from its result), ``backlog`` (the work its requests leave queued in the
+target, and whether and how it drains after the timed phase), ``sized_to_load`` (how its
+fixture scales with a capacity step's load) and ``capacity_text`` (what a capacity means in
+words). docs/adding-a-scenario.md says when each is needed.
 
 Nothing else lists the scenarios: :func:`names` imports every module of this package (as
 papermill registers its engines and k6 its executors by name), and the notebooks
@@ -37,6 +44,7 @@ ARRIVAL_RATE = "constant-arrival-rate"  # open loop: ``rate`` iterations per sec
 CONSTANT_VUS = "constant-vus"  # closed loop: ``vus`` users, each iterating after the last ended
 AGENT_FLEET = "agent-fleet"  # open loop per agent: certctl's heartbeat and work-poll loop
 PROFILES = ("smoke", "canonical")  # every scenario has both
+DEFAULT = "agent_storm"  # what a notebook run by hand opens on (the capacity notebook's cell)
 CUSTOM = "custom"  # the profile of a run whose parameters differ from the profile it names
 # The two 429 shapes certctl sends, as the driver counts them (status and content type): its
 # ACME server's RFC 7807 problem (only ever ...:rateLimited) and its REST limiter's refusal.
@@ -203,6 +211,29 @@ def _no_sizes(params: Mapping) -> dict:
     return {}
 
 
+def _no_warnings(result: Mapping) -> list[str]:
+    return []
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """Work a scenario's requests leave queued in the target (jobs of its fixture), watched
+    after the timed phase: ``Run.drive`` reads the jobs, asks ``plan`` whether they will drain
+    on this target, and if so waits (at most the ``timeout_param`` seconds; 0: not at all),
+    recording what drained, how fast and what that means (the record's ``telemetry.drain``).
+    """
+
+    jobs_like: str  # SQL LIKE of the fixture's certificate ids: whose jobs are the backlog
+    statuses: tuple[str, ...]  # job statuses that are still to drain
+    enqueued: Callable[[Mapping], int]  # what the requests enqueued, from result.json
+    # (target kind, the fixture's jobs by status) -> (wait for the drain?, what it measures)
+    plan: Callable[[str, Mapping[str, int]], tuple[bool, str]]
+    timeout_param: str = "drain_timeout_s"  # the scenario parameter: seconds to wait at most
+
+    def timeout_s(self, params: Mapping) -> float:
+        return float(params.get(self.timeout_param) or 0)
+
+
 @dataclass(frozen=True)
 class OwnTarget:
     """The target of a scenario that loads something other than certctl (the connector tier's
@@ -257,6 +288,12 @@ class Scenario:
     thresholds_for: Callable[[Mapping], Mapping[str, Sequence[str]]] | None = None
     own_target: OwnTarget | None = None  # None: certctl (or the stand-in), as --target says
     connection_per_request: bool = False  # a new connection per request, its phases timed
+    # Hooks (see the package docstring). What it says is wrong with a run, each a sentence
+    # from result.json, shown in the summary under ``warnings_title``, in the record's
+    # fixtures.warnings and after `workbench run`; the backlog its requests leave, if any.
+    warnings: Callable[[Mapping], list[str]] = _no_warnings
+    warnings_title: str = "Warnings"
+    backlog: Backlog | None = None
     # A capacity search (`--find-capacity`): the parameters that size the fixture to a step's
     # parameters (its load), and what a capacity at a load means in words, given the step's
     # parameters and whether it is a bound ("at least") rather than a knee.
@@ -275,6 +312,9 @@ class Scenario:
             if name not in self._by_name:
                 raise WorkbenchError(f"scenario {self.name}: parameters must include {name} "
                                      "(its default: what certctl's real clients do)")
+        if self.backlog and self.backlog.timeout_param not in self._by_name:
+            raise WorkbenchError(f"scenario {self.name}: its backlog's timeout parameter "
+                                 f"{self.backlog.timeout_param} must be one of its parameters")
         for profile in self.profiles:
             self.defaults(profile)
 
@@ -462,6 +502,13 @@ def names() -> list[str]:
 def certctl_names() -> list[str]:
     """The scenarios that load certctl, in name order: what ``workbench run all`` runs."""
     return [name for name, scenario in _registry().items() if scenario.own_target is None]
+
+
+def result_warnings(result: Mapping) -> list[str]:
+    """What the scenario that made ``result`` (a ``result.json``) warns about it; nothing for
+    a result no scenario made (``workbench drive``)."""
+    scenario = _registry().get(result.get("scenario") or "")
+    return scenario.warnings(result) if scenario else []
 
 
 def get(name: str) -> Scenario:

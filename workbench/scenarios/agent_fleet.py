@@ -18,18 +18,18 @@ from workbench.scenarios import (
     Note,
     Param,
     Scenario,
-    agent_storm,
+    _fleet,
     fixture_size,
 )
 
-HEARTBEAT, WORK_POLL = "heartbeat", "work_poll"
+HEARTBEAT, WORK_POLL = _fleet.HEARTBEAT, "work_poll"
 
 
 def templates(params: Mapping) -> tuple[RequestTemplate, ...]:
     """Agent i's heartbeat (template 2i, the metadata certctl's agent sends) and work poll
     (2i+1, 200 expected, its ``count`` of jobs summed)."""
     out = []
-    for heartbeat in agent_storm.templates(params):
+    for heartbeat in _fleet.heartbeats(params):
         agent_path = heartbeat.path.rsplit("/", 1)[0]
         out.append(RequestTemplate("POST", heartbeat.path, HEARTBEAT, heartbeat.body,
                                    expect=(200,)))
@@ -111,14 +111,14 @@ SCENARIO = Scenario(
     sends="per agent: `POST .../heartbeat` every 60 s, `GET .../work` every 30 s",
     executor=AGENT_FLEET,
     parameters=(
-        fixture_size("fleet_size", f"agents in seed/{agent_storm.FLEET_SQL}, one connection "
+        fixture_size("fleet_size", f"agents in seed/{_fleet.FLEET_SQL}, one connection "
                                    "each (plan: 5,000)"),
         DURATION,
         Param("start", NAME, "spread", "spread (steady state) or fleet_restart (all agents "
                                        "reconnect at once)", choices=("spread", "fleet_restart")),
         Param("start_window_s", NUMBER, 5.0, "fleet_restart: every agent starts within this"),
-        Param("heartbeat_s", NUMBER, 60.0, "seconds between an agent's heartbeats "
-                                           "(certctl's agent: 60)"),
+        Param("heartbeat_s", NUMBER, _fleet.HEARTBEAT_INTERVAL_S,
+              "seconds between an agent's heartbeats (certctl's agent: 60)"),
         Param("poll_s", NUMBER, 30.0, "seconds between an agent's work polls "
                                       "(certctl's agent: 30)"),
         REST_H2,
@@ -136,11 +136,11 @@ SCENARIO = Scenario(
                 f"http_req_duration{{endpoint:{WORK_POLL}}}": ["p(95)<500", "p(99)<1000"],
                 "http_req_failed": ["rate<0.001"]},
     templates=templates,
-    fixture=agent_storm.seed_fleet,
-    fixture_sizes=lambda p: {"agents": p["fleet_size"]},
+    fixture=_fleet.seed_fleet,
+    fixture_sizes=_fleet.fixture_sizes,
     size_param="fleet_size",
     fixture_heading="Seed the agent fleet",
-    fixture_text=(f"`seed/{agent_storm.FLEET_SQL}` (shared with agent_storm), idempotent: "
+    fixture_text=(f"`seed/{_fleet.FLEET_SQL}` (shared with agent_storm), idempotent: "
                   "seeding resets the fleet to `Online` with heartbeats staggered over the "
                   "last 60 s. The fleet has no jobs, so every work poll answers `count` 0 "
                   "(certctl v2.0.71 answers every work poll 500: its claim query puts FOR "

@@ -21,6 +21,7 @@ from workbench.scenarios import (
     PER_CLIENT,
     RATE,
     REST_H2,
+    Backlog,
     Note,
     Param,
     Scenario,
@@ -31,8 +32,11 @@ CERTS_SQL = "01_bulk_renewal_certs.sql"
 RESET_SQL = "01_bulk_renewal_reset.sql"
 TOTALS = ("total_matched", "total_enqueued", "total_skipped", "total_failed")
 TAG = "bulk_renew"
+FIXTURE_LIKE = "mc-loadtest-bulk-%"  # the fixture's certificate ids, and so its renewal jobs
 _ACTIVE = ("certificates", "SELECT count(*) FROM managed_certificates"
-                           " WHERE id LIKE 'mc-loadtest-bulk-%' AND status = 'Active'")
+                           f" WHERE id LIKE '{FIXTURE_LIKE}' AND status = 'Active'")
+NOOP_SHARE = 0.9  # more of the matched certificates skipped than this: mostly no-op calls
+PROCESSED = ("Pending", "Running")  # what certctl's job processor claims and works on
 
 
 def fleet_size(params: Mapping) -> int:
@@ -54,6 +58,58 @@ def renewal_text(params: Mapping, load: float, bound: bool) -> str | None:
     return (f"renewals: {'at least ' if bound else ''}{load * params['ids_per_request']:,.0f} "
             f"certificates/s enqueued ({params['ids_per_request']} per call), over "
             f"{fleet_size(params):,} certificates seeded and measured at that load")
+
+
+def noop_warnings(result: Mapping) -> list[str]:
+    """In words, each endpoint whose responses skipped more than 90 % of what they matched
+    (bulk renewal over an exhausted fleet): its latency is that of calls that did nothing."""
+    warnings = []
+    for tag, totals in sorted((result.get("response_totals") or {}).items()):
+        matched, skipped = totals.get("total_matched"), totals.get("total_skipped")
+        if matched is None or skipped is None:
+            continue
+        enqueued = totals.get("total_enqueued", 0)
+        if matched == 0:
+            warnings.append(f"{tag}: no call matched a certificate, so this run timed no-op "
+                            "calls only")
+        elif skipped > NOOP_SHARE * matched:
+            warnings.append(f"{tag}: {skipped:,} of the {matched:,} certificates matched "
+                            f"({skipped / matched:.0%}) were skipped and {enqueued:,} enqueued, "
+                            "so this run timed mostly no-op calls (the fleet was exhausted: "
+                            "in ids mode keep size_to_run on, or seed a larger fleet)")
+    return warnings
+
+
+def enqueued(result: Mapping) -> int:
+    """Renewal jobs the run's calls enqueued, summed over their responses."""
+    totals = result.get("response_totals") or {}
+    return sum(int(t.get("total_enqueued", 0)) for t in totals.values())
+
+
+def drain_plan(kind: str, jobs: Mapping[str, int]) -> tuple[bool, str]:
+    """Whether to wait for the fixture's backlog to drain, and what the drain measures.
+
+    certctl's job processor (every ``CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL``, 30 s; up to
+    ``CERTCTL_RENEWAL_CONCURRENCY``, 25, at a time) claims ``Pending`` jobs. In server keygen
+    mode bulk renew creates them ``Pending`` and the processor issues each through the CA: the
+    drain is the scheduler's issuing throughput. In agent keygen mode it creates
+    ``AwaitingCSR`` jobs, which only an agent's CSR moves on: nothing drains. The stand-in has
+    no job processor at all.
+    """
+    pending = sum(jobs.get(s, 0) for s in PROCESSED)
+    if kind == "stand-in":
+        return False, (f"the stand-in has no job processor: nothing will drain ({pending} "
+                       "Pending/Running jobs stay as they are)")
+    if pending == 0 and jobs.get("AwaitingCSR", 0):
+        return False, (f"agent keygen mode: {jobs['AwaitingCSR']} jobs are AwaitingCSR, which "
+                       "only an agent's CSR moves on; certctl's job processor leaves them, so "
+                       "nothing drains (run certctl with CERTCTL_KEYGEN_MODE=server to measure "
+                       "the scheduler)")
+    if pending == 0:
+        return False, "no Pending or Running job of the fixture: nothing to drain"
+    return True, ("server keygen mode: certctl's job processor issues the Pending jobs "
+                  "(every CERTCTL_SCHEDULER_JOB_PROCESSOR_INTERVAL, up to "
+                  "CERTCTL_RENEWAL_CONCURRENCY at a time); the drain is its throughput")
 
 
 def certificate_ids(bulk_size: int) -> list[str]:
@@ -157,5 +213,9 @@ SCENARIO = Scenario(
                   "runs)."),
     traps=("rate_limit", "fixture_parents", "renewal_check"),
     notes=(RESPONSE_TOTALS,),
+    warnings=noop_warnings,
+    warnings_title="Warning: mostly no-op calls",
+    backlog=Backlog(jobs_like=FIXTURE_LIKE, statuses=PROCESSED, enqueued=enqueued,
+                    plan=drain_plan),
     capacity_text=renewal_text,  # its fixture grows with a step's load by fleet_size itself
 )
