@@ -184,20 +184,24 @@ class Run:
 
     def drive(self) -> pd.Series:
         """Drive the load in the driver's own process; returns what it did (:data:`OUTCOME`)
-        and the machine's calibration, read before and after the timed phase (and the drain)
-        outside the telemetry's window."""
+        and the machine's calibration, read before the timed phase (while the driver starts)
+        and after it (and the drain), outside the telemetry's window."""
         spec = driver.DriveSpec(
             base_url=self.target.url, templates=self.scenario.templates(self.params),
             **self.scenario.executor_settings(self.params),
             ca_file=self.target.ca_file, insecure=self.target.insecure,
             token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
         live = LiveLine()  # one updating line here; nothing of it in the report
-        self.calibration = calibration.section(calibration.measure(self.target.dsn), None)
-        self.start_telemetry()
+
+        def before_load() -> None:  # while the driver's processes start
+            self.calibration = calibration.section(calibration.measure(self.target.dsn), None)
+            self.start_telemetry()
+
         try:
             try:
                 self.result = driver.drive(spec, self.dir,
-                                           env={_DRIVER_TOKEN_ENV: self._token}, echo=live)
+                                           env={_DRIVER_TOKEN_ENV: self._token}, echo=live,
+                                           while_starting=before_load)
             finally:
                 live.close()
             self.target_exit = preflight.exit_report(self.target)
