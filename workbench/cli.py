@@ -301,19 +301,19 @@ def cmd_run(args) -> Outcome:
     and the preflight."""
     overrides = check_run(args)
     from workbench import kernel
-    from workbench.run import TARGET_PID_ENV
-    from workbench.seed import ALLOW_REMOTE_ENV
+    from workbench.seed import ALLOW_REMOTE_ENV  # imported by the checks already
 
     # the kernel reads these from its environment (a parameter would change every notebook)
     if args.allow_remote_db:
         os.environ[ALLOW_REMOTE_ENV] = "1"
     if args.target_pid is not None:
-        os.environ[TARGET_PID_ENV] = str(args.target_pid)
+        os.environ[kernel.TARGET_PID_ENV] = str(args.target_pid)
     if args.scrape:
         from workbench.telemetry import prometheus
 
         prometheus.to_env(args.scrape)
-    with kernel.for_terminal() as notebook_kernel:
+    preload = kernel.CAPACITY_PRELOAD if args.find_capacity else kernel.PRELOAD
+    with kernel.for_terminal(preload) as notebook_kernel:
         return _run(args, overrides, notebook_kernel)
 
 

@@ -30,10 +30,14 @@ KERNEL_NAME = "python3"
 START_TIMEOUT_S = 60.0
 PRELOAD_TIMEOUT_S = 600.0  # a loaded machine imports slowly; past this papermill waits on
 # what the notebooks import, up to their figures: loaded before their cells run
-PRELOAD = "import workbench.run, workbench.capacity_run, workbench.plots, scipy.stats"
+PRELOAD = "import workbench.run, workbench.plots, scipy.stats"
+CAPACITY_PRELOAD = PRELOAD + ", workbench.capacity_run"  # a capacity search's notebook's too
 # "tty" or "lines": the kernel writes the driver's live line to the command's terminal too
 # (workbench.driver.launch.LiveLine reads it; this module imports nothing heavy, so both can)
 PROGRESS_ENV = "WORKBENCH_PROGRESS"
+# --target-pid reaches the notebooks through the kernel's environment (defined here, not in
+# workbench.run, so that the command sets it without importing pandas before the kernel starts)
+TARGET_PID_ENV = "WORKBENCH_TARGET_PID"
 
 
 class Kernel:
@@ -148,9 +152,9 @@ def _run_sync(coroutine_function):
     return run_sync(coroutine_function)
 
 
-def for_terminal() -> Kernel:
+def for_terminal(preload: str = PRELOAD) -> Kernel:
     """The kernel for the notebooks a command runs from this terminal, preloading
-    :data:`PRELOAD`; the driver's live line is written in the terminal's way (start it: ``with
-    for_terminal() as kernel``)."""
+    :data:`PRELOAD` (a capacity search: :data:`CAPACITY_PRELOAD`); the driver's live line is
+    written in the terminal's way (start it: ``with for_terminal() as kernel``)."""
     return Kernel(project_root(), os.environ | {
-        PROGRESS_ENV: "tty" if sys.stderr.isatty() else "lines"}, preload=PRELOAD)
+        PROGRESS_ENV: "tty" if sys.stderr.isatty() else "lines"}, preload=preload)

@@ -43,7 +43,7 @@ from workbench import (
 from workbench.driver.launch import LiveLine
 from workbench.errors import TargetExited, WorkbenchError
 from workbench.jsonio import write_json, write_text
-from workbench.kernel import KERNEL_NAME, Kernel, for_terminal
+from workbench.kernel import KERNEL_NAME, TARGET_PID_ENV, Kernel, for_terminal
 from workbench.notebook import Facts, Figures, Tables
 from workbench.paths import notebooks_dir, project_root, runs_dir
 from workbench.telemetry import prometheus
@@ -51,8 +51,6 @@ from workbench.telemetry import prometheus
 PREFLIGHT_FILE = "preflight.json"  # what preflight found, so a run checks its target once
 PREFLIGHT_SCHEMA_VERSION = 1
 _DRIVER_TOKEN_ENV = "WORKBENCH_DRIVER_TOKEN"
-# --target-pid reaches the notebook kernel through the environment, as --allow-remote-db does
-TARGET_PID_ENV = "WORKBENCH_TARGET_PID"
 # What the driver did, as the drive step shows it (the whole result is Run.result).
 OUTCOME = ("executor", "status", "scheduled", "completed", "failed", "dropped", "iterations",
            "offered_rate", "achieved_rate", "error_rate", "valid", "invalid_reasons")
