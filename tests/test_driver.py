@@ -1,6 +1,9 @@
 import json
+import os
+import time
 
 import numpy as np
+import psutil
 import pyarrow.parquet as pq
 import pytest
 
@@ -148,3 +151,32 @@ def test_hdr_percentiles_use_the_same_nearest_rank_as_the_exact_analysis():
             exact = np.percentile(values, q, method="inverted_cdf")
             got = hdr.value_at_percentile(hist, q)
             assert exact <= got <= exact * 1.001 + 1, (n, q, exact, got)
+
+
+def test_while_starting_runs_beside_the_started_driver_and_the_load_waits_for_it(tmp_path):
+    seen: dict = {}
+
+    def while_starting() -> None:
+        seen["drivers"] = [p.cmdline() for p in psutil.Process(os.getpid()).children()
+                           if "workbench.driver" in p.cmdline()]
+        seen["returned_ns"] = time.time_ns()
+
+    with LoopbackServer() as srv:
+        result = drive(_spec(srv.url, "/status/200"), tmp_path, echo=lambda _: None,
+                       while_starting=while_starting)
+    assert len(seen["drivers"]) == 1  # its process was already starting
+    assert result["t0_epoch_ns"] >= seen["returned_ns"]  # the load began after it returned
+    assert result["scheduled"] == result["completed"]
+
+
+def test_a_failing_while_starting_sends_no_load_and_leaves_no_driver(tmp_path):
+    def while_starting() -> None:
+        raise RuntimeError("before the load")
+
+    with LoopbackServer() as srv:
+        with pytest.raises(RuntimeError, match="before the load"):
+            drive(_spec(srv.url, "/status/200"), tmp_path, echo=lambda _: None,
+                  while_starting=while_starting)
+    assert not (tmp_path / "requests.parquet").exists()
+    assert not [p for p in psutil.Process(os.getpid()).children()
+                if "workbench.driver" in p.cmdline()]

@@ -163,6 +163,7 @@ def test_adhoc_drive_writes_a_record_a_report_and_exports_and_two_of_them_compar
     assert record["load"]["scheduled"] == 100 and record["validity"]["valid"] is not None
     html = (runs[0] / "report.html").read_text()
     assert html.index("PASSED (2 thresholds)") < html.index("<img") < html.index("Details")
+    assert html.count('src="data:image/png;base64,') == 4  # every figure, drawn beside the record
     assert "Machine calibration: cpu " in html
     text = re.sub(r'src="data:[^"]*"', "", html)  # base64 figures may spell anything
     assert "NaN" not in text and "[driver]" not in text

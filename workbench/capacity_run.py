@@ -585,10 +585,10 @@ def execute(scenario: str, profile: str, target_url: str | None, ca_file: str | 
     import json
 
     from workbench import run
-    from workbench.kernel import for_terminal
+    from workbench.kernel import CAPACITY_PRELOAD, for_terminal
 
     if notebook_kernel is None:
-        with for_terminal() as own:  # started now: its imports overlap preflight
+        with for_terminal(CAPACITY_PRELOAD) as own:  # started now: its imports overlap preflight
             return execute(scenario, profile, target_url, ca_file, insecure, overrides,
                            options, strict, own)
 

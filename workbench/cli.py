@@ -301,19 +301,19 @@ def cmd_run(args) -> Outcome:
     and the preflight."""
     overrides = check_run(args)
     from workbench import kernel
-    from workbench.run import TARGET_PID_ENV
-    from workbench.seed import ALLOW_REMOTE_ENV
+    from workbench.seed import ALLOW_REMOTE_ENV  # imported by the checks already
 
     # the kernel reads these from its environment (a parameter would change every notebook)
     if args.allow_remote_db:
         os.environ[ALLOW_REMOTE_ENV] = "1"
     if args.target_pid is not None:
-        os.environ[TARGET_PID_ENV] = str(args.target_pid)
+        os.environ[kernel.TARGET_PID_ENV] = str(args.target_pid)
     if args.scrape:
         from workbench.telemetry import prometheus
 
         prometheus.to_env(args.scrape)
-    with kernel.for_terminal() as notebook_kernel:
+    preload = kernel.CAPACITY_PRELOAD if args.find_capacity else kernel.PRELOAD
+    with kernel.for_terminal(preload) as notebook_kernel:
         return _run(args, overrides, notebook_kernel)
 
 
@@ -476,18 +476,20 @@ def cmd_drive(args) -> Outcome:
 
     out = args.out or runs_dir() / f"adhoc_{secrets.token_hex(4)}"
     live = LiveLine()
-    before = calibration.measure()  # the machine, before and after the timed phase
+    before: list[dict] = []  # the machine, before (while the driver starts) and after the load
     try:
-        driver.drive(spec, out, echo=live, shards=args.shards, cluster=args.cluster)
+        driver.drive(spec, out, echo=live, shards=args.shards, cluster=args.cluster,
+                     while_starting=lambda: before.append(calibration.measure()))
     except KeyboardInterrupt:
         live.close()
         # the driver flushed what it recorded
-        _record_drive(out, spec, thresholds, calibration.section(before, None))
+        reading = before[0] if before else None  # None: interrupted during the reading
+        _record_drive(out, spec, thresholds, calibration.section(reading, None))
         print_summary(out)
         raise
     live.close()
     passed = _record_drive(out, spec, thresholds,
-                           calibration.section(before, calibration.measure()))
+                           calibration.section(before[0], calibration.measure()))
     summary = run_summary(out)
     print_summary(summary)
     code = exitcodes.FAILED if passed is None else exitcodes.verdict(passed)

@@ -28,12 +28,17 @@ from workbench.paths import project_root
 
 KERNEL_NAME = "python3"
 START_TIMEOUT_S = 60.0
+RESET = "get_ipython().run_line_magic('reset', '-f')"  # between notebooks
 PRELOAD_TIMEOUT_S = 600.0  # a loaded machine imports slowly; past this papermill waits on
 # what the notebooks import, up to their figures: loaded before their cells run
-PRELOAD = "import workbench.run, workbench.capacity_run, workbench.plots, scipy.stats"
+PRELOAD = "import workbench.run, workbench.plots, scipy.stats"
+CAPACITY_PRELOAD = PRELOAD + ", workbench.capacity_run"  # a capacity search's notebook's too
 # "tty" or "lines": the kernel writes the driver's live line to the command's terminal too
 # (workbench.driver.launch.LiveLine reads it; this module imports nothing heavy, so both can)
 PROGRESS_ENV = "WORKBENCH_PROGRESS"
+# --target-pid reaches the notebooks through the kernel's environment (defined here, not in
+# workbench.run, so that the command sets it without importing pandas before the kernel starts)
+TARGET_PID_ENV = "WORKBENCH_TARGET_PID"
 
 
 class Kernel:
@@ -93,7 +98,7 @@ class Kernel:
             self._preloading = None
         self._close_clients()
         if self.notebooks:
-            _run_sync(self._execute)("get_ipython().run_line_magic('reset', '-f')")
+            _run_sync(self._execute)(RESET)
         self.notebooks += 1
         return self.manager
 
@@ -107,12 +112,15 @@ class Kernel:
             pass
 
     async def _execute(self, code: str) -> None:
-        client = self.manager.client()
-        client.start_channels(hb=False)  # no heartbeat thread: it lives a moment
+        """Run ``code`` and wait for its reply on the shell channel: the kernel is up and idle
+        between notebooks, so no readiness handshake (``wait_for_ready`` costs 0.2 s or more:
+        it waits for IOPub to fall silent)."""
+        client = await self._send(code)
         try:
-            await client.wait_for_ready(timeout=START_TIMEOUT_S)
-            reply = await client.execute_interactive(code, silent=True, store_history=False,
-                                                     timeout=START_TIMEOUT_S)
+            reply = await client.shell_channel.get_msg(timeout=START_TIMEOUT_S)
+        except Exception:  # noqa: BLE001 - queue.Empty on a timeout
+            reply = {"content": {"status": "timeout", "evalue": f"no reply in "
+                                                               f"{START_TIMEOUT_S:g} s"}}
         finally:
             self._close_clients()
         if reply["content"]["status"] != "ok":
@@ -148,9 +156,9 @@ def _run_sync(coroutine_function):
     return run_sync(coroutine_function)
 
 
-def for_terminal() -> Kernel:
+def for_terminal(preload: str = PRELOAD) -> Kernel:
     """The kernel for the notebooks a command runs from this terminal, preloading
-    :data:`PRELOAD`; the driver's live line is written in the terminal's way (start it: ``with
-    for_terminal() as kernel``)."""
+    :data:`PRELOAD` (a capacity search: :data:`CAPACITY_PRELOAD`); the driver's live line is
+    written in the terminal's way (start it: ``with for_terminal() as kernel``)."""
     return Kernel(project_root(), os.environ | {
-        PROGRESS_ENV: "tty" if sys.stderr.isatty() else "lines"}, preload=PRELOAD)
+        PROGRESS_ENV: "tty" if sys.stderr.isatty() else "lines"}, preload=preload)

@@ -43,7 +43,7 @@ from workbench import (
 from workbench.driver.launch import LiveLine
 from workbench.errors import TargetExited, WorkbenchError
 from workbench.jsonio import write_json, write_text
-from workbench.kernel import KERNEL_NAME, Kernel, for_terminal
+from workbench.kernel import KERNEL_NAME, TARGET_PID_ENV, Kernel, for_terminal
 from workbench.notebook import Facts, Figures, Tables
 from workbench.paths import notebooks_dir, project_root, runs_dir
 from workbench.telemetry import prometheus
@@ -51,8 +51,6 @@ from workbench.telemetry import prometheus
 PREFLIGHT_FILE = "preflight.json"  # what preflight found, so a run checks its target once
 PREFLIGHT_SCHEMA_VERSION = 1
 _DRIVER_TOKEN_ENV = "WORKBENCH_DRIVER_TOKEN"
-# --target-pid reaches the notebook kernel through the environment, as --allow-remote-db does
-TARGET_PID_ENV = "WORKBENCH_TARGET_PID"
 # What the driver did, as the drive step shows it (the whole result is Run.result).
 OUTCOME = ("executor", "status", "scheduled", "completed", "failed", "dropped", "iterations",
            "offered_rate", "achieved_rate", "error_rate", "valid", "invalid_reasons")
@@ -161,20 +159,24 @@ class Run:
 
     def drive(self) -> pd.Series:
         """Drive the load in the driver's own process; returns what it did (:data:`OUTCOME`)
-        and the machine's calibration, read before and after the timed phase (and the drain)
-        outside the telemetry's window."""
+        and the machine's calibration, read before the timed phase (while the driver starts)
+        and after it (and the drain), outside the telemetry's window."""
         spec = driver.DriveSpec(
             base_url=self.target.url, templates=self.scenario.templates(self.params),
             **self.scenario.executor_settings(self.params),
             ca_file=self.target.ca_file, insecure=self.target.insecure,
             token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
         live = LiveLine()  # one updating line here; nothing of it in the report
-        self.calibration = calibration.section(calibration.measure(self.target.dsn), None)
-        self.start_telemetry()
+
+        def before_load() -> None:  # while the driver's processes start
+            self.calibration = calibration.section(calibration.measure(self.target.dsn), None)
+            self.start_telemetry()
+
         try:
             try:
                 self.result = driver.drive(spec, self.dir,
-                                           env={_DRIVER_TOKEN_ENV: self._token}, echo=live)
+                                           env={_DRIVER_TOKEN_ENV: self._token}, echo=live,
+                                           while_starting=before_load)
             finally:
                 live.close()
             self.target_exit = preflight.exit_report(self.target)

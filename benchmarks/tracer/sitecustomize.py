@@ -34,7 +34,7 @@ TRACED = {
                       "Run.drive", "Run.start_telemetry", "Run.stop_telemetry", "Run.summary",
                       "Run.figures", "Run.record"),
     "workbench.scenarios": ("Scenario.seed", "Scenario.reset"),
-    "workbench.suite": ("run_all", "write_report"),
+    "workbench.suite": ("run_all", "combined_summary", "write_report"),
     "workbench.kernel": ("Kernel.start", "Kernel.prepare", "Kernel.stop"),
     "papermill.iorw": ("load_notebook_node", "write_ipynb"),
     "papermill.parameterize": ("parameterize_notebook",),

@@ -87,14 +87,18 @@ def auto_shards(spec: DriveSpec) -> int:
 
 def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
           echo: Callable[[str], None] = print, *, shards: int | None = None,
-          cluster: str | None = None) -> DriveResult:
+          cluster: str | None = None,
+          while_starting: Callable[[], object] | None = None) -> DriveResult:
     """Run ``spec`` in separate driver processes and return its result (``result.json``).
 
     ``env`` adds variables for the children only (the token travels this way, never in a
     file). ``shards``: how many processes (default: :func:`auto_shards`). ``cluster``: a Dask
     scheduler address (``tcp://HOST:8786``) to run the shards on instead. Progress lines go to
-    ``echo``. Interrupting the caller interrupts the driver, which still writes everything it
-    recorded, and then re-raises ``KeyboardInterrupt``.
+    ``echo``. ``while_starting`` runs while the processes start (imports, warm-up), and the
+    load starts after it returns: the caller's own work before the load (the machine's
+    calibration, the telemetry's start) costs no time of its own. Interrupting the caller
+    interrupts the driver, which still writes everything it recorded, and then re-raises
+    ``KeyboardInterrupt``.
     """
     spec.validate()
     if cluster and spec.token_env:  # the parent side only: keeps preflight out of the shards
@@ -110,6 +114,8 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
     if shards is not None and (not isinstance(shards, int) or shards < 1):
         raise WorkbenchError(f"shards must be a positive number of processes, got {shards!r}")
     if cluster:
+        if while_starting is not None:
+            while_starting()
         drive_on_cluster(spec, out_dir, cluster, shards=shards, env=env, echo=echo)
         return load_result(out_dir)
     n = shards or auto_shards(spec)
@@ -121,6 +127,14 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
          f"{k}/{n}", "--out", str(d), "--wait-start", "--parent-pid", str(os.getpid())],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         env=child_env) for k, d in enumerate(dirs)]
+    if while_starting is not None:
+        try:
+            while_starting()  # meanwhile the children start, then wait for the start line
+        except BaseException:
+            for p in procs:
+                p.kill()
+                p.wait()
+            raise
     interrupted = _supervise(procs, echo, spec.run_s)
     if n == 1:
         if not (out_dir / RESULT_FILE).exists():
