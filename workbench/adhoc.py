@@ -70,12 +70,12 @@ def identify(base_url: str, verify: object = True) -> dict:
 
 def build_record(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None,
                  target: Mapping, calibration: Mapping | None = None
-                 ) -> tuple[dict, pd.DataFrame, analysis.Analysis, pd.DataFrame]:
+                 ) -> tuple[dict, analysis.Requests, analysis.Analysis, pd.DataFrame]:
     """The run's record (not yet written), its requests, analysis and threshold verdicts;
     ``calibration`` is the machine's, read around the drive
     (:func:`workbench.calibration.section`)."""
     result = load_result(out_dir)
-    requests = analysis.load_requests(out_dir)
+    requests = analysis.open_requests(out_dir)
     analysed = analysis.analyse(requests, SCENARIO, result.get("offered_rate"), spec.run_s,
                                 reported=result)
     verdicts = analysis.evaluate_thresholds(requests, dict(thresholds or {}))
@@ -96,7 +96,7 @@ def build_record(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None,
     return rec, requests, analysed, verdicts
 
 
-def report_html(rec: Mapping, requests: pd.DataFrame, analysed: analysis.Analysis) -> str:
+def report_html(rec: Mapping, requests: analysis.Requests, analysed: analysis.Analysis) -> str:
     """The report page: the verdict, the figures, then the details tables."""
     import matplotlib.pyplot as plt  # here: a refused command never loads the plotting stack
 

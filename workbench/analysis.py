@@ -1,10 +1,15 @@
-"""Latency analysis and thresholds: DataFrame in, DataFrame out, no I/O except loading.
+"""Latency analysis and thresholds: requests in, DataFrames out, no I/O except loading.
 
-:func:`analyse` turns a run's per-request frame into the tables a reader needs: percentiles
+:func:`analyse` turns a run's requests into the tables a reader needs: percentiles
 p50/p90/p95/p99/p99.9/max per scenario, endpoint and status class with distribution-free 95%
 confidence intervals (:mod:`workbench.stats`), achieved against offered load, errors by class,
-per-window percentiles and rates, and the driver's validity checks. A million requests take
-about a second (``benchmarks/bench_analysis.py``).
+per-window percentiles and rates, and the driver's validity checks.
+
+The requests are a frame (:func:`load_requests`, :func:`with_derived`) or, for a run of any
+length, :func:`open_requests`: ``requests.parquet`` streamed one row group at a time. Every
+statistic is computed chunk by chunk either way: counts add up, and each percentile is the
+exact value of its nearest rank, selected by rank over repeated passes
+(:func:`workbench.stats.select_ranks`), so memory does not grow with the number of requests.
 
 Thresholds use k6's syntax so certctl's plan carries over unchanged::
 
@@ -19,7 +24,7 @@ Thresholds use k6's syntax so certctl's plan carries over unchanged::
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -97,45 +102,200 @@ def _index(names: list[str], name: str) -> int:
         return len(names) - 1
 
 
+class Requests:
+    """A run's requests as the analysis reads them: chunk by chunk, each with the derived
+    columns, tags numbered alike in every chunk (``tags``, sorted) and ``t_s`` counted from the
+    run's first intended start (``t0_ns``). :meth:`open` streams ``requests.parquet`` one row
+    group at a time, so analysing a run of any length holds one row group, never every
+    request; :meth:`of` wraps a frame already in memory (one chunk)."""
+
+    def __init__(self, chunks: Callable[[], Iterator[pd.DataFrame]], rows: int, t0_ns: int,
+                 last_ns: int, tags: list[str], columns: tuple[str, ...]) -> None:
+        self._chunks = chunks
+        self.rows = rows
+        self.t0_ns = t0_ns
+        self.last_ns = last_ns  # the last intended start
+        self.tags = tags
+        self.columns = columns
+        self.largest_chunk = 0  # rows of the largest chunk handed out so far
+
+    def __len__(self) -> int:
+        return self.rows
+
+    @property
+    def span_s(self) -> float:
+        """Seconds from the first intended start to the last (the largest ``t_s``)."""
+        return (self.last_ns - self.t0_ns) / 1e9
+
+    def n_windows(self, seconds: float) -> int:
+        """Windows of ``seconds``, by intended start, from the first to the last request."""
+        return int(np.floor(self.span_s / seconds)) + 1 if self.rows else 0
+
+    def chunks(self) -> Iterator[pd.DataFrame]:
+        """Every chunk, afresh on each call."""
+        for chunk in self._chunks():
+            self.largest_chunk = max(self.largest_chunk, len(chunk))
+            yield chunk
+
+    @classmethod
+    def of(cls, df: pd.DataFrame) -> Requests:
+        """A frame with the derived columns (:func:`with_derived`) as one chunk."""
+        tags = sorted({str(t) for t in df["tag"].astype(str).unique()}) if len(df) else []
+        one = df.assign(tag=pd.Categorical(df["tag"].astype(str), categories=tags))
+        intended = df["intended_ns"].to_numpy()
+        return cls(lambda: iter((one,)), len(df), int(intended.min()) if len(df) else 0,
+                   int(intended.max()) if len(df) else 0, tags, tuple(df.columns))
+
+    @classmethod
+    def open(cls, run_dir: Path | str) -> Requests:
+        """``requests.parquet`` of ``run_dir``, read one row group at a time: one pass over
+        the intended starts and tags now, one per statistic later."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        path = Path(run_dir) / "requests.parquet"
+        pf = pq.ParquetFile(path)
+        t0, last, tags = None, 0, set()
+        for i in range(pf.num_row_groups):
+            group = pf.read_row_group(i, columns=["intended_ns", "tag"])
+            if group.num_rows:
+                span = pc.min_max(group["intended_ns"])
+                low, high = span["min"].as_py(), span["max"].as_py()
+                t0 = low if t0 is None else min(t0, low)
+                last = max(last, high)
+                for tag in group["tag"].chunks:  # the names its rows use, not the dictionary's
+                    known = tag.dictionary.to_pylist()
+                    tags.update(str(known[k]) for k in np.unique(
+                        tag.indices.to_numpy(zero_copy_only=False)))
+        names, start = sorted(tags), int(t0 or 0)
+        columns = tuple(pf.schema_arrow.names)
+
+        def chunks() -> Iterator[pd.DataFrame]:
+            for i in range(pf.num_row_groups):
+                group = pf.read_row_group(i)
+                frame = {}
+                for name in columns:
+                    col = group[name]
+                    if name == "tag":
+                        frame[name] = col.to_pandas().cat.set_categories(names)
+                    elif name == "error":
+                        frame[name] = col.to_pandas()
+                    else:
+                        if name in ("send_ns", "end_ns", *PHASE_COLUMNS):
+                            col = pc.fill_null(col, 0)
+                        frame[name] = col.to_numpy()
+                yield pd.DataFrame(frame | _derived(frame, start), copy=False)
+
+        return cls(chunks, pf.metadata.num_rows, start, last, names, columns)
+
+
+def open_requests(run_dir: Path | str) -> Requests:
+    """A run's requests, streamed from ``requests.parquet`` (see :class:`Requests`)."""
+    return Requests.open(run_dir)
+
+
+def as_requests(requests: pd.DataFrame | Requests) -> Requests:
+    """``requests`` as a :class:`Requests` (a frame becomes one chunk)."""
+    return requests if isinstance(requests, Requests) else Requests.of(requests)
+
+
+Grouped = Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]]  # chunk -> codes, values
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Values per group over every chunk, and the bounds of their order keys."""
+
+    counts: np.ndarray
+    bounds: tuple[int, int] | None
+
+
+def group_counts(src: Requests, grouped: Grouped, n_groups: int) -> Counted:
+    """Count the values ``grouped`` gives per group, over every chunk of ``src``."""
+    counts, bounds = np.zeros(n_groups, np.int64), None
+    for chunk in src.chunks():
+        codes, values = grouped(chunk)
+        counts += np.bincount(codes, minlength=n_groups)
+        bounds = stats.key_bounds(values, bounds)
+    return Counted(counts, bounds)
+
+
+def _order_statistics(src: Requests, grouped: Grouped, counted: Counted,
+                      percentiles: tuple[float, ...],
+                      confidence: float | None = None) -> dict[str, np.ndarray]:
+    """:func:`workbench.stats.grouped_percentiles` of values streamed from ``src``:
+    ``grouped(chunk)`` gives a chunk's group codes and float values, ``counted`` each group's
+    size; the values are selected by rank (:func:`workbench.stats.select_ranks`), never held."""
+    counts = counted.counts
+    wanted: dict[str, np.ndarray] = {}
+    for p in percentiles:
+        key = stats.label(p)
+        wanted[key] = stats.nearest_rank(counts, p)
+        if confidence is not None:
+            wanted[f"{key}_lo"], wanted[f"{key}_hi"] = stats.ci_ranks(counts, p, confidence)
+    wanted["max"] = counts
+    groups = np.concatenate([np.flatnonzero(r > 0) for r in wanted.values()])
+    ranks = np.concatenate([r[r > 0] for r in wanted.values()])
+    values = select_ranks(src, grouped, groups, ranks, counted.bounds)
+    out, at = {}, 0
+    for key, r in wanted.items():
+        column = np.full(len(counts), np.nan)
+        column[r > 0] = values[at:at + int((r > 0).sum())]
+        at += int((r > 0).sum())
+        out[key] = column
+    return out
+
+
+def select_ranks(src: Requests, grouped: Grouped, groups: np.ndarray, ranks: np.ndarray,
+                 bounds: tuple[int, int] | None = None) -> np.ndarray:
+    """Values at (group, 1-based rank) pairs of the values ``grouped(chunk)`` gives (group
+    codes, float64 values), exactly, each distinct pair selected once
+    (:func:`workbench.stats.select_ranks`)."""
+    if not len(groups):
+        return np.zeros(0)
+    pairs, inverse = np.unique(np.stack([groups, ranks], 1), axis=0, return_inverse=True)
+    values = stats.select_ranks(lambda: (grouped(c) for c in src.chunks()), pairs[:, 0],
+                                pairs[:, 1], bounds)
+    return values[inverse.reshape(-1)]
+
+
 def with_derived(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``dropped``, ``failed``, ``status_class``, ``latency_ms``, ``service_ms``, ``lag_ms``
     and ``t_s`` (seconds from the first intended start) to a frame of raw request columns."""
     return _derive(df.copy())
 
 
-def _derive(df: pd.DataFrame) -> pd.DataFrame:
-    """:func:`with_derived` on a frame this module owns (no copy)."""
+def _derive(df: pd.DataFrame, t0_ns: int | None = None) -> pd.DataFrame:
+    """:func:`with_derived` on a frame this module owns (no copy); ``t_s`` counts from
+    ``t0_ns`` (default: the frame's first intended start)."""
     df["error"] = df["error"].astype("category")
     df["tag"] = df["tag"].astype("category")
-    dropped = (df["error"] == "dropped").to_numpy()
-    df["dropped"] = dropped
-    df["failed"] = (df["error"] != "").to_numpy() & ~dropped
-    status = df["status"].to_numpy().astype(np.int64)
-    code = np.where(status <= 0, 4, np.clip(status // 100, 2, 5) - 2)  # index in STATUS_CLASSES
-    df["status_class"] = pd.Categorical.from_codes(np.where(dropped, -1, code),
-                                                   categories=list(STATUS_CLASSES))
-    df["server_error"] = (status >= 500) & ~dropped
-    intended = df["intended_ns"].to_numpy()
-    for column, start, end in (("latency_ms", intended, df["end_ns"].to_numpy()),
-                               ("service_ms", df["send_ns"].to_numpy(), df["end_ns"].to_numpy()),
-                               ("lag_ms", intended, df["send_ns"].to_numpy())):
-        df[column] = np.where(dropped, np.nan, (end - start) / 1e6)
-    t0 = intended.min() if len(df) else 0
-    df["t_s"] = (intended - t0) / 1e9
+    for name, column in _derived(df, t0_ns).items():
+        df[name] = column
     return df
 
 
-def _codes(series: pd.Series) -> tuple[np.ndarray, list[str]]:
-    """Integer codes of a categorical or string column, numbering its observed values sorted."""
-    if not isinstance(series.dtype, pd.CategoricalDtype):
-        names, codes = np.unique(series.astype(str).to_numpy(), return_inverse=True)
-        return codes.astype(np.int64), [str(n) for n in names]
-    cat = series.cat.remove_unused_categories()
-    names = np.asarray(cat.cat.categories, dtype=str)
-    order = np.argsort(names)
-    rank = np.empty_like(order)
-    rank[order] = np.arange(order.size)
-    return rank[cat.cat.codes.to_numpy().astype(np.int64)], [str(n) for n in names[order]]
+def _derived(raw: Mapping, t0_ns: int | None) -> dict[str, object]:
+    """The derived columns of raw request columns (``error`` categorical)."""
+    # by code, not string: comparing strings costs more than the rest of this together
+    names = [str(c) for c in raw["error"].cat.categories]
+    error = raw["error"].cat.codes.to_numpy()
+    dropped = error == (names.index("dropped") if "dropped" in names else -2)
+    status = np.asarray(raw["status"]).astype(np.int64)
+    code = np.where(status <= 0, 4, np.clip(status // 100, 2, 5) - 2)  # index in STATUS_CLASSES
+    intended, send, end = (np.asarray(raw[c]) for c in ("intended_ns", "send_ns", "end_ns"))
+    out: dict[str, object] = {
+        "dropped": dropped,
+        "failed": (error != (names.index("") if "" in names else -2)) & ~dropped,
+        "status_class": pd.Categorical.from_codes(np.where(dropped, -1, code),
+                                                  categories=list(STATUS_CLASSES)),
+        "server_error": (status >= 500) & ~dropped}
+    for column, start, stop in (("latency_ms", intended, end), ("service_ms", send, end),
+                                ("lag_ms", intended, send)):
+        out[column] = np.where(dropped, np.nan, (stop - start) / 1e6)
+    t0 = t0_ns if t0_ns is not None else intended.min() if len(intended) else 0
+    out["t_s"] = (intended - t0) / 1e9
+    return out
 
 
 def _recode(series: pd.Series, categories: tuple[str, ...], other: str) -> np.ndarray:
@@ -146,44 +306,54 @@ def _recode(series: pd.Series, categories: tuple[str, ...], other: str) -> np.nd
     return lookup[cat.cat.codes.to_numpy()] if lookup.size else np.zeros(len(series), np.int64)
 
 
-def _sent(df: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
-    """The sent requests, with only ``columns`` (all when None): a mask copies what it keeps."""
-    return (df if columns is None else df[columns])[~df["dropped"].to_numpy()]
+def _sent_values(column: str) -> Callable[[pd.DataFrame], np.ndarray]:
+    """A chunk's sent rows' ``column`` as float64."""
+    return lambda chunk: chunk[column].to_numpy(dtype=np.float64)[~chunk["dropped"].to_numpy()]
 
 
-def _pcts(values: np.ndarray) -> dict:
-    """Nearest-rank percentiles and max of one sample, without intervals."""
-    ordered = np.sort(np.asarray(values, dtype=np.float64))
-    out = stats.grouped_percentiles(ordered, np.array([ordered.size]), PERCENTILES, None)
-    return {k: float(v[0]) for k, v in out.items()}
+def _tag_codes(chunk: pd.DataFrame) -> np.ndarray:
+    return chunk["tag"].cat.codes.to_numpy().astype(np.int64)
 
 
-def summarize(df: pd.DataFrame, duration_s: float) -> pd.DataFrame:
+def sent_latency_by_tag(chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A chunk's sent requests: their tag (numbered as ``Requests.tags``) and response time
+    (ms); the grouping for :func:`group_counts` and :func:`select_ranks`."""
+    sent = ~chunk["dropped"].to_numpy()
+    return _tag_codes(chunk)[sent], chunk["latency_ms"].to_numpy(np.float64)[sent]
+
+
+def summarize(df: pd.DataFrame | Requests, duration_s: float) -> pd.DataFrame:
     """One row per endpoint (plus ``all`` when several): counts, rates, latency percentiles."""
-    rows = []
-    df = df[["tag", "dropped", "failed", "latency_ms"]]  # groups copy what they hold
-    groups = [(str(tag), g) for tag, g in df.groupby("tag", sort=True, observed=True)]
-    if len(groups) != 1:  # an "all" row only adds information over several endpoints
-        groups.insert(0, (ALL, df))
-    for tag, g in groups:
-        sent = _sent(g)
-        rows.append({
-            "endpoint": tag,
-            "requests": len(sent),
-            "failed": int(sent["failed"].sum()),
-            "dropped": int(g["dropped"].sum()),
-            "achieved_rps": len(sent) / duration_s if duration_s else np.nan,
-            "error_rate": sent["failed"].mean() if len(sent) else np.nan,
-            **_pcts(sent["latency_ms"].to_numpy()),
-        })
-    return pd.DataFrame(rows).set_index("endpoint")
+    src = as_requests(df)
+    return _summary(_latency_rows(src, None, False), _by_tag_and_error(src), src.tags,
+                    duration_s)
+
+
+def _summary(rows: dict[tuple[str, str], dict], counts: np.ndarray, tags: list[str],
+             duration_s: float) -> pd.DataFrame:
+    """:func:`summarize` from :func:`_latency_rows` and :func:`_by_tag_and_error`."""
+    by_tag = [(tag, counts[i]) for i, tag in enumerate(tags)]
+    if len(by_tag) != 1:  # an "all" row only adds information over several endpoints
+        by_tag.insert(0, (ALL, counts.sum(axis=0)))
+    out = []
+    for tag, c in by_tag:
+        dropped = int(c[ERROR_CLASSES.index("dropped")])
+        sent = int(c.sum()) - dropped
+        failed = sent - int(c[0])  # class 0: no error
+        latency = rows.get((tag, ALL), {})
+        out.append({"endpoint": tag, "requests": sent, "failed": failed, "dropped": dropped,
+                    "achieved_rps": sent / duration_s if duration_s else np.nan,
+                    "error_rate": failed / sent if sent else np.nan,
+                    **{k: latency.get(k, np.nan)
+                       for k in [stats.label(p) for p in PERCENTILES] + ["max"]}})
+    return pd.DataFrame(out).set_index("endpoint")
 
 
 PHASES = ("connect", "tls", "ttfb", "total")  # the connection's phases, then the response time
 PHASE_PERCENTILES = (50.0, 95.0, 99.0)
 
 
-def phases(df: pd.DataFrame) -> pd.DataFrame | None:
+def phases(df: pd.DataFrame | Requests) -> pd.DataFrame | None:
     """Per endpoint, each phase of a new connection's request in ms: p50, p95, p99, max.
 
     ``connect`` is the send to the TCP handshake's end, ``tls`` the TLS handshake, ``ttfb`` the
@@ -191,35 +361,37 @@ def phases(df: pd.DataFrame) -> pd.DataFrame | None:
     start (what the thresholds judge). Each phase counts the requests that completed it. None
     when the run did not time phases (it reused connections).
     """
-    if not set(PHASE_COLUMNS) <= set(df.columns):
+    src = as_requests(df)
+    if not set(PHASE_COLUMNS) <= set(src.columns):
         return None
-    rows = []
-    for tag, g in df.groupby("tag", sort=True, observed=True):
-        sent = _sent(g)
+    k = len(PHASES)
+
+    def grouped(chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        sent = ~chunk["dropped"].to_numpy()
+        tag = _tag_codes(chunk)[sent]
         send, connected, tls_done, first_byte = (
-            sent[c].to_numpy().astype(np.int64) for c in ("send_ns", *PHASE_COLUMNS))
+            chunk[c].to_numpy()[sent].astype(np.int64) for c in ("send_ns", *PHASE_COLUMNS))
         written = np.where(tls_done > 0, tls_done, connected)  # plain http: written at connect
-        spans = {"connect": (connected > 0, connected - send),
-                 "tls": ((connected > 0) & (tls_done > 0), tls_done - connected),
-                 "ttfb": ((written > 0) & (first_byte > 0), first_byte - written)}
-        for phase, (done, span) in spans.items():
-            rows.append(_phase_row(str(tag), phase, span[done] / 1e6))
-        rows.append(_phase_row(str(tag), "total", sent["latency_ms"].to_numpy()))
+        spans = [(connected > 0, connected - send),
+                 ((connected > 0) & (tls_done > 0), tls_done - connected),
+                 ((written > 0) & (first_byte > 0), first_byte - written)]
+        codes = [tag[done] * k + i for i, (done, _) in enumerate(spans)]
+        values = [span[done] / 1e6 for done, span in spans]
+        return (np.concatenate([*codes, tag * k + 3]),
+                np.concatenate([*values, chunk["latency_ms"].to_numpy(np.float64)[sent]]))
+
+    counted = group_counts(src, grouped, len(src.tags) * k)
+    counts = counted.counts
+    table = _order_statistics(src, grouped, counted, PHASE_PERCENTILES)
+    rows = [{"endpoint": tag, "phase": phase, "count": int(counts[t * k + i])}
+            | {key: float(v[t * k + i]) for key, v in table.items()}
+            for t, tag in enumerate(src.tags) for i, phase in enumerate(PHASES)]
     return pd.DataFrame(rows).set_index(["endpoint", "phase"])
 
 
-def _phase_row(tag: str, phase: str, values_ms: np.ndarray) -> dict:
-    ordered = np.sort(values_ms)
-    row = {"endpoint": tag, "phase": phase, "count": int(ordered.size)}
-    for p in PHASE_PERCENTILES:
-        row[stats.label(p)] = (float(ordered[int(stats.nearest_rank(ordered.size, p)) - 1])
-                               if ordered.size else np.nan)
-    row["max"] = float(ordered[-1]) if ordered.size else np.nan
-    return row
-
-
-def percentiles(df: pd.DataFrame, scenario: str = "", confidence: float = stats.CONFIDENCE,
-                by_status_class: bool = True) -> pd.DataFrame:
+def percentiles(df: pd.DataFrame | Requests, scenario: str = "",
+                confidence: float = stats.CONFIDENCE, by_status_class: bool = True
+                ) -> pd.DataFrame:
     """Latency percentiles with order-statistic confidence intervals.
 
     Index ``(scenario, endpoint, status_class)``; ``all`` pools every endpoint (only when there
@@ -227,45 +399,53 @@ def percentiles(df: pd.DataFrame, scenario: str = "", confidence: float = stats.
     and ``_lo``/``_hi`` bounds (NaN where n samples cannot bound it), then ``max``; milliseconds.
     A ``scenario`` column in ``df`` (several scenarios in one frame) overrides ``scenario``.
     """
-    sent = _sent(df, [c for c in ("scenario", "tag", "status_class", "latency_ms")
-                      if c in df.columns])
-    frames = []
-    if "scenario" in sent.columns:
-        parts = [(str(k), g) for k, g in sent.groupby("scenario", sort=True, observed=True)]
-    else:
-        parts = [(scenario, sent)]
-    for name, part in parts:
-        frames.append(_percentiles_one(part, name, confidence, by_status_class))
-    if not frames:
-        return _percentiles_one(sent.iloc[:0], scenario, confidence, by_status_class)
-    return pd.concat(frames)
+    if isinstance(df, pd.DataFrame) and "scenario" in df.columns:
+        parts = [(str(k), g) for k, g in df.groupby("scenario", sort=True, observed=True)]
+        if parts:
+            return pd.concat([percentiles(g.drop(columns="scenario"), name, confidence,
+                                          by_status_class) for name, g in parts])
+        df = df.drop(columns="scenario")
+    src = as_requests(df)
+    return _percentile_frame(_latency_rows(src, confidence, by_status_class), src.tags,
+                             scenario, by_status_class)
 
 
-def _percentiles_one(sent: pd.DataFrame, scenario: str, confidence: float,
-                     by_status_class: bool) -> pd.DataFrame:
-    latency = sent["latency_ms"].to_numpy(dtype=np.float64)
-    order = np.argsort(latency, kind="stable")
-    latency = latency[order]
-    ep, ep_names = _codes(sent["tag"])
-    ep = ep[order]
-    cls = sent["status_class"].cat.codes.to_numpy().astype(np.int64)[order]
-    n_cls = len(STATUS_CLASSES)
-    endpoints = ([ALL] if len(ep_names) > 1 else []) + ep_names
-    classes = [ALL] + (list(STATUS_CLASSES) if by_status_class else [])
-    # groupings: (endpoint, class) codes over the sorted latencies; "all" rows pool a level
-    groupings = [(np.zeros_like(ep), [(ALL, ALL)])] if len(ep_names) > 1 else []
-    groupings.append((ep, [(e, ALL) for e in ep_names]))
+def _latency_rows(src: Requests, confidence: float | None,
+                  by_status_class: bool) -> dict[tuple[str, str], dict]:
+    """``{(endpoint, status class): {"count", p50, p50_lo, p50_hi, ..., "max"}}`` of the sent
+    requests' response times, ``all`` pooling either level; only groups with requests."""
+    names, n_cls = src.tags, len(STATUS_CLASSES)
+    n = len(names)
+    # group codes: (endpoint, all), (all, all), then (endpoint, class), (all, class)
+    keys = [(e, ALL) for e in names] + [(ALL, ALL)]
     if by_status_class:
-        if len(ep_names) > 1:
-            groupings.append((cls, [(ALL, c) for c in STATUS_CLASSES]))
-        groupings.append((ep * n_cls + cls, [(e, c) for e in ep_names for c in STATUS_CLASSES]))
-    rows: dict[tuple[str, str], dict] = {}
-    for codes, keys in groupings:
-        values, counts = stats.group_sort(latency, codes, len(keys), presorted=True)
-        table = stats.grouped_percentiles(values, counts, PERCENTILES, confidence)
-        for i, key in enumerate(keys):
-            if counts[i]:
-                rows[key] = {"count": int(counts[i])} | {k: float(v[i]) for k, v in table.items()}
+        keys += [(e, c) for e in names for c in STATUS_CLASSES]
+        keys += [(ALL, c) for c in STATUS_CLASSES]
+    latency = _sent_values("latency_ms")
+
+    def grouped(chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        sent = ~chunk["dropped"].to_numpy()
+        ep = _tag_codes(chunk)[sent]
+        codes = [ep, np.full(len(ep), n)]
+        if by_status_class:
+            cls = chunk["status_class"].cat.codes.to_numpy().astype(np.int64)[sent]
+            codes += [n + 1 + ep * n_cls + cls, n + 1 + n * n_cls + cls]
+        return np.concatenate(codes), np.tile(latency(chunk), len(codes))
+
+    counted = group_counts(src, grouped, len(keys))
+    counts = counted.counts
+    table = _order_statistics(src, grouped, counted, PERCENTILES, confidence)
+    return {key: {"count": int(counts[i])} | {c: float(v[i]) for c, v in table.items()}
+            for i, key in enumerate(keys) if counts[i]}
+
+
+def _percentile_frame(rows: dict[tuple[str, str], dict], names: list[str], scenario: str,
+                      by_status_class: bool) -> pd.DataFrame:
+    """:func:`percentiles` from :func:`_latency_rows`: ``all`` rows only over several
+    endpoints that sent requests."""
+    several = sum((e, ALL) in rows for e in names) > 1
+    endpoints = ([ALL] if several else []) + names
+    classes = [ALL] + (list(STATUS_CLASSES) if by_status_class else [])
     keys = [(e, c) for e in endpoints for c in classes if (e, c) in rows]
     index = pd.MultiIndex.from_tuples([(scenario, e, c) for e, c in keys],
                                       names=["scenario", "endpoint", "status_class"])
@@ -274,26 +454,44 @@ def _percentiles_one(sent: pd.DataFrame, scenario: str, confidence: float,
     return pd.DataFrame([rows[k] for k in keys], index=index, columns=columns)
 
 
-def load(df: pd.DataFrame, offered_rate: float | None, duration_s: float) -> pd.DataFrame:
+def _by_tag_and_error(src: Requests) -> np.ndarray:
+    """Rows per endpoint (in ``src.tags`` order) and error class (:data:`ERROR_CLASSES`)."""
+    counts = np.zeros((len(src.tags), len(ERROR_CLASSES)), np.int64)
+    for chunk in src.chunks():
+        err = _recode(chunk["error"], ERROR_CLASSES, "other")
+        counts += np.bincount(_tag_codes(chunk) * len(ERROR_CLASSES) + err,
+                              minlength=counts.size).reshape(counts.shape)
+    return counts
+
+
+def load(df: pd.DataFrame | Requests, offered_rate: float | None,
+         duration_s: float) -> pd.DataFrame:
     """Offered against achieved load per endpoint (``all`` first when several).
 
     An endpoint's offered rate is its share of the scheduled arrivals times the run's offered
     rate (NaN for a closed loop, which offers none); achieved counts every request sent
     (completed or failed) over the planned duration.
     """
-    rows = []
-    df = df[["tag", "dropped", "failed"]]  # groups copy what they hold
-    groups = [(str(tag), g) for tag, g in df.groupby("tag", sort=True, observed=True)]
-    total = max(len(df), 1)
+    src = as_requests(df)
+    return _load(_by_tag_and_error(src), src.tags, offered_rate, duration_s)
+
+
+def _load(counts: np.ndarray, tags: list[str], offered_rate: float | None,
+          duration_s: float) -> pd.DataFrame:
+    """:func:`load` from :func:`_by_tag_and_error`."""
+    groups = [(tag, counts[i]) for i, tag in enumerate(tags)]
+    total = max(int(counts.sum()), 1)
     if len(groups) != 1:
-        groups.insert(0, (ALL, df))
-    for tag, g in groups:
-        dropped = int(g["dropped"].sum())
-        failed = int(g["failed"].sum())
-        sent = len(g) - dropped
-        offered = offered_rate * len(g) / total if offered_rate else np.nan
+        groups.insert(0, (ALL, counts.sum(axis=0)))
+    rows = []
+    for tag, c in groups:
+        scheduled = int(c.sum())
+        dropped = int(c[ERROR_CLASSES.index("dropped")])
+        sent = scheduled - dropped
+        failed = sent - int(c[0])  # class 0: no error
+        offered = offered_rate * scheduled / total if offered_rate else np.nan
         achieved = sent / duration_s if duration_s else np.nan
-        rows.append({"endpoint": tag, "scheduled": len(g), "sent": sent,
+        rows.append({"endpoint": tag, "scheduled": scheduled, "sent": sent,
                      "completed": sent - failed, "failed": failed, "dropped": dropped,
                      "offered_rps": offered, "achieved_rps": achieved,
                      "achieved_ratio": achieved / offered if offered else np.nan})
@@ -302,17 +500,19 @@ def load(df: pd.DataFrame, offered_rate: float | None, duration_s: float) -> pd.
                                        "achieved_ratio"]).set_index("endpoint")
 
 
-def errors(df: pd.DataFrame) -> pd.DataFrame:
+def errors(df: pd.DataFrame | Requests) -> pd.DataFrame:
     """Errors by class per endpoint (``all`` first when several): counts and the error rate.
 
     ``error_rate`` is failed over sent, as k6's ``http_req_failed``; ``dropped`` arrivals were
     never sent and are counted beside, not in the rate.
     """
+    src = as_requests(df)
+    return _errors(_by_tag_and_error(src), src.tags)
+
+
+def _errors(counts: np.ndarray, names: list[str]) -> pd.DataFrame:
+    """:func:`errors` from :func:`_by_tag_and_error`."""
     classes = [c for c in ERROR_CLASSES if c]
-    ep, names = _codes(df["tag"])
-    err = _recode(df["error"], ERROR_CLASSES, "other")
-    counts = np.bincount(ep * len(ERROR_CLASSES) + err,
-                         minlength=len(names) * len(ERROR_CLASSES)).reshape(len(names), -1)
     table = pd.DataFrame(counts[:, 1:], index=pd.Index(names, name="endpoint"), columns=classes)
     if len(names) != 1:
         table = pd.concat([table.sum().to_frame(ALL).T, table])
@@ -334,38 +534,49 @@ def window_seconds(duration_s: float) -> float:
     return 10.0 if duration_s >= 100 else max(duration_s / 10, 0.1)
 
 
-def windows(df: pd.DataFrame, seconds: float = 10.0, by_endpoint: bool = False) -> pd.DataFrame:
+def window_of(chunk: pd.DataFrame, seconds: float) -> np.ndarray:
+    """Each row's window (by intended start) as an integer, ``seconds`` long."""
+    return np.floor(chunk["t_s"].to_numpy() / seconds).astype(np.int64)
+
+
+def windows(df: pd.DataFrame | Requests, seconds: float = 10.0,
+            by_endpoint: bool = False) -> pd.DataFrame:
     """Per-window (by intended start) request rate, errors, drops and latency percentiles.
 
     Index ``t_s`` (window start, seconds into the run), or ``(endpoint, t_s)`` with
     ``by_endpoint``. Columns: ``requests`` sent, ``rps``, ``errors``, ``dropped``, p50 ... p99.9,
     ``max`` (ms). Windows in which nothing was sent have NaN percentiles.
     """
-    window = np.floor(df["t_s"].to_numpy() / seconds).astype(np.int64)
-    n_win = int(window.max()) + 1 if window.size else 0
-    if by_endpoint:
-        ep, names = _codes(df["tag"])
-    else:
-        ep, names = np.zeros(len(df), dtype=np.int64), [ALL]
-    group = ep * n_win + window
+    src = as_requests(df)
+    names = src.tags if by_endpoint else [ALL]
+    n_win = src.n_windows(seconds)
     n_groups = len(names) * n_win
-    dropped = df["dropped"].to_numpy()
-    failed = df["failed"].to_numpy()
-    sent_group = group[~dropped]
-    latency = df["latency_ms"].to_numpy(dtype=np.float64)[~dropped]
-    values, counts = stats.group_sort(latency, sent_group, n_groups)
-    pct = stats.grouped_percentiles(values, counts, PERCENTILES, None)
-    present = np.bincount(group, minlength=n_groups) > 0
-    out = pd.DataFrame({
-        "requests": counts,
-        "rps": counts / seconds,
-        "errors": np.bincount(group, weights=failed, minlength=n_groups).astype(np.int64),
-        "dropped": np.bincount(group, weights=dropped, minlength=n_groups).astype(np.int64),
-        **pct,
-    })
+
+    def group(chunk: pd.DataFrame) -> np.ndarray:
+        ep = _tag_codes(chunk) if by_endpoint else np.zeros(len(chunk), np.int64)
+        return ep * n_win + window_of(chunk, seconds)
+
+    def grouped(chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        sent = ~chunk["dropped"].to_numpy()
+        return group(chunk)[sent], chunk["latency_ms"].to_numpy(np.float64)[sent]
+
+    rows, sent, failed, dropped = (np.zeros(n_groups, np.int64) for _ in range(4))
+    bounds = None
+    for chunk in src.chunks():
+        g = group(chunk)
+        bounds = stats.key_bounds(grouped(chunk)[1], bounds)
+        rows += np.bincount(g, minlength=n_groups)
+        failed += np.bincount(g, weights=chunk["failed"].to_numpy(), minlength=n_groups
+                              ).astype(np.int64)
+        drop = chunk["dropped"].to_numpy()
+        dropped += np.bincount(g, weights=drop, minlength=n_groups).astype(np.int64)
+        sent += np.bincount(g[~drop], minlength=n_groups)
+    pct = _order_statistics(src, grouped, Counted(sent, bounds), PERCENTILES)
+    out = pd.DataFrame({"requests": sent, "rps": sent / seconds, "errors": failed,
+                        "dropped": dropped, **pct})
     index = pd.MultiIndex.from_product([names, np.arange(n_win) * seconds],
                                        names=["endpoint", "t_s"])
-    out = out.set_axis(index)[present]
+    out = out.set_axis(index)[rows > 0]
     return out if by_endpoint else out.droplevel("endpoint")
 
 
@@ -413,44 +624,88 @@ class Analysis:
                 for r in self.validity.itertuples() if not pd.isna(r.ok) and not r.ok]
 
 
-def analyse(df: pd.DataFrame, scenario: str, offered_rate: float | None, duration_s: float,
-            window_s: float | None = None, reported: DriveResult | None = None) -> Analysis:
-    """Analyse one run: ``df`` from :func:`load_requests` (or :func:`with_derived`);
-    ``reported`` is the driver's result (:func:`workbench.driver.load_result`)."""
+def analyse(df: pd.DataFrame | Requests, scenario: str, offered_rate: float | None,
+            duration_s: float, window_s: float | None = None,
+            reported: DriveResult | None = None) -> Analysis:
+    """Analyse one run: ``df`` from :func:`open_requests` (streamed) or :func:`load_requests`
+    (or :func:`with_derived`); ``reported`` is the driver's result
+    (:func:`workbench.driver.load_result`)."""
     window_s = window_s or window_seconds(duration_s)
+    src = as_requests(df)
+    rows = _latency_rows(src, stats.CONFIDENCE, True)  # one selection for both tables
+    counts = _by_tag_and_error(src)
     return Analysis(
         scenario=scenario, offered_rate=offered_rate, duration_s=duration_s, window_s=window_s,
-        summary=summarize(df, duration_s),
-        percentiles=percentiles(df, scenario),
-        load=load(df, offered_rate, duration_s),
-        errors=errors(df),
-        windows=windows(df, window_s, by_endpoint=True),
+        summary=_summary(rows, counts, src.tags, duration_s),
+        percentiles=_percentile_frame(rows, src.tags, scenario, True),
+        load=_load(counts, src.tags, offered_rate, duration_s),
+        errors=_errors(counts, src.tags),
+        windows=windows(src, window_s, by_endpoint=True),
         validity=validity(reported),
     )
 
 
-def _aggregate(values: pd.Series, t: Threshold) -> float:
-    if values.empty:
-        return np.nan
-    if t.agg == "p":
-        return float(np.percentile(values.to_numpy(), t.q, method="inverted_cdf"))
-    return float({"avg": values.mean, "min": values.min, "max": values.max,
-                  "med": values.median, "count": values.count,
-                  "rate": lambda: values.astype(float).mean()}[t.agg]())
+def numpy_rank(n: int, p: float) -> int:
+    """1-based rank ``np.percentile(values, p, method="inverted_cdf")`` picks among n values
+    (numpy's own floating-point rule, which k6-style thresholds have always used)."""
+    index = n * (p / 100) - 1
+    below = np.floor(index)
+    return int(max(below if index == below else below + 1, 0)) + 1
 
 
-def evaluate_thresholds(df: pd.DataFrame, thresholds: Mapping | list[Threshold]) -> pd.DataFrame:
+def evaluate_thresholds(df: pd.DataFrame | Requests,
+                        thresholds: Mapping | list[Threshold]) -> pd.DataFrame:
     """One row per threshold: metric, expression, measured value, ok.
 
     A threshold on an endpoint with no samples fails: a check that saw nothing passed nothing.
     """
     parsed = thresholds if isinstance(thresholds, list) else parse_thresholds(thresholds)
-    sent = _sent(df, ["tag", *sorted({t.column for t in parsed})])
+    src = as_requests(df)
+
+    def grouped(chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        sent = ~chunk["dropped"].to_numpy()
+        tags = chunk["tag"].astype(str).to_numpy()
+        codes, values = [], []
+        for i, t in enumerate(parsed):
+            column = chunk[t.column].to_numpy(dtype=np.float64)
+            keep = sent & (True if t.tag is None else tags == t.tag)
+            if t.column != "failed":
+                keep &= ~np.isnan(column)
+            codes.append(np.full(int(keep.sum()), i))
+            values.append(column[keep])
+        return (np.concatenate(codes) if codes else np.zeros(0, np.int64),
+                np.concatenate(values) if values else np.zeros(0))
+
+    counts = np.zeros(len(parsed), np.int64)
+    sums = np.zeros(len(parsed))
+    bounds = None
+    for chunk in src.chunks():
+        codes, values = grouped(chunk)
+        counts += np.bincount(codes, minlength=len(parsed))
+        bounds = stats.key_bounds(values, bounds)
+        for i in np.unique(codes):  # numpy's pairwise sum, as pandas' mean adds them
+            sums[i] += values[codes == i].sum()
+    wanted: list[tuple[int, int]] = []  # (threshold, rank) pairs to select
+    for i, t in enumerate(parsed):
+        n = int(counts[i])
+        if n and t.agg in ("p", "min", "max", "med"):
+            ranks = {"p": [numpy_rank(n, t.q or 0.0)], "min": [1], "max": [n],
+                     "med": sorted({(n + 1) // 2, n // 2 + 1})}[t.agg]
+            wanted += [(i, r) for r in ranks]
+    picked = select_ranks(src, grouped, np.array([i for i, _ in wanted], np.int64),
+                          np.array([r for _, r in wanted], np.int64), bounds)
     rows = []
-    for t in parsed:
-        subset = sent if t.tag is None else sent[sent["tag"] == t.tag]
-        values = subset[t.column] if t.column == "failed" else subset[t.column].dropna()
-        value = _aggregate(values, t)
+    for i, t in enumerate(parsed):
+        n = int(counts[i])
+        mine = [float(v) for (j, _), v in zip(wanted, picked, strict=True) if j == i]
+        if not n:
+            value = np.nan
+        elif t.agg in ("avg", "rate"):
+            value = float(sums[i] / n)
+        elif t.agg == "count":
+            value = float(n)
+        else:  # a percentile, min, max, or the median (the middle two's mean when n is even)
+            value = float(np.mean(mine))
         ok = bool(not np.isnan(value) and _OPS[t.op](value, t.limit))
         rows.append({"metric": t.metric, "threshold": t.expression, "value": value, "ok": ok})
     return pd.DataFrame(rows, columns=["metric", "threshold", "value", "ok"])

@@ -38,6 +38,7 @@ import pandas as pd
 from hdrh.histogram import HdrHistogram
 
 from workbench import hdr, jsonio, stats
+from workbench.analysis import Requests, as_requests
 from workbench.untrusted import printable
 
 JUNIT_FILE = "junit.xml"
@@ -312,17 +313,18 @@ def write_hlog(path: str | Path, record: Mapping, start_epoch_s: float) -> Path:
     return path
 
 
-def start_epoch_s(record: Mapping, requests: pd.DataFrame | None = None) -> float:
+def start_epoch_s(record: Mapping, requests: pd.DataFrame | Requests | None = None) -> float:
     """Where the record's windows start: the first intended start, else the run's start."""
     if requests is not None and len(requests):
-        return int(requests["intended_ns"].min()) / 1e9
+        return as_requests(requests).t0_ns / 1e9
     return datetime.fromisoformat(record["run"]["started_at"]).timestamp()
 
 
 # --- everything for one run ----------------------------------------------------------------------
 
 
-def write_all(run_dir: str | Path, record: Mapping, requests: pd.DataFrame | None = None,
+def write_all(run_dir: str | Path, record: Mapping,
+              requests: pd.DataFrame | Requests | None = None,
               verdicts: pd.DataFrame | Iterable[Mapping] | None = None,
               environ: Mapping[str, str] | None = None) -> list[Path]:
     """Write every export of a run into ``run_dir``; append the step summary when in CI.

@@ -48,18 +48,78 @@ def record_array(hist: HdrHistogram, values_us: np.ndarray) -> None:
     if values_us.size == 0:
         return
     v = np.clip(values_us.astype(np.int64, copy=False), 0, hist.highest_trackable_value)
-    # bit length of (v | mask), exact for integers below 2**53
-    _, pow2ceiling = np.frexp((v | hist.sub_bucket_mask).astype(np.float64))
-    bucket = pow2ceiling.astype(np.int64) - hist.unit_magnitude - (
-        hist.sub_bucket_half_count_magnitude + 1)
-    sub_bucket = v >> (bucket + hist.unit_magnitude)
-    index = ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + (
-        sub_bucket - hist.sub_bucket_half_count)
+    index = bucket_index(hist, v)
     counts = np.ctypeslib.as_array(hist.counts)
     counts += np.bincount(index, minlength=hist.counts_len).astype(counts.dtype)
     hist.total_count += int(v.size)
     hist.min_value = min(hist.min_value, int(v.min()))
     hist.max_value = max(hist.max_value, int(v.max()))
+
+
+def bucket_index(hist: HdrHistogram, v: np.ndarray) -> np.ndarray:
+    """The counts index of each value of ``v`` (int64 within the histogram's range), as
+    ``record_value`` computes it."""
+    # bit length of (v | mask), exact for integers below 2**53
+    _, pow2ceiling = np.frexp((v | hist.sub_bucket_mask).astype(np.float64))
+    bucket = pow2ceiling.astype(np.int64) - hist.unit_magnitude - (
+        hist.sub_bucket_half_count_magnitude + 1)
+    sub_bucket = v >> (bucket + hist.unit_magnitude)
+    return ((bucket + 1) << hist.sub_bucket_half_count_magnitude) + (
+        sub_bucket - hist.sub_bucket_half_count)
+
+
+class SparseHistograms:
+    """Many histograms (one per integer key, e.g. a time window) built from values streamed in
+    chunks, holding only their non-empty buckets: a run's windows would otherwise take a full
+    counts array each. :meth:`encode` gives each key's encoding, as :func:`record_array` on
+    all its values would."""
+
+    def __init__(self) -> None:
+        self._template = new()
+        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
+        self._low: dict[int, int] = {}
+        self._high: dict[int, int] = {}
+
+    def add(self, keys: np.ndarray, values_us: np.ndarray) -> None:
+        """Record ``values_us[i]`` under ``keys[i]``."""
+        if not len(keys):
+            return
+        v = np.clip(values_us.astype(np.int64, copy=False), 0,
+                    self._template.highest_trackable_value)
+        packed = keys.astype(np.int64) * self._template.counts_len + bucket_index(
+            self._template, v)
+        self._parts.append(np.unique(packed, return_counts=True))
+        for key in np.unique(keys):
+            mine = v[keys == key]
+            self._low[int(key)] = min(self._low.get(int(key), int(mine.min())), int(mine.min()))
+            self._high[int(key)] = max(self._high.get(int(key), 0), int(mine.max()))
+        if len(self._parts) > 4:  # fold, so the parts stay as small as the buckets in use
+            self._parts = [self._folded()]
+
+    def _folded(self) -> tuple[np.ndarray, np.ndarray]:
+        packed = np.concatenate([p for p, _ in self._parts])
+        counts = np.concatenate([c for _, c in self._parts])
+        unique, inverse = np.unique(packed, return_inverse=True)
+        return unique, np.bincount(inverse.reshape(-1), weights=counts).astype(np.int64)
+
+    def encode(self) -> dict[int, str]:
+        """Each key's histogram, encoded (:func:`encode`)."""
+        if not self._parts:
+            return {}
+        packed, counts = self._folded()
+        n = self._template.counts_len
+        key, index = packed // n, packed % n
+        out = {}
+        for k in np.unique(key):
+            hist = new()
+            mine = key == k
+            np.ctypeslib.as_array(hist.counts)[index[mine]] += counts[mine].astype(
+                np.ctypeslib.as_array(hist.counts).dtype)
+            hist.total_count += int(counts[mine].sum())
+            hist.min_value = min(hist.min_value, self._low[int(k)])
+            hist.max_value = max(hist.max_value, self._high[int(k)])
+            out[int(k)] = encode(hist)
+        return out
 
 
 def encode(hist: HdrHistogram) -> str:

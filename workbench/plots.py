@@ -6,7 +6,8 @@ each function returns its figure.
 * :func:`percentile_plot` latency by percentile on a log "nines" axis, one line per endpoint
   (HdrHistogram's plot);
 * :func:`cdf_plot` the cumulative distribution per endpoint, log latency axis;
-* :func:`latency_over_time` every request (sampled) and per-window p50/p95/p99;
+* :func:`latency_over_time` requests (at most 20,000: a systematic sample, said in the title)
+  and per-window p50/p95/p99 of every request;
 * :func:`throughput_and_errors` offered against achieved rate, errors by class per window;
 * :func:`compare_percentiles` A against B by percentile, per endpoint;
 * :func:`trend_plot` p95 and p99 across baselines in commit order;
@@ -26,7 +27,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
-from workbench.analysis import windows
+from workbench import analysis
+from workbench.analysis import Requests, windows
 from workbench.telemetry import JOB_STATUSES
 
 NINES = (0.5, 0.9, 0.99, 0.999, 0.9999)
@@ -85,32 +87,46 @@ def _color(names: Sequence[str], name: str):
     return COLORS[sorted(names).index(name) % len(COLORS)]
 
 
-def _curve(sorted_ms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Points of a percentile curve: x = -log10(1 - q) up to 1 - 1/n, y = latency at q."""
-    n = sorted_ms.size
+def _curve_ranks(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points of a percentile curve over n values: x = -log10(1 - q) up to 1 - 1/n, and the
+    1-based rank of the latency drawn at each."""
     x = np.linspace(0, np.log10(n), min(n, CURVE_POINTS))
     q = 1 - 10.0 ** -x
-    rank = np.clip(np.ceil(q * n).astype(np.int64), 1, n)
-    return x, sorted_ms[rank - 1]
+    return x, np.clip(np.ceil(q * n).astype(np.int64), 1, n)
 
 
-def _sent(df: pd.DataFrame) -> pd.DataFrame:
-    return df[~df["dropped"].to_numpy()]
+def _latency_at(src: Requests, ranks_of) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per endpoint with requests sent: ``ranks_of(n)`` (positions and 1-based ranks) and
+    the response times at those ranks, selected exactly from the streamed requests."""
+    counted = analysis.group_counts(src, analysis.sent_latency_by_tag, len(src.tags))
+    counts = counted.counts
+    wanted = {t: ranks_of(int(counts[t])) for t in np.flatnonzero(counts)}
+    groups = np.concatenate([np.full(len(r), t) for t, (_, r) in wanted.items()] or [[]])
+    ranks = np.concatenate([r for _, r in wanted.values()] or [[]])
+    values = analysis.select_ranks(src, analysis.sent_latency_by_tag,
+                                   groups.astype(np.int64), ranks.astype(np.int64),
+                                   counted.bounds)
+    out, at = {}, 0
+    for t, (x, r) in wanted.items():
+        out[src.tags[t]] = (x, values[at:at + len(r)])
+        at += len(r)
+    return out
 
 
-def percentile_plot(df: pd.DataFrame, scenario: str, target: str, date: str) -> plt.Figure:
-    """Latency by percentile on a log 'nines' axis (HdrHistogram's plot), one line per endpoint."""
+def percentile_plot(df: pd.DataFrame | Requests, scenario: str, target: str,
+                    date: str) -> plt.Figure:
+    """Latency by percentile on a log 'nines' axis (HdrHistogram's plot), one line per endpoint;
+    each point an exact percentile of every request."""
     fig, ax = _figure()
-    sent = _sent(df)
-    names = [str(t) for t in sent["tag"].unique()]
+    src = analysis.as_requests(df)
+    curves = _latency_at(src, _curve_ranks)
+    names = list(curves)
     top = 0.0
-    for tag, g in sent.groupby("tag", sort=True, observed=True):
-        lat = np.sort(g["latency_ms"].to_numpy())
-        if lat.size < 2:
+    for tag, (x, y) in curves.items():
+        if len(y) < 2:
             continue
-        x, y = _curve(lat)
-        ax.plot(x, y, label=str(tag), color=_color(names, str(tag)))
-        top = max(top, 1 - 1 / lat.size)
+        ax.plot(x, y, label=tag, color=_color(names, tag))
+        top = max(top, 1 - 10.0 ** -x[-1])
     _nines_axis(ax, top)
     ax.set_ylabel("response time from intended start (ms)")
     _log_ms_axis(ax)
@@ -119,18 +135,21 @@ def percentile_plot(df: pd.DataFrame, scenario: str, target: str, date: str) -> 
                    title="endpoint")
 
 
-def cdf_plot(df: pd.DataFrame, scenario: str, target: str, date: str) -> plt.Figure:
+def _cdf_ranks(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Share at or below, and 1-based rank, of up to CURVE_POINTS steps of a distribution."""
+    idx = np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).astype(int))
+    return (idx + 1) / n, idx + 1
+
+
+def cdf_plot(df: pd.DataFrame | Requests, scenario: str, target: str,
+             date: str) -> plt.Figure:
     """Cumulative distribution of latency per endpoint (log latency axis)."""
     fig, ax = _figure()
-    sent = _sent(df)
-    names = [str(t) for t in sent["tag"].unique()]
-    for tag, g in sent.groupby("tag", sort=True, observed=True):
-        lat = np.sort(g["latency_ms"].to_numpy())
-        if lat.size == 0:
-            continue
-        idx = np.unique(np.linspace(0, lat.size - 1, min(lat.size, CURVE_POINTS)).astype(int))
-        ax.step(lat[idx], (idx + 1) / lat.size, where="post", label=str(tag),
-                color=_color(names, str(tag)))
+    src = analysis.as_requests(df)
+    curves = _latency_at(src, _cdf_ranks)
+    names = list(curves)
+    for tag, (share, latency) in curves.items():
+        ax.step(latency, share, where="post", label=tag, color=_color(names, tag))
     for q in (0.5, 0.95, 0.99):
         ax.axhline(q, color="gray", lw=0.8, ls=":")
         ax.annotate(f"p{q * 100:g}", (0, q), xycoords=("axes fraction", "data"), fontsize=8,
@@ -138,35 +157,51 @@ def cdf_plot(df: pd.DataFrame, scenario: str, target: str, date: str) -> plt.Fig
     ax.set_ylim(0, 1.005)
     ax.set_xlabel("response time from intended start (ms)")
     ax.set_ylabel("share of requests at or below")
-    if len(sent):
+    if curves:
         _log_ms_axis(ax, "x")
     return _finish(fig, ax, _title("cumulative distribution", scenario, target, date),
                    title="endpoint", loc="lower right")
 
 
-def _auto_seconds(df: pd.DataFrame) -> float:
-    span = float(df["t_s"].max()) if len(df) else 1.0
+def _auto_seconds(src: Requests) -> float:
+    span = src.span_s if len(src) else 1.0
     return max(1.0, round(span / 60))  # about 60 windows, at least one second each
 
 
-def latency_over_time(df: pd.DataFrame, scenario: str, target: str, date: str,
+def _sample(src: Requests) -> tuple[pd.DataFrame, int]:
+    """Every k-th sent request in file order (``t_s``, ``latency_ms``, ``failed``), at most
+    MAX_POINTS of them, and k: a bounded sample that spans the whole run."""
+    sent = sum(int((~c["dropped"].to_numpy()).sum()) for c in src.chunks())
+    every = max(1, -(-sent // MAX_POINTS))
+    parts, seen = [], 0
+    for chunk in src.chunks():
+        rows = chunk[~chunk["dropped"].to_numpy()]
+        keep = (seen + np.arange(len(rows))) % every == 0
+        parts.append(rows.loc[keep, ["t_s", "latency_ms", "failed"]])
+        seen += len(rows)
+    columns = {"t_s": float, "latency_ms": float, "failed": bool}
+    sample = pd.concat(parts) if parts else pd.DataFrame(columns=list(columns)).astype(columns)
+    return sample, every
+
+
+def latency_over_time(df: pd.DataFrame | Requests, scenario: str, target: str, date: str,
                       seconds: float | None = None) -> plt.Figure:
-    """Every request (a sample of at most 20,000) by intended start, and per-window percentiles.
+    """Requests by intended start (at most 20,000: every k-th sent request when there are more,
+    k in the title) and per-window percentiles of every request.
 
     Failed requests are drawn in red: a fast failure can flatter a percentile.
     """
-    seconds = seconds or _auto_seconds(df)
+    src = analysis.as_requests(df)
+    seconds = seconds or _auto_seconds(src)
     fig, ax = _figure()
-    sent = _sent(df)
-    if len(sent) > MAX_POINTS:
-        sent = sent.sample(MAX_POINTS, random_state=0)
+    sent, every = _sample(src)
     failed = sent["failed"].to_numpy()
     ax.scatter(sent["t_s"][~failed], sent["latency_ms"][~failed], s=2, alpha=0.25,
                color="tab:gray", label="request", rasterized=True, linewidths=0)
     if failed.any():
         ax.scatter(sent["t_s"][failed], sent["latency_ms"][failed], s=4, alpha=0.6,
                    color="tab:red", label="failed request", rasterized=True, linewidths=0)
-    w = windows(df, seconds)
+    w = windows(src, seconds)
     for col, color in (("p50", "tab:blue"), ("p95", "tab:orange"), ("p99", "tab:green")):
         ax.plot(w.index + seconds / 2, w[col], label=f"{col} per {seconds:g} s", color=color,
                 lw=1.6)
@@ -175,35 +210,44 @@ def latency_over_time(df: pd.DataFrame, scenario: str, target: str, date: str,
     if len(sent):
         _log_ms_axis(ax)
     ax.grid(True, which="both", alpha=0.3)
-    return _finish(fig, ax, _title("latency over time", scenario, target, date),
+    what = "latency over time" + (f" (dots: 1 request in {every:,})" if every > 1 else "")
+    return _finish(fig, ax, _title(what, scenario, target, date),
                    loc="upper right", markerscale=4)
 
 
-def throughput_and_errors(df: pd.DataFrame, scenario: str, target: str, date: str,
+def throughput_and_errors(df: pd.DataFrame | Requests, scenario: str, target: str, date: str,
                           offered_rate: float | None = None,
                           seconds: float | None = None) -> plt.Figure:
     """Offered against achieved requests/s per window above; errors by class below."""
-    seconds = seconds or _auto_seconds(df)
+    src = analysis.as_requests(df)
+    seconds = seconds or _auto_seconds(src)
     fig, (ax, ax2) = _figure(2, figsize=(8, 5.5), sharex=True,
                              gridspec_kw={"height_ratios": [3, 2]})
-    w = windows(df, seconds)
+    w = windows(src, seconds)
     x = w.index + seconds / 2
     ax.plot(x, w["rps"], label="sent (by intended start)", color="tab:blue", marker=".")
-    done = _sent(df)
-    done = done[~done["failed"].to_numpy()]
-    t0 = df["intended_ns"].min() if len(df) else 0
-    finished = np.floor((done["end_ns"].to_numpy() - t0) / 1e9 / seconds) * seconds
-    per_window = pd.Series(finished).value_counts().sort_index()
+    finished: dict[float, int] = {}  # window start (by end) -> completed without error
+    errors: dict[tuple[float, str], int] = {}  # (window start, error class) -> count
+    for chunk in src.chunks():
+        done = ~chunk["dropped"].to_numpy() & ~chunk["failed"].to_numpy()
+        ends = np.floor((chunk["end_ns"].to_numpy()[done] - src.t0_ns) / 1e9 / seconds) * seconds
+        for start, n in zip(*np.unique(ends, return_counts=True), strict=True):
+            finished[float(start)] = finished.get(float(start), 0) + int(n)
+        error = chunk["error"].astype(str).to_numpy()
+        bad = error != ""
+        win = np.floor(chunk["t_s"].to_numpy()[bad] / seconds) * seconds
+        for (start, cls), n in pd.DataFrame({"w": win, "e": error[bad]}).value_counts().items():
+            errors[(float(start), str(cls))] = errors.get((float(start), str(cls)), 0) + int(n)
+    per_window = pd.Series(list(finished.values()), dtype=np.int64,
+                           index=pd.Index(list(finished), dtype=float)).sort_index()
     ax.plot(per_window.index + seconds / 2, per_window.to_numpy() / seconds, color="tab:green",
             lw=1, label="completed without error (by end)")
     if offered_rate:
         ax.axhline(offered_rate, color="black", ls="--", lw=1, label="offered")
     ax.set_ylabel("requests/s")
     ax.set_ylim(bottom=0)
-    win = np.floor(df["t_s"].to_numpy() / seconds) * seconds
-    error = df["error"].astype(str).to_numpy()
-    failed = error != ""
-    by_class = pd.crosstab(win[failed], error[failed])
+    by_class = (pd.Series(errors, dtype=np.int64).unstack(fill_value=0).sort_index()
+                .sort_index(axis=1) if errors else pd.DataFrame())
     bottom = np.zeros(len(by_class))
     for cls in by_class.columns:
         ax2.bar(by_class.index + seconds / 2, by_class[cls], width=seconds * 0.8, bottom=bottom,
@@ -341,19 +385,21 @@ def _cores(metrics) -> list[str]:
                   key=lambda m: int(m[4:]))
 
 
-def latency_and_telemetry(df: pd.DataFrame, telemetry: pd.DataFrame, scenario: str, target: str,
-                          date: str, seconds: float | None = None) -> plt.Figure:
+def latency_and_telemetry(df: pd.DataFrame | Requests, telemetry: pd.DataFrame, scenario: str,
+                          target: str, date: str, seconds: float | None = None) -> plt.Figure:
     """Per-window p50/p95/p99 on top, the server's telemetry below, on one time axis.
 
-    ``df`` is the run's requests (:func:`workbench.analysis.with_derived`), ``telemetry`` its
+    ``df`` is the run's requests (:func:`workbench.analysis.open_requests`, or a frame from
+    :func:`workbench.analysis.with_derived`), ``telemetry`` its
     :func:`workbench.telemetry.load_telemetry`. Both are placed in seconds from the first
     intended start, so a latency step and what the server did at that moment line up.
     Telemetry is drawn sample by sample (1 s) and reaches before and after the load; the host's
     per-core CPU (and a scraped node_exporter's) is drawn thin in grey behind the target's and
     PostgreSQL's.
     """
+    df = analysis.as_requests(df)
     seconds = seconds or _auto_seconds(df)
-    t0 = int(df["intended_ns"].min()) if len(df) else int(telemetry["t_ns"].min())
+    t0 = df.t0_ns if len(df) else int(telemetry["t_ns"].min())
     lookup = {key: g for key, g in telemetry.groupby(["source", "metric"], observed=True)}
     scraped = sorted({s for s, _ in lookup if s not in BUILT_IN})
 

@@ -47,7 +47,16 @@ import numpy as np
 import pandas as pd
 
 from workbench import calibration, capacity_record, hdr, stats
-from workbench.analysis import PERCENTILES, Analysis, phases
+from workbench.analysis import (
+    PERCENTILES,
+    STATUS_CLASSES,
+    Analysis,
+    Requests,
+    as_requests,
+    phases,
+    select_ranks,
+    window_of,
+)
 from workbench.driver import DriveResult
 from workbench.errors import WorkbenchError
 
@@ -150,72 +159,72 @@ def num(value: Any) -> Any:
     return value
 
 
-def _latency_us(df: pd.DataFrame) -> np.ndarray:
+def _latency_us(chunk: pd.DataFrame) -> np.ndarray:
     """Response times in integer microseconds, exact from the nanosecond columns."""
-    return (df["end_ns"].to_numpy().astype(np.int64)
-            - df["intended_ns"].to_numpy().astype(np.int64)) // 1000
+    return (chunk["end_ns"].to_numpy().astype(np.int64)
+            - chunk["intended_ns"].to_numpy().astype(np.int64)) // 1000
 
 
-def _encode(values_us: np.ndarray) -> str:
-    hist = hdr.new()
-    hdr.record_array(hist, values_us)
-    return hdr.encode(hist)
-
-
-def _ranked_codes(series: pd.Series, keep: np.ndarray) -> tuple[np.ndarray, list[str]]:
-    """Each kept row's value as its rank among the names (sorted as strings), and the names."""
-    cat = series.astype("category")
-    names = [str(c) for c in cat.cat.categories]
-    order = np.argsort(np.array(names, dtype=object)) if names else np.zeros(0, np.int64)
-    rank = np.empty(len(names), np.int64)
-    rank[order] = np.arange(len(names))
-    codes = cat.cat.codes.to_numpy()[keep]
-    return (rank[codes] if len(names) else codes.astype(np.int64)), [names[i] for i in order]
-
-
-def latency_sections(requests: pd.DataFrame, window_s: float,
+def latency_sections(requests: pd.DataFrame | Requests, window_s: float,
                      driver_histograms: Mapping | None = None) -> dict:
-    """The ``histograms`` and ``windows`` sections from a run's requests.
+    """The ``histograms`` and ``windows`` sections from a run's requests, streamed.
 
     Per-endpoint histograms come from the driver's result when it wrote them, else
     from ``requests.parquet`` with the same configuration (the encoding does not depend on
-    which). Windows are cut by intended start, as :func:`workbench.analysis.windows` cuts them.
+    which). Windows are cut by intended start, as :func:`workbench.analysis.windows` cuts them;
+    their percentiles are selected by rank, exactly, without holding the requests.
     """
-    # column by column, codes not strings: a masked frame or an array of str per request
-    # would cost more than the frame itself
-    sent = ~requests["dropped"].to_numpy()
-    latency_us = _latency_us(requests)[sent]
-    tag_rank, tag_names = _ranked_codes(requests["tag"], sent)
-    class_rank, class_names = _ranked_codes(requests["status_class"], sent)
-    window = np.floor(requests["t_s"].to_numpy()[sent] / window_s).astype(np.int64)
-    failed = requests["failed"].to_numpy()[sent]
+    src = as_requests(requests)
+    n_tags, classes = len(src.tags), list(STATUS_CLASSES)
+    n_win = src.n_windows(window_s)
+    by_window, by_class = hdr.SparseHistograms(), hdr.SparseHistograms()
+    requests_in, errors_in = np.zeros(n_tags * n_win, np.int64), np.zeros(n_tags * n_win,
+                                                                          np.int64)
+
+    def grouped(chunk: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        sent = ~chunk["dropped"].to_numpy()
+        tag = chunk["tag"].cat.codes.to_numpy().astype(np.int64)[sent]
+        return (tag * n_win + window_of(chunk, window_s)[sent],
+                _latency_us(chunk)[sent].astype(np.float64))
+
+    bounds = None
+    for chunk in src.chunks():
+        group, latency = grouped(chunk)
+        bounds = stats.key_bounds(latency, bounds)
+        latency_us = latency.astype(np.int64)
+        requests_in += np.bincount(group, minlength=requests_in.size)
+        errors_in += np.bincount(group, weights=chunk["failed"].to_numpy()[
+            ~chunk["dropped"].to_numpy()], minlength=errors_in.size).astype(np.int64)
+        by_window.add(group, latency_us)
+        if not driver_histograms:
+            sent = ~chunk["dropped"].to_numpy()
+            tag = chunk["tag"].cat.codes.to_numpy().astype(np.int64)[sent]
+            cls = chunk["status_class"].cat.codes.to_numpy().astype(np.int64)[sent]
+            by_class.add(tag * len(classes) + cls, latency_us)
     if driver_histograms:
         by_endpoint = {str(t): {str(c): b for c, b in sorted(h.items())}
                        for t, h in sorted(driver_histograms.items())}
         source = "driver"
     else:
         by_endpoint = {}
-        for t in np.unique(tag_rank):
-            mine = tag_rank == t
-            by_endpoint[tag_names[t]] = {
-                class_names[c]: _encode(latency_us[mine & (class_rank == c)])
-                for c in np.unique(class_rank[mine])}
+        for key, blob in sorted(by_class.encode().items()):
+            by_endpoint.setdefault(src.tags[key // len(classes)], {})[
+                classes[key % len(classes)]] = blob
         source = "requests.parquet"
+    present = np.flatnonzero(requests_in)
+    ranks = [stats.nearest_rank(requests_in[present], p) for p in WINDOW_PERCENTILES]
+    picked = select_ranks(src, grouped, np.tile(present, len(ranks)), np.concatenate(ranks),
+                          bounds)
+    picked = picked.reshape(len(ranks), -1)
+    blobs = by_window.encode()
     windows: dict[str, list] = {}
-    order = np.lexsort((latency_us, window, tag_rank))
-    tags_o, window_o = tag_rank[order], window[order]
-    lat_o, failed_o = latency_us[order], failed[order]
-    new_group = (tags_o[1:] != tags_o[:-1]) | (window_o[1:] != window_o[:-1])
-    bounds = np.r_[0, np.flatnonzero(new_group) + 1, len(order)] if len(order) else np.r_[0]
-    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
-        values = lat_o[start:end]  # sorted: percentiles by nearest rank
-        entry = {"t_s": float(window_o[start] * window_s), "requests": int(end - start),
-                 "errors": int(failed_o[start:end].sum())}
-        for p in WINDOW_PERCENTILES:
-            rank = int(stats.nearest_rank(values.size, p))
-            entry[stats.label(p)] = float(values[rank - 1]) / 1000
-        entry["histogram"] = _encode(values)
-        windows.setdefault(tag_names[tags_o[start]], []).append(entry)
+    for j, g in enumerate(present):
+        entry = {"t_s": float((g % n_win) * window_s), "requests": int(requests_in[g]),
+                 "errors": int(errors_in[g])}
+        for p, values in zip(WINDOW_PERCENTILES, picked, strict=True):
+            entry[stats.label(p)] = float(values[j]) / 1000
+        entry["histogram"] = blobs[int(g)]
+        windows.setdefault(src.tags[g // n_win], []).append(entry)
     return {
         "histograms": {"encoding": HISTOGRAM_ENCODING, **hdr.CONFIG, "source": source,
                        "by_endpoint": by_endpoint},
@@ -289,7 +298,8 @@ def threshold_section(verdicts: pd.DataFrame) -> list[dict]:
     return [{k: num(v) for k, v in row.items()} for row in verdicts.to_dict("records")]
 
 
-def build(context: Mapping, result: Analysis, requests: pd.DataFrame, verdicts: pd.DataFrame,
+def build(context: Mapping, result: Analysis, requests: pd.DataFrame | Requests,
+          verdicts: pd.DataFrame,
           reported: DriveResult | None = None) -> dict:
     """A complete record of a workbench run.
 

@@ -117,7 +117,7 @@ class Run:
         self.fixtures: dict = {}
         self.result: dict | None = None  # the driver's result.json
         self.baseline: dict | None = None  # record.json, once written
-        self._requests: pd.DataFrame | None = None
+        self._requests: analysis.Requests | None = None
         self._analysis: analysis.Analysis | None = None
         self._verdicts: pd.DataFrame | None = None
         self.target_pid = target_pid_from_env() or (
@@ -248,7 +248,7 @@ class Run:
             return None
         analysed = self.analyse()
         n_windows = int(np.ceil(float(self.params["duration_s"]) / analysed.window_s))
-        return telemetry.telemetry_windows(samples, int(self.requests()["intended_ns"].min()),
+        return telemetry.telemetry_windows(samples, self.requests().t0_ns,
                                            analysed.window_s, n_windows)
 
     def telemetry_section(self) -> dict | None:
@@ -319,11 +319,12 @@ class Run:
             raise WorkbenchError("drive() has not run; nothing to analyse")
         return self.result
 
-    def requests(self) -> pd.DataFrame:
-        """This run's requests (``requests.parquet`` with derived columns), read once."""
+    def requests(self) -> analysis.Requests:
+        """This run's requests, streamed from ``requests.parquet`` a row group at a time
+        (:func:`workbench.analysis.load_requests` gives them as one frame)."""
         self._driven()
         if self._requests is None:
-            self._requests = analysis.load_requests(self.dir)
+            self._requests = analysis.open_requests(self.dir)
         return self._requests
 
     def analyse(self) -> analysis.Analysis:

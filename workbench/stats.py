@@ -400,3 +400,141 @@ def smallest_n(first: int, ok: Callable[[int], bool], most: int = 100_000) -> in
         mid = (low + high) // 2
         low, high = (low, mid) if ok(mid) else (mid, high)
     return high
+
+
+# --- exact order statistics of streamed values, in bounded memory ------------------------------
+
+SELECT_DIGIT_BITS = (8, 16)  # a pass splits each candidate bucket into 2**8 to 2**16 ones,
+SELECT_COUNTS = 1 << 20  # as many as 2**20 counts (8 MiB) allow: few buckets split finer
+SELECT_GATHER = 256  # a bucket holding at most this many values is gathered and sorted
+_SIGN = np.uint64(1 << 63)
+
+
+def order_keys(values: np.ndarray) -> np.ndarray:
+    """Unsigned 64-bit keys that sort as the float64 ``values`` do (no NaN): sign bit set for
+    positives, every bit flipped for negatives."""
+    bits = np.ascontiguousarray(values, dtype=np.float64).view(np.uint64)
+    return np.where(bits & _SIGN, ~bits, bits | _SIGN)
+
+
+def from_order_keys(keys: np.ndarray) -> np.ndarray:
+    """The float64 values of :func:`order_keys`."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    return np.where(keys & _SIGN, keys ^ _SIGN, ~keys).view(np.float64)
+
+
+def key_bounds(values: np.ndarray, bounds: tuple[int, int] | None = None
+               ) -> tuple[int, int] | None:
+    """The smallest and largest :func:`order_keys` of ``values`` and of ``bounds`` so far."""
+    if not len(values):
+        return bounds
+    keys = order_keys(values)
+    low, high = int(keys.min()), int(keys.max())
+    return (low, high) if bounds is None else (min(low, bounds[0]), max(high, bounds[1]))
+
+
+def select_ranks(scan: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+                 groups: np.ndarray, ranks: np.ndarray,
+                 bounds: tuple[int, int] | None = None) -> np.ndarray:
+    """The value of 1-based rank ``ranks[i]`` within group ``groups[i]``, exactly, without
+    holding the values: ``scan()`` yields, afresh on each call, chunks of ``(group codes,
+    float64 values)``; a rank must lie within its group's size.
+
+    Radix selection over :func:`order_keys`: a first scan finds the keys' range (unless
+    ``bounds`` from :func:`key_bounds` gives it, or a wider one); each further
+    scan counts, per candidate bucket (one per distinct group and rank), its values in 2**8 to
+    2**16 sub-buckets and keeps the one holding the rank, until a bucket holds at most
+    :data:`SELECT_GATHER` values (one last scan gathers and sorts them) or a single key. Memory
+    is at most :data:`SELECT_COUNTS` counts (or 256 per query), :data:`SELECT_GATHER` values
+    per query and one chunk, whatever the number of values.
+    """
+    groups = np.asarray(groups, dtype=np.int64)
+    ranks = np.asarray(ranks, dtype=np.int64)
+    q = len(groups)
+    if q == 0:
+        return np.zeros(0)
+    if bounds is None:
+        for _, values in scan():
+            bounds = key_bounds(values, bounds)
+    if bounds is None:
+        raise ValueError("select_ranks: no values to rank")
+    lo = np.full(q, bounds[0], dtype=np.uint64)  # each query's bucket: [lo, lo + 2**width)
+    width = (bounds[1] - bounds[0]).bit_length()
+    below = np.zeros(q, np.int64)  # values of the group under the bucket
+    size = np.full(q, np.iinfo(np.int64).max)  # values in the bucket (unknown at first)
+    active = np.ones(q, bool)
+    if width == 0:  # every value is the same
+        return from_order_keys(lo)
+    while active.any():
+        gather = size <= SELECT_GATHER
+        # distinct (group, lo) buckets of the active queries; in a group they are disjoint
+        idx = np.flatnonzero(active)
+        pairs, bq = np.unique(np.stack([groups[idx], lo[idx].view(np.int64)], 1), axis=0,
+                              return_inverse=True)
+        bq = bq.reshape(-1)
+        fewest, most = SELECT_DIGIT_BITS
+        room = (SELECT_COUNTS // len(pairs)).bit_length() - 1
+        step = min(width, max(fewest, min(most, room)))
+        digits = 1 << step
+        by_group = {}  # group -> its buckets' lower keys (ascending) and bucket numbers
+        for g in np.unique(pairs[:, 0]):
+            ids = np.flatnonzero(pairs[:, 0] == g)
+            los = pairs[ids, 1].view(np.uint64)
+            order = np.argsort(los)
+            by_group[int(g)] = (los[order], ids[order])
+        counts = np.zeros(len(pairs) * digits, np.int64)
+        gathered: list[tuple[np.ndarray, np.ndarray]] = []
+        gather_bucket = np.zeros(len(pairs), bool)
+        gather_bucket[bq[gather[idx]]] = True
+        for codes, values in scan():
+            codes = np.asarray(codes, dtype=np.int64)
+            order = np.argsort(codes, kind="stable")
+            present, starts = np.unique(codes[order], return_index=True)
+            cells = []  # bucket * digits + digit of each value in a bucket being refined
+            for g, start, end in zip(present, starts, np.r_[starts[1:], len(codes)],
+                                     strict=True):
+                if int(g) not in by_group:
+                    continue
+                los, ids = by_group[int(g)]
+                keys = order_keys(values[order[start:end]])
+                at = np.searchsorted(los, keys, side="right") - 1
+                inside = at >= 0
+                at, keys = at[inside], keys[inside]
+                offset = keys - los[at]
+                inside = offset >> np.uint64(width) == 0 if width < 64 else np.ones_like(at, bool)
+                b, offset, keys = ids[at[inside]], offset[inside], keys[inside]
+                take = gather_bucket[b]
+                if take.any():
+                    gathered.append((b[take], keys[take]))
+                cells.append(b[~take] * digits
+                             + (offset[~take] >> np.uint64(width - step)).astype(np.int64))
+            if cells:
+                cell, n = np.unique(np.concatenate(cells), return_counts=True)
+                counts[cell] += n
+        counts = counts.reshape(len(pairs), digits)
+        if gathered:
+            b_all = np.concatenate([b for b, _ in gathered])
+            k_all = np.concatenate([k for _, k in gathered])
+            order = np.lexsort((k_all, b_all))
+            b_all, k_all = b_all[order], k_all[order]
+            first = np.searchsorted(b_all, np.arange(len(pairs)))
+        need = ranks[idx] - below[idx]  # the rank within each query's bucket
+        took = gather_bucket[bq]
+        if took.any():
+            lo[idx[took]] = k_all[first[bq[took]] + need[took] - 1]
+            active[idx[took]] = False
+        refine, b, need = idx[~took], bq[~took], need[~took]
+        # the sub-bucket reaching each rank: cumulative counts, each bucket's row lifted above
+        # the one before, so one searchsorted serves every query (in place: no second array)
+        cum = np.cumsum(counts, axis=1, out=counts)
+        lift = np.arange(len(pairs), dtype=np.int64) * (int(cum[:, -1].max()) + 1)
+        cum += lift[:, None]
+        d = np.searchsorted(cum.ravel(), need + lift[b]) - b * digits
+        before = np.where(d > 0, cum[b, np.maximum(d - 1, 0)] - lift[b], 0)
+        below[refine] += before
+        size[refine] = cum[b, d] - lift[b] - before
+        lo[refine] += d.astype(np.uint64) << np.uint64(width - step)
+        if width - step == 0:
+            active[refine] = False
+        width -= step
+    return from_order_keys(lo)
