@@ -181,7 +181,7 @@ def test_a_driver_slower_than_the_server_is_reported_as_driver_bound(tmp_path):
     assert "driver bound" in out.stdout and "--shards" in out.stdout
     last = doc["steps"][-1]
     assert last["driver_bound"] and not last["valid"] and not last["passed"]
-    assert last["failed"] and last["failed"][0].startswith("driver")
+    assert last["failed"] and "driver" in last["failed"][0]  # its lag, CPU or drops
 
 
 def slot_spec(url: str) -> DriveSpec:

