@@ -471,15 +471,14 @@ def measure(load: Load, side: Side, run_dir: Path, duration_s: float,
             raise WorkbenchError(f"{side.name}: {r.target_exit}")
         return dict(r.baseline or {})
     spec = load.spec(side.target.url, side.target.ca_file, side.target.insecure, duration_s)
-    before: list[dict] = []  # read while the driver starts
+    before = calibration.measure(side.target.dsn)
     try:
         driver.drive(spec, run_dir, env={TOKEN_ENV: side.token} if side.token else None,
-                     echo=live, while_starting=lambda: before.append(
-                         calibration.measure(side.target.dsn)))
+                     echo=live)
     finally:
         if isinstance(live, LiveLine):
             live.close()
-    machine = calibration.section(before[0], calibration.measure(side.target.dsn))
+    machine = calibration.section(before, calibration.measure(side.target.dsn))
     target = {k: side.identity.get(k) for k in ("url", "kind", "version", "commit",
                                                 "modified", "commit_date")}
     target["url"], target["dsn"] = side.target.url, side.target.safe_dsn

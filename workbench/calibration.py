@@ -3,11 +3,10 @@ between two moments can tell a slower target from a slower machine.
 
 The same machine name drifts (a new kernel build under a virtual machine made the same
 certctl build look 2.3 x slower; DESIGN.md, turn 3). Before and after the timed phase a run
-takes one reading (:func:`measure`, about 0.5 s) of three fixed pieces of work. The reading
-before is taken while the driver's processes start (``driver.drive``'s ``while_starting``;
-they import and connect on another core, and the load waits for the reading), so it adds no
-time of its own to the run; the one after follows the load (and any drain) on a quiet machine.
-The pieces:
+takes one reading (:func:`measure`, about 0.5 s) of three fixed pieces of work, on a quiet
+machine: not while the driver's processes start, since the reading claims a core as a driver
+does (a lock per core) and the driver would then count it as another driver on its core, or
+take the other core, away from where the reading was made. The pieces:
 
 ``cpu``
     Thread CPU time of a fixed single-thread piece of work: a pure-Python integer loop and

@@ -476,20 +476,18 @@ def cmd_drive(args) -> Outcome:
 
     out = args.out or runs_dir() / f"adhoc_{secrets.token_hex(4)}"
     live = LiveLine()
-    before: list[dict] = []  # the machine, before (while the driver starts) and after the load
+    before = calibration.measure()  # the machine, before and after the timed phase
     try:
-        driver.drive(spec, out, echo=live, shards=args.shards, cluster=args.cluster,
-                     while_starting=lambda: before.append(calibration.measure()))
+        driver.drive(spec, out, echo=live, shards=args.shards, cluster=args.cluster)
     except KeyboardInterrupt:
         live.close()
         # the driver flushed what it recorded
-        reading = before[0] if before else None  # None: interrupted during the reading
-        _record_drive(out, spec, thresholds, calibration.section(reading, None))
+        _record_drive(out, spec, thresholds, calibration.section(before, None))
         print_summary(out)
         raise
     live.close()
     passed = _record_drive(out, spec, thresholds,
-                           calibration.section(before[0], calibration.measure()))
+                           calibration.section(before, calibration.measure()))
     summary = run_summary(out)
     print_summary(summary)
     code = exitcodes.FAILED if passed is None else exitcodes.verdict(passed)

@@ -159,8 +159,8 @@ class Run:
 
     def drive(self) -> pd.Series:
         """Drive the load in the driver's own process; returns what it did (:data:`OUTCOME`)
-        and the machine's calibration, read before the timed phase (while the driver starts)
-        and after it (and the drain), outside the telemetry's window."""
+        and the machine's calibration, read before the driver starts and after the timed phase
+        (and the drain), outside the telemetry's window."""
         spec = driver.DriveSpec(
             base_url=self.target.url, templates=self.scenario.templates(self.params),
             **self.scenario.executor_settings(self.params),
@@ -168,8 +168,9 @@ class Run:
             token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
         live = LiveLine()  # one updating line here; nothing of it in the report
 
+        self.calibration = calibration.section(calibration.measure(self.target.dsn), None)
+
         def before_load() -> None:  # while the driver's processes start
-            self.calibration = calibration.section(calibration.measure(self.target.dsn), None)
             self.start_telemetry()
 
         try:
