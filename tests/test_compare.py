@@ -442,6 +442,7 @@ def test_records_without_calibration_are_not_comparable_unless_forced():
                                         "(20261126T120000Z_agent_storm_1a2b3c4d; ")
     assert "`workbench ab`" in result.reasons[0]
     assert result.calibration["A"].startswith("none (")
+    assert result.calibration_text().endswith("B/A none (a side has no calibration)")
     assert compare.compare([old], [new], force=True).verdict in ("no change", "inconclusive")
 
 

@@ -386,9 +386,10 @@ class Comparison:
         c = self.calibration
         if not c:
             return ""
-        ratios = ", ".join(f"{k} {v:.3f}" for k, v in c["ratios"].items()) or "none"
-        judged = "beyond" if c["reason"] else "within"
-        return f"A {c['A']}\nB {c['B']}\nB/A {ratios} ({judged} {c['tolerance']:.0%})"
+        ratios = ", ".join(f"{k} {v:.3f}" for k, v in c["ratios"].items())
+        judged = ("beyond" if c["reason"] else "within") + f" {c['tolerance']:.0%}"
+        return (f"A {c['A']}\nB {c['B']}\nB/A "
+                + (f"{ratios} ({judged})" if ratios else "none (a side has no calibration)"))
 
     def summary(self) -> pd.Series:
         """The comparison's header: what was compared, under which rule, and the verdict."""
