@@ -322,11 +322,28 @@ def _stop_pid(pid: int, ours, timeout_s: float) -> None:
         return
     process = psutil.Process(pid)
     process.terminate()
-    try:
-        process.wait(timeout_s)
-    except psutil.TimeoutExpired:
+    if not _gone(process, timeout_s):
         process.kill()
-        process.wait(STOP_TIMEOUT_S)
+        _gone(process, STOP_TIMEOUT_S)
+
+
+def _gone(process: psutil.Process, timeout_s: float) -> bool:
+    """Wait until the process exits (reaped, when it is our child) or is a zombie: a server
+    started by an earlier command is init's child, and a container's init may never reap it,
+    so waiting for its pid to vanish would time out on a process already dead."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            process.wait(0.1)
+            return True
+        except psutil.TimeoutExpired:
+            pass
+        except psutil.Error:  # gone already
+            return True
+        if running(process.pid) is None:
+            return True
+        if time.monotonic() > deadline:
+            return False
 
 
 def exit_report(info: TargetInfo) -> str | None:
