@@ -51,8 +51,10 @@ def test_a_smoke_run_samples_postgres_host_and_the_standin_every_second(embedded
     scraped = section["sampler"]["sources"]["certctl_metrics"]
     assert scraped["kind"] == "prometheus" and scraped["failed"] == 0 and scraped["samples"] >= 1
     assert scraped["url"] == embedded_env.url + "/api/v1/metrics/prometheus"
-    assert section["sources"]["certctl_metrics"]["certctl_agent_total"]["max"][0] >= 200
     metrics = samples[samples["source"] == "certctl_metrics"]
+    # the scrape is throttled: whether one lands inside a 4 s run's windows is timing, so the
+    # fleet is read from the samples, not from the record's per-window section
+    assert metrics[metrics["metric"] == "certctl_agent_total"]["value"].max() >= 200
     online = metrics[metrics["metric"] == "certctl_agent_online"]["value"]
     assert online.max() >= 1  # the storm's heartbeats
     for path in run_dir.rglob("*"):
