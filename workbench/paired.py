@@ -180,8 +180,9 @@ def judge(a: Sequence[float], b: Sequence[float], factor: float = stats.FACTOR,
                          f"{confidence}")
     k = looks(min_pairs, max_pairs)
     alpha_look, confidence_look = alpha / k, 1 - (1 - confidence) / k
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     aside = disturbed(a, b)
-    d = log_ratios(np.asarray(a, dtype=float)[~aside], np.asarray(b, dtype=float)[~aside])
+    d = log_ratios(a[~aside], b[~aside])
     out = paired_t(d, alpha_look, confidence_look) | {
         "alpha_look": alpha_look, "confidence_look": confidence_look, "looks": k,
         "final": len(a) >= max_pairs, "set_aside": [int(i) + 1 for i in np.flatnonzero(aside)]}
