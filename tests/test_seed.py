@@ -352,3 +352,23 @@ def test_every_fixture_file_is_plain_statements_with_its_bind_parameters():
         assert [s.split()[0] for s in statements] == verbs, name
         binds = {m for s in statements for m in re.findall(r"(?<![:\w]):([a-z_]+)", s)}
         assert binds == ({param} if param else set()), name
+
+
+def test_settle_leaves_no_dead_rows_for_the_next_step(embedded_target):
+    """A capacity step starts from a settled database: reseeding the fleet (an upsert of every
+    row) leaves dead rows that autovacuum would otherwise clean inside the next step."""
+    dsn = embedded_target.dsn
+    seed_sized(dsn, "agent_storm", fleet_size=400)
+    seed_sized(dsn, "agent_storm", fleet_size=400)  # every row rewritten: 400 dead versions
+    dead = ("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relname = 'agents'")
+    engine = sa.create_engine(dsn)
+    try:
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(dead)).scalar_one() >= 400
+        took = seed.settle(dsn)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text(dead)).scalar_one() == 0
+    finally:
+        engine.dispose()
+    assert set(took) == {"vacuum_s", "checkpoint_s"}
+    assert all(isinstance(v, float) and v >= 0 for v in took.values())

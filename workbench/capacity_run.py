@@ -387,6 +387,13 @@ class ScenarioCapacity:
                       f"{float(seeded.get('seconds', 0)):.1f} s", flush=True)
             elif self._steps and r.scenario.fixture_reset is not None:
                 r.scenario.reset(r.target.dsn, params)
+            from workbench import seed
+
+            # every step starts from a settled database, whatever the step before it left
+            took = seed.settle(r.target.dsn)
+            print("[capacity] settled the database: " + ", ".join(
+                f"{k[:-2]} {v if isinstance(v, str) else f'{v:.1f} s'}" for k, v in took.items()),
+                flush=True)
         self._steps += 1
         return sizes
 

@@ -193,6 +193,31 @@ def load_fixture(dsn: str, fixture: str, params: Mapping, count: tuple[str, str]
     return {"fixture": fixture, **params, count[0]: counted, "seconds": round(seconds, 3)}
 
 
+SETTLE = (("vacuum_s", "VACUUM (ANALYZE)"), ("checkpoint_s", "CHECKPOINT"))
+
+
+def settle(dsn: str, allow_remote: bool = False) -> dict:
+    """Leave the database as every measured step should find it: ``VACUUM (ANALYZE)`` (the dead
+    rows of the last seed or step vacuumed now, not by autovacuum inside the next step) and a
+    ``CHECKPOINT`` (none half-done when the step starts). A role that may not checkpoint skips
+    it (said in the result). Returns the seconds each took."""
+    engine = engine_for(dsn, allow_remote).execution_options(isolation_level="AUTOCOMMIT")
+    took: dict[str, float | str] = {}
+    try:
+        with engine.connect() as conn:
+            for name, statement in SETTLE:
+                started = time.perf_counter()
+                try:
+                    conn.execute(sa.text(statement))
+                except sa.exc.ProgrammingError as exc:  # e.g. no pg_checkpoint role
+                    took[name] = f"skipped: {str(exc.orig).strip().splitlines()[0]}"
+                    continue
+                took[name] = round(time.perf_counter() - started, 3)
+    finally:
+        engine.dispose()
+    return took
+
+
 def fixture_number(i: int) -> str:
     """Fixture row ``i`` as its ids spell it: five digits zero-padded, more digits past 99,999.
 
