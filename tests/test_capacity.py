@@ -277,6 +277,23 @@ def test_the_search_never_runs_more_than_its_step_budget():
     assert result.verdict == capacity.KNEE and result.interval[1] / result.interval[0] > 1.001
 
 
+def test_a_knee_whose_repeats_the_budget_cut_short_says_it_is_unconfirmed():
+    """A bracket found, then the steps ran out before the answer repeated: the answer is
+    named, but not as if it had held every repeat."""
+    run, calls = monotone(800.0, 20.0)
+    full = search(run, SearchOptions(start=100, ceiling=1e6, step_s=20.0))
+    assert full.verdict == capacity.KNEE and not full.budget_spent
+    assert "unconfirmed" not in full.sentence()
+    bracketed = next(i for i, s in enumerate(full.steps) if s.confirmation)
+    calls.clear()
+    cut = search(run, SearchOptions(start=100, ceiling=1e6, step_s=20.0,
+                                    max_steps=bracketed + 1))
+    assert cut.verdict == capacity.KNEE and cut.budget_spent
+    assert cut.interval == full.interval
+    assert cut.repeats["answer"]["runs"] < full.options.repeats
+    assert "unconfirmed: the step budget ran out" in cut.sentence()
+
+
 def test_a_ramp_that_spends_its_budget_says_so():
     run, calls = monotone(800.0, 20.0)
     result = search(run, SearchOptions(start=1, ceiling=1e6, step_s=20.0, max_steps=6))

@@ -178,7 +178,7 @@ class Capacity:
     limiting_check: str | None
     options: SearchOptions
     steps: list[Step] = field(default_factory=list)
-    budget_spent: bool = False  # the ramp ran out of steps before any failed
+    budget_spent: bool = False  # the steps ran out: before any failed, or before the repeats
     repeats: dict[str, Any] | None = None  # the bracket's repeats and their spread
     searches: list[dict[str, Any]] = field(default_factory=list)  # each search, when several
     answers: dict[str, Any] | None = None  # several searches: median, min, max, spread
@@ -203,8 +203,10 @@ class Capacity:
         unit = self.unit
         low, high = self.interval
         if self.verdict == KNEE:
+            unconfirmed = ("; unconfirmed: the step budget ran out before its repeats, raise "
+                           "--max-steps") if self.budget_spent else ""
             return (f"capacity: {fmt(low)} {unit} (fails at {fmt(high)} {unit}: "
-                    f"{self.limiting_check})")
+                    f"{self.limiting_check}{unconfirmed})")
         if self.verdict == DRIVER_BOUND:
             above = f"above {fmt(low)} {unit}" if low is not None else "from the first step"
             return (f"capacity: not measured, driver bound {above} ({self.limiting_check}); "
@@ -251,7 +253,8 @@ class Capacity:
         """This search in a line of ``searches``: verdict, answer, bracket, steps."""
         return {"verdict": self.verdict, "max_sustainable": self.max_sustainable,
                 "interval": list(self.interval), "limiting_check": self.limiting_check,
-                "steps": len(self.steps), "repeats": self.repeats}
+                "steps": len(self.steps), "repeats": self.repeats,
+                "budget_spent": self.budget_spent}
 
     def _step_dict(self, step: Step) -> dict:
         """A step as capacity.json shows it: its load named as what it is (``offered_rate``
@@ -384,6 +387,8 @@ def _search_once(run_step: RunStep, options: SearchOptions,
             continue
         break
     result = outcome(KNEE, passing, failing, failing.limiting)
+    # the steps can run out before the answer and the load above had all their repeats
+    result.budget_spent = min(len(runs(passing.load)), len(runs(failing.load))) < options.repeats
     result.repeats = {"step_s": step_s, "answer": _spread(runs(passing.load)),
                       "above": _spread(runs(failing.load))}
     return result
