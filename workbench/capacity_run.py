@@ -422,20 +422,15 @@ class ScenarioCapacity:
         ``workbench baseline commit``; ``calibration`` is the machine's, read around it."""
         import json
 
-        from workbench import baseline, capacity_record, machine
-        from workbench.paths import project_root
-        from workbench.run import commit_date
+        from workbench import capacity_record, reporting
 
         r = self.run
-        target = {k: r.identity.get(k) for k in ("url", "kind", "version", "commit",
-                                                 "modified")}
-        target["commit_date"] = commit_date(r.identity.get("commit"))
+        target = reporting.target_facts(r.identity, ("url", "kind", "version", "commit",
+                                                     "modified"))
         doc = json.loads((r.dir / CAPACITY_FILE).read_text())
         record = capacity_record.build(doc, {
             "run_id": r.run_id, "scenario": r.scenario.name, "profile": r.profile,
-            "parameters": r.params, "target": target,
-            "workbench": baseline.workbench_revision(project_root()),
-            "machine": machine.facts(), "software": machine.software(),
+            "parameters": r.params, "target": target, **reporting.environment(),
             "run": {"started_at": started_at, "ended_at": _now()},
             **({"calibration": calibration} if calibration else {})})
         path = r.dir / capacity_record.CAPACITY_RECORD_FILE

@@ -1,0 +1,65 @@
+"""The one report path: a figure registered once shows in a scenario run's report and in a
+drive's, from one real drive against a loopback server."""
+
+from __future__ import annotations
+
+import shutil
+from html import escape
+
+import matplotlib.pyplot as plt
+import pytest
+
+from tests.loopback import LoopbackServer
+from workbench import adhoc, preflight, reporting, run, scenarios
+from workbench.driver import DriveSpec, RequestTemplate, drive, load_result
+
+EXTRA = "an extra figure, registered in one line"
+
+
+@pytest.fixture(scope="module")
+def driven(tmp_path_factory: pytest.TempPathFactory):
+    """One real drive's folder and its spec."""
+    out = tmp_path_factory.mktemp("drive") / "run"
+    with LoopbackServer() as srv:
+        spec = DriveSpec(base_url=srv.url, rate=40, duration_s=1.0,
+                         templates=(RequestTemplate("GET", "/delay?ms=1", "adhoc"),))
+        drive(spec, out, echo=lambda _: None)
+    return out, spec
+
+
+def _extra(m: reporting.Measured) -> plt.Figure:
+    figure, ax = plt.subplots()
+    ax.plot([0, 1], [0, len(m.requests)])
+    ax.set_title(EXTRA)
+    return figure
+
+
+def test_a_registered_figure_shows_in_a_drives_report_and_a_scenario_runs(
+        driven, tmp_path, monkeypatch):
+    monkeypatch.setattr(reporting, "FIGURES", [*reporting.FIGURES, _extra])
+    source, spec = driven
+
+    drive_dir = tmp_path / "drive"
+    shutil.copytree(source, drive_dir)
+    rec = adhoc.finish(drive_dir, spec)
+    page = (drive_dir / "report.html").read_text()
+    assert rec["scenario"] == "adhoc"
+    assert page.count('src="data:image/png;base64,') == 5  # the four standard ones and the extra
+
+    # a scenario's Run over the same measurements: its notebook shows run.figures()
+    run_dir = tmp_path / "scenario"
+    shutil.copytree(source, run_dir)
+    monkeypatch.setenv(preflight.TOKEN_ENV, "wb-test-token")
+    params = scenarios.get("api_tier").params_for("smoke", {"duration_s": 1.0})
+    identity = {"url": spec.base_url, "kind": "stand-in", "version": "0.0.0", "commit": None,
+                "modified": None, "dsn": None, "warnings": []}
+    run.write_preflight(run_dir, "api_tier", params, identity)
+    r = run.Run("api_tier", {"duration_s": 1.0}, run_dir=run_dir,
+                target=preflight.Target(spec.base_url, None, False, False))
+    r.result = load_result(run_dir)
+    titles = [f.axes[0].get_title() for f in r.figures()]
+    assert len(titles) == 5 and titles[-1] == EXTRA
+    # and both show the same standard tables
+    standard = list(reporting.tables(r.measured()))
+    assert list(r.summary().tables) == standard
+    assert all(f"<h4>{escape(title)}</h4>" in page for title in standard)
