@@ -63,3 +63,34 @@ def test_a_registered_figure_shows_in_a_drives_report_and_a_scenario_runs(
     standard = list(reporting.tables(r.measured()))
     assert list(r.summary().tables) == standard
     assert all(f"<h4>{escape(title)}</h4>" in page for title in standard)
+
+
+def test_a_scenario_run_and_a_drive_record_one_drive_alike(driven, tmp_path, monkeypatch):
+    """Both records come from one context builder: the same sections, the same measurements,
+    the same provenance, and the same exports beside them."""
+    source, spec = driven
+    drive_dir, run_dir = tmp_path / "drive", tmp_path / "scenario"
+    shutil.copytree(source, drive_dir)
+    shutil.copytree(source, run_dir)
+    by_drive = adhoc.finish(drive_dir, spec, {"http_req_duration": ["p(95)<5000"]})
+    monkeypatch.setenv(preflight.TOKEN_ENV, "wb-test-token")
+    params = scenarios.get("api_tier").params_for("smoke", {"duration_s": 1.0})
+    identity = {"url": spec.base_url, "kind": "unknown", "version": None, "commit": None,
+                "modified": None, "dsn": None, "warnings": []}
+    run.write_preflight(run_dir, "api_tier", params, identity)
+    r = run.Run("api_tier", {"duration_s": 1.0}, run_dir=run_dir,
+                thresholds={"http_req_duration": ["p(95)<5000"]},
+                target=preflight.Target(spec.base_url, None, False, False))
+    r.result = load_result(run_dir)
+    r.record()
+    by_run = r.baseline
+    assert set(by_run) == set(by_drive)
+    for section in ("histograms", "percentiles", "validity", "thresholds", "passed", "machine",
+                    "software", "workbench", "protocol", "latency_basis"):
+        assert by_run[section] == by_drive[section], section
+    assert by_run["load"] | {"max_vus": None} == by_drive["load"] | {"max_vus": None}
+    assert by_run["run"] == by_drive["run"] | {"target_exit": None}
+    assert by_run["target"] | {"dsn": None} == by_drive["target"]
+    for folder in (drive_dir, run_dir):
+        assert {"record.json", "junit.xml", "latency.hgrm", "latency.hlog"} <= {
+            p.name for p in folder.iterdir()}
