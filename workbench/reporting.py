@@ -8,6 +8,8 @@ drain, a scenario's warnings) to this module, which builds everything a reader s
 * :data:`FIGURES`: the standard figures, one function each (``Measured -> Figure | None``, None
   when a run has nothing to draw); a new figure is one function and one line in the list, and
   shows in a scenario's notebook and report, and in a drive's report;
+* :data:`CAPACITY_FIGURES`: a capacity search's figures (the hockey stick, throughput), the
+  same way, from its ``capacity.json``;
 * :func:`tables`: the standard tables (latency, connection phases, load, errors, validity, the
   driver's timing, windows, the drain);
 * :func:`record_context`: what a record holds beside the analysis (identity, parameters, the
@@ -137,6 +139,30 @@ def figures(m: Measured) -> Figures:
     for figure in drawn:
         plt.close(figure)
     return drawn
+
+
+# A capacity search's figures, from its ``capacity.json``, the latency limits its steps were
+# judged by (label, ms) and the title; saved beside it under the names they are listed by.
+
+
+def hockey_stick(doc: Mapping, limits: Sequence[tuple[str, float]],
+                 title: tuple[str, str, str]) -> Figure:
+    from workbench import plots
+
+    return plots.hockey_stick(dict(doc), limits, *title)
+
+
+def capacity_throughput(doc: Mapping, limits: Sequence[tuple[str, float]],
+                        title: tuple[str, str, str]) -> Figure:
+    from workbench import plots
+
+    return plots.capacity_throughput(dict(doc), *title)
+
+
+CAPACITY_FIGURES: dict[str, Callable[..., Figure]] = {
+    "hockey_stick.png": hockey_stick,
+    "throughput.png": capacity_throughput,
+}
 
 
 # --- tables --------------------------------------------------------------------------------------
