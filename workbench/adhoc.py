@@ -2,10 +2,11 @@
 
 After the driver wrote ``result.json`` and ``requests.parquet``, :func:`finish` writes
 ``record.json`` (scenario ``adhoc``, its parameters, the target as far as it can be told, the
-validity, the thresholds when given), the CI-native exports beside it and ``report.html``. The
-report is built here from the same sections a scenario's report shows (verdict, figures,
-details), without papermill: an ad-hoc run has no notebook to keep, and a kernel would add
-seconds to a command meant to be as quick as ``vegeta attack``.
+validity, the thresholds when given), the CI-native exports beside it and ``report.html``,
+all through the one report path (:mod:`workbench.reporting`): the standard tables, figures and
+record context a scenario's report has. The page is written without papermill: an ad-hoc run
+has no notebook to keep, and a kernel would add seconds to a command meant to be as quick as
+``vegeta attack``.
 
 No secret reaches any of these files: header values, the query string and the body are
 recorded as a hash (so two runs with different ones do not compare), never as text.

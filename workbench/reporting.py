@@ -37,7 +37,7 @@ import pandas as pd
 
 from workbench import analysis, baseline, exports, machine, report
 from workbench import record as records
-from workbench.jsonio import write_json, write_text
+from workbench.jsonio import write_json
 from workbench.notebook import Figures, Tables
 from workbench.paths import project_root
 
@@ -274,11 +274,3 @@ def html_page(heading: str, rec: Mapping, m: Measured,
     return report.page(heading, [report.Section("", report.Verdict(rec)._repr_html_()),
                                  report.Section("Figures", images),
                                  report.Section("Details", details._repr_html_())])
-
-
-def write_html(out_dir: Path, heading: str, rec: Mapping, m: Measured,
-               extra: Mapping[str, pd.DataFrame | pd.Series] | None = None) -> Path:
-    """Write ``report.html`` (:func:`html_page`); returns its path."""
-    path = Path(out_dir) / REPORT_FILE
-    write_text(path, html_page(heading, rec, m, extra))
-    return path
