@@ -34,6 +34,22 @@ def _extra(m: reporting.Measured) -> plt.Figure:
     return figure
 
 
+def _scenario_run(source, spec: DriveSpec, run_dir, monkeypatch,
+                  thresholds: dict | None = None) -> run.Run:
+    """A scenario's Run over a copy of the drive's folder, its preflight already written (as
+    ``workbench run`` leaves it), its result read as ``Run.drive`` leaves it."""
+    shutil.copytree(source, run_dir)
+    monkeypatch.setenv(preflight.TOKEN_ENV, "wb-test-token")
+    params = scenarios.get("api_tier").params_for("smoke", {"duration_s": 1.0})
+    identity = {"url": spec.base_url, "kind": "unknown", "version": None, "commit": None,
+                "modified": None, "dsn": None, "warnings": []}
+    run.write_preflight(run_dir, "api_tier", params, identity)
+    r = run.Run("api_tier", {"duration_s": 1.0}, thresholds, run_dir=run_dir,
+                target=preflight.Target(spec.base_url, None, False, False))
+    r.result = load_result(run_dir)
+    return r
+
+
 def test_a_registered_figure_shows_in_a_drives_report_and_a_scenario_runs(
         driven, tmp_path, monkeypatch):
     monkeypatch.setattr(reporting, "FIGURES", [*reporting.FIGURES, _extra])
@@ -47,16 +63,7 @@ def test_a_registered_figure_shows_in_a_drives_report_and_a_scenario_runs(
     assert page.count('src="data:image/png;base64,') == 5  # the four standard ones and the extra
 
     # a scenario's Run over the same measurements: its notebook shows run.figures()
-    run_dir = tmp_path / "scenario"
-    shutil.copytree(source, run_dir)
-    monkeypatch.setenv(preflight.TOKEN_ENV, "wb-test-token")
-    params = scenarios.get("api_tier").params_for("smoke", {"duration_s": 1.0})
-    identity = {"url": spec.base_url, "kind": "stand-in", "version": "0.0.0", "commit": None,
-                "modified": None, "dsn": None, "warnings": []}
-    run.write_preflight(run_dir, "api_tier", params, identity)
-    r = run.Run("api_tier", {"duration_s": 1.0}, run_dir=run_dir,
-                target=preflight.Target(spec.base_url, None, False, False))
-    r.result = load_result(run_dir)
+    r = _scenario_run(source, spec, tmp_path / "scenario", monkeypatch)
     titles = [f.axes[0].get_title() for f in r.figures()]
     assert len(titles) == 5 and titles[-1] == EXTRA
     # and both show the same standard tables
@@ -71,17 +78,9 @@ def test_a_scenario_run_and_a_drive_record_one_drive_alike(driven, tmp_path, mon
     source, spec = driven
     drive_dir, run_dir = tmp_path / "drive", tmp_path / "scenario"
     shutil.copytree(source, drive_dir)
-    shutil.copytree(source, run_dir)
-    by_drive = adhoc.finish(drive_dir, spec, {"http_req_duration": ["p(95)<5000"]})
-    monkeypatch.setenv(preflight.TOKEN_ENV, "wb-test-token")
-    params = scenarios.get("api_tier").params_for("smoke", {"duration_s": 1.0})
-    identity = {"url": spec.base_url, "kind": "unknown", "version": None, "commit": None,
-                "modified": None, "dsn": None, "warnings": []}
-    run.write_preflight(run_dir, "api_tier", params, identity)
-    r = run.Run("api_tier", {"duration_s": 1.0}, run_dir=run_dir,
-                thresholds={"http_req_duration": ["p(95)<5000"]},
-                target=preflight.Target(spec.base_url, None, False, False))
-    r.result = load_result(run_dir)
+    thresholds = {"http_req_duration": ["p(95)<5000"]}
+    by_drive = adhoc.finish(drive_dir, spec, thresholds)
+    r = _scenario_run(source, spec, run_dir, monkeypatch, thresholds)
     r.record()
     by_run = r.baseline
     assert set(by_run) == set(by_drive)
