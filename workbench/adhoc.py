@@ -2,10 +2,11 @@
 
 After the driver wrote ``result.json`` and ``requests.parquet``, :func:`finish` writes
 ``record.json`` (scenario ``adhoc``, its parameters, the target as far as it can be told, the
-validity, the thresholds when given), the CI-native exports beside it and ``report.html``. The
-report is built here from the same sections a scenario's report shows (verdict, figures,
-details), without papermill: an ad-hoc run has no notebook to keep, and a kernel would add
-seconds to a command meant to be as quick as ``vegeta attack``.
+validity, the thresholds when given), the CI-native exports beside it and ``report.html``,
+all through the one report path (:mod:`workbench.reporting`): the standard tables, figures and
+record context a scenario's report has. The page is written without papermill: an ad-hoc run
+has no notebook to keep, and a kernel would add seconds to a command meant to be as quick as
+``vegeta attack``.
 
 No secret reaches any of these files: header values, the query string and the body are
 recorded as a hash (so two runs with different ones do not compare), never as text.
@@ -21,15 +22,13 @@ from pathlib import Path
 import httpx
 import pandas as pd
 
-from workbench import analysis, baseline, exports, machine, record, report
+from workbench import analysis, reporting
 from workbench.driver import DriveSpec, load_result
-from workbench.jsonio import write_json, write_text
-from workbench.notebook import Tables
-from workbench.paths import project_root
+from workbench.jsonio import write_text
 from workbench.preflight import target_identity
 
 SCENARIO = "adhoc"
-REPORT_FILE = "report.html"
+REPORT_FILE = reporting.REPORT_FILE
 
 
 def _digest(text: str) -> str:
@@ -68,63 +67,35 @@ def identify(base_url: str, verify: object = True) -> dict:
     return facts
 
 
-def build_record(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None,
-                 target: Mapping, calibration: Mapping | None = None
-                 ) -> tuple[dict, analysis.Requests, analysis.Analysis, pd.DataFrame]:
-    """The run's record (not yet written), its requests, analysis and threshold verdicts;
-    ``calibration`` is the machine's, read around the drive
-    (:func:`workbench.calibration.section`)."""
+def measure(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None,
+            target: Mapping) -> reporting.Measured:
+    """What the drive in ``out_dir`` measured: its result, requests, analysis and verdicts."""
     result = load_result(out_dir)
     requests = analysis.open_requests(out_dir)
     analysed = analysis.analyse(requests, SCENARIO, result.get("offered_rate"), spec.run_s,
                                 reported=result)
     verdicts = analysis.evaluate_thresholds(requests, dict(thresholds or {}))
-    context = {
-        "run_id": out_dir.name, "scenario": SCENARIO, "profile": None, "profile_base": None,
-        "profile_differs": {}, "parameters": parameters(spec), "target": dict(target),
-        "workbench": baseline.workbench_revision(project_root()),
-        "run": {k: result[k] for k in ("started_at", "ended_at", "status")},
-        "machine": machine.facts(), "software": machine.software(), "database": None,
-        "fixtures": {"sizes": {}, "seeded": {}},
-        "load": {k: result.get(k) for k in ("offered_rate", "achieved_rate", "duration_s",
-                                           "scheduled", "completed", "failed", "dropped",
-                                           "error_rate")}
-                | {"max_vus": spec.max_vus, "engine": (result.get("driver") or {}).get("engine")},
-        "calibration": calibration,
-    }
-    rec = record.build(context, analysed, requests, verdicts, reported=result)
-    return rec, requests, analysed, verdicts
+    return reporting.Measured(result, requests, analysed, verdicts,
+                              reporting.title(SCENARIO, target, result.get("started_at")))
 
 
-def report_html(rec: Mapping, requests: analysis.Requests, analysed: analysis.Analysis) -> str:
-    """The report page: the verdict, the figures, then the details tables."""
-    import matplotlib.pyplot as plt  # here: a refused command never loads the plotting stack
+def build_record(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None,
+                 target: Mapping, calibration: Mapping | None = None
+                 ) -> tuple[dict, reporting.Measured]:
+    """The run's record (not yet written) and what it measured; ``calibration`` is the
+    machine's, read around the drive (:func:`workbench.calibration.section`)."""
+    m = measure(out_dir, spec, thresholds, target)
+    context = reporting.record_context(out_dir.name, SCENARIO, parameters(spec), target,
+                                       m.result, spec.max_vus, calibration=calibration)
+    return reporting.record(m, context), m
 
-    from workbench import plots
 
-    target = rec["target"]
-    title = (SCENARIO, f"{target['kind']} {target.get('version') or ''} @ {target['url']}",
-             rec["run"]["started_at"][:16].replace("T", " ") + " UTC")
-    figures = [plots.percentile_plot(requests, *title), plots.cdf_plot(requests, *title),
-               plots.latency_over_time(requests, *title),
-               plots.throughput_and_errors(requests, *title,
-                                           offered_rate=rec["load"].get("offered_rate"))]
-    images = "".join(report.figure_html(f) for f in figures)
-    for figure in figures:
-        plt.close(figure)
-    details = Tables({
-        "Latency by endpoint and status class (ms)": analysed.percentiles,
-        "Offered against achieved load": analysed.load,
-        "Errors by class": analysed.errors,
-        "Validity": analysed.validity,
-        "Per-window percentiles and rates": analysed.windows,
-        "Parameters": pd.Series(rec["parameters"], dtype=object),
-    })
-    sections = [report.Section("", report.Verdict(rec)._repr_html_()),
-                report.Section("Figures", images),
-                report.Section("Details", details._repr_html_())]
-    path = rec["parameters"]["path"]
-    return report.page(f"workbench drive: {rec['parameters']['method']} {path}", sections)
+def report_html(rec: Mapping, m: reporting.Measured) -> str:
+    """The report page: the verdict, the figures, then the details tables (the standard ones
+    and the drive's parameters)."""
+    heading = f"workbench drive: {rec['parameters']['method']} {rec['parameters']['path']}"
+    return reporting.html_page(heading, rec, m,
+                               {"Parameters": pd.Series(rec["parameters"], dtype=object)})
 
 
 def finish(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None = None,
@@ -135,9 +106,7 @@ def finish(out_dir: Path, spec: DriveSpec, thresholds: Mapping | None = None,
     verify = (False if spec.insecure else
               ssl.create_default_context(cafile=spec.ca_file) if spec.ca_file else True)
     target = identify(spec.base_url, verify)
-    rec, requests, analysed, verdicts = build_record(out_dir, spec, thresholds, target,
-                                                     calibration)
-    write_json(out_dir / record.RECORD_FILE, rec)
-    exports.write_all(out_dir, rec, requests, verdicts)
-    write_text(out_dir / REPORT_FILE, report_html(rec, requests, analysed))
+    rec, m = build_record(out_dir, spec, thresholds, target, calibration)
+    reporting.write(out_dir, rec, m)
+    write_text(out_dir / REPORT_FILE, report_html(rec, m))
     return rec

@@ -33,7 +33,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from workbench import analysis, capacity, exitcodes, jsonio
+from workbench import analysis, capacity, exitcodes, jsonio, reporting
 from workbench.analysis import Threshold
 from workbench.capacity import (
     AGENTS,
@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     from workbench.kernel import Kernel
 
 STEPS_DIR = "steps"
-FIGURES = ("hockey_stick.png", "throughput.png")  # beside capacity.json
+FIGURES = tuple(reporting.CAPACITY_FIGURES)  # beside capacity.json
 DEFAULT_MAX_ERROR_RATE = 0.01  # errors over 1 % of sent requests fail a step
 LAG_SHARE = 0.02  # a capacity step's schedule lag is material above 2 % of what judges it
 _DURATION_METRIC = "http_req_duration"
@@ -281,20 +281,18 @@ def latency_limits(thresholds: list[Threshold]) -> list[tuple[str, float]]:
 
 
 def write_figures(out: Path, doc: Mapping[str, Any], thresholds: list[Threshold]) -> list[Path]:
-    """The hockey stick and throughput figures of a capacity document, as PNG in ``out``."""
+    """A capacity document's figures (:data:`workbench.reporting.CAPACITY_FIGURES`), as PNG in
+    ``out``."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only; a notebook shows them with its own backend
     import matplotlib.pyplot as plt
 
-    from workbench import plots
-
-    name = doc.get("scenario") or "drive"
-    target, date = doc.get("target_label") or doc.get("target_url") or "", doc.get("date", "")
-    figures = (plots.hockey_stick(dict(doc), latency_limits(thresholds), name, target, date),
-               plots.capacity_throughput(dict(doc), name, target, date))
+    title = (doc.get("scenario") or "drive", doc.get("target_label") or doc.get("target_url")
+             or "", doc.get("date", ""))
     paths = []
-    for fig, file in zip(figures, FIGURES, strict=True):
+    for file, draw in reporting.CAPACITY_FIGURES.items():
+        fig = draw(doc, latency_limits(thresholds), title)
         fig.savefig(Path(out) / file, dpi=110)
         plt.close(fig)
         paths.append(Path(out) / file)
@@ -429,20 +427,15 @@ class ScenarioCapacity:
         ``workbench baseline commit``; ``calibration`` is the machine's, read around it."""
         import json
 
-        from workbench import baseline, capacity_record, machine
-        from workbench.paths import project_root
-        from workbench.run import commit_date
+        from workbench import capacity_record
 
         r = self.run
-        target = {k: r.identity.get(k) for k in ("url", "kind", "version", "commit",
-                                                 "modified")}
-        target["commit_date"] = commit_date(r.identity.get("commit"))
+        target = reporting.target_facts(r.identity, ("url", "kind", "version", "commit",
+                                                     "modified"))
         doc = json.loads((r.dir / CAPACITY_FILE).read_text())
         record = capacity_record.build(doc, {
             "run_id": r.run_id, "scenario": r.scenario.name, "profile": r.profile,
-            "parameters": r.params, "target": target,
-            "workbench": baseline.workbench_revision(project_root()),
-            "machine": machine.facts(), "software": machine.software(),
+            "parameters": r.params, "target": target, **reporting.environment(),
             "run": {"started_at": started_at, "ended_at": _now()},
             **({"calibration": calibration} if calibration else {})})
         path = r.dir / capacity_record.CAPACITY_RECORD_FILE

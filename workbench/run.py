@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
-import subprocess
 import sys
 import time
 from collections.abc import Callable, Mapping
@@ -27,15 +25,12 @@ import pandas as pd
 
 from workbench import (
     analysis,
-    baseline,
     calibration,
     driver,
     exitcodes,
-    exports,
-    machine,
     preflight,
-    record,
     report,
+    reporting,
     scenarios,
     seed,
     telemetry,
@@ -344,55 +339,29 @@ class Run:
         result = self._driven()
         return Tables({note.title: note.table(result) for note in self.scenario.notes})
 
+    def measured(self) -> reporting.Measured:
+        """What this run measured, as the report path reads it (:mod:`workbench.reporting`)."""
+        result = self._driven()
+        return reporting.Measured(
+            result, self.requests(), self.analyse(), self.verdicts(), self.title(),
+            warnings=self.scenario.warnings(result), warnings_title=self.scenario.warnings_title,
+            telemetry=self.telemetry(), drain=self.drain, drain_curve=self._drain_curve)
+
     def summary(self) -> Tables:
-        """Latency percentiles, load, errors, validity, the driver's own timing, windows."""
-        analysed, result = self.analyse(), self._driven()
-        timing = {k: result[k] for k in ("service_time_ms", "schedule_lag_ms")
-                  if any(v is not None for v in (result.get(k) or {}).values())}
-        warnings = self.scenario.warnings(result)
-        return Tables({
-            **({self.scenario.warnings_title: pd.Series(warnings, name="warning", dtype=object)}
-               if warnings else {}),
-            "Latency by endpoint and status class (ms)": analysed.percentiles,
-            **({"Connection phases by endpoint (ms)": timed}
-               if (timed := analysis.phases(self.requests())) is not None else {}),
-            "Offered against achieved load": analysed.load,
-            "Errors by class": analysed.errors,
-            "Validity": analysed.validity,
-            "Service time and schedule lag (ms)": pd.DataFrame(timing).T,
-            "Driver": pd.Series(result.get("driver") or {}, dtype=object),
-            "Per-window percentiles and rates": analysed.windows,
-            **({"Backlog drain after the timed phase": pd.Series(
-                {k: v for k, v in self.drain.items() if k != "curve"}, dtype=object)}
-               if self.drain else {}),
-        })
+        """Latency percentiles, load, errors, validity, the driver's own timing, windows
+        (:func:`workbench.reporting.tables`)."""
+        return Tables(reporting.tables(self.measured()))
 
     def title(self) -> tuple[str, str, str]:
         """Scenario, target label and date for figure titles."""
-        target = f"{self.identity['kind']} {self.identity['version']} @ {self.target.url}"
-        date = (self.result or {}).get("started_at", "")[:16].replace("T", " ") + " UTC"
-        return self.scenario.name, target, date
+        return reporting.title(self.scenario.name, self.identity | {"url": self.target.url},
+                               (self.result or {}).get("started_at"))
 
     def figures(self) -> Figures:
-        """Latency by percentile, its distribution, latency over time, throughput and errors."""
-        import matplotlib.pyplot as plt  # here: `workbench run` itself never draws
-
-        from workbench import plots
-
-        df, title = self.requests(), self.title()
-        figures = Figures([plots.percentile_plot(df, *title), plots.cdf_plot(df, *title),
-                           plots.latency_over_time(df, *title),
-                           plots.throughput_and_errors(df, *title, offered_rate=self._driven()
-                                                       .get("offered_rate"))])
-        samples = self.telemetry()
-        if samples is not None and not samples.empty:
-            figures.append(plots.latency_and_telemetry(df, samples, *title,
-                                                       seconds=self.analyse().window_s))
-        if self._drain_curve is not None and not self._drain_curve.empty:
-            figures.append(plots.drain_curve(self._drain_curve, *title))
-        for figure in figures:
-            plt.close(figure)  # shown once, by the list, not again by the inline backend
-        return figures
+        """Latency by percentile, its distribution, latency over time, throughput and errors,
+        and the telemetry and drain when the run has them (:data:`workbench.reporting
+        .FIGURES`)."""
+        return reporting.figures(self.measured())
 
     def verdicts(self) -> pd.DataFrame:
         """One row per threshold: metric, expression, measured value, ok."""
@@ -408,40 +377,22 @@ class Run:
         and, in GitHub Actions, the step summary (:func:`workbench.exports.write_all`).
         Returns where it went and its verdicts; the record is ``baseline``.
         """
-        r = self._driven()
-        target = {k: self.identity.get(k) for k in ("url", "kind", "version", "commit",
-                                                    "modified", "dsn")}
-        target["commit_date"] = commit_date(self.identity.get("commit"))
-        context = {
-            "run_id": self.run_id,
-            "scenario": self.scenario.name,
-            "profile": self.profile,
-            "profile_base": self.profile_base,
-            "profile_differs": self.profile_differs,
-            "parameters": self.params,
-            "target": target,
-            "workbench": baseline.workbench_revision(project_root()),
-            "run": {"started_at": r["started_at"], "ended_at": r["ended_at"],
-                    "status": r["status"], "target_exit": self.target_exit},
-            "machine": machine.facts(),
-            "software": machine.software(),
-            "database": database_facts(self.target.dsn),
-            "fixtures": {"sizes": self.scenario.fixture_sizes(self.params),
-                         "seeded": self.fixtures, "warnings": self.scenario.warnings(r)},
-            "load": {k: r.get(k) for k in ("offered_rate", "achieved_rate", "duration_s",
-                                           "scheduled", "completed", "failed", "dropped",
-                                           "error_rate")}
-                    | {"max_vus": self.scenario.executor_settings(self.params)["max_vus"],
-                       "engine": (r.get("driver") or {}).get("engine")},
-        }
-        context["telemetry"] = self.telemetry_section()
-        context["calibration"] = self.calibration
-        rec = record.build(context, self.analyse(), self.requests(), self.verdicts(), reported=r)
+        r, m = self._driven(), self.measured()
+        context = reporting.record_context(
+            self.run_id, self.scenario.name, self.params,
+            reporting.target_facts(self.identity, ("url", "kind", "version", "commit",
+                                                   "modified", "dsn")),
+            r, self.scenario.executor_settings(self.params)["max_vus"],
+            profile={"profile": self.profile, "profile_base": self.profile_base,
+                     "profile_differs": self.profile_differs},
+            run={"target_exit": self.target_exit}, database=database_facts(self.target.dsn),
+            fixtures={"sizes": self.scenario.fixture_sizes(self.params),
+                      "seeded": self.fixtures, "warnings": m.warnings},
+            telemetry=self.telemetry_section(), calibration=self.calibration)
+        rec = reporting.record(m, context)
         rec["passed"] = rec["passed"] and not self.target_exit  # its server died: a failed run
-        path = self.dir / record.RECORD_FILE
-        write_json(path, rec, exclusive=True)
+        path = reporting.write(self.dir, rec, m, exclusive=True)
         self.baseline = rec
-        exports.write_all(self.dir, rec, self.requests(), self.verdicts())
         return Facts({"record": str(path), "profile": rec["profile"],
                       "valid": rec["validity"]["valid"], "passed": rec["passed"]},
                      name=self.run_id, dtype=object)
@@ -470,9 +421,6 @@ class Run:
         return verdicts
 
 
-_SHA = re.compile(r"[0-9a-fA-F]{7,40}")
-
-
 def target_pid_from_env() -> int | None:
     """The target's process id from ``WORKBENCH_TARGET_PID`` (``--target-pid``), or None."""
     text = os.environ.get(TARGET_PID_ENV, "").strip()
@@ -481,24 +429,6 @@ def target_pid_from_env() -> int | None:
     if not text.isdigit() or int(text) <= 0:
         raise WorkbenchError(f"{TARGET_PID_ENV} must be a process id, got {text!r}")
     return int(text)
-
-
-def commit_date(commit: str | None) -> str | None:
-    """The committer date (ISO 8601) of the measured commit, when a local clone knows it.
-
-    Looked up in the workbench's own repository (the stand-in's commit is the workbench's) and
-    in ``CERTCTL_REPO`` (a clone of certctl) when set; None when neither has it.
-    """
-    if not commit or not _SHA.fullmatch(commit):
-        return None
-    for repo in (project_root(), os.environ.get("CERTCTL_REPO")):
-        if not repo:
-            continue
-        out = subprocess.run(["git", "-C", str(repo), "show", "-s", "--format=%cI",
-                              f"{commit}^{{commit}}"], capture_output=True, text=True)
-        if out.returncode == 0 and out.stdout.strip():
-            return out.stdout.strip()
-    return None
 
 
 DB_SETTINGS = ("shared_buffers", "max_connections", "synchronous_commit")
