@@ -38,7 +38,6 @@ from workbench.analysis import Threshold
 from workbench.capacity import (
     AGENTS,
     CAPACITY_FILE,
-    RATE,
     VUS,
     Capacity,
     SearchOptions,
@@ -52,7 +51,7 @@ from workbench.driver.result import (
     DriveResult,
     load_result,
 )
-from workbench.driver.spec import DriveSpec
+from workbench.driver.spec import DriveSpec, executor_type
 from workbench.errors import WorkbenchError
 
 STEPS_DIR = "steps"
@@ -71,16 +70,14 @@ def parse_threshold_options(values: list[str]) -> list[Threshold]:
 
 
 def step_spec(spec: DriveSpec, load: float, unit: str, step_s: float) -> DriveSpec:
-    """``spec`` at one step's load for ``step_s`` seconds: an open loop at ``load`` requests/s
-    (iterations/s = load / requests per iteration), a closed loop at ``load`` VUs."""
-    if unit == VUS:
-        if spec.open_loop:
-            raise WorkbenchError("a virtual-user capacity search needs a closed-loop scenario")
-        return replace(spec, vus=int(load), max_vus=int(load), duration_s=step_s)
-    if unit != RATE or spec.executor != "constant-arrival-rate":
-        raise WorkbenchError(f"a rate capacity search drives constant-arrival-rate steps; this "
-                             f"spec's executor is {spec.executor}")
-    return replace(spec, rate=load / spec.steps, duration_s=step_s)
+    """``spec`` at one step's load for ``step_s`` seconds, as its executor raises the load:
+    a constant arrival rate at ``load`` requests/s (iterations/s = load / requests per
+    iteration), constant VUs at ``load`` VUs."""
+    kind = executor_type(spec)
+    if kind.capacity_unit != unit:
+        raise WorkbenchError(f"a capacity search in {unit} cannot raise the load of a "
+                             f"{spec.kind} spec (it raises {kind.capacity_unit or 'none'})")
+    return replace(spec, **kind.spec_at_load(spec, load), duration_s=step_s)
 
 
 def exit_code(verdict: str) -> int:

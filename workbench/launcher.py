@@ -32,7 +32,7 @@ from workbench.jsonio import write_text
 from workbench.kernel import CAPACITY_PRELOAD, KERNEL_NAME, Kernel, for_terminal
 from workbench.paths import notebooks_dir, project_root, runs_dir
 from workbench.run import new_run_id, write_preflight
-from workbench.scenarios import AGENT_FLEET, ARRIVAL_RATE, Scenario
+from workbench.scenarios import Scenario
 
 if TYPE_CHECKING:  # imported where used: under jsonschema it costs a kernel 0.5-2 s to load
     import nbformat
@@ -258,7 +258,7 @@ def _run_source(scenario: Scenario) -> str:
 def _steps(scenario: Scenario) -> list[tuple[str, str, str]]:
     """(cell id, markdown, code) of every step after the parameters."""
     notes = "\n\n".join(f"**{n.title}.** {n.text}" for n in scenario.notes)
-    closed = scenario.executor not in (ARRIVAL_RATE, AGENT_FLEET)
+    closed = not scenario.open_loop
     return [
         ("target", "## Target\nPreflight, once per run: the target's identity, and each certctl "
                    "trap that would spoil this scenario as a warning with its fix. `workbench "
@@ -326,14 +326,9 @@ def _duration(seconds: float) -> str:
 
 
 def _load(scenario: Scenario, params: Mapping) -> str:
-    duration = _duration(params["duration_s"])
-    if scenario.executor == ARRIVAL_RATE:
-        return f"{params['rate']:g} req/s open loop: {scenario.sends}, {duration}"
-    if scenario.executor == AGENT_FLEET:
-        return (f"{params['fleet_size']:,} agents, one connection each, open loop "
-                f"({params['start']}): {scenario.sends}, {duration}")
-    think = f", {params['sleep_s']:g} s think time" if params.get("sleep_s") else ""
-    return f"{params['vus']} VUs: {scenario.sends}{think}, {duration}"
+    return scenario.executor_type.load_text(params, scenario.sends,
+                                            _duration(params["duration_s"]),
+                                            scenario.size_param)
 
 
 def _thresholds(scenario: Scenario) -> str:
