@@ -162,7 +162,7 @@ def parts(t: Traced) -> dict[str, float]:
     if cells:  # a scenario run through papermill
         suite_seed = t.total(K + "scenarios.Scenario.seed", pid=cli)
         out |= {
-            "preflight": t.total(K + "run.prepare", K + "preflight.preflight",
+            "preflight": t.total(K + "launcher.prepare", K + "preflight.preflight",
                                  K + "preflight.check_database", pid=cli),
             "seeding": cells.pop("seed", 0.0) + suite_seed,
             "kernel start": t.total("nbclient.client.NotebookClient.start_new_kernel",
@@ -184,7 +184,7 @@ def parts(t: Traced) -> dict[str, float]:
             "papermill: read, parameterize, write": t.total(
                 "papermill.iorw.load_notebook_node", "papermill.iorw.write_ipynb",
                 "papermill.parameterize.parameterize_notebook"),
-            "HTML report": t.total(K + "run.render_html"),
+            "HTML report": t.total(K + "launcher.render_html"),
             "combined report": t.total(K + "suite.combined_summary",
                                        K + "suite.write_report"),
         }

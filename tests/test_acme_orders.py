@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from workbench import driver, preflight, run, scenarios, target
+from workbench import driver, launcher, preflight, scenarios, target
 from workbench.driver import DriveSpec, RequestTemplate, merge_reports, run_shard
 from workbench.driver.scripted import Response
 from workbench.errors import WorkbenchError
@@ -245,7 +245,7 @@ def test_acme_orders_smoke_through_papermill_signs_every_request_right(
         embedded_env, embedded_target_state, monkeypatch):
     token = target.read_token(embedded_target_state)
     monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
-    run_dir, code = run.execute("acme_orders", "smoke", overrides={"duration_s": 2.0})
+    run_dir, code = launcher.execute("acme_orders", "smoke", overrides={"duration_s": 2.0})
     result = json.loads((run_dir / "result.json").read_text())
     by_tag = {tag: stats["count"] for tag, stats in result["by_tag"].items()}
     assert result["status"] == "completed" and result["failed"] == 0

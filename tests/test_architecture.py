@@ -113,7 +113,107 @@ def test_the_core_names_no_scenario():
     names = [p.stem for p in (ROOT / "workbench" / "scenarios").glob("*.py")
              if not p.stem.startswith("_")]
     assert len(names) > 3
-    for module in ("run", "capacity_run", "notebook"):
+    for module in ("run", "capacity_run", "notebook", "launcher"):
         text = (ROOT / "workbench" / f"{module}.py").read_text()
         named = sorted(name for name in names if name in text)
         assert not named, f"workbench/{module}.py names {', '.join(named)}: use a hook"
+
+
+# The executor registry: the only modules that may branch on an executor's name
+EXECUTOR_REGISTRY = ("workbench/driver/spec.py", "workbench/driver/executors/")
+
+
+def executor_aliases(names: set[str], classes: set[str]) -> set[str]:
+    """Module-level names bound to an executor's name anywhere in workbench/ (``X = "..."`` or
+    ``X = SomeExecutor.name``): a branch on one of them is a branch on the name."""
+    out = set()
+    for path in (ROOT / "workbench").rglob("*.py"):
+        for node in ast.parse(path.read_text(), str(path)).body:
+            if not isinstance(node, ast.Assign):
+                continue
+            value = node.value
+            named = (isinstance(value, ast.Constant) and value.value in names) or (
+                isinstance(value, ast.Attribute) and value.attr == "name"
+                and isinstance(value.value, ast.Name) and value.value.id in classes)
+            if named:
+                out.update(t.id for t in node.targets if isinstance(t, ast.Name))
+    return out
+
+
+def executor_branches(source: str, names: set[str], aliases: set[str]) -> list[str]:
+    """Where ``source`` compares with an executor's name, keys a dict literal or matches a
+    case on one: ``line: text`` of each."""
+
+    def is_name(node: ast.AST) -> bool:
+        return ((isinstance(node, ast.Constant) and node.value in names)
+                or (isinstance(node, ast.Name) and node.id in aliases)
+                or (isinstance(node, ast.Attribute) and node.attr in aliases))
+
+    def mentions(node: ast.AST) -> bool:  # the name, or a tuple/list/set holding it
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(is_name(e) for e in node.elts)
+        return is_name(node)
+
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            hit = any(mentions(n) for n in (node.left, *node.comparators))
+        elif isinstance(node, ast.Dict):
+            hit = any(k is not None and is_name(k) for k in node.keys)
+        elif isinstance(node, ast.MatchValue):
+            hit = is_name(node.value)
+        else:
+            continue
+        if hit:
+            found.append(f"{node.lineno}: {ast.get_source_segment(source, node)}")
+    return found
+
+
+def _registry_names() -> tuple[set[str], set[str]]:
+    from workbench.driver import spec
+
+    classes = set(spec._REGISTRY.values())
+    return set(spec._REGISTRY), {c.__name__ for c in classes}
+
+
+def test_the_executor_checker_finds_a_branch_on_a_name():
+    names, aliases = {"constant-vus", "agent-fleet"}, {"CONSTANT_VUS"}
+    source = ("if spec.executor == 'agent-fleet':\n    pass\n"
+              "closed = kind in (CONSTANT_VUS, 'x')\n"
+              "unit = {'constant-vus': 1}[kind]\n"
+              "match kind:\n    case 'agent-fleet':\n        pass\n"
+              "ok = s.open_loop and 'agent-fleet-ish' == x\n")
+    assert [hit.split(":")[0] for hit in executor_branches(source, names, aliases)] == [
+        "1", "3", "4", "6"]
+
+
+def test_nothing_branches_on_an_executor_name_outside_the_registry():
+    """Each executor owns its facts (open loop, run time, rates, clients, capacity unit, its
+    scenario parameters): the rest of the code asks the registry, never names one."""
+    names, classes = _registry_names()
+    assert {"constant-arrival-rate", "constant-vus", "scripted"} <= names
+    aliases = executor_aliases(names, classes)
+    assert {"ARRIVAL_RATE", "CONSTANT_VUS", "AGENT_FLEET"} <= aliases  # the scenarios' names
+    branches = []
+    for path in sorted((ROOT / "workbench").rglob("*.py")):
+        where = path.relative_to(ROOT).as_posix()
+        if where.startswith(EXECUTOR_REGISTRY):
+            continue
+        branches += [f"{where}:{hit}" for hit in executor_branches(path.read_text(), names,
+                                                                   aliases)]
+    assert not branches, ("branches on an executor's name; ask its class (spec.executor_type, "
+                          "executor_named) instead:\n" + "\n".join(branches))
+
+
+def test_every_spec_field_is_shared_or_some_executor_s_own():
+    """An executor's own DriveSpec fields are declared by it (k6: its config type), so a
+    field added for a new executor is found where that executor is."""
+    from dataclasses import fields
+
+    from workbench.driver import spec
+
+    declared = {f for kind in spec._REGISTRY.values() for f in kind.fields}
+    undeclared = {f.name for f in fields(spec.DriveSpec)} - set(spec.SHARED_FIELDS) - declared
+    assert not undeclared, f"DriveSpec fields no executor declares: {sorted(undeclared)}"
+    unknown = declared - {f.name for f in fields(spec.DriveSpec)}
+    assert not unknown, f"executors declare fields DriveSpec lacks: {sorted(unknown)}"

@@ -8,7 +8,7 @@ import matplotlib.pyplot as plt
 import pytest
 import sqlalchemy as sa
 
-from workbench import run, target
+from workbench import launcher, run, target
 from workbench.baseline import load_record
 from workbench.cli import print_summary
 from workbench.scenarios import bulk_renewal
@@ -35,7 +35,7 @@ def _totals(run_dir) -> dict:
 def test_ids_mode_at_smoke_size_enqueues_what_it_matches(embedded_env, embedded_target_state,
                                                          monkeypatch, capsys):
     monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
-    run_dir, _ = run.execute("bulk_renewal", "smoke", overrides={"mode": "ids"})
+    run_dir, _ = launcher.execute("bulk_renewal", "smoke", overrides={"mode": "ids"})
     totals = _totals(run_dir)
     assert totals["total_matched"] == 20 * 50  # 5/s for 4 s, 50 distinct ids per call
     assert totals["total_enqueued"] >= 0.9 * totals["total_matched"]
@@ -54,8 +54,8 @@ def test_an_exhausted_fleet_says_so_in_summary_report_and_record(embedded_env,
                                                                  embedded_target_state,
                                                                  monkeypatch, capsys):
     monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
-    run_dir, _ = run.execute("bulk_renewal", "smoke", overrides={
-        "mode": "ids", "size_to_run": False, "bulk_size": 50, "duration_s": 10.0})
+    run_dir, _ = launcher.execute("bulk_renewal", "smoke", overrides={
+             "mode": "ids", "size_to_run": False, "bulk_size": 50, "duration_s": 10.0})
     totals = _totals(run_dir)
     # 50 calls re-send the same 50 ids: only calls that overlap the first renewal enqueue
     assert totals["total_matched"] == 50 * 50

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import nbformat
 
-from workbench import capacity, capacity_record, capacity_run, cli, scenarios, target
+from workbench import capacity, capacity_record, capacity_run, cli, launcher, scenarios, target
 from workbench.paths import notebooks_dir
 
 
 def test_the_committed_capacity_notebook_is_the_generated_one_without_outputs():
-    committed = nbformat.read(notebooks_dir() / capacity_run.NOTEBOOK, as_version=4)
-    assert committed == capacity_run.notebook()
+    committed = nbformat.read(notebooks_dir() / launcher.CAPACITY_NOTEBOOK, as_version=4)
+    assert committed == launcher.capacity_notebook()
     assert any("parameters" in c.metadata.get("tags", []) for c in committed.cells)
     assert all(not c.get("outputs") for c in committed.cells if c.cell_type == "code")
 

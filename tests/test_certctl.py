@@ -21,7 +21,7 @@ import pytest
 
 from tests import tinycertctl
 from tests.loopback import free_port
-from workbench import certctl, preflight, run, target
+from workbench import certctl, launcher, preflight, target
 from workbench.errors import WorkbenchError
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="building needs Go on PATH")
@@ -277,7 +277,7 @@ def test_the_stand_in_and_certctl_replace_each_other(builds, env):
 
 def test_a_target_that_dies_mid_run_fails_the_run_with_its_log_tail_and_keeps_it(builds, env):
     certctl.up(builds[0], env, port=free_port(), env={"TINY_EXIT_AFTER": "20"})
-    run_dir, code = run.execute("acme_flow", "smoke")
+    run_dir, code = launcher.execute("acme_flow", "smoke")
     assert code == 1
     record = json.loads((run_dir / "record.json").read_text())
     exited = record["run"]["target_exit"]

@@ -23,7 +23,7 @@ import psycopg
 import pytest
 
 from tests.loopback import free_port
-from workbench import certctl, preflight, run, scenarios, target
+from workbench import certctl, launcher, preflight, scenarios, target
 from workbench.scenarios import acme_burst
 
 SRC = os.environ.get("CERTCTL_SRC", "")
@@ -87,7 +87,7 @@ def test_only_iss_local_is_enabled_so_ari_finds_every_fixture(env):
 def test_acme_burst_runs_on_it_with_no_target_and_no_exports(env):
     """Every request answered as expected (ARI 200 for the fixtures); latency thresholds are
     left to the machine (a busy one breaches them, which says nothing about this path)."""
-    run_dir, _ = run.execute("acme_burst", "smoke")
+    run_dir, _ = launcher.execute("acme_burst", "smoke")
     record = json.loads((run_dir / "record.json").read_text())
     assert record["target"]["kind"] == "certctl" and record["run"]["target_exit"] is None
     assert record["load"]["completed"] > 0 and record["load"]["failed"] == 0

@@ -13,7 +13,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from workbench import notebook, report, scenarios
+from workbench import launcher, notebook, report, scenarios
 from workbench.paths import project_root
 
 # in this order; run.notes() after drive when it has notes
@@ -22,14 +22,14 @@ STEPS = ["run.seed()", "run.drive()", "run.summary()", "run.figures()", "run.rec
 
 
 def test_committed_notebooks_and_readme_table_are_the_generated_ones():
-    assert notebook.render_all(project_root(), check=True) == [], (
+    assert launcher.render_all(project_root(), check=True) == [], (
         "run `workbench notebooks render` and commit the result")
 
 
 @pytest.mark.parametrize("name", scenarios.names())
 def test_a_notebook_is_parameters_then_one_run_call_per_step(name):
     spec = scenarios.get(name)
-    nb = nbformat.reads(notebook.notebook_text(spec), as_version=4)
+    nb = nbformat.reads(launcher.notebook_text(spec), as_version=4)
     nbformat.validate(nb)
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert [c.id for c in code if "parameters" in c.metadata.get("tags", [])] == ["parameters"]
@@ -76,11 +76,11 @@ def test_readme_without_the_markers_is_refused(tmp_path):
     root = _copy_root(tmp_path)
     (root / "README.md").write_text("# no table here\n")
     with pytest.raises(ValueError, match="README.md lacks the markers"):
-        notebook.render_all(root, check=True)
+        launcher.render_all(root, check=True)
 
 
 def test_the_readme_table_has_a_row_per_scenario_from_its_canonical_profile():
-    rows = notebook.readme_table().splitlines()[2:]
+    rows = launcher.readme_table().splitlines()[2:]
     assert [row.split("|")[1].strip(" `") for row in rows] == scenarios.names()
     storm = next(row for row in rows if "`agent_storm`" in row)
     assert "167 req/s open loop" in storm and "5 min" in storm and "5,000 agents" in storm

@@ -8,7 +8,8 @@ import nbformat
 import pyarrow.parquet as pq
 import pytest
 
-from workbench import run, target
+from workbench import launcher, run, target
+from workbench.paths import notebooks_dir
 
 
 def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
@@ -17,8 +18,8 @@ def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
     monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
     step_summary = tmp_path / "step_summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))  # as GitHub Actions sets it
-    run_dir, code = run.execute("agent_storm", "smoke",
-                                overrides={"duration_s": 3.0, "fleet_size": 200})
+    run_dir, code = launcher.execute("agent_storm", "smoke",
+                                     overrides={"duration_s": 3.0, "fleet_size": 200})
     result = json.loads((run_dir / "result.json").read_text())
     assert result["status"] == "completed"
     # 167/s for 3 s; a loaded machine may stall the stand-in into drops or timeouts, which the
@@ -67,7 +68,7 @@ def test_a_breached_threshold_fails_the_notebook_but_keeps_the_record(embedded_e
     raised = None
     try:  # a 0.001 ms p95 cannot hold: the last cell raises, so papermill (and CI) fail
         papermill.execute_notebook(
-            str(run.notebooks_dir() / "agent_storm.ipynb"), str(tmp_path / "breach.ipynb"),
+            str(notebooks_dir() / "agent_storm.ipynb"), str(tmp_path / "breach.ipynb"),
             kernel_name="python3", progress_bar=False,
             parameters={"duration_s": 1.0, "fleet_size": 50, "run_dir": str(out_dir),
                         "thresholds": {"http_req_duration": ["p(95)<0.001"]}})
@@ -84,7 +85,7 @@ def test_a_canonical_notebook_with_smoke_sized_parameters_is_recorded_as_custom(
 
     out_dir = tmp_path / "custom"
     papermill.execute_notebook(
-        str(run.notebooks_dir() / "agent_storm.ipynb"), str(tmp_path / "custom.ipynb"),
+        str(notebooks_dir() / "agent_storm.ipynb"), str(tmp_path / "custom.ipynb"),
         kernel_name="python3", progress_bar=False,
         parameters={"profile": "canonical", "duration_s": 1.0, "fleet_size": 50,
                     "run_dir": str(out_dir)})

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from workbench import preflight, run, scenarios, seed
+from workbench import launcher, preflight, scenarios, seed
 from workbench.scenarios import _fleet
 
 BASE = os.environ.get("CERTCTL_BASE", "").rstrip("/")
@@ -116,7 +116,7 @@ def test_heartbeats_on_the_seeded_fleet_answer_200():
 def test_every_scenario_passes_at_smoke_size_against_the_real_server(
         name, real_target, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_RUNS_DIR", str(tmp_path / "runs"))
-    run_dir, code = run.execute(name, "smoke", target_url=BASE, ca_file=CA_FILE)
+    run_dir, code = launcher.execute(name, "smoke", target_url=BASE, ca_file=CA_FILE)
     record_path = run_dir / "record.json"
     assert record_path.exists(), f"{name}: the notebook stopped before its record; see {run_dir}"
     record = json.loads(record_path.read_text())

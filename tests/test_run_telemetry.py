@@ -6,7 +6,7 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from workbench import run, target
+from workbench import launcher, run, target
 from workbench.cli import print_summary
 from workbench.telemetry import load_telemetry, prometheus
 
@@ -22,8 +22,8 @@ def test_a_smoke_run_samples_postgres_host_and_the_standin_every_second(embedded
     monkeypatch.setenv("CERTCTL_TOKEN", token)
     # and the target's own metrics, scraped with its token (what `run --scrape certctl` sets)
     monkeypatch.setenv(prometheus.SCRAPE_ENV, json.dumps(["certctl"]))
-    run_dir, _ = run.execute("agent_storm", "smoke", overrides={"duration_s": 4.0,
-                                                                "fleet_size": 200})
+    run_dir, _ = launcher.execute("agent_storm", "smoke", overrides={"duration_s": 4.0,
+                                                                     "fleet_size": 200})
     samples = load_telemetry(run_dir)
     result = json.loads((run_dir / "result.json").read_text())
     # the timed phase: from the load's first intended start (started_at is the driver

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workbench import run, seed
+from workbench import launcher, seed
 from workbench.errors import WorkbenchError
 
 TOKEN = "tok-Distinctive-9f8e7d6c5b4a-NEVER-WRITE"
@@ -22,8 +22,9 @@ def test_token_and_dsn_password_never_land_in_run_files(embedded_env, target_tok
     dsn += ("&" if "?" in dsn else "?") + f"sslpassword={PASSWORD}"
     monkeypatch.setenv("CERTCTL_TOKEN", target_token)
     monkeypatch.setenv("CERTCTL_DSN", dsn)
-    run_dir, code = run.execute("agent_storm", "smoke", target_url=info.url, ca_file=info.ca_file,
-                                overrides={"duration_s": 2.0, "fleet_size": 100})
+    run_dir, code = launcher.execute("agent_storm", "smoke", target_url=info.url,
+                                     ca_file=info.ca_file,
+                                     overrides={"duration_s": 2.0, "fleet_size": 100})
     record = json.loads((run_dir / "record.json").read_text())
     assert code == (0 if record["passed"] else 99)  # a busy machine may breach the smoke SLO
     files = [p for p in run_dir.rglob("*") if p.is_file()]

@@ -31,14 +31,13 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from workbench import analysis, capacity, exitcodes, jsonio, reporting
 from workbench.analysis import Threshold
 from workbench.capacity import (
     AGENTS,
     CAPACITY_FILE,
-    RATE,
     VUS,
     Capacity,
     SearchOptions,
@@ -52,11 +51,8 @@ from workbench.driver.result import (
     DriveResult,
     load_result,
 )
-from workbench.driver.spec import DriveSpec
+from workbench.driver.spec import DriveSpec, executor_type
 from workbench.errors import WorkbenchError
-
-if TYPE_CHECKING:
-    from workbench.kernel import Kernel
 
 STEPS_DIR = "steps"
 FIGURES = tuple(reporting.CAPACITY_FIGURES)  # beside capacity.json
@@ -74,16 +70,14 @@ def parse_threshold_options(values: list[str]) -> list[Threshold]:
 
 
 def step_spec(spec: DriveSpec, load: float, unit: str, step_s: float) -> DriveSpec:
-    """``spec`` at one step's load for ``step_s`` seconds: an open loop at ``load`` requests/s
-    (iterations/s = load / requests per iteration), a closed loop at ``load`` VUs."""
-    if unit == VUS:
-        if spec.open_loop:
-            raise WorkbenchError("a virtual-user capacity search needs a closed-loop scenario")
-        return replace(spec, vus=int(load), max_vus=int(load), duration_s=step_s)
-    if unit != RATE or spec.executor != "constant-arrival-rate":
-        raise WorkbenchError(f"a rate capacity search drives constant-arrival-rate steps; this "
-                             f"spec's executor is {spec.executor}")
-    return replace(spec, rate=load / spec.steps, duration_s=step_s)
+    """``spec`` at one step's load for ``step_s`` seconds, as its executor raises the load:
+    a constant arrival rate at ``load`` requests/s (iterations/s = load / requests per
+    iteration), constant VUs at ``load`` VUs."""
+    kind = executor_type(spec)
+    if kind.capacity_unit != unit:
+        raise WorkbenchError(f"a capacity search in {unit} cannot raise the load of a "
+                             f"{spec.kind} spec (it raises {kind.capacity_unit or 'none'})")
+    return replace(spec, **kind.spec_at_load(spec, load), duration_s=step_s)
 
 
 def exit_code(verdict: str) -> int:
@@ -300,9 +294,8 @@ def write_figures(out: Path, doc: Mapping[str, Any], thresholds: list[Threshold]
 
 
 
-# -- a scenario's capacity, through papermill ---------------------------------------------------
+# -- a scenario's capacity, in the notebook kernel -------------------------------------------
 
-NOTEBOOK = "capacity.ipynb"
 STEPS_TITLE = "Every step, in the order it ran"
 DRIVER_OPTIONS = ("shards", "auto_shard")  # how each step is driven, beside SearchOptions
 
@@ -354,14 +347,7 @@ class ScenarioCapacity:
         return self.run.scenario.at_load(self.run.params, load, step_s)
 
     def spec(self, load: float, step_s: float) -> DriveSpec:
-        from workbench import driver
-        from workbench.run import _DRIVER_TOKEN_ENV
-
-        r, params = self.run, self.step_params(load, step_s)
-        return driver.DriveSpec(
-            base_url=r.target.url, templates=r.scenario.templates(params),
-            **r.scenario.executor_settings(params), ca_file=r.target.ca_file,
-            insecure=r.target.insecure, token_env=_DRIVER_TOKEN_ENV, scenario=r.scenario.name)
+        return self.run.drive_spec(self.step_params(load, step_s))
 
     def seed(self):
         """The fixture the first step needs (sized to its load by the scenario); the search
@@ -398,7 +384,6 @@ class ScenarioCapacity:
     def search(self) -> str:
         """Run the steps (each printed as it is judged); returns the conclusion."""
         from workbench import calibration
-        from workbench.run import _DRIVER_TOKEN_ENV
 
         r = self.run
         started_at = _now()
@@ -413,7 +398,7 @@ class ScenarioCapacity:
             self.spec, r.dir, r.thresholds, self.options,
             context=lambda result: base | {
                 "fleet": capacity_meaning(r.scenario, r.params, result)},
-            env={_DRIVER_TOKEN_ENV: r._token}, echo=lambda line: print(line, flush=True),
+            env=r.driver_env(), echo=lambda line: print(line, flush=True),
             shards=self.driver.get("shards"), auto_shard=bool(self.driver.get("auto_shard")),
             prepare=self.prepare)
         machine = calibration.section(before, calibration.measure(r.target.dsn))
@@ -501,57 +486,6 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-def notebook():
-    """The capacity notebook: a ``parameters`` cell, then one workbench call per cell. Cell
-    ids name the report's parts: it opens on the title, the verdict, the figures and the
-    steps (:data:`workbench.notebook.REPORT_FIRST`); the run, its fixtures and the search's
-    log follow as details."""
-    import nbformat
-
-    from workbench import scenarios
-
-    v4 = nbformat.v4
-    defaults = {"scenario": scenarios.DEFAULT, "profile": "smoke", "target_url": None,
-                "ca_file": None, "insecure": False, "run_dir": None, "params": {},
-                "thresholds": None, "options": {}}
-    params = "\n".join(f"{k} = {v!r}" for k, v in defaults.items())
-    cells = [
-        v4.new_markdown_cell(
-            "# Capacity search\n\nSteps of rising load against the scenario, each judged by "
-            "its thresholds, its error limit and the saturation signs, on the fixture its load "
-            "needs; then bisection between the last passing and the first failing step, and "
-            "repeats at both ends. A driver-bound step is reported as such, never as the "
-            "target's capacity.", id="title"),
-        v4.new_code_cell(params, metadata={"tags": ["parameters"]}, id="parameters"),
-        v4.new_markdown_cell(
-            "## Details\nThe search as it ran: the run and its options, the first step's "
-            "fixture, then each step as it was judged.", id="target-text"),
-        v4.new_code_cell(
-            "from workbench.capacity_run import ScenarioCapacity\n\n"
-            "cap = ScenarioCapacity(scenario, params, thresholds, target_url, ca_file, insecure,"
-            "\n                       run_dir, profile, options)\ncap", id="target"),
-        v4.new_code_cell("cap.seed()", id="seed"),
-        v4.new_code_cell("conclusion = cap.search()  # each step printed as judged", id="search"),
-        v4.new_markdown_cell(
-            "## Verdict\nThe capacity, what fails first and at what load, the fixture it was "
-            "measured with, and how it repeated.", id="verdict-text"),
-        v4.new_code_cell("cap.verdict()", id="verdict"),
-        v4.new_markdown_cell(
-            "## Latency and throughput against load\nThe hockey stick: p50/p95/p99 of each "
-            "step against its load with the threshold lines and the bracket; then sent and "
-            "served requests/s.", id="figures-text"),
-        v4.new_code_cell("cap.figures()", id="figures"),
-        v4.new_markdown_cell("## Steps\nThe load, length and fixture of each step, what it "
-                             "measured, the driver's lag and CPU, and why it failed.",
-                             id="steps-text"),
-        v4.new_code_cell("cap.steps()", id="steps"),
-    ]
-    nb = v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    return nb
-
-
 CEILING_FACTOR = 64.0  # a scenario's default ceiling: its profile's load times this
 
 
@@ -572,39 +506,3 @@ def scenario_options(scenario, params: Mapping, given: Mapping) -> SearchOptions
             raise WorkbenchError(f"a capacity step at {load:g} {result.unit}: {exc}; lower "
                                  "--ceiling (or --start)") from None
     return result
-
-
-def execute(scenario: str, profile: str, target_url: str | None, ca_file: str | None,
-            insecure: bool, overrides: Mapping, options: Mapping,
-            strict: bool = False, notebook_kernel: Kernel | None = None
-            ) -> tuple[Path, int, str | None]:
-    """``workbench run SCENARIO --find-capacity``: preflight once, then the capacity notebook
-    through papermill (in ``notebook_kernel``, or one started here) into a new run folder, and
-    its HTML report. Returns the run folder, the exit code (:func:`exit_code` once the notebook
-    ran) and the conclusion (None when the notebook failed)."""
-    import json
-
-    from workbench import run
-    from workbench.kernel import CAPACITY_PRELOAD, for_terminal
-
-    if notebook_kernel is None:
-        with for_terminal(CAPACITY_PRELOAD) as own:  # started now: its imports overlap preflight
-            return execute(scenario, profile, target_url, ca_file, insecure, overrides,
-                           options, strict, own)
-
-    _, _, thresholds, run_dir = run.prepare(
-        scenario, profile, overrides, target_url, ca_file, insecure, strict,
-        label=f"{scenario}_capacity",
-        check=lambda spec, params: scenario_options(spec, params, options))  # before any load
-    out_nb = run_dir / NOTEBOOK
-    code = run.execute_notebook(NOTEBOOK, out_nb, {
-        "scenario": scenario, "profile": profile, "target_url": target_url, "ca_file": ca_file,
-        "insecure": insecure, "run_dir": str(run_dir), "params": overrides,
-        "thresholds": thresholds, "options": dict(options)}, notebook_kernel)
-    conclusion = None
-    if (run_dir / CAPACITY_FILE).exists() and code == 0:
-        doc = json.loads((run_dir / CAPACITY_FILE).read_text())
-        conclusion = "\n".join(line for line in (doc.get("sentence"), doc.get("spread"),
-                                                 doc.get("fleet")) if line)
-        code = exit_code(doc["verdict"])
-    return run_dir, code, conclusion

@@ -318,7 +318,7 @@ def cmd_run(args) -> Outcome:
 
 
 def _run(args, overrides: dict, notebook_kernel) -> Outcome:
-    from workbench import run
+    from workbench import launcher
 
     if args.fixture_sizes:
         return _run_sweep(args, overrides, notebook_kernel)
@@ -333,9 +333,9 @@ def _run(args, overrides: dict, notebook_kernel) -> Outcome:
         suite.print_summary(suite_dir)
         return Outcome(code, {"suite_dir": str(suite_dir)} | _read_json(suite_dir /
                                                                          "summary.json"))
-    run_dir, code = run.execute(args.scenario, args.profile, args.target, args.ca_file,
-                                args.insecure, overrides, strict=args.strict,
-                                kernel=notebook_kernel)
+    run_dir, code = launcher.execute(args.scenario, args.profile, args.target, args.ca_file,
+                                     args.insecure, overrides, strict=args.strict,
+                                     kernel=notebook_kernel)
     summary = run_summary(run_dir)
     print_summary(summary)
     return Outcome(code, summary)
@@ -361,10 +361,10 @@ def _run_sweep(args, overrides: dict, notebook_kernel) -> Outcome:
 
 def _run_capacity(args, overrides: dict, notebook_kernel) -> Outcome:
     """``run SCENARIO --find-capacity``: the capacity notebook through papermill."""
-    from workbench import capacity_run
+    from workbench import launcher
 
     driver = {"shards": args.shards, "auto_shard": args.auto_shard or None}
-    run_dir, code, conclusion = capacity_run.execute(
+    run_dir, code, conclusion = launcher.execute_capacity(
         args.scenario, args.profile, args.target, args.ca_file, args.insecure, overrides,
         _capacity_given(args) | {k: v for k, v in driver.items() if v is not None},
         strict=args.strict, notebook_kernel=notebook_kernel)
@@ -764,10 +764,10 @@ def cmd_import_k6(args) -> int:
 
 
 def cmd_notebooks_render(args) -> int:
-    """Write the scenario notebooks and README's scenario table from the registry."""
-    from workbench import notebook
+    """Write the scenario and capacity notebooks and README's scenario table."""
+    from workbench import launcher
 
-    stale = notebook.render_all(project_root(), check=args.check)
+    stale = launcher.render_all(project_root(), check=args.check)
     names = ", ".join(str(path.relative_to(project_root())) for path in stale)
     if args.check:
         if stale:

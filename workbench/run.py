@@ -3,10 +3,11 @@
 The scenario's notebook builds a :class:`Run` and calls one method per step: ``seed``,
 ``drive``, ``notes``, ``summary``, ``figures``, ``record``, ``check_thresholds``. The Run holds
 everything in between (identity, parameters, fixtures, the driver's result, the requests frame,
-the analysis, the verdicts), so the notebook holds nothing but parameters. ``workbench run``
-(:func:`execute`) preflights, then has papermill execute that notebook into ``runs/<run-id>/``
-and renders the HTML report. Every file in the run folder is free of secrets: the token reaches
-the driver process through its environment.
+the analysis, the verdicts), so the notebook holds nothing but parameters. It lives inside the
+notebook kernel; ``workbench run`` (:func:`workbench.launcher.execute`) preflights, then has
+papermill execute that notebook into ``runs/<run-id>/`` and renders the HTML report. Every file
+in the run folder is free of secrets: the token reaches the driver process through its
+environment (:meth:`Run.driver_env`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,7 @@ import json
 import os
 import secrets
 import sys
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,7 +27,6 @@ from workbench import (
     analysis,
     calibration,
     driver,
-    exitcodes,
     preflight,
     report,
     reporting,
@@ -37,10 +36,10 @@ from workbench import (
 )
 from workbench.driver.launch import LiveLine
 from workbench.errors import TargetExited, WorkbenchError
-from workbench.jsonio import write_json, write_text
-from workbench.kernel import KERNEL_NAME, TARGET_PID_ENV, Kernel, for_terminal
+from workbench.jsonio import write_json
+from workbench.kernel import TARGET_PID_ENV
 from workbench.notebook import Facts, Figures, Tables
-from workbench.paths import notebooks_dir, project_root, runs_dir
+from workbench.paths import runs_dir
 from workbench.telemetry import prometheus
 
 PREFLIGHT_FILE = "preflight.json"  # what preflight found, so a run checks its target once
@@ -156,11 +155,7 @@ class Run:
         """Drive the load in the driver's own process; returns what it did (:data:`OUTCOME`)
         and the machine's calibration, read before the driver starts and after the timed phase
         (and the drain), outside the telemetry's window."""
-        spec = driver.DriveSpec(
-            base_url=self.target.url, templates=self.scenario.templates(self.params),
-            **self.scenario.executor_settings(self.params),
-            ca_file=self.target.ca_file, insecure=self.target.insecure,
-            token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
+        spec = self.drive_spec()
         live = LiveLine()  # one updating line here; nothing of it in the report
 
         self.calibration = calibration.section(calibration.measure(self.target.dsn), None)
@@ -171,7 +166,7 @@ class Run:
         try:
             try:
                 self.result = driver.drive(spec, self.dir,
-                                           env={_DRIVER_TOKEN_ENV: self._token}, echo=live,
+                                           env=self.driver_env(), echo=live,
                                            while_starting=before_load)
             finally:
                 live.close()
@@ -189,6 +184,22 @@ class Run:
         return Facts({k: self.result[k] for k in OUTCOME if k in self.result}
                      | {"calibration": calibration.describe([{"calibration": self.calibration}])},
                      name=self.scenario.name, dtype=object)
+
+    def drive_spec(self, params: Mapping | None = None) -> driver.DriveSpec:
+        """What the driver is to drive against this run's target: the scenario at the run's
+        parameters, or at ``params`` (a capacity step's). The token is not in it: the driver
+        reads it from :meth:`driver_env`."""
+        params = self.params if params is None else params
+        return driver.DriveSpec(
+            base_url=self.target.url, templates=self.scenario.templates(params),
+            **self.scenario.executor_settings(params),
+            ca_file=self.target.ca_file, insecure=self.target.insecure,
+            token_env=_DRIVER_TOKEN_ENV, scenario=self.scenario.name)
+
+    def driver_env(self) -> dict[str, str]:
+        """The environment the driver's processes get beside :meth:`drive_spec`: the token,
+        never written to a file."""
+        return {_DRIVER_TOKEN_ENV: self._token}
 
     def start_telemetry(self) -> None:
         """Start sampling the server side (PostgreSQL, certctl's jobs, host, target process)
@@ -457,120 +468,3 @@ def database_facts(dsn: str | None) -> dict | None:
         return {"server_version": None, "settings": {}, "error": seed.redact_dsn(reason)
                 if "://" in reason else reason}
     return {"server_version": facts.pop("server_version"), "settings": facts}
-
-
-def prepare(scenario: str, profile: str, overrides: Mapping | None, target_url: str | None,
-            ca_file: str | None, insecure: bool, strict: bool,
-            identity: Mapping | None = None, label: str | None = None,
-            check: Callable[[scenarios.Scenario, dict], object] | None = None
-            ) -> tuple[scenarios.Scenario, dict, Mapping | None, Path]:
-    """Everything before a run's notebook: parameters and thresholds checked (and ``check``,
-    a caller's own), preflight once (unless ``identity`` says what an earlier check found),
-    and a new run folder holding ``preflight.json``. Bad input and an unfit target are refused
-    here, before any load. Returns the scenario, its parameters, the thresholds override and
-    the run folder (named ``<run id>_<label or scenario>``)."""
-    spec = scenarios.get(scenario)
-    overrides = dict(overrides or {})
-    thresholds = overrides.pop("thresholds", None)
-    if thresholds is not None:
-        analysis.parse_thresholds(thresholds)
-    params = spec.params_for(profile, overrides)
-    if check is not None:
-        check(spec, params)
-    if identity is None:
-        target = spec.target(params, target_url, ca_file, insecure)
-        identity = spec.check_target(target, spec.token(target), params, strict)  # before load
-        for warning in identity["warnings"]:
-            print(f"warning: {warning}", file=sys.stderr)
-        if spec.needs_database:
-            preflight.check_database(target, parents="fixture_parents" in spec.traps)
-    run_dir = runs_dir() / new_run_id(label or scenario)
-    run_dir.mkdir(parents=True)
-    write_preflight(run_dir, spec.name, params, identity)
-    return spec, params, thresholds, run_dir
-
-
-def execute(scenario: str, profile: str, target_url: str | None = None,
-            ca_file: str | None = None, insecure: bool = False,
-            overrides: Mapping | None = None, strict: bool = False,
-            seed_fixtures: bool = True, identity: Mapping | None = None,
-            kernel: Kernel | None = None) -> tuple[Path, int]:
-    """Run a scenario's notebook through papermill, then render the HTML report.
-
-    Returns the run directory and an exit code (:mod:`workbench.exitcodes`).
-    Bad input and an unfit target are refused before the notebook starts; certctl's traps are
-    printed as warnings first (refused with ``strict``). What preflight found goes into the run
-    folder, so the notebook does not check again. ``identity``: the target as ``workbench run
-    all`` found it (checked once for every scenario); ``seed_fixtures=False`` only resets what
-    an earlier run changed (``workbench run all`` seeds once). ``kernel``: one started for
-    several runs (:func:`workbench.kernel.for_terminal`); None starts one for this run.
-    """
-    if kernel is None:
-        with for_terminal() as own:  # started now: its imports overlap preflight
-            return execute(scenario, profile, target_url, ca_file, insecure, overrides, strict,
-                           seed_fixtures, identity, own)
-
-    spec, params, thresholds, run_dir = prepare(scenario, profile, overrides, target_url,
-                                                ca_file, insecure, strict, identity)
-    out_nb = run_dir / spec.notebook
-    started = time.monotonic()
-    code = execute_notebook(spec.notebook, out_nb, {
-        "target_url": target_url, "ca_file": ca_file, "insecure": insecure, "profile": profile,
-        "run_dir": str(run_dir), "seed_fixtures": seed_fixtures, **params,
-        **({"thresholds": thresholds} if thresholds is not None else {})}, kernel)
-    print(f"[workbench] {scenario} ({profile}) took {time.monotonic() - started:.1f} s",
-          file=sys.stderr)
-    return run_dir, code
-
-
-def execute_notebook(name: str, out_nb: Path, parameters: Mapping,
-                     kernel: Kernel | None = None) -> int:
-    """Run ``notebooks/<name>`` through papermill into ``out_nb`` (in ``kernel``, or a kernel
-    of its own), then its HTML report beside it; its exit code (:mod:`workbench.exitcodes`:
-    99 when a threshold was breached, 1 when a cell crashed)."""
-    import papermill
-
-    if kernel is None:
-        with for_terminal() as own:
-            return execute_notebook(name, out_nb, parameters, own)
-    exporter = html_exporter()  # its imports before the notebook runs: nothing is measured yet
-    code = exitcodes.PASSED
-    try:
-        papermill.execute_notebook(
-            str(notebooks_dir() / name), str(out_nb), parameters=dict(parameters),
-            kernel_name=KERNEL_NAME, km=kernel.prepare(), progress_bar=False,
-            log_output=False, stdout_file=sys.stdout, stderr_file=sys.stderr,
-            cwd=str(project_root()),
-            # written once at the end (a failed one too), not twice a cell and every 30 s
-            # while the load runs: this process stays quiet in the timed phase
-            request_save_on_cell_execute=False)
-    except papermill.PapermillExecutionError as exc:
-        print(f"notebook failed: {exc.ename}: {exc.evalue.splitlines()[0] if exc.evalue else ''}",
-              file=sys.stderr)
-        code = exitcodes.for_exception(exc.ename)
-    if out_nb.exists():
-        render_html(out_nb, out_nb.parent / "report.html", exporter)
-    return code
-
-
-def html_exporter():
-    """nbconvert's HTML exporter as the reports use it: code cells and prompts hidden."""
-    from nbconvert import HTMLExporter
-
-    return HTMLExporter(exclude_input=True, exclude_input_prompt=True,
-                        exclude_output_prompt=True)
-
-
-def render_html(notebook: Path, html: Path, exporter=None) -> None:
-    """The executed notebook as HTML with code cells hidden, in the report's order: the
-    verdict first, figures next, details after (:func:`workbench.notebook.report_cells`);
-    the driver's live progress line is left out."""
-    import nbformat
-
-    from workbench.notebook import report_cells
-
-    exporter = exporter or html_exporter()
-    nb = nbformat.read(notebook, as_version=4)
-    nb.cells = report_cells(nb.cells)
-    body, _ = exporter.from_notebook_node(nb)
-    write_text(html, body)  # whole or absent: a reader never sees half a report

@@ -19,7 +19,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from workbench import analysis, driver, exitcodes, jsonio, preflight, report, run, scenarios
+from workbench import (
+    analysis,
+    driver,
+    exitcodes,
+    jsonio,
+    launcher,
+    preflight,
+    report,
+    run,
+    scenarios,
+)
 from workbench.errors import WorkbenchError
 from workbench.kernel import Kernel, for_terminal
 from workbench.paths import runs_dir
@@ -74,9 +84,9 @@ def run_all(profile: str, target_url: str | None = None, ca_file: str | None = N
             print(f"error: {exited}; not run: {', '.join(order[order.index(name):])}",
                   file=sys.stderr)
             break
-        run_dir, code = run.execute(name, profile, target_url, ca_file, insecure, planned[name],
-                                    seed_fixtures=False, identity=identity,
-                                    kernel=notebook_kernel)
+        run_dir, code = launcher.execute(name, profile, target_url, ca_file, insecure,
+                                         planned[name], seed_fixtures=False, identity=identity,
+                                         kernel=notebook_kernel)
         outcomes.append((name, run_dir, code))
     summary = combined_summary(outcomes)
     write_report(suite_dir, summary, identity, profile)

@@ -17,7 +17,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from workbench import exitcodes, jsonio, plots, run, scenarios
+from workbench import exitcodes, jsonio, launcher, plots, run, scenarios
 from workbench.kernel import Kernel, for_terminal
 from workbench.paths import runs_dir
 
@@ -60,8 +60,8 @@ def run_sweep(scenario: str, profile: str, sizes: Sequence[int], target_url: str
     for size, params in zip(sizes, runs, strict=True):
         print(f"[sweep] {scenario} at {scenarios.get(scenario).size_param}={size:,}",
               file=sys.stderr, flush=True)
-        run_dir, code = run.execute(scenario, profile, target_url, ca_file, insecure, params,
-                                    strict=strict, kernel=notebook_kernel)
+        run_dir, code = launcher.execute(scenario, profile, target_url, ca_file, insecure, params,
+                                         strict=strict, kernel=notebook_kernel)
         rows.append(_row(size, run_dir, code))
         worst = exitcodes.worst((worst, code))
         write(sweep_dir, scenario, profile, rows)  # a failure later keeps the sizes done

@@ -57,7 +57,7 @@ from workbench.driver.result import (
     shard_document,
 )
 from workbench.driver.shard import run_shard
-from workbench.driver.spec import DriveSpec
+from workbench.driver.spec import DriveSpec, executor_type
 from workbench.errors import WorkbenchError
 from workbench.kernel import PROGRESS_ENV  # `workbench run`'s kernel also writes the line
 
@@ -77,10 +77,7 @@ def auto_shards(spec: DriveSpec) -> int:
     """Processes for a spec: enough for its peak request rate, at most one per core."""
     if not spec.open_loop:
         return limits.shards_needed(spec)
-    need = math.ceil(spec.peak_rate * spec.steps / SHARD_CAPACITY_RPS)
-    if spec.executor == "agent-fleet":  # requests/s of the steady state
-        need = math.ceil(spec.agents * (1 / spec.heartbeat_s + 1 / spec.poll_s)
-                         / SHARD_CAPACITY_RPS)
+    need = math.ceil(executor_type(spec).steady_rate(spec) / SHARD_CAPACITY_RPS)
     # more processes than cores where the open-files limit demands them
     return max(1, min(os.cpu_count() or 1, need), limits.shards_needed(spec))
 

@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from workbench import hdr
-from workbench.driver import schedule
 from workbench.driver.outcomes import ERROR_CLASSES
-from workbench.driver.spec import DriveSpec
+from workbench.driver.spec import DriveSpec, executor_type
 from workbench.errors import WorkbenchError
 
 RESULT_SCHEMA_VERSION = 1
@@ -276,11 +275,7 @@ def shard_document(report: ShardReport, started_at: str | None, ended_at: str | 
 
 def offered_rate(spec: DriveSpec) -> float | None:
     """Requests per second the schedule offers (mean over a ramp); None for closed loop."""
-    if not spec.open_loop:
-        return None
-    if spec.executor == "constant-arrival-rate":
-        return spec.rate * spec.steps
-    return schedule.planned_arrivals(spec) * spec.steps / spec.run_s
+    return executor_type(spec).offered_rate(spec)
 
 
 def _status(reports: list[ShardReport]) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from workbench.driver.spec import DriveSpec
+from workbench.driver.spec import DriveSpec, executor_type
 
 
 def schedule_offsets_ns(rate: float, duration_s: float) -> np.ndarray:
@@ -75,12 +75,9 @@ def _segments(start_rate: float, stages: Stages):
 
 
 def planned_arrivals(spec: DriveSpec) -> int:
-    """Arrivals (iterations) an open-loop spec schedules in total, over all shards."""
-    if spec.executor == "ramping-arrival-rate":
-        return ramping_count(spec.start_rate, spec.stages)
-    if spec.executor == "agent-fleet":
-        return len(fleet_events(spec)[0])
-    return math.ceil(spec.rate * spec.duration_s - 1e-9)
+    """Arrivals (iterations) an open-loop spec schedules in total, over all shards (its
+    executor's count)."""
+    return executor_type(spec).planned_arrivals(spec)
 
 
 def shard_arrivals(total: int, shard: int, shards: int) -> int:
@@ -90,9 +87,7 @@ def shard_arrivals(total: int, shard: int, shards: int) -> int:
 
 def offsets_for(spec: DriveSpec, indices: np.ndarray) -> np.ndarray:
     """Intended offsets (ns from the start) of the global arrival ``indices`` of ``spec``."""
-    if spec.executor == "ramping-arrival-rate":
-        return ramping_offsets_ns(spec.start_rate, spec.stages, indices)
-    return np.round(indices.astype(np.float64) * (1e9 / spec.rate)).astype(np.int64)
+    return executor_type(spec).offsets_ns(spec, indices)
 
 
 def blocks(spec: DriveSpec, shard: int = 0, shards: int = 1, size: int = 4096

@@ -4,8 +4,12 @@
 :class:`DriveSpec`); a file of another version is refused with the fix.
 
 Executors register here by name (as k6's executors register their config types in ``init()``):
-each executor module decorates its class with :func:`register_executor`, and
-:meth:`DriveSpec.validate` delegates the checks of the spec's executor to that class. Importing
+each executor module decorates its class with :func:`register_executor`. The class owns its
+facts about a spec: its own fields (``fields``), their checks (``validate``, k6's ``Validate``),
+open or closed loop, how long it runs, its peak and offered rates, its clients, what a capacity
+search raises, and how a scenario's parameters become its fields. :class:`DriveSpec` and
+everything else ask the registry (:func:`executor_type`, :func:`executor_named`), so nothing
+outside it branches on an executor's name (``tests/test_architecture.py`` checks). Importing
 :mod:`workbench.driver` imports every executor, so the registry is complete by the time anyone
 holds a spec.
 """
@@ -24,8 +28,13 @@ from workbench import jsonio
 from workbench.errors import WorkbenchError
 
 SPEC_SCHEMA_VERSION = 1
-EXECUTORS = ("constant-arrival-rate", "ramping-arrival-rate", "constant-vus",  # k6's names
-             "agent-fleet")  # ours: each agent its own open-loop schedule
+# The names a spec's ``executor`` may take, in the order they registered (k6's, and ours:
+# agent-fleet); an executor chosen by a spec's ``script`` (``scripted``) is not among them.
+EXECUTORS: list[str] = []
+# DriveSpec fields every executor reads; each executor declares the rest it reads (``fields``)
+SHARED_FIELDS = ("base_url", "templates", "max_vus", "pre_allocated_vus", "timeout_s", "ca_file",
+                 "insecure", "token_env", "scenario", "executor", "steps", "sleep_s", "protocol",
+                 "connection_per_client", "connection_per_request")
 FLEET_STARTS = ("spread", "fleet_restart")  # agents' first requests over one heartbeat, or a herd
 SCRIPTED = "scripted"  # the executor of a spec with a ``script``: constant-vus, scripted
 PROTOCOLS = ("h1", "h2")  # HTTP/1.1; HTTP/2 (ALPN h2 over TLS, prior knowledge over http://)
@@ -55,20 +64,28 @@ _REGISTRY: dict[str, type] = {}  # name -> executor class (workbench.driver.exec
 def register_executor(kind: _Kind) -> _Kind:
     """Class decorator: make an executor findable by its ``name`` (k6's, or ``scripted``).
 
-    The class has a ``name`` and a classmethod ``check(spec) -> list[str]`` naming every
-    problem of a spec it would run (k6's ``Validate``).
+    The class (a :class:`workbench.driver.executors.Executor`) has a ``name``, its ``fields``
+    and a classmethod ``validate(spec) -> list[str]`` naming every problem of a spec it would
+    run (k6's ``Validate``), besides its facts (``open_loop``, ``run_s``, ``peak_rate``, ...).
     """
     _REGISTRY[kind.name] = kind
+    if not kind.by_script:
+        EXECUTORS.append(kind.name)
     return kind
+
+
+def executor_named(name: str) -> type:
+    """The registered executor class called ``name``; WorkbenchError naming the choices."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise WorkbenchError(f"no executor {name!r} is registered; choose one of "
+                             f"{', '.join(EXECUTORS)}") from None
 
 
 def executor_type(spec: DriveSpec) -> type:
     """The registered executor class that runs ``spec``."""
-    try:
-        return _REGISTRY[spec.kind]
-    except KeyError:
-        raise WorkbenchError(f"no executor {spec.kind!r} is registered; choose one of "
-                             f"{', '.join(EXECUTORS)}") from None
+    return executor_named(spec.kind)
 
 
 @dataclass(frozen=True)
@@ -150,31 +167,28 @@ class DriveSpec:
 
     @property
     def open_loop(self) -> bool:
-        return self.executor != "constant-vus"
+        """Whether arrivals are scheduled (open loop) rather than run by VUs (closed loop)."""
+        return executor_type(self).open_loop
 
     @property
     def clients(self) -> int:
-        """Clients of the run: agents (agent-fleet), else VUs (max VUs for an open loop)."""
-        return self.agents if self.executor == "agent-fleet" else self.concurrency
+        """Clients of the run: its executor's (VUs, max VUs for an open loop, or agents)."""
+        return executor_type(self).clients(self)
 
     @property
     def run_s(self) -> float:
         """How long arrivals (or iterations) are started, in seconds."""
-        if self.executor == "ramping-arrival-rate":
-            return float(sum(d for d, _ in self.stages))
-        return float(self.duration_s)
+        return executor_type(self).run_s(self)
 
     @property
     def peak_rate(self) -> float:
         """The highest arrival rate of the schedule (0 for closed loop)."""
-        if self.executor == "ramping-arrival-rate":
-            return max([self.start_rate] + [r for _, r in self.stages])
-        return self.rate if self.open_loop else 0.0
+        return executor_type(self).peak_rate(self)
 
     @property
     def concurrency(self) -> int:
         """Most iterations in flight at once: max VUs (open loop) or VUs (closed loop)."""
-        return self.max_vus if self.open_loop else self.vus
+        return executor_type(self).concurrency(self)
 
     def validate(self) -> None:
         """Refuse bad input before any load is sent: one line naming every problem and fix."""
@@ -194,7 +208,7 @@ class DriveSpec:
             out.append(f"unknown executor {self.executor!r}; choose one of "
                        f"{', '.join(EXECUTORS)}")
         elif self.kind in _REGISTRY:
-            out += _REGISTRY[self.kind].check(self)
+            out += _REGISTRY[self.kind].validate(self)
         else:
             out.append(f"no executor {self.kind!r} is registered; import workbench.driver")
         if not is_int(self.max_vus) or self.max_vus < 1:
@@ -202,7 +216,7 @@ class DriveSpec:
         elif not is_int(self.pre_allocated_vus) or not 0 <= self.pre_allocated_vus <= self.max_vus:
             out.append(f"pre_allocated_vus must be between 0 and max VUs ({self.max_vus}), "
                        f"got {self.pre_allocated_vus!r}")
-        if self.connection_per_request:
+        if self.connection_per_request and self.kind in _REGISTRY:
             out += _per_request_problems(self)
         if not is_int(self.steps) or self.steps < 1:
             out.append(f"steps per iteration must be at least 1, got {self.steps!r}")
@@ -295,7 +309,7 @@ def _per_request_problems(spec: DriveSpec) -> list[str]:
     if spec.connection_per_client:
         out.append("a connection per request and a connection per client exclude each other; "
                    "choose one")
-    if spec.script or spec.executor == "agent-fleet":
+    if not executor_type(spec).per_request:
         out.append(f"a connection per request needs a template executor, not {spec.kind}")
     return out
 

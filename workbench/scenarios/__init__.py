@@ -30,9 +30,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from workbench import argtypes, capacity, seed
+from workbench import argtypes, seed
 from workbench.driver import RequestTemplate
-from workbench.driver.spec import PROTOCOLS
+from workbench.driver.executors import AgentFleet, ConstantArrivalRate, ConstantVUs
+from workbench.driver.spec import PROTOCOLS, executor_named
 from workbench.errors import WorkbenchError
 
 if TYPE_CHECKING:  # pandas only where a table is made: every driver process imports the
@@ -40,9 +41,10 @@ if TYPE_CHECKING:  # pandas only where a table is made: every driver process imp
 
     from workbench.preflight import Probe, Target
 
-ARRIVAL_RATE = "constant-arrival-rate"  # open loop: ``rate`` iterations per second
-CONSTANT_VUS = "constant-vus"  # closed loop: ``vus`` users, each iterating after the last ended
-AGENT_FLEET = "agent-fleet"  # open loop per agent: certctl's heartbeat and work-poll loop
+# The executors a scenario drives, by the registry's names (what each means: its class)
+ARRIVAL_RATE = ConstantArrivalRate.name  # open loop: ``rate`` iterations per second
+CONSTANT_VUS = ConstantVUs.name  # closed loop: ``vus`` users, each iterating after the last ended
+AGENT_FLEET = AgentFleet.name  # open loop per agent: certctl's heartbeat and work-poll loop
 PROFILES = ("smoke", "canonical")  # every scenario has both
 DEFAULT = "agent_storm"  # what a notebook run by hand opens on (the capacity notebook's cell)
 CUSTOM = "custom"  # the profile of a run whose parameters differ from the profile it names
@@ -405,54 +407,48 @@ class Scenario:
         acme = (params["profile_id"],) if "acme" in self.traps else ()
         return {"traps": self.traps, "acme_profiles": acme, "probes": self.probes(params)}
 
+    @property
+    def executor_type(self) -> type:
+        """The registered executor class this scenario drives (its facts and parameters)."""
+        return executor_named(self.executor)
+
+    @property
+    def open_loop(self) -> bool:
+        """Whether its executor schedules arrivals (open loop) rather than VUs (closed)."""
+        return self.executor_type.open_loop
+
     def executor_settings(self, params: Mapping) -> dict:
-        """The DriveSpec fields of this scenario's executor, from its parameters."""
+        """The DriveSpec fields of this scenario's executor, from its parameters (the
+        executor's own fields: its ``settings``)."""
         settings: dict = {"executor": self.executor, "steps": self.steps,
                           "duration_s": float(params["duration_s"]),
                           "protocol": params["protocol"],
                           "connection_per_client": bool(params["connection_per_client"]),
                           "connection_per_request": self.connection_per_request}
-        if self.executor == AGENT_FLEET:
-            agents = int(params[self.size_param])
-            settings |= {"agents": agents, "max_vus": 2 * agents,  # each agent's two loops
-                         "heartbeat_s": float(params["heartbeat_s"]),
-                         "poll_s": float(params["poll_s"]),
-                         "fleet_start": params["start"],
-                         "start_window_s": float(params["start_window_s"])}
-        elif self.executor == CONSTANT_VUS:
-            vus = int(params["vus"])
-            settings |= {"vus": vus, "max_vus": vus, "sleep_s": float(params["sleep_s"])}
-            if self.script:
-                settings |= {"script": self.script,
-                             "script_params": {k: params[k] for k in self.script_params}}
-        else:
-            settings |= {"rate": float(params["rate"]), "max_vus": int(params["max_vus"])}
+        settings |= self.executor_type.settings(params, self.size_param)
+        if self.script:
+            settings |= {"script": self.script,
+                         "script_params": {k: params[k] for k in self.script_params}}
         return settings
 
     @property
     def capacity_unit(self) -> str:
-        """What a capacity search raises: requests/s (open loop), virtual users (closed) or
-        agents (a fleet, each agent running its own loop: the agents are the load)."""
-        return {ARRIVAL_RATE: capacity.RATE, CONSTANT_VUS: capacity.VUS,
-                AGENT_FLEET: capacity.AGENTS}[self.executor]
+        """What a capacity search raises, as its executor says: requests/s (open loop),
+        virtual users (closed) or agents (a fleet, each agent running its own loop)."""
+        unit = self.executor_type.capacity_unit
+        if unit is None:
+            raise WorkbenchError(f"{self.name}: a capacity search cannot raise the load of "
+                                 f"{self.executor}")
+        return unit
 
     def load_of(self, params: Mapping) -> float:
         """The load ``params`` drive, in :attr:`capacity_unit`."""
-        if self.executor == ARRIVAL_RATE:
-            return float(params["rate"]) * self.steps
-        if self.executor == CONSTANT_VUS:
-            return float(params["vus"])
-        return float(params[self.size_param])
+        return self.executor_type.load_of(params, self.steps, self.size_param)
 
     def at_load(self, params: Mapping, load: float, duration_s: float) -> dict:
         """A capacity step's parameters: ``params`` at ``load`` (:attr:`capacity_unit`) for
         ``duration_s``, with the fixture sized to that load (``sized_to_load``), validated."""
-        if self.executor == ARRIVAL_RATE:
-            step = {"rate": load / self.steps}
-        elif self.executor == CONSTANT_VUS:
-            step = {"vus": int(load)}
-        else:
-            step = {self.size_param: int(load)}
+        step = self.executor_type.params_at_load(load, self.steps, self.size_param)
         out = dict(params) | step | {"duration_s": float(duration_s)}
         out |= self.sized_to_load(out)
         self.validate(out)

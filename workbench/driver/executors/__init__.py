@@ -11,7 +11,10 @@ name                       load                                     module
 =========================  =======================================  ==========================
 
 They share one lifecycle (``base.Executor``); the two open-loop executors share their
-timer-paced arrivals (``arrival_rate``). Importing this package registers all five.
+timer-paced arrivals (``arrival_rate``). Each owns its facts about a spec (its fields and their
+``validate``, open or closed loop, run time, rates, clients, capacity unit, its scenario
+parameters), so nothing outside this package and the registry in :mod:`workbench.driver.spec`
+branches on an executor's name. Importing this package registers all five.
 """
 
 from workbench.driver.executors.agent_fleet import AgentFleet

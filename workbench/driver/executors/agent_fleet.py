@@ -16,7 +16,9 @@ dropped and counted (an agent's loop waits for its request, so it would skip tha
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
+from workbench.capacity import AGENTS
 from workbench.driver import schedule
 from workbench.driver.engine import Engine
 from workbench.driver.executors.base import Executor, Progress
@@ -39,6 +41,9 @@ class AgentFleet(Executor):
 
     name = "agent-fleet"
     open_loop = True
+    fields = ("agents", "duration_s", "heartbeat_s", "poll_s", "fleet_start", "start_window_s")
+    per_request = False  # each agent's requests keep their connection, as certctl's agent's
+    capacity_unit = AGENTS  # each agent runs its own loop: the agents are the load
 
     def __init__(self, spec: DriveSpec, engine: Engine, recorder: Recorder, *, shard: int = 0,
                  shards: int = 1, token: str = "", progress: Progress | None = None) -> None:
@@ -54,7 +59,45 @@ class AgentFleet(Executor):
         self._busy = bytearray(2 * self.vus)
 
     @classmethod
-    def check(cls, spec: DriveSpec) -> list[str]:
+    def clients(cls, spec: DriveSpec) -> int:
+        return spec.agents
+
+    @classmethod
+    def peak_rate(cls, spec: DriveSpec) -> float:
+        """Requests/s of the steady state (a restart's herd comes on top of it)."""
+        return spec.agents * (1 / spec.heartbeat_s + 1 / spec.poll_s)
+
+    @classmethod
+    def planned_arrivals(cls, spec: DriveSpec) -> int:
+        return len(schedule.fleet_events(spec)[0])
+
+    @classmethod
+    def steady_rate(cls, spec: DriveSpec) -> float:
+        return cls.peak_rate(spec)  # one request per arrival, whatever ``steps`` says
+
+    @classmethod
+    def settings(cls, params: Mapping, size_param: str | None) -> dict:
+        agents = int(params[size_param])
+        return {"agents": agents, "max_vus": 2 * agents,  # each agent's two loops
+                "heartbeat_s": float(params["heartbeat_s"]), "poll_s": float(params["poll_s"]),
+                "fleet_start": params["start"], "start_window_s": float(params["start_window_s"])}
+
+    @classmethod
+    def load_of(cls, params: Mapping, steps: int, size_param: str | None) -> float:
+        return float(params[size_param])
+
+    @classmethod
+    def params_at_load(cls, load: float, steps: int, size_param: str | None) -> dict:
+        return {size_param: int(load)}
+
+    @classmethod
+    def load_text(cls, params: Mapping, sends: str, duration: str,
+                  size_param: str | None) -> str:
+        return (f"{params[size_param]:,} agents, one connection each, open loop "
+                f"({params['start']}): {sends}, {duration}")
+
+    @classmethod
+    def validate(cls, spec: DriveSpec) -> list[str]:
         out = []
         if not is_int(spec.agents) or spec.agents < 1:
             out.append(f"agent-fleet needs at least 1 agent (agents), got {spec.agents!r}")
@@ -74,7 +117,7 @@ class AgentFleet(Executor):
     def warm_connections(self) -> int:
         return 1  # shared pool only (per client: each agent connects at its own start)
 
-    def clients(self) -> int:
+    def own_connections(self) -> int:
         return self.vus
 
     async def open_clients(self) -> None:

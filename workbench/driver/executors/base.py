@@ -25,10 +25,11 @@ import asyncio
 import gc
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import ClassVar
 
+import numpy as np
 import psutil
 
 from workbench import hdr
@@ -38,6 +39,7 @@ from workbench.driver.recorder import NO_PHASES, Recorder
 from workbench.driver.result import ShardReport
 from workbench.driver.spec import DriveSpec, RequestTemplate
 from workbench.driver.timer import SpinTimer, TimerfdTimer
+from workbench.errors import WorkbenchError
 
 PROGRESS_EVERY_S = 2.0
 MONITOR_EVERY_S = 1.0
@@ -68,13 +70,20 @@ class Executor:
     """One shard of one run: ``await run(start)`` drives it, :meth:`report` describes it.
 
     A subclass names itself (``name``, registered with
-    :func:`~workbench.driver.spec.register_executor`), checks its part of a spec (``check``),
-    says how many connections to warm and how many VUs it has, and starts its schedule in
-    :meth:`begin`. Everything a run holds is created here, before the run.
+    :func:`~workbench.driver.spec.register_executor`), declares its own spec fields
+    (``fields``; the rest are :data:`~workbench.driver.spec.SHARED_FIELDS`) and checks them
+    (``validate``), states its facts about a spec (the classmethods below: how long it runs,
+    its rates, its clients, what a capacity search raises, how a scenario's parameters become
+    its fields), says how many connections to warm and how many VUs it has, and starts its
+    schedule in :meth:`begin`. Everything a run holds is created here, before the run.
     """
 
     name: ClassVar[str]
     open_loop: ClassVar[bool]
+    fields: ClassVar[tuple[str, ...]]  # its own DriveSpec fields (k6's executor config)
+    by_script: ClassVar[bool] = False  # chosen by a spec's ``script``, not by its ``executor``
+    per_request: ClassVar[bool] = True  # may open a new connection per request
+    capacity_unit: ClassVar[str | None] = None  # what a capacity search raises (None: none)
 
     def __init__(self, spec: DriveSpec, engine: Engine, recorder: Recorder, *, shard: int = 0,
                  shards: int = 1, token: str = "", progress: Progress | None = None) -> None:
@@ -122,11 +131,83 @@ class Executor:
         self.senders: list = []  # per client: VU (slot) k sends on senders[k], its own connection
         self.client_count = 0
 
-    # -- what a subclass says -----------------------------------------------------------------
+    # -- what it knows of a spec (k6's executor config) ----------------------------------------
     @classmethod
-    def check(cls, spec: DriveSpec) -> list[str]:
+    def validate(cls, spec: DriveSpec) -> list[str]:
         """Every problem of ``spec`` this executor cares about (none by default)."""
         return []
+
+    @classmethod
+    def run_s(cls, spec: DriveSpec) -> float:
+        """How long arrivals (or iterations) are started, in seconds."""
+        return float(spec.duration_s)
+
+    @classmethod
+    def peak_rate(cls, spec: DriveSpec) -> float:
+        """The highest arrival rate (iterations/s) of the schedule; 0 for a closed loop."""
+        return 0.0
+
+    @classmethod
+    def concurrency(cls, spec: DriveSpec) -> int:
+        """Most iterations in flight at once: max VUs (open loop) or VUs (closed loop)."""
+        return spec.max_vus
+
+    @classmethod
+    def clients(cls, spec: DriveSpec) -> int:
+        """Clients of the run, each with its connection when per client."""
+        return cls.concurrency(spec)
+
+    @classmethod
+    def planned_arrivals(cls, spec: DriveSpec) -> int:
+        """Arrivals (iterations) an open-loop spec schedules in total, over all shards."""
+        raise WorkbenchError(f"{cls.name} schedules no arrivals: it is a closed loop")
+
+    @classmethod
+    def offsets_ns(cls, spec: DriveSpec, indices: np.ndarray) -> np.ndarray:
+        """Intended offsets (ns from the start) of the global arrival ``indices``."""
+        raise WorkbenchError(f"{cls.name} schedules no arrivals by index")
+
+    @classmethod
+    def offered_rate(cls, spec: DriveSpec) -> float | None:
+        """Requests per second the schedule offers (mean over a ramp); None for closed loop."""
+        if not cls.open_loop:
+            return None
+        return cls.planned_arrivals(spec) * spec.steps / cls.run_s(spec)
+
+    @classmethod
+    def steady_rate(cls, spec: DriveSpec) -> float:
+        """Requests per second at the schedule's busiest (what sizes the driver processes)."""
+        return cls.peak_rate(spec) * spec.steps
+
+    # -- a scenario's parameters and a capacity search's load ---------------------------------
+    @classmethod
+    def settings(cls, params: Mapping, size_param: str | None) -> dict:
+        """This executor's DriveSpec fields from a scenario's parameters (``size_param``: the
+        one sizing the scenario's fixture)."""
+        raise WorkbenchError(f"{cls.name} takes no scenario parameters; drive it with a spec")
+
+    @classmethod
+    def load_of(cls, params: Mapping, steps: int, size_param: str | None) -> float:
+        """The load a scenario's parameters drive, in :attr:`capacity_unit`."""
+        raise WorkbenchError(f"a capacity search cannot raise the load of {cls.name}")
+
+    @classmethod
+    def params_at_load(cls, load: float, steps: int, size_param: str | None) -> dict:
+        """The scenario parameters that drive ``load`` (:attr:`capacity_unit`)."""
+        raise WorkbenchError(f"a capacity search cannot raise the load of {cls.name}")
+
+    @classmethod
+    def spec_at_load(cls, spec: DriveSpec, load: float) -> dict:
+        """The DriveSpec fields that make ``spec`` drive ``load`` (:attr:`capacity_unit`)."""
+        raise WorkbenchError(f"a capacity search cannot raise the load of a {cls.name} spec")
+
+    @classmethod
+    def load_text(cls, params: Mapping, sends: str, duration: str,
+                  size_param: str | None) -> str:
+        """A scenario's load in a few words, for README's table."""
+        raise WorkbenchError(f"{cls.name} takes no scenario parameters")
+
+    # -- what a subclass says of its run ------------------------------------------------------
 
     def warm_connections(self) -> int:
         """Connections to open before the start."""
@@ -143,7 +224,7 @@ class Executor:
         """Start the schedule at ``self.t0``; set ``schedule_done`` when it is over."""
         raise NotImplementedError
 
-    def clients(self) -> int:
+    def own_connections(self) -> int:
         """Clients with a connection of their own (per client): one per VU."""
         return self.vus
 
@@ -167,7 +248,7 @@ class Executor:
         try:
             await self.engine.start(0 if self.per_client else self.warm_connections())
             if self.per_client:
-                self.senders = [self.engine.client() for _ in range(self.clients())]
+                self.senders = [self.engine.client() for _ in range(self.own_connections())]
                 self.client_count = len(self.senders)
                 await self.open_clients()
             self.rec.warm_up()

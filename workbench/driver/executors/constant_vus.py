@@ -7,6 +7,9 @@ rate and drops nothing.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from workbench.capacity import VUS
 from workbench.driver.engine import Engine
 from workbench.driver.executors.base import Executor, Progress, local_share
 from workbench.driver.recorder import Recorder
@@ -19,6 +22,8 @@ class ConstantVUs(Executor):
 
     name = "constant-vus"
     open_loop = False
+    fields = ("vus", "duration_s")
+    capacity_unit = VUS
 
     def __init__(self, spec: DriveSpec, engine: Engine, recorder: Recorder, *, shard: int = 0,
                  shards: int = 1, token: str = "", progress: Progress | None = None) -> None:
@@ -28,13 +33,40 @@ class ConstantVUs(Executor):
         self._local_iteration = 0
 
     @classmethod
-    def check(cls, spec: DriveSpec) -> list[str]:
+    def validate(cls, spec: DriveSpec) -> list[str]:
         out = []
         if not is_positive(spec.duration_s):
             out.append(f"duration must be positive seconds, got {spec.duration_s!r}")
         if not is_int(spec.vus) or spec.vus < 1:
             out.append(f"constant-vus needs at least 1 VU (vus), got {spec.vus!r}")
         return out
+
+    @classmethod
+    def concurrency(cls, spec: DriveSpec) -> int:
+        return spec.vus
+
+    @classmethod
+    def settings(cls, params: Mapping, size_param: str | None) -> dict:
+        vus = int(params["vus"])
+        return {"vus": vus, "max_vus": vus, "sleep_s": float(params["sleep_s"])}
+
+    @classmethod
+    def load_of(cls, params: Mapping, steps: int, size_param: str | None) -> float:
+        return float(params["vus"])
+
+    @classmethod
+    def params_at_load(cls, load: float, steps: int, size_param: str | None) -> dict:
+        return {"vus": int(load)}
+
+    @classmethod
+    def spec_at_load(cls, spec: DriveSpec, load: float) -> dict:
+        return {"vus": int(load), "max_vus": int(load)}
+
+    @classmethod
+    def load_text(cls, params: Mapping, sends: str, duration: str,
+                  size_param: str | None) -> str:
+        think = f", {params['sleep_s']:g} s think time" if params.get("sleep_s") else ""
+        return f"{params['vus']} VUs: {sends}{think}, {duration}"
 
     def warm_connections(self) -> int:
         """One connection per VU."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+
+from workbench.driver import schedule
 from workbench.driver.executors.arrival_rate import ArrivalRateExecutor
 from workbench.driver.spec import DriveSpec, is_number, register_executor
 
@@ -12,9 +15,26 @@ class RampingArrivalRate(ArrivalRateExecutor):
     arrival i is where the curve's integral reaches i (:mod:`workbench.driver.schedule`)."""
 
     name = "ramping-arrival-rate"
+    fields = ("start_rate", "stages")
 
     @classmethod
-    def check(cls, spec: DriveSpec) -> list[str]:
+    def run_s(cls, spec: DriveSpec) -> float:
+        return float(sum(d for d, _ in spec.stages))
+
+    @classmethod
+    def peak_rate(cls, spec: DriveSpec) -> float:
+        return max([spec.start_rate] + [r for _, r in spec.stages])
+
+    @classmethod
+    def planned_arrivals(cls, spec: DriveSpec) -> int:
+        return schedule.ramping_count(spec.start_rate, spec.stages)
+
+    @classmethod
+    def offsets_ns(cls, spec: DriveSpec, indices: np.ndarray) -> np.ndarray:
+        return schedule.ramping_offsets_ns(spec.start_rate, spec.stages, indices)
+
+    @classmethod
+    def validate(cls, spec: DriveSpec) -> list[str]:
         if not spec.stages:
             return ["ramping-arrival-rate needs stages: ((duration_s, rate), ...)"]
         out = []

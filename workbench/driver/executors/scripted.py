@@ -43,6 +43,9 @@ class Scripted(ConstantVUs):
     """Scripted VUs: ``vus`` tasks, each repeating the script's iteration."""
 
     name = SCRIPTED
+    fields = (*ConstantVUs.fields, "script", "script_params")
+    by_script = True
+    per_request = False  # its requests are the script's, not fixed templates
 
     def __init__(self, spec: DriveSpec, engine: Engine, recorder: Recorder, *, shard: int = 0,
                  shards: int = 1, token: str = "", progress: Progress | None = None) -> None:
@@ -60,12 +63,12 @@ class Scripted(ConstantVUs):
         self._tasks: list[asyncio.Task] = []
 
     @classmethod
-    def check(cls, spec: DriveSpec) -> list[str]:
-        if spec.executor != "constant-vus":
+    def validate(cls, spec: DriveSpec) -> list[str]:
+        if spec.executor != ConstantVUs.name:
             out = [f"script {spec.script!r} needs the constant-vus executor, not "
                    f"{spec.executor}"]
         else:
-            out = super().check(spec)
+            out = super().validate(spec)
         if not isinstance(spec.script, str) or not _FACTORY.match(spec.script):
             return out + [f"script {spec.script!r} must name a factory as "
                           "package.module:function"]
