@@ -294,6 +294,27 @@ def test_a_knee_whose_repeats_the_budget_cut_short_says_it_is_unconfirmed():
     assert "unconfirmed: the step budget ran out" in cut.sentence()
 
 
+def test_a_load_that_failed_only_in_short_steps_is_searched_above():
+    """At 20 s the loads from 100 up pass one run in two (a stall lands in some); at 40 s
+    everything under 120 passes. The answer is found with the longer steps, above 100, and the
+    load named as failing fails at the length that judged the answer."""
+    coin = {"n": 0}
+
+    def run(load: float, seconds: float) -> Step:
+        if seconds < 40 and 100 <= load < 120:
+            coin["n"] += 1
+            return judged(load, 10.0 if coin["n"] % 2 else 500.0)
+        return judged(load, 10.0 if load < (120 if seconds >= 40 else 100) else 500.0)
+
+    result = search(run, SearchOptions(start=50, ceiling=1000, step_s=20.0, max_steps=64,
+                                       max_step_s=40.0))
+    assert result.verdict == capacity.KNEE and not result.budget_spent
+    low, high = result.interval
+    assert 100 <= low < 120 <= high <= 120 * 1.05 ** 2
+    assert result.repeats["step_s"] == 40.0
+    assert result.repeats["above"]["passed"] == 0
+
+
 def test_a_ramp_that_spends_its_budget_says_so():
     run, calls = monotone(800.0, 20.0)
     result = search(run, SearchOptions(start=1, ceiling=1e6, step_s=20.0, max_steps=6))

@@ -123,6 +123,12 @@ class SearchOptions:
         """The ramp's next load after ``load`` (never beyond the ceiling)."""
         return min(self._round(load * self.growth), self.ceiling)
 
+    def above(self, load: float) -> float:
+        """The next load up by the tolerance (at least one whole user or agent more), never
+        beyond the ceiling."""
+        up = self._round(load * (1 + self.tolerance))
+        return min(max(up, load + 1) if self.unit != RATE else up, self.ceiling)
+
     def midpoint(self, low: float, high: float) -> float | None:
         """A load strictly between ``low`` and ``high``, or None when there is none left."""
         mid = self._round(math.sqrt(low * high))
@@ -350,6 +356,14 @@ def _search_once(run_step: RunStep, options: SearchOptions,
         return outcome(BELOW_START, None, failing, failing.limiting)
 
     while len(steps) < options.max_steps:
+        if failing is None:  # the load above held at longer steps: the answer lies higher
+            if passing.load >= options.ceiling:
+                return outcome(NOT_REACHED, passing, None, None)
+            current = step(options.above(passing.load))
+            if current.driver_bound:
+                return outcome(DRIVER_BOUND, passing, None, current.limiting)
+            passing, failing = (current, None) if current.passed else (passing, current)
+            continue
         mid = None
         if failing.load / passing.load > 1 + options.tolerance:
             mid = options.midpoint(passing.load, failing.load)
@@ -385,7 +399,17 @@ def _search_once(run_step: RunStep, options: SearchOptions,
                      f"at {fmt(failing.load)} {options.unit}: repeating with {step_s:g} s "
                      "steps")
             continue
+        if len(above) >= options.repeats and all(s.passed for s in above):
+            passing, failing = above[-1], None  # it failed only in shorter steps
+            if echo:
+                echo(f"[capacity] every {step_s:g} s run passed at {fmt(passing.load)} "
+                     f"{options.unit}: searching above it")
+            continue
         break
+    if failing is None:  # the steps ran out while searching above a load that held
+        result = outcome(NOT_REACHED, passing, None, None)
+        result.budget_spent = True
+        return result
     result = outcome(KNEE, passing, failing, failing.limiting)
     # the steps can run out before the answer and the load above had all their repeats
     result.budget_spent = min(len(runs(passing.load)), len(runs(failing.load))) < options.repeats
