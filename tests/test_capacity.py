@@ -317,7 +317,7 @@ def test_a_load_that_failed_only_in_short_steps_is_searched_above():
 
     result = search(run, SearchOptions(start=50, ceiling=1000, step_s=20.0, max_steps=64,
                                        max_step_s=40.0))
-    assert result.verdict == capacity.KNEE and not result.budget_spent
+    assert result.verdict == KNEE and not result.budget_spent
     low, high = result.interval
     assert 100 <= low < 120 <= high <= 120 * 1.05 ** 2
     assert result.repeats["step_s"] == 40.0
