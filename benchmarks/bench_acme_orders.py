@@ -38,9 +38,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_driver  # noqa: E402
 from benchmarks.bars import Bar, print_bars  # noqa: E402
-from workbench import driver, scenarios, target  # noqa: E402
+from workbench import driver, scenarios  # noqa: E402
 from workbench.jws import ALLOWED_ALGS, AccountKey  # noqa: E402
-from workbench.ports import free_port  # noqa: E402
+from workbench.target import embedded  # noqa: E402
+from workbench.target.ports import free_port  # noqa: E402
 
 ALGS = ("ES256", "RS256", "EdDSA")
 VUS_RESPONDER, VUS_STANDIN = 32, 8
@@ -173,17 +174,17 @@ def bench_responder(alg: str, seconds: float, tmp: Path) -> dict:
 
 def bench_standin(algs: tuple[str, ...], seconds: float, tmp: Path) -> list[dict]:
     state = tmp / "target"
-    info = target.up(state, port=free_port())
+    info = embedded.up(state, port=free_port())
     rows = []
     try:
-        env = {"WORKBENCH_BENCH_TOKEN": target.read_token(state)}
+        env = {"WORKBENCH_BENCH_TOKEN": embedded.read_token(state)}
         for alg in algs:
             spec = _spec(info.url, alg, VUS_STANDIN, seconds, ca_file=info.ca_file,
                          token_env="WORKBENCH_BENCH_TOKEN")
             result = driver.drive(spec, tmp / f"standin-{alg}", env=env, echo=lambda line: None)
             rows.append({"alg": alg} | _row(result))
     finally:
-        target.down(state)
+        embedded.down(state)
     return rows
 
 

@@ -29,9 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench import analysis, record  # noqa: E402
+from workbench.analyse import analysis  # noqa: E402
 from workbench.driver import ERROR_CLASSES  # noqa: E402
 from workbench.driver.recorder import CHUNK_ROWS  # noqa: E402
+from workbench.report import record  # noqa: E402
 
 REQUESTS = 1_000_000
 TARGET_S = 5.0

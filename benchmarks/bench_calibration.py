@@ -1,10 +1,10 @@
 """Calibration's own spread: can two records of one machine, minutes apart, be compared?
 
 Takes ``records`` calibrations as a run takes them (a reading, a pause standing for the timed
-phase, a reading: :func:`workbench.calibration.section`), spaced apart, alternately on a quiet
-machine and with a busy loop on every core at normal priority (a neighbour). Prints, per
+phase, a reading: :func:`workbench.report.calibration.section`), spaced apart, alternately on a
+quiet machine and with a busy loop on every core at normal priority (a neighbour). Prints, per
 figure, its spread over the records (each against their median) and, over every pair of
-records, the share that :func:`workbench.calibration.judge` finds comparable at the default
+records, the share that :func:`workbench.report.calibration.judge` finds comparable at the default
 10 % tolerance, quiet with quiet, busy with busy and quiet with busy; and what a record's two
 readings cost.
 
@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bars import Bar, print_bars  # noqa: E402
-from workbench import calibration  # noqa: E402
+from workbench.report import calibration  # noqa: E402
 
 SHOWN = ("cpu_ms", "loopback_ms", "cpu_median_ms", "loopback_p50_ms", "loopback_p99_ms",
          "commit_p50_ms", "commit_p99_ms")

@@ -23,8 +23,10 @@ import tempfile
 from pathlib import Path
 
 from benchmarks import tools
-from workbench import analysis, connectors, driver
-from workbench.ports import free_ports
+from workbench import driver
+from workbench.analyse import analysis
+from workbench.target import connectors
+from workbench.target.ports import free_ports
 
 RATE, SECONDS = 50.0, 30.0  # per tool and target type
 QUICK_RATE, QUICK_SECONDS = 20.0, 5.0

@@ -46,7 +46,7 @@ from benchmarks.bars import Bar  # noqa: E402
 from workbench import jsonio  # noqa: E402
 from workbench.driver import DriveResult, DriveSpec, RequestTemplate, load_result  # noqa: E402
 from workbench.driver.priority import DISABLE_ENV  # noqa: E402
-from workbench.ports import free_port  # noqa: E402
+from workbench.target.ports import free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 DRIVER_CPU, SERVER_CPU = 0, 1

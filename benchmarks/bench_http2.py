@@ -33,9 +33,9 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_driver, tools  # noqa: E402
-from workbench import target  # noqa: E402
 from workbench.driver import DriveSpec, RequestTemplate  # noqa: E402
-from workbench.ports import free_port  # noqa: E402
+from workbench.target import embedded  # noqa: E402
+from workbench.target.ports import free_port  # noqa: E402
 
 CONNECTIONS = bench_driver.CONNECTIONS  # requests in flight: 200, as the HTTP/1.1 table
 DRIVER_CPU, SERVER_CPU = bench_driver.DRIVER_CPU, bench_driver.SERVER_CPU
@@ -75,7 +75,7 @@ class NginxH2:
         listen = f"listen 127.0.0.1:{self.port};"
         self.url = f"http://127.0.0.1:{self.port}"
         if tls:
-            ca, cert, key = target.ensure_tls(tmp / "tls")
+            ca, cert, key = embedded.ensure_tls(tmp / "tls")
             self.ca_file = str(ca)
             listen = (f"listen 127.0.0.1:{self.port} ssl http2; ssl_certificate {cert}; "
                       f"ssl_certificate_key {key}; ssl_protocols TLSv1.3;")

@@ -47,7 +47,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bars import Bar, print_bars  # noqa: E402
-from workbench.ports import free_port  # noqa: E402
+from workbench.target.ports import free_port  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 TRACER = HERE / "tracer"
@@ -152,8 +152,9 @@ def parts(t: Traced) -> dict[str, float]:
     # the telemetry's start): counted once, in the driver's part
     drive = (K + "driver.launch.drive",)
     driver = t.total(*drive)
-    calibration = t.alone((K + "calibration.measure",), drive)
-    telemetry = t.alone((K + "run.Run.start_telemetry", K + "run.Run.stop_telemetry"), drive)
+    calibration = t.alone((K + "report.calibration.measure",), drive)
+    telemetry = t.alone((K + "run.scenario.Run.start_telemetry",
+                         K + "run.scenario.Run.stop_telemetry"), drive)
     cells = defaultdict(float)
     for c in t.calls:
         if c["name"].startswith(CELL):
@@ -162,12 +163,12 @@ def parts(t: Traced) -> dict[str, float]:
     if cells:  # a scenario run through papermill
         suite_seed = t.total(K + "scenarios.Scenario.seed", pid=cli)
         out |= {
-            "preflight": t.total(K + "launcher.prepare", K + "preflight.preflight",
-                                 K + "preflight.check_database", pid=cli),
+            "preflight": t.total(K + "run.launcher.prepare", K + "target.preflight.preflight",
+                                 K + "target.preflight.check_database", pid=cli),
             "seeding": cells.pop("seed", 0.0) + suite_seed,
             "kernel start": t.total("nbclient.client.NotebookClient.start_new_kernel",
                                     "nbclient.client.NotebookClient.start_new_kernel_client",
-                                    K + "kernel.Kernel.start", K + "kernel.Kernel.prepare"),
+                                    K + "run.kernel.Kernel.start", K + "run.kernel.Kernel.prepare"),
             "notebook: imports and Run()": cells.pop("target", 0.0),
             "calibration, beyond the driver's start": calibration,
             "telemetry sampler start and stop, beyond it": telemetry,
@@ -180,23 +181,23 @@ def parts(t: Traced) -> dict[str, float]:
             "verdict and thresholds": cells.pop("verdict", 0.0) + cells.pop("thresholds", 0.0),
             "other cells": sum(cells.values()),
             "kernel shut-down": t.total("nbclient.client.NotebookClient._cleanup_kernel",
-                                        K + "kernel.Kernel.stop"),
+                                        K + "run.kernel.Kernel.stop"),
             "papermill: read, parameterize, write": t.total(
                 "papermill.iorw.load_notebook_node", "papermill.iorw.write_ipynb",
                 "papermill.parameterize.parameterize_notebook"),
-            "HTML report": t.total(K + "launcher.render_html"),
-            "combined report": t.total(K + "suite.combined_summary",
-                                       K + "suite.write_report"),
+            "HTML report": t.total(K + "run.launcher.render_html"),
+            "combined report": t.total(K + "run.suite.combined_summary",
+                                       K + "run.suite.write_report"),
         }
     else:  # workbench drive: no notebook
         out |= {
             "calibration, beyond the driver's start": calibration,
             "driver, outside the timed phase": driver - timed,
             "TIMED PHASE": timed,
-            "target identification": t.total(K + "adhoc.identify"),
-            "analysis and record": t.total(K + "adhoc.build_record"),
-            "figures and HTML report": t.total(K + "adhoc.report_html"),
-            "exports (junit, hgrm, hlog)": t.total(K + "exports.write_all"),
+            "target identification": t.total(K + "run.adhoc.identify"),
+            "analysis and record": t.total(K + "run.adhoc.build_record"),
+            "figures and HTML report": t.total(K + "run.adhoc.report_html"),
+            "exports (junit, hgrm, hlog)": t.total(K + "report.exports.write_all"),
         }
     out["exit"] = t.ended - main["end"]
     out["other"] = t.wall_s - sum(out.values())

@@ -19,7 +19,7 @@ not pinned, normal priority):
 
 The bar: the one-process overloaded loop achieves at least 80 % of the closed loop's rate
 (dropping costs next to nothing). Beside each, how a capacity step would judge it
-(:func:`workbench.capacity_run.judge`): a driver at its core is *driver bound*, not a knee.
+(:func:`workbench.capacity.runner.judge`): a driver at its core is *driver bound*, not a knee.
 ``--python`` runs the drives with another checkout's interpreter (its editable install), so
 one command gives the figures before and after a change: ``--python /path/to/main/.venv/bin/
 python``.
@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_driver, bench_http2, tools  # noqa: E402
 from benchmarks.bars import Bar, fmt, print_bars  # noqa: E402
-from workbench import capacity_run  # noqa: E402
+from workbench.capacity import runner  # noqa: E402
 
 VUS, OVERLOAD_RATE = 400, 60_000.0
 RATIO_TARGET = 0.80
@@ -63,8 +63,8 @@ def bench(python: str = sys.executable, quick: bool = False) -> dict:
                 out = tmp / name.replace(" ", "-")
                 result = drive(python, nginx.url, out, "--rate", f"{OVERLOAD_RATE:g}",
                                "--duration", f"{run_s:g}", "--vus", str(VUS), *flags)
-                runs[name] = (result, capacity_run.judge(
-                    out, OVERLOAD_RATE, capacity_run.parse_threshold_options(["p(99)<1000"])))
+                runs[name] = (result, runner.judge(
+                    out, OVERLOAD_RATE, runner.parse_threshold_options(["p(99)<1000"])))
     return {"python": python, "closed": closed, "runs": runs,
             "ratio": runs["one process"][0]["achieved_rate"] / closed["achieved_rate"]}
 

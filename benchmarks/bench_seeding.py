@@ -29,8 +29,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench import scenarios, seed, target  # noqa: E402
-from workbench.ports import free_port  # noqa: E402
+from workbench import scenarios, seed  # noqa: E402
+from workbench.target import embedded  # noqa: E402
+from workbench.target.ports import free_port  # noqa: E402
 from workbench.telemetry.sources import libpq_conninfo  # noqa: E402
 
 FULL_SIZE, QUICK_SIZE, SMALL_SIZE = 1_000_000, 120_000, 10_000
@@ -119,12 +120,12 @@ def bench(quick: bool = False, dsn: str | None = None,
                 scenarios.get("agent_storm").seed_size(dsn, fleet_before)
         return rows
     with tempfile.TemporaryDirectory() as state:
-        info = target.up(Path(state), port=free_port())
+        info = embedded.up(Path(state), port=free_port())
         try:
             return [row for fixture in fixtures
                     for row in run_steps(info.dsn, fixture, size, "first load")]
         finally:
-            target.down(Path(state))
+            embedded.down(Path(state))
 
 
 def print_table(rows: list[dict], where: str) -> None:

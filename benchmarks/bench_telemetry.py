@@ -27,8 +27,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from workbench import scenarios, target  # noqa: E402
-from workbench.ports import free_port  # noqa: E402
+from workbench import scenarios  # noqa: E402
+from workbench.target import embedded  # noqa: E402
+from workbench.target.ports import free_port  # noqa: E402
 from workbench.telemetry import TelemetrySampler  # noqa: E402
 from workbench.telemetry.sources import libpq_conninfo  # noqa: E402
 
@@ -48,7 +49,7 @@ def _fill_jobs(dsn: str, jobs: int) -> None:
         conn.execute("VACUUM ANALYZE jobs")
 
 
-def measure(info: target.TargetInfo, run_dir: Path, seconds: float) -> dict:
+def measure(info: embedded.TargetInfo, run_dir: Path, seconds: float) -> dict:
     sessions = [psycopg.connect(libpq_conninfo(info.dsn)) for _ in range(IDLE_SESSIONS)]
     try:
         sampler = TelemetrySampler(run_dir, dsn=info.dsn, target_url=info.url).start()
@@ -63,7 +64,7 @@ def bench(quick: bool = False) -> list[dict]:
     seconds = 5.0 if quick else 30.0
     rows = []
     with tempfile.TemporaryDirectory() as state:
-        info = target.up(Path(state), port=free_port())
+        info = embedded.up(Path(state), port=free_port())
         try:
             for jobs in JOB_COUNTS:
                 _fill_jobs(info.dsn, jobs)
@@ -87,7 +88,7 @@ def bench(quick: bool = False) -> list[dict]:
                              "wall_ms_max": float("nan"),
                              "core_share": process["cpu_s"] / process["wall_s"]})
         finally:
-            target.down(Path(state))
+            embedded.down(Path(state))
     return rows
 
 

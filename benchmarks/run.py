@@ -58,8 +58,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import bench_driver  # noqa: E402
 from benchmarks.bars import Bar, print_bars  # noqa: E402
-from workbench import scenarios, target  # noqa: E402
-from workbench.ports import free_port  # noqa: E402
+from workbench import scenarios  # noqa: E402
+from workbench.target import embedded  # noqa: E402
+from workbench.target.ports import free_port  # noqa: E402
 
 SEED_TARGET_S = 2.0
 SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "acme_orders",
@@ -69,14 +70,14 @@ SECTIONS = ("capacity", "accuracy", "stall", "memory", "seeding", "analysis", "a
 
 def bench_seeding(repeats: int = 3) -> list[Bar]:
     with tempfile.TemporaryDirectory() as state:
-        info = target.up(Path(state), port=free_port())
+        info = embedded.up(Path(state), port=free_port())
         try:
             storm = scenarios.get("agent_storm")
             fleet = storm.params_for("smoke", {"fleet_size": 5000})
             first = storm.seed(info.dsn, fleet)["seconds"]
             again = [storm.seed(info.dsn, fleet)["seconds"] for _ in range(repeats)]
         finally:
-            target.down(Path(state))
+            embedded.down(Path(state))
     return [("seed 5,000 agents, first load (s)", first, SEED_TARGET_S, "<="),
             ("seed 5,000 agents, re-seed median (s)", statistics.median(again), SEED_TARGET_S,
              "<=")]

@@ -18,8 +18,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.loopback import free_port
-from workbench import target
-from workbench.target import TargetInfo
+from workbench.target import embedded
+from workbench.target.embedded import TargetInfo
 
 
 @pytest.fixture(scope="session")
@@ -40,15 +40,15 @@ def embedded_target(embedded_target_state: Path,
     try:
         with open(run_root / "embedded-target-start.lock", "w") as held:
             fcntl.flock(held, fcntl.LOCK_EX)
-            info = target.up(embedded_target_state, port=free_port())
+            info = embedded.up(embedded_target_state, port=free_port())
         yield info
     finally:  # also after a failed up(): PostgreSQL may already be running
-        target.down(embedded_target_state)
+        embedded.down(embedded_target_state)
 
 
 @pytest.fixture(scope="session")
 def target_token(embedded_target: TargetInfo, embedded_target_state: Path) -> str:
-    return target.read_token(embedded_target_state)
+    return embedded.read_token(embedded_target_state)
 
 
 @pytest.fixture()

@@ -15,7 +15,7 @@ import threading
 
 from aiohttp import web
 
-from workbench.ports import free_port
+from workbench.target.ports import free_port
 
 __all__ = ["LoopbackServer", "free_port"]
 

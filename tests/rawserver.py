@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from workbench.ports import free_port
+from workbench.target.ports import free_port
 
 
 class RawServer:

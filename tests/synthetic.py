@@ -1,7 +1,7 @@
 """Synthetic runs for analysis, record and comparison tests: known latencies, real code paths.
 
 A synthetic run is the frame the driver's ``requests.parquet`` would give, turned into a
-record by the same :func:`workbench.record.build` that ``Run.record`` calls; only the
+record by the same :func:`workbench.report.record.build` that ``Run.record`` calls; only the
 provenance facts (machine, target, database, calibration) are given here instead of
 measured.
 """
@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from workbench import analysis, calibration, compare, hdr, record, stats
+from workbench.analyse import analysis, hdr, stats
+from workbench.compare.runs import WindowSet
 from workbench.driver import DriveSpec, RequestTemplate
 from workbench.driver.result import validity_checks
+from workbench.report import calibration, record
 
 T0 = 1_780_000_000 * 10**9  # 2026-05-28, in epoch ns
 
@@ -36,7 +38,7 @@ def latencies(seed: int, scale: float, n: int) -> np.ndarray:
 
 
 def run_windows(seed: int = 0, scale: float = 1.0, duration_s: float = 30.0, rate: float = 100.0,
-                window_sd: float = 0.0) -> compare.WindowSet:
+                window_sd: float = 0.0) -> WindowSet:
     """The per-window histograms :func:`make_record` records for the same run, without the rest.
 
     ``window_sd`` multiplies each window's latencies by its own log-normal factor (a level
@@ -54,7 +56,7 @@ def run_windows(seed: int = 0, scale: float = 1.0, duration_s: float = 30.0, rat
         hist = hdr.new()
         hdr.record_array(hist, latency_us[window == w])
         histograms.append(stats.bucket_counts(hist))
-    return compare.WindowSet(histograms, np.zeros(len(histograms), np.int64))
+    return WindowSet(histograms, np.zeros(len(histograms), np.int64))
 
 
 def run_levels(seed: int, count: int, run_sd: float) -> np.ndarray:
@@ -65,7 +67,7 @@ def run_levels(seed: int, count: int, run_sd: float) -> np.ndarray:
 
 
 def repeated_runs(seeds: range | list[int], scale: float = 1.0, run_sd: float = 0.15,
-                  **kw) -> compare.WindowSet:
+                  **kw) -> WindowSet:
     """Several synthetic runs as one side of a comparison: :func:`run_windows` of each seed,
     its latencies multiplied by its own level (:func:`run_levels`), tagged run 0, 1, ..."""
     seeds = list(seeds)
@@ -74,9 +76,9 @@ def repeated_runs(seeds: range | list[int], scale: float = 1.0, run_sd: float = 
                     for s, level in zip(seeds, levels, strict=True)])
 
 
-def combine(runs: list[compare.WindowSet]) -> compare.WindowSet:
+def combine(runs: list[WindowSet]) -> WindowSet:
     """Single-run window sets as one side of several runs (run i for the i-th)."""
-    return compare.WindowSet([w for r in runs for w in r.windows],
+    return WindowSet([w for r in runs for w in r.windows],
                              np.concatenate([np.full(len(r.windows), i, np.int64)
                                              for i, r in enumerate(runs)]))
 

@@ -15,8 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench import ab, argtypes, calibration, cli, preflight, target
+from workbench import argtypes, cli
+from workbench.compare import ab
 from workbench.errors import WorkbenchError
+from workbench.report import calibration
+from workbench.target import embedded, preflight
 
 
 def url_side(name: str) -> ab.Side:
@@ -34,7 +37,7 @@ def fake_record(run_id: str, p50: float, valid: bool = True,
 
 
 class FakeRuns:
-    """Stands in for :func:`workbench.ab.measure`: each side's p50 drawn around its level
+    """Stands in for :func:`workbench.compare.ab.measure`: each side's p50 drawn around its level
     (lognormal, seeded), every call noted."""
 
     def __init__(self, a_ms: float, b_ms: float, sd: float = 0.03, seed: int = 7,
@@ -172,7 +175,7 @@ def test_a_started_target_runs_off_the_driver_core_and_both_are_restored(tmp_pat
         threads = []
         while len(threads) < 2:  # the second thread has started
             threads = ab._threads(server.pid)
-        info = target.TargetInfo(url="https://127.0.0.1:1", host="127.0.0.1", port=1,
+        info = embedded.TargetInfo(url="https://127.0.0.1:1", host="127.0.0.1", port=1,
                                  ca_file="", dsn="", pid=server.pid,
                                  pg_pgdata=str(tmp_path / "no-pg"), kind="certctl",
                                  name="ab_a")

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from tests import tinycertctl
-from workbench import ab, history, target
+from workbench.compare import ab, history
+from workbench.target import embedded
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="building needs Go on PATH")
 
@@ -48,7 +49,7 @@ def state():
     the machine) makes that root private again, which stops PostgreSQL mid-test."""
     path = Path(tempfile.mkdtemp(prefix="workbench-ab-state-"))
     yield path
-    target.down(path)
+    embedded.down(path)
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -62,7 +63,7 @@ def env(state, tmp_path, monkeypatch):
 
 
 def alive_instances(state: Path) -> list[str]:
-    return [i.name for i in target.instances(state) if target.server_alive(i)]
+    return [i.name for i in embedded.instances(state) if embedded.server_alive(i)]
 
 
 def test_one_revision_against_itself_is_neither_slower_nor_faster(repo, env, tmp_path):

@@ -11,11 +11,13 @@ import pyarrow.parquet as pq
 import pytest
 import sqlalchemy as sa
 
-from workbench import driver, launcher, preflight, scenarios, target
+from workbench import driver, scenarios
 from workbench.driver import DriveSpec, RequestTemplate, merge_reports, run_shard
 from workbench.driver.scripted import Response
 from workbench.errors import WorkbenchError
+from workbench.run import launcher
 from workbench.scenarios import acme_orders
+from workbench.target import embedded, preflight
 
 SIGNED_TAGS = ("new_account", "new_order", "order", "authz", "finalize")
 
@@ -230,7 +232,7 @@ def test_the_reset_removes_only_the_scenarios_accounts(embedded_target):
 
 
 def test_preflight_explains_finalize_when_it_is_asked_for(embedded_env):
-    token = target.read_token()
+    token = embedded.read_token()
     spec = scenarios.get("acme_orders")
     checks = spec.preflight_args(spec.params_for("smoke", {"finalize": True}))
     warnings = preflight.preflight(preflight.resolve_target(), token, **checks)["warnings"]
@@ -243,7 +245,7 @@ def test_preflight_explains_finalize_when_it_is_asked_for(embedded_env):
 
 def test_acme_orders_smoke_through_papermill_signs_every_request_right(
         embedded_env, embedded_target_state, monkeypatch):
-    token = target.read_token(embedded_target_state)
+    token = embedded.read_token(embedded_target_state)
     monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
     run_dir, code = launcher.execute("acme_orders", "smoke", overrides={"duration_s": 2.0})
     result = json.loads((run_dir / "result.json").read_text())
@@ -280,11 +282,11 @@ def test_finalize_failures_get_a_fresh_nonce_and_count_as_server_internal(
     spec_ = scenarios.get("acme_orders")
     params = spec_.params_for("smoke", {"duration_s": 1.0, "vus": 2, "finalize": True,
                                         "alg": alg})
-    info = target.read_info(embedded_target_state)
+    info = embedded.read_info(embedded_target_state)
     spec = DriveSpec(base_url=info.url, templates=spec_.templates(params),
                      **spec_.executor_settings(params), ca_file=info.ca_file,
                      token_env="ACME_TEST_TOKEN", scenario="acme_orders")
-    result = driver.drive(spec, tmp_path, env={"ACME_TEST_TOKEN": target.read_token(
+    result = driver.drive(spec, tmp_path, env={"ACME_TEST_TOKEN": embedded.read_token(
         embedded_target_state)}, echo=lambda line: None)
     by_tag = {tag: stats["count"] for tag, stats in result["by_tag"].items()}
     finalized = by_tag["finalize"]

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import analysis
+from workbench.analyse import analysis
 from workbench.driver import DriveSpec, RequestTemplate
 from workbench.driver.result import validity_checks
 from workbench.errors import WorkbenchError
@@ -175,7 +175,7 @@ def close_figures():
 def test_a_target_named_with_dollars_draws_its_titles_as_written(close_figures):
     import io
 
-    from workbench import plots
+    from workbench.report import plots
 
     target = "certctl v1$\\frac{1}{$ $x$ @ https://127.0.0.1:1"
     fig = plots.percentile_plot(mixed_frame(), "acme_burst", target, "2026-11-26 12:00 UTC")
@@ -185,7 +185,8 @@ def test_a_target_named_with_dollars_draws_its_titles_as_written(close_figures):
 
 def test_every_figure_is_titled_with_scenario_target_and_date(close_figures):
     from tests.synthetic import make_record, requests_frame
-    from workbench import compare, plots
+    from workbench.compare import runs
+    from workbench.report import plots
 
     df = mixed_frame()
     args = ("acme_burst", "stand-in standin-0.1 @ https://127.0.0.1:1", "2026-11-26 12:00 UTC")
@@ -194,9 +195,9 @@ def test_every_figure_is_titled_with_scenario_target_and_date(close_figures):
                plots.throughput_and_errors(df, *args, offered_rate=10.0),
                plots.percentile_plot(requests_frame(np.array([]), 10.0), *args)]
     a, b = make_record(seed=1), make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2)
-    comparison = compare.compare([a], [b])
+    comparison = runs.compare([a], [b])
     figures.append(plots.compare_percentiles(comparison))
-    figures.append(plots.trend_plot(compare.trend([a, b]), "agent_storm"))
+    figures.append(plots.trend_plot(runs.trend([a, b]), "agent_storm"))
     for fig in figures:
         title = fig.axes[0].get_title()
         assert fig.axes[0].get_title() and "\n" in title

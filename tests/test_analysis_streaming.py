@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import analysis, record, stats
+from workbench.analyse import analysis, stats
 from workbench.driver import ERROR_CLASSES
 from workbench.driver.recorder import PHASE_COLUMNS
+from workbench.report import record
 
 T0 = 1_780_000_000 * 10**9
 ROW_GROUP = 2_000
@@ -150,7 +151,7 @@ def _peak_bytes(run_dir: Path, window_s: float) -> int:
     drawing its figures included."""
     import matplotlib.pyplot as plt
 
-    from workbench import plots
+    from workbench.report import plots
 
     def analyse_and_draw() -> None:
         requests = analysis.open_requests(run_dir)
@@ -175,8 +176,8 @@ def test_memory_does_not_grow_with_the_number_of_requests(tmp_path, monkeypatch)
     # counts, the curves' points, the figure's sample; times on a 0.1 ms grain fill few
     # histogram buckets), so that what would grow with every request shows
     monkeypatch.setattr(stats, "SELECT_DIGIT_BITS", (4, 4))
-    monkeypatch.setattr("workbench.plots.CURVE_POINTS", 50)
-    monkeypatch.setattr("workbench.plots.MAX_POINTS", 1000)
+    monkeypatch.setattr("workbench.report.plots.CURVE_POINTS", 50)
+    monkeypatch.setattr("workbench.report.plots.MAX_POINTS", 1000)
     # six times the requests, as many windows: what grows with a run's length (one entry per
     # window) is set aside, so only what is held per request could differ
     small = _peak_bytes(write_run(tmp_path / "small", 10_000, 0, True, 100_000), 0.5)

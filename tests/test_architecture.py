@@ -113,7 +113,7 @@ def test_the_core_names_no_scenario():
     names = [p.stem for p in (ROOT / "workbench" / "scenarios").glob("*.py")
              if not p.stem.startswith("_")]
     assert len(names) > 3
-    for module in ("run", "capacity_run", "notebook", "launcher"):
+    for module in ("run/scenario", "capacity/runner", "report/notebook", "run/launcher"):
         text = (ROOT / "workbench" / f"{module}.py").read_text()
         named = sorted(name for name in names if name in text)
         assert not named, f"workbench/{module}.py names {', '.join(named)}: use a hook"

@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from tests.synthetic import make_record
-from workbench import baseline, hdr, jsonio, stats
-from workbench import record as schema
+from workbench import jsonio
+from workbench.analyse import hdr, stats
+from workbench.compare import baseline
 from workbench.errors import WorkbenchError
+from workbench.report import record as schema
 
 
 def record(run_id="20261126T120000Z_agent_storm_1a2b3c4d", valid=True, passed=True, p95=3.5):
@@ -204,7 +206,7 @@ def test_an_incomplete_record_is_refused(tmp_path):
 
 
 def test_database_facts_are_read_from_the_target_database(embedded_target):
-    from workbench.run import database_facts
+    from workbench.run.scenario import database_facts
 
     facts = database_facts(embedded_target.dsn)
     assert re.match(r"^\d+\.\d+", facts["server_version"])
@@ -217,7 +219,7 @@ def test_database_facts_are_read_from_the_target_database(embedded_target):
 
 def test_commit_date_of_the_measured_commit():
     from workbench.paths import project_root
-    from workbench.run import commit_date
+    from workbench.report.reporting import commit_date
 
     head = subprocess.run(["git", "-C", str(project_root()), "rev-parse", "HEAD"],
                           capture_output=True, text=True).stdout.strip()

@@ -8,10 +8,12 @@ import matplotlib.pyplot as plt
 import pytest
 import sqlalchemy as sa
 
-from workbench import launcher, run, target
-from workbench.baseline import load_record
 from workbench.cli import print_summary
+from workbench.compare.baseline import load_record
+from workbench.run import launcher
+from workbench.run.scenario import Run
 from workbench.scenarios import bulk_renewal
+from workbench.target import embedded
 
 
 def test_noop_warnings_name_the_share_skipped_and_the_fix():
@@ -34,7 +36,7 @@ def _totals(run_dir) -> dict:
 
 def test_ids_mode_at_smoke_size_enqueues_what_it_matches(embedded_env, embedded_target_state,
                                                          monkeypatch, capsys):
-    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    monkeypatch.setenv("CERTCTL_TOKEN", embedded.read_token(embedded_target_state))
     run_dir, _ = launcher.execute("bulk_renewal", "smoke", overrides={"mode": "ids"})
     totals = _totals(run_dir)
     assert totals["total_matched"] == 20 * 50  # 5/s for 4 s, 50 distinct ids per call
@@ -53,7 +55,7 @@ def test_ids_mode_at_smoke_size_enqueues_what_it_matches(embedded_env, embedded_
 def test_an_exhausted_fleet_says_so_in_summary_report_and_record(embedded_env,
                                                                  embedded_target_state,
                                                                  monkeypatch, capsys):
-    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    monkeypatch.setenv("CERTCTL_TOKEN", embedded.read_token(embedded_target_state))
     run_dir, _ = launcher.execute("bulk_renewal", "smoke", overrides={
              "mode": "ids", "size_to_run": False, "bulk_size": 50, "duration_s": 10.0})
     totals = _totals(run_dir)
@@ -91,15 +93,15 @@ def _pending(dsn: str) -> None:
     engine.dispose()
 
 
-def _certctl_like(r: run.Run) -> None:
+def _certctl_like(r: Run) -> None:
     """The embedded database seen as a real certctl's (whose processor the test plays)."""
     r.target = dataclasses.replace(r.target, embedded=False, started=None)
 
 
 def test_a_backlog_that_never_drains_stops_at_the_timeout_and_says_so(
         embedded_env, embedded_target_state, monkeypatch, tmp_path):
-    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
-    r = run.Run("bulk_renewal", {"mode": "ids", "duration_s": 1.0}, run_dir=tmp_path / "r")
+    monkeypatch.setenv("CERTCTL_TOKEN", embedded.read_token(embedded_target_state))
+    r = Run("bulk_renewal", {"mode": "ids", "duration_s": 1.0}, run_dir=tmp_path / "r")
     r.seed()
     r.drive()
     assert r.drain["waited"] is False and "no job processor" in r.drain["meaning"]
@@ -116,8 +118,8 @@ def test_a_backlog_that_never_drains_stops_at_the_timeout_and_says_so(
 def test_a_backlog_a_processor_works_off_drains_with_its_rate(embedded_env, tmp_path,
                                                               embedded_target_state,
                                                               monkeypatch):
-    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
-    r = run.Run("bulk_renewal", {"mode": "ids", "duration_s": 1.0, "drain_timeout_s": 0},
+    monkeypatch.setenv("CERTCTL_TOKEN", embedded.read_token(embedded_target_state))
+    r = Run("bulk_renewal", {"mode": "ids", "duration_s": 1.0, "drain_timeout_s": 0},
                 run_dir=tmp_path / "r")
     r.seed()
     r.drive()

@@ -4,7 +4,7 @@ the record section drawn from it, and the judgement of two sides' machines."""
 import sqlalchemy as sa
 
 from tests.synthetic import calibration_section, make_record
-from workbench import calibration
+from workbench.report import calibration
 
 
 def test_a_reading_measures_cpu_loopback_and_commits_on_a_scratch_table(embedded_target):

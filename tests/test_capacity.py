@@ -8,8 +8,17 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from workbench import capacity
-from workbench.capacity import SearchOptions, Step, search
+from workbench.capacity.search import (
+    BELOW_START,
+    DRIVER_BOUND,
+    KNEE,
+    NOT_REACHED,
+    SCHEMA_VERSION,
+    VUS,
+    SearchOptions,
+    Step,
+    search,
+)
 from workbench.errors import WorkbenchError
 
 LIMIT_MS = 200.0  # the threshold every synthetic step is judged by: p(99)<200
@@ -52,7 +61,7 @@ def test_a_monotone_curve_is_bracketed_within_the_tolerance():
     result = search(run, SearchOptions(start=50, ceiling=20_000, step_s=20.0))
     true_knee = knee(800.0, 20.0)
     low, high = result.interval
-    assert result.verdict == capacity.KNEE and result.found
+    assert result.verdict == KNEE and result.found
     assert low <= true_knee < high
     assert high / low <= 1.05
     assert result.max_sustainable == low
@@ -81,7 +90,7 @@ def test_noisy_curves_land_near_the_knee_for_almost_every_seed():
         def run(load: float, seconds: float, rng=rng) -> Step:
             return judged(load, queue_p99(load, 800.0, seconds) * float(rng.lognormal(0, 0.35)))
         result = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0))
-        assert result.verdict == capacity.KNEE
+        assert result.verdict == KNEE
         errors.append(abs(result.max_sustainable - true) / true)
     errors = np.array(errors)
     # noise near the knee can only move the answer by the width of the noisy region
@@ -99,7 +108,7 @@ def test_a_lucky_pass_is_caught_by_its_confirmation():
             p99 = 50.0  # passes once by chance, fails when run again
         return judged(load, p99)
     result = search(run, SearchOptions(start=100, ceiling=5_000, step_s=20.0, tolerance=0.05))
-    assert result.verdict == capacity.KNEE
+    assert result.verdict == KNEE
     assert result.max_sustainable <= knee(800.0, 20.0)
     assert any(s.confirmation and not s.passed for s in result.steps)
 
@@ -118,7 +127,7 @@ def test_a_load_above_the_answer_that_sometimes_passes_gets_longer_steps():
         return judged(load, p99)
     result = search(run, SearchOptions(start=100, ceiling=5_000, step_s=10.0,
                                        tolerance=0.02))
-    assert result.verdict == capacity.KNEE
+    assert result.verdict == KNEE
     assert result.repeats["step_s"] == 20.0
     assert result.repeats["above"] == result.repeats["above"] | {"runs": 3, "passed": 0}
     assert result.repeats["answer"]["runs"] == 3 == result.repeats["answer"]["passed"]
@@ -134,7 +143,7 @@ def test_the_longest_step_bounds_the_lengthening():
         return judged(load, 20.0 if p99 >= LIMIT_MS and n % 3 == 0 and load < 900 else p99)
     result = search(run, SearchOptions(start=100, ceiling=5_000, step_s=10.0,
                                        max_step_s=20.0, tolerance=0.02))
-    assert result.verdict == capacity.KNEE
+    assert result.verdict == KNEE
     assert max(s.step_s for s in result.steps) <= 20.0
     with pytest.raises(WorkbenchError, match="longest step"):
         search(run, SearchOptions(start=100, ceiling=5_000, step_s=10.0, max_step_s=5.0))
@@ -148,7 +157,7 @@ def test_repeated_searches_report_the_median_answer_and_its_range():
     result = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0, searches=3))
     answers = sorted(s["max_sustainable"] for s in result.searches)
     assert len(result.searches) == 3 and {s["verdict"] for s in result.searches} == {"knee"}
-    assert result.verdict == capacity.KNEE and result.max_sustainable == answers[1]
+    assert result.verdict == KNEE and result.max_sustainable == answers[1]
     assert result.answers == {"searches": 3, "knees": 3, "median": answers[1],
                               "min": answers[0], "max": answers[2],
                               "spread": (answers[2] - answers[0]) / answers[1]}
@@ -170,7 +179,7 @@ def test_repeated_searches_that_disagree_on_the_verdict_keep_the_weaker_one():
                         valid=False, driver_bound=True, failed=("driver CPU 97% of a core",))
         return judged(load, queue_p99(load, 800.0, seconds))
     result = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0, searches=3))
-    assert result.verdict == capacity.DRIVER_BOUND and not result.measured
+    assert result.verdict == DRIVER_BOUND and not result.measured
     assert [s["verdict"] for s in result.searches] == ["knee", "driver bound", "knee"]
     assert result.answers["knees"] == 2 and result.answers["median"] is None
     assert "3 searches: knee" in result.spread_line()
@@ -193,14 +202,14 @@ def test_a_driver_given_more_processes_lets_the_search_go_on():
         return True
     result = search(run, SearchOptions(start=500, ceiling=20_000, step_s=10.0),
                     lift_driver=lift)
-    assert result.verdict == capacity.KNEE and shards["n"] == 4
+    assert result.verdict == KNEE and shards["n"] == 4
     low, high = result.interval
     assert low <= knee(2500.0, 10.0) < high and high / low <= 1.05
     assert [s.shards for s in result.steps if s.driver_bound] == [1, 2]
     # without more processes the same driver ends the search, saying how to lift it
     shards["n"] = 1
     bound = search(run, SearchOptions(start=500, ceiling=20_000, step_s=10.0))
-    assert bound.verdict == capacity.DRIVER_BOUND and "--shards" in bound.sentence()
+    assert bound.verdict == DRIVER_BOUND and "--shards" in bound.sentence()
 
 
 def test_a_driver_that_cannot_keep_time_is_reported_as_such_never_as_capacity():
@@ -211,7 +220,7 @@ def test_a_driver_that_cannot_keep_time_is_reported_as_such_never_as_capacity():
                         failed=("schedule-lag p99 7.10 ms > 2.0 ms",))
         return judged(load, queue_p99(load, 50_000.0, 10.0))
     result = search(run, SearchOptions(start=100, ceiling=100_000, step_s=10.0))
-    assert result.verdict == capacity.DRIVER_BOUND and not result.found
+    assert result.verdict == DRIVER_BOUND and not result.found
     assert result.max_sustainable == 1600 and result.interval == (1600, None)
     assert "driver bound above 1,600 req/s" in result.sentence()
     assert "schedule-lag" in result.sentence()
@@ -233,12 +242,12 @@ def test_a_driver_bound_step_runs_again_before_it_ends_the_search():
         seen.append((load, step.driver_bound))
         return step
     result = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0))
-    assert result.verdict == capacity.KNEE
+    assert result.verdict == KNEE
     assert seen[2:4] == [(400, True), (400, False)]
     assert 800 <= result.max_sustainable <= knee(800.0, 10.0)
     strict = search(run, SearchOptions(start=100, ceiling=10_000, step_s=10.0,
                                        driver_retries=0))
-    assert strict.verdict == capacity.KNEE  # no hiccup left: the same answer without retries
+    assert strict.verdict == KNEE  # no hiccup left: the same answer without retries
     with pytest.raises(WorkbenchError, match="driver_retries"):
         search(run, SearchOptions(start=100, ceiling=1000, driver_retries=-1))
 
@@ -246,7 +255,7 @@ def test_a_driver_bound_step_runs_again_before_it_ends_the_search():
 def test_every_step_passing_up_to_the_ceiling_is_a_lower_bound():
     run, calls = monotone(50_000.0, 10.0)
     result = search(run, SearchOptions(start=100, ceiling=1000, step_s=10.0))
-    assert result.verdict == capacity.NOT_REACHED
+    assert result.verdict == NOT_REACHED
     assert calls == [100, 200, 400, 800, 1000] and result.max_sustainable == 1000
     assert "above 1,000 req/s" in result.sentence() and "--ceiling" in result.sentence()
 
@@ -254,7 +263,7 @@ def test_every_step_passing_up_to_the_ceiling_is_a_lower_bound():
 def test_a_first_step_that_fails_bounds_the_capacity_from_above():
     run, calls = monotone(10.0, 10.0)
     result = search(run, SearchOptions(start=100, ceiling=1000, step_s=10.0))
-    assert result.verdict == capacity.BELOW_START and calls == [100]
+    assert result.verdict == BELOW_START and calls == [100]
     assert result.max_sustainable is None and result.interval == (None, 100)
     assert "below 100 req/s" in result.sentence() and "--start" in result.sentence()
 
@@ -263,8 +272,8 @@ def test_a_virtual_user_search_steps_through_whole_users():
     def run(vus: float, seconds: float) -> Step:
         assert vus == int(vus)
         return judged(vus, 10.0 if vus <= 37 else 500.0)
-    result = search(run, SearchOptions(start=4, ceiling=400, step_s=10.0, unit=capacity.VUS))
-    assert result.verdict == capacity.KNEE
+    result = search(run, SearchOptions(start=4, ceiling=400, step_s=10.0, unit=VUS))
+    assert result.verdict == KNEE
     assert result.interval == (37, 38)  # adjacent integers: nothing left to bisect
     assert result.sentence().startswith("capacity: 37 vus")
 
@@ -274,7 +283,7 @@ def test_the_search_never_runs_more_than_its_step_budget():
     result = search(run, SearchOptions(start=100, ceiling=1e6, step_s=20.0, max_steps=8,
                                        tolerance=0.001))
     assert len(calls) == 8 == len(result.steps)
-    assert result.verdict == capacity.KNEE and result.interval[1] / result.interval[0] > 1.001
+    assert result.verdict == KNEE and result.interval[1] / result.interval[0] > 1.001
 
 
 def test_a_knee_whose_repeats_the_budget_cut_short_says_it_is_unconfirmed():
@@ -282,13 +291,13 @@ def test_a_knee_whose_repeats_the_budget_cut_short_says_it_is_unconfirmed():
     named, but not as if it had held every repeat."""
     run, calls = monotone(800.0, 20.0)
     full = search(run, SearchOptions(start=100, ceiling=1e6, step_s=20.0))
-    assert full.verdict == capacity.KNEE and not full.budget_spent
+    assert full.verdict == KNEE and not full.budget_spent
     assert "unconfirmed" not in full.sentence()
     bracketed = next(i for i, s in enumerate(full.steps) if s.confirmation)
     calls.clear()
     cut = search(run, SearchOptions(start=100, ceiling=1e6, step_s=20.0,
                                     max_steps=bracketed + 1))
-    assert cut.verdict == capacity.KNEE and cut.budget_spent
+    assert cut.verdict == KNEE and cut.budget_spent
     assert cut.interval == full.interval
     assert cut.repeats["answer"]["runs"] < full.options.repeats
     assert "unconfirmed: the step budget ran out" in cut.sentence()
@@ -308,7 +317,7 @@ def test_a_load_that_failed_only_in_short_steps_is_searched_above():
 
     result = search(run, SearchOptions(start=50, ceiling=1000, step_s=20.0, max_steps=64,
                                        max_step_s=40.0))
-    assert result.verdict == capacity.KNEE and not result.budget_spent
+    assert result.verdict == KNEE and not result.budget_spent
     low, high = result.interval
     assert 100 <= low < 120 <= high <= 120 * 1.05 ** 2
     assert result.repeats["step_s"] == 40.0
@@ -319,14 +328,14 @@ def test_a_ramp_that_spends_its_budget_says_so():
     run, calls = monotone(800.0, 20.0)
     result = search(run, SearchOptions(start=1, ceiling=1e6, step_s=20.0, max_steps=6))
     assert calls == [1, 2, 4, 8, 16, 32]
-    assert result.verdict == capacity.NOT_REACHED and result.budget_spent
+    assert result.verdict == NOT_REACHED and result.budget_spent
     assert "step budget ran out" in result.sentence()
 
 
 def test_the_result_serializes_with_every_step():
     run, _ = monotone(800.0, 20.0)
     data = search(run, SearchOptions(start=100, ceiling=5000, step_s=20.0)).to_dict()
-    assert data["schema_version"] == capacity.SCHEMA_VERSION
+    assert data["schema_version"] == SCHEMA_VERSION
     assert data["max_sustainable_rate"] == data["max_sustainable"]
     assert {"load", "achieved_rate", "p50", "p95", "p99", "passed", "valid"} <= set(
         data["steps"][0])
@@ -339,7 +348,7 @@ def test_the_result_serializes_with_every_step():
     (dict(start=10, ceiling=100, growth=1.0), "growth factor must be above 1"),
     (dict(start=10, ceiling=100, step_s=math.nan), "step duration"),
     (dict(start=10, ceiling=100, tolerance=2), "tolerance"),
-    (dict(start=0.5, ceiling=100, unit=capacity.VUS), "starts at 1 VU"),
+    (dict(start=0.5, ceiling=100, unit=VUS), "starts at 1 VU"),
 ])
 def test_bad_options_are_refused_before_any_step(options, needle):
     calls = []

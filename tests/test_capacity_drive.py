@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from workbench import capacity, capacity_run, exitcodes
-from workbench.capacity import SearchOptions
+from workbench import exitcodes
+from workbench.capacity import runner, search
+from workbench.capacity.search import SearchOptions
 from workbench.driver import DriveSpec, RequestTemplate
-from workbench.ports import free_port
+from workbench.target.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SLOTS, HOLD_MS = 10, 50.0
@@ -89,7 +90,7 @@ def test_bad_capacity_input_is_one_error_line_and_sends_nothing(tmp_path, flags,
 
 
 def test_threshold_options_take_a_metric_and_an_endpoint():
-    parsed = capacity_run.parse_threshold_options(
+    parsed = runner.parse_threshold_options(
         ["p(99)<200", "http_req_failed:rate<0.01", "http_req_duration{endpoint:hb}:p(95)<50",
          "http_req_failed rate<0.05"])
     assert [(t.metric, t.expression, t.tag) for t in parsed] == [
@@ -115,16 +116,16 @@ def test_the_search_finds_a_known_capacity_within_15_percent(tmp_path):
                             "--tolerance", "0.1", "--longest-step", "4", "--shards", "1",
                             "--out", str(out_dir))
         doc = json.loads((out_dir / "capacity.json").read_text())
-        assert out.returncode == capacity_run.exit_code(doc["verdict"]), out.stderr
+        assert out.returncode == runner.exit_code(doc["verdict"]), out.stderr
         stalled = [s for s in doc["steps"] if not s["passed"] and not s["driver_bound"]
                    and s["offered_rate"] < 0.9 * TRUE_CAPACITY]
-        if doc["verdict"] == capacity.DRIVER_BOUND:
+        if doc["verdict"] == search.DRIVER_BOUND:
             assert "driver bound" in out.stdout
             assert doc["interval"][0] is None or doc["interval"][0] <= 1.15 * TRUE_CAPACITY
         elif not stalled:
             break
-    assert doc["schema_version"] == capacity.SCHEMA_VERSION
-    assert doc["verdict"] == capacity.KNEE, doc["sentence"]
+    assert doc["schema_version"] == search.SCHEMA_VERSION
+    assert doc["verdict"] == search.KNEE, doc["sentence"]
     found = doc["max_sustainable_rate"]
     assert abs(found - TRUE_CAPACITY) / TRUE_CAPACITY <= 0.15, doc["sentence"]
     low, high = doc["interval"]
@@ -156,7 +157,7 @@ def test_the_search_finds_a_known_capacity_within_15_percent(tmp_path):
     # ramp that first failed at the capacity itself ran no step that far above it)
     saturated = [s["throughput"] for s in steps if s["offered_rate"] >= 1.3 * TRUE_CAPACITY]
     assert all(abs(t / TRUE_CAPACITY - 1) <= 0.15 for t in saturated), saturated
-    for figure in capacity_run.FIGURES:
+    for figure in runner.FIGURES:
         assert (out_dir / figure).read_bytes().startswith(b"\x89PNG")
 
 
@@ -174,10 +175,10 @@ def test_a_driver_slower_than_the_server_is_reported_as_driver_bound(tmp_path):
                             "--step-duration", "1", "--shards", "1", "--vus", "1000",
                             "--out", str(out_dir))
         doc = json.loads((out_dir / "capacity.json").read_text())
-        if doc["verdict"] == capacity.DRIVER_BOUND:
+        if doc["verdict"] == search.DRIVER_BOUND:
             break
     assert out.returncode == exitcodes.BREACHED, out.stderr  # no capacity
-    assert doc["verdict"] == capacity.DRIVER_BOUND, doc["sentence"]
+    assert doc["verdict"] == search.DRIVER_BOUND, doc["sentence"]
     assert "driver bound" in out.stdout and "--shards" in out.stdout
     last = doc["steps"][-1]
     assert last["driver_bound"] and not last["valid"] and not last["passed"]
@@ -208,57 +209,57 @@ def starved(cpu: float, lag_ms: float, dropped: int = 7, peak: float | None = No
 
 def test_a_cpu_bound_driver_owns_its_drops_and_a_late_driver_its_latency(tmp_path):
     """Deterministic: the steps are real runs, then the driver's facts are replaced."""
-    thresholds = capacity_run.parse_threshold_options(["p(99)<500"])
+    thresholds = runner.parse_threshold_options(["p(99)<500"])
     options = SearchOptions(start=20, ceiling=40, growth=2, step_s=0.5)
     with bench_server("--delay", "fixed:2") as url:
-        cpu = capacity_run.search_steps(slot_spec(url), tmp_path / "cpu", thresholds, options,
+        cpu = runner.search_steps(slot_spec(url), tmp_path / "cpu", thresholds, options,
                                         echo=lambda line: None, drive=starved(0.97, 0.5))
-        late = capacity_run.search_steps(slot_spec(url), tmp_path / "lag", thresholds, options,
+        late = runner.search_steps(slot_spec(url), tmp_path / "lag", thresholds, options,
                                          echo=lambda line: None, drive=starved(0.3, 15.0))
-    assert cpu.verdict == capacity.DRIVER_BOUND and cpu.interval == (None, None)
+    assert cpu.verdict == search.DRIVER_BOUND and cpu.interval == (None, None)
     assert cpu.steps[0].failed == ("driver CPU 97% of a core",)
     # a late driver with CPU to spare: the drops are the target's (VUs waited on it)
-    assert late.verdict == capacity.BELOW_START
+    assert late.verdict == search.BELOW_START
     assert "arrivals dropped" in late.steps[0].failed[0] and not late.steps[0].valid
     assert "capacity: not measured, driver bound from the first step" in cpu.sentence()
-    assert capacity_run.exit_code(cpu.verdict) == capacity_run.exit_code(late.verdict) != 0
+    assert runner.exit_code(cpu.verdict) == runner.exit_code(late.verdict) != 0
 
 
 def test_driver_lateness_counts_only_when_material_to_the_threshold(tmp_path):
     """The strict 2 ms rule of a plain run threw away certctl steps whose lag was 1 % of
     what they measured. In a capacity step lag is material above 2 % of the tightest latency
     limit (here 500 ms: 10 ms); the step records the rule that judged it."""
-    thresholds = capacity_run.parse_threshold_options(["p(99)<500", "p(95)<800"])
+    thresholds = runner.parse_threshold_options(["p(99)<500", "p(95)<800"])
     options = SearchOptions(start=20, ceiling=40, growth=2, step_s=0.5, repeats=1)
     with bench_server("--delay", "fixed:2") as url:
-        mild = capacity_run.search_steps(slot_spec(url), tmp_path / "mild", thresholds,
+        mild = runner.search_steps(slot_spec(url), tmp_path / "mild", thresholds,
                                          options, echo=lambda line: None,
                                          drive=starved(0.3, 5.0, dropped=0))
-        material = capacity_run.search_steps(slot_spec(url), tmp_path / "material",
+        material = runner.search_steps(slot_spec(url), tmp_path / "material",
                                              thresholds, options, echo=lambda line: None,
                                              drive=starved(0.3, 12.0, dropped=0))
-        untimed = capacity_run.search_steps(  # no latency threshold: 2 % of the step's p99
+        untimed = runner.search_steps(  # no latency threshold: 2 % of the step's p99
             slot_spec(url), tmp_path / "untimed",
-            capacity_run.parse_threshold_options(["http_req_failed rate<0.01"]), options,
+            runner.parse_threshold_options(["http_req_failed rate<0.01"]), options,
             echo=lambda line: None, drive=starved(0.3, 2.5, dropped=0))
-    assert mild.verdict == capacity.NOT_REACHED and all(s.valid for s in mild.steps)
+    assert mild.verdict == search.NOT_REACHED and all(s.valid for s in mild.steps)
     assert mild.steps[0].schedule_lag_p99 == 5.0
     assert mild.steps[0].driver_rule.startswith("capacity step: schedule-lag p99 up to 10 ms "
                                                 "(2% of the tightest latency limit (500 ms)")
-    assert material.verdict == capacity.DRIVER_BOUND
+    assert material.verdict == search.DRIVER_BOUND
     assert material.steps[0].failed == ("driver schedule-lag p99 12.00 ms > 10 ms",)
-    assert untimed.verdict == capacity.DRIVER_BOUND  # a few ms p99: 2 ms is the floor
+    assert untimed.verdict == search.DRIVER_BOUND  # a few ms p99: 2 ms is the floor
     assert "of the step's p99" in untimed.steps[0].driver_rule
 
 
 def test_drops_while_the_driver_peaked_at_its_core_are_the_drivers(tmp_path):
-    thresholds = capacity_run.parse_threshold_options(["p(99)<500"])
+    thresholds = runner.parse_threshold_options(["p(99)<500"])
     options = SearchOptions(start=20, ceiling=40, growth=2, step_s=0.5)
     with bench_server("--delay", "fixed:2") as url:
-        busy = capacity_run.search_steps(slot_spec(url), tmp_path / "busy", thresholds,
+        busy = runner.search_steps(slot_spec(url), tmp_path / "busy", thresholds,
                                          options, echo=lambda line: None,
                                          drive=starved(0.6, 0.5, dropped=900, peak=0.95))
-    assert busy.verdict == capacity.DRIVER_BOUND
+    assert busy.verdict == search.DRIVER_BOUND
     assert busy.steps[0].failed == ("900 arrivals dropped while the driver's CPU peaked at 95% "
                                     "of a core",)
 
@@ -271,16 +272,16 @@ def test_auto_shard_gives_a_driver_bound_step_more_processes_up_to_the_cores(tmp
     def drive(spec, out, **kwargs):
         seen.append(kwargs["shards"])
         return cpu_bound(spec, out, **kwargs)
-    monkeypatch.setattr(capacity_run, "driver_cores", lambda url: 2)
+    monkeypatch.setattr(runner, "driver_cores", lambda url: 2)
     lines: list[str] = []
-    thresholds = capacity_run.parse_threshold_options(["p(99)<500"])
+    thresholds = runner.parse_threshold_options(["p(99)<500"])
     with bench_server("--delay", "fixed:2") as url:
-        result = capacity_run.search_steps(
+        result = runner.search_steps(
             slot_spec(url), tmp_path / "auto", thresholds,
             SearchOptions(start=20, ceiling=40, step_s=0.5, driver_retries=0),
             echo=lines.append, auto_shard=True, drive=drive)
     assert seen == [None, 2]  # as the rate asks, then twice the one process it had
     assert [s.shards for s in result.steps] == [1, 2]
-    assert result.verdict == capacity.DRIVER_BOUND  # still out of CPU: no more cores
+    assert result.verdict == search.DRIVER_BOUND  # still out of CPU: no more cores
     assert any("going on with 2 driver processes" in line for line in lines)
     assert any("load from another host" in line for line in lines)

@@ -9,37 +9,32 @@ from pathlib import Path
 
 import pytest
 
-from workbench import (
-    baseline,
-    capacity,
-    capacity_record,
-    capacity_run,
-    jsonio,
-    machine,
-    scenarios,
-)
-from workbench.capacity import SearchOptions, Step
+from workbench import jsonio, scenarios
+from workbench.capacity import records, runner, search
+from workbench.capacity.search import SearchOptions, Step
+from workbench.compare import baseline
 from workbench.errors import WorkbenchError
+from workbench.report import machine
 
 
-def knee_search(limit_rps: float) -> capacity.Capacity:
+def knee_search(limit_rps: float) -> search.Capacity:
     def run(load: float, seconds: float) -> Step:
         ok = load <= limit_rps
         return Step(load=load, achieved_rate=load, p50=2.0, p95=5.0, p99=8.0 if ok else 900.0,
                     passed=ok, valid=True, failed=() if ok else ("p(99)<200 (measured 900)",),
                     run_dir="/somewhere/local", throughput=min(load, limit_rps))
-    return capacity.search(run, SearchOptions(start=100, ceiling=10_000, step_s=5.0))
+    return search.search(run, SearchOptions(start=100, ceiling=10_000, step_s=5.0))
 
 
-def run_folder(tmp: Path, result: capacity.Capacity, run_id: str) -> Path:
+def run_folder(tmp: Path, result: search.Capacity, run_id: str) -> Path:
     run_dir = tmp / "runs" / run_id
     run_dir.mkdir(parents=True)
-    doc = capacity_run.capacity_document(result, {"scenario": "agent_storm",
+    doc = runner.capacity_document(result, {"scenario": "agent_storm",
                                                   "thresholds": {"http_req_duration":
                                                                  ["p(99)<200"]}})
     storm = scenarios.get("agent_storm")
-    doc["fleet"] = capacity_run.capacity_meaning(storm, storm.params_for("smoke"), result)
-    record = capacity_record.build(doc, {
+    doc["fleet"] = runner.capacity_meaning(storm, storm.params_for("smoke"), result)
+    record = records.build(doc, {
         "run_id": run_id, "scenario": "agent_storm", "profile": "smoke",
         "parameters": {"rate": 167.0, "duration_s": 10.0, "fleet_size": 500},
         "target": {"url": "https://127.0.0.1:8080", "kind": "certctl",
@@ -47,7 +42,7 @@ def run_folder(tmp: Path, result: capacity.Capacity, run_id: str) -> Path:
         "workbench": {"git_sha": "0" * 40, "clean": True}, "machine": machine.facts(),
         "software": machine.software(),
         "run": {"started_at": "2026-12-03T12:00:00+00:00", "ended_at": "2026-12-03T12:05:00"}})
-    jsonio.write_json(run_dir / capacity_record.CAPACITY_RECORD_FILE, record)
+    jsonio.write_json(run_dir / records.CAPACITY_RECORD_FILE, record)
     return run_dir
 
 
@@ -76,8 +71,8 @@ def test_a_capacity_record_is_committed_and_rendered_beside_the_latency_table(re
     assert dest.parent == repo / "baselines" / machine.facts()["name"] / "agent_storm" / "capacity"
     assert dest.name == "20261203T120000Z_aad95d315b67_ab12cd34.json"
     record = json.loads(dest.read_text())
-    assert record["schema_version"] == capacity_record.SCHEMA_VERSION
-    assert record["kind"] == "capacity" and record["verdict"] == capacity.KNEE
+    assert record["schema_version"] == records.SCHEMA_VERSION
+    assert record["kind"] == "capacity" and record["verdict"] == search.KNEE
     assert record["target"]["commit"].startswith("aad95d3") and record["machine"]["name"]
     assert record["parameters"]["fleet_size"] == 500 and record["steps"]
     assert all("run_dir" not in step for step in record["steps"])  # local paths stay local
@@ -101,8 +96,8 @@ def test_a_capacity_record_is_committed_and_rendered_beside_the_latency_table(re
 def test_the_capacity_table_gives_several_searches_range():
     answers = {"searches": 3, "knees": 3, "min": 944.7, "median": 944.7, "max": 1075.0,
                "spread": 0.138}
-    assert capacity_record._searches({"answers": answers}) == "3: 945-1,075 (14% of the median)"
-    assert capacity_record._searches({}) == "1"
+    assert records._searches({"answers": answers}) == "3: 945-1,075 (14% of the median)"
+    assert records._searches({}) == "1"
 
 
 def test_a_bound_is_not_committed_as_a_capacity_without_force(repo):
@@ -120,17 +115,17 @@ def test_a_record_of_another_schema_is_refused(tmp_path):
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"kind": "capacity", "schema_version": 99}))
     with pytest.raises(WorkbenchError, match="schema version 2"):
-        capacity_record.load(path)
+        records.load(path)
 
 
 def test_a_version_1_capacity_record_is_migrated_and_says_it_has_no_calibration(repo):
     run_dir = run_folder(repo, knee_search(1000.0), "20261203T120000Z_agent_storm_capacity_1")
-    path = run_dir / capacity_record.CAPACITY_RECORD_FILE
+    path = run_dir / records.CAPACITY_RECORD_FILE
     old = json.loads(path.read_text())
     assert old["calibration"]["measured"] is False  # built without one: it says so
     del old["calibration"]
     path.write_text(json.dumps(old | {"schema_version": 1}))
-    record = capacity_record.load(path)
+    record = records.load(path)
     assert record["schema_version"] == 2
     assert record["calibration"]["reason"] == ("recorded with capacity record schema 1, before "
                                                "calibration existed")
@@ -144,9 +139,9 @@ def test_a_capacity_record_keeps_its_calibration(repo):
     from tests.synthetic import calibration_section
 
     run_dir = run_folder(repo, knee_search(1000.0), "20261203T120000Z_agent_storm_capacity_2")
-    path = run_dir / capacity_record.CAPACITY_RECORD_FILE
+    path = run_dir / records.CAPACITY_RECORD_FILE
     path.write_text(json.dumps(json.loads(path.read_text())
                                | {"calibration": calibration_section(1.0)}))
-    assert capacity_record.load(path)["calibration"]["figures"]["cpu_ms"] == 2.5
+    assert records.load(path)["calibration"]["figures"]["cpu_ms"] == 2.5
     baseline.commit(run_dir, repo)
     assert "| cpu 2.5 / loopback 0.06 ms |" in (repo / "baselines" / "README.md").read_text()

@@ -21,8 +21,9 @@ import pytest
 
 from tests import tinycertctl
 from tests.loopback import free_port
-from workbench import certctl, launcher, preflight, target
 from workbench.errors import WorkbenchError
+from workbench.run import launcher
+from workbench.target import certctl, embedded, preflight
 
 pytestmark = pytest.mark.skipif(shutil.which("go") is None, reason="building needs Go on PATH")
 
@@ -41,7 +42,7 @@ def state(tmp_path_factory):
     """This module's own state folder (PostgreSQL, builds, instances), stopped at the end."""
     path = tmp_path_factory.mktemp("certctl-state")
     yield path
-    target.down(path)
+    embedded.down(path)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +62,7 @@ def env(state, tmp_path, monkeypatch):
     return state
 
 
-def get(info: target.TargetInfo, path: str, token: str | None = None) -> httpx.Response:
+def get(info: embedded.TargetInfo, path: str, token: str | None = None) -> httpx.Response:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.get(f"{info.url}{path}", headers=headers, timeout=5.0,
                      verify=ssl.create_default_context(cafile=info.ca_file))
@@ -171,8 +172,8 @@ def test_up_makes_the_build_the_target_with_the_benchmark_profile(builds, env, m
                 "CERTCTL_SCHEDULER_AGENT_HEALTH_CHECK_INTERVAL": "24h"}
     assert {k: settings.get(k) for k in expected} == expected
     assert "CERTCTL_RATE_LIMIT_RPS" not in settings
-    socket_dir = target.start_postgres(env / "pg")  # running already: where it listens
-    with psycopg.connect(target.postgres_url(socket_dir, info.database)):
+    socket_dir = embedded.start_postgres(env / "pg")  # running already: where it listens
+    with psycopg.connect(embedded.postgres_url(socket_dir, info.database)):
         pass  # its database exists on the embedded PostgreSQL
     # nothing secret in what other processes read
     saved = (env / "target.json").read_text() + (env / "instances" / "target" /
@@ -185,13 +186,13 @@ def test_up_twice_is_idempotent_and_another_build_replaces_the_running_one(build
     at_one, at_two = builds
     port = free_port()
     first = certctl.up(at_one, env, port=port)
-    token = target.read_token(env)
+    token = embedded.read_token(env)
     assert certctl.up(at_one, env, port=port) == first  # same build, same settings: kept
-    assert target.read_token(env) == token and processes_of(at_one.binary) == [first.pid]
+    assert embedded.read_token(env) == token and processes_of(at_one.binary) == [first.pid]
     second = certctl.up(at_two, env, port=port)
     assert processes_of(at_one.binary) == [] and processes_of(at_two.binary) == [second.pid]
     assert second.database != first.database  # two builds never share a database
-    state = target.status(env)
+    state = embedded.status(env)
     assert (state["kind"], state["version"], state["commit"], state["pid"], state["ready"]) == (
         "certctl", at_two.version, at_two.commit, second.pid, True)
     assert state["database"] == second.database and state["instances"] == []
@@ -203,7 +204,7 @@ def test_other_settings_restart_it_and_reach_the_server(builds, env):
     plain = certctl.up(at_one, env, port=port)
     limited = certctl.up(at_one, env, port=port, keygen_mode="server",
                          env={"CERTCTL_RATE_LIMIT_ENABLED": "true"})
-    assert limited.pid != plain.pid and not target.server_alive(plain)
+    assert limited.pid != plain.pid and not embedded.server_alive(plain)
     settings = get(limited, "/tiny/env").json()
     assert (settings["CERTCTL_KEYGEN_MODE"], settings["CERTCTL_RATE_LIMIT_ENABLED"]) == (
         "server", "true")
@@ -215,15 +216,15 @@ def test_two_instances_run_at_once_each_on_its_own_port_and_database(builds, env
     b = certctl.start(at_one, "b", port=free_port(), state=env)
     try:
         assert a.database != b.database and a.port != b.port and a.pid != b.pid
-        assert get(a, "/api/v1/auth/check", target.read_token_file(Path(a.token_file))
+        assert get(a, "/api/v1/auth/check", embedded.read_token_file(Path(a.token_file))
                    ).status_code == 200
-        assert get(a, "/api/v1/auth/check", target.read_token_file(Path(b.token_file))
+        assert get(a, "/api/v1/auth/check", embedded.read_token_file(Path(b.token_file))
                    ).status_code == 401  # each its own key
-        assert {i.name for i in target.instances(env)} >= {"a", "b"}
+        assert {i.name for i in embedded.instances(env)} >= {"a", "b"}
     finally:
         certctl.stop("a", env)
         certctl.stop("b", env)
-    assert not target.server_alive(a) and not target.server_alive(b)
+    assert not embedded.server_alive(a) and not embedded.server_alive(b)
 
 
 @pytest.mark.parametrize("knob, needle", [
@@ -238,40 +239,40 @@ def test_a_server_that_does_not_come_up_is_refused_with_its_log_tail(builds, env
                       ready_timeout_s=3)
     assert "certctl.log" in str(refused.value)
     assert processes_of(at_one.binary) == before  # nothing of it left running
-    assert "broken" not in {i.name for i in target.instances(env)}
+    assert "broken" not in {i.name for i in embedded.instances(env)}
 
 
 def test_the_ari_fix_disables_every_other_issuer_and_restarts_certctl(builds, env):
     """The tiny server has no schema: its database gets certctl's issuers table beforehand."""
     at_one = builds[0]
-    socket_dir = target.start_postgres(env / "pg")
+    socket_dir = embedded.start_postgres(env / "pg")
     database = certctl.database_name("ari", at_one)
-    target.create_database(socket_dir, database, fresh=True)
-    with psycopg.connect(target.postgres_url(socket_dir, database), autocommit=True) as conn:
+    embedded.create_database(socket_dir, database, fresh=True)
+    with psycopg.connect(embedded.postgres_url(socket_dir, database), autocommit=True) as conn:
         conn.execute("CREATE TABLE issuers (id text PRIMARY KEY, enabled boolean NOT NULL)")
         conn.execute("INSERT INTO issuers VALUES ('iss-local', true), ('iss-acme-le', true), "
                      "('iss-vault', true), ('iss-off', false)")
     said = []
     info = certctl.start(at_one, "ari", port=free_port(), state=env, echo=said.append)
     try:
-        with psycopg.connect(target.postgres_url(socket_dir, database)) as conn:
+        with psycopg.connect(embedded.postgres_url(socket_dir, database)) as conn:
             enabled = conn.execute("SELECT id FROM issuers WHERE enabled").fetchall()
         assert enabled == [("iss-local",)]
         log = Path(info.log_file).read_text()
         assert log.count("tiny: listening") == 2 and "restart after disabling" in log
         assert any("iss-acme-le, iss-vault" in line for line in said)
-        assert certctl.disable_other_issuers(target.postgres_url(socket_dir, database)) == []
+        assert certctl.disable_other_issuers(embedded.postgres_url(socket_dir, database)) == []
     finally:
         certctl.stop("ari", env)
 
 
 def test_the_stand_in_and_certctl_replace_each_other(builds, env):
     info = certctl.up(builds[0], env, port=free_port())
-    standin = target.up(env, port=free_port())
-    assert not target.server_alive(info) and target.read_info(env) == standin
+    standin = embedded.up(env, port=free_port())
+    assert not embedded.server_alive(info) and embedded.read_info(env) == standin
     assert preflight.resolve_target().kind == "stand-in"
     back = certctl.up(builds[0], env, port=free_port())
-    assert not target.server_alive(standin) and target.status(env)["kind"] == "certctl"
+    assert not embedded.server_alive(standin) and embedded.status(env)["kind"] == "certctl"
     assert preflight.resolve_target().url == back.url
 
 
@@ -292,12 +293,12 @@ def test_a_target_that_dies_mid_run_fails_the_run_with_its_log_tail_and_keeps_it
 def test_down_leaves_no_certctl_and_no_postgresql(builds, env):
     info = certctl.up(builds[0], env, port=free_port())
     other = certctl.start(builds[1], "other", port=free_port(), state=env)
-    postmaster = target.status(env)["pg_pid"]
-    target.down(env)
-    assert not target.server_alive(info) and not target.server_alive(other)
+    postmaster = embedded.status(env)["pg_pid"]
+    embedded.down(env)
+    assert not embedded.server_alive(info) and not embedded.server_alive(other)
     assert processes_of(builds[0].binary) == processes_of(builds[1].binary) == []
-    assert target.running(postmaster) is None
-    assert target.status(env)["kind"] is None and target.instances(env) == []
+    assert embedded.running(postmaster) is None
+    assert embedded.status(env)["kind"] is None and embedded.instances(env) == []
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -23,8 +23,10 @@ import psycopg
 import pytest
 
 from tests.loopback import free_port
-from workbench import certctl, launcher, preflight, scenarios, target
+from workbench import scenarios
+from workbench.run import launcher
 from workbench.scenarios import acme_burst
+from workbench.target import certctl, embedded, preflight
 
 SRC = os.environ.get("CERTCTL_SRC", "")
 pytestmark = pytest.mark.skipif(not SRC, reason="opt-in: export CERTCTL_SRC=<a certctl "
@@ -38,7 +40,7 @@ def up(tmp_path_factory):
         made = certctl.build(SRC, state=state)
         yield state, made, certctl.up(made, state, port=free_port())
     finally:
-        target.down(state)
+        embedded.down(state)
 
 
 @pytest.fixture()
@@ -61,21 +63,21 @@ def test_the_server_names_its_build(env):
     assert (identity["kind"], identity["version"], identity["commit"]) == (
         "certctl", describe, head)
     assert not identity["standin"] and made.module == certctl.module_path(Path(SRC) / "go.mod")
-    status = target.status()
+    status = embedded.status()
     assert (status["version"], status["commit"], status["database"]) == (
         describe, head, info.database)
 
 
 def test_only_iss_local_is_enabled_so_ari_finds_every_fixture(env):
     _, _, info = env
-    socket_dir = target.start_postgres(Path(info.pg_pgdata))
-    with psycopg.connect(target.postgres_url(socket_dir, info.database)) as conn:
+    socket_dir = embedded.start_postgres(Path(info.pg_pgdata))
+    with psycopg.connect(embedded.postgres_url(socket_dir, info.database)) as conn:
         enabled = conn.execute("SELECT id FROM issuers WHERE enabled").fetchall()
     assert enabled == [("iss-local",)]
     burst = scenarios.get("acme_burst")
     params = burst.params_for("smoke", {"ari_size": 21})
     burst.seed(info.dsn, params)
-    token = target.read_token()
+    token = embedded.read_token()
     with httpx.Client(base_url=info.url, timeout=10.0,
                       verify=ssl.create_default_context(cafile=info.ca_file),
                       headers={"Authorization": f"Bearer {token}"}) as client:
@@ -97,6 +99,6 @@ def test_acme_burst_runs_on_it_with_no_target_and_no_exports(env):
 
 def test_down_leaves_no_certctl_and_no_postgresql(env):
     state, made, info = env
-    postmaster = target.status()["pg_pid"]
-    target.down(state)
-    assert not target.server_alive(info) and target.running(postmaster) is None
+    postmaster = embedded.status()["pg_pid"]
+    embedded.down(state)
+    assert not embedded.server_alive(info) and embedded.running(postmaster) is None

@@ -139,9 +139,9 @@ def test_every_environment_variable_the_code_reads_is_documented():
 @pytest.fixture()
 def real_target_env(embedded_env, embedded_target_state, monkeypatch):
     """The embedded target addressed as a real certctl would be: URL, CA file, token, DSN."""
-    from workbench import target
+    from workbench.target import embedded
 
-    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    monkeypatch.setenv("CERTCTL_TOKEN", embedded.read_token(embedded_target_state))
     return ["--target", embedded_env.url, "--ca-file", embedded_env.ca_file]
 
 
@@ -171,7 +171,7 @@ def _create_database(dsn: str, name: str, ddl: str = "") -> str:
 ])
 def test_unfit_database_is_refused_before_any_load(real_target_env, embedded_env, monkeypatch,
                                                     tmp_path, case, needle):
-    from workbench.standin import schema_sql
+    from workbench.target.standin import schema_sql
 
     if case == "unreachable":
         dead = f"postgresql+psycopg://certctl@127.0.0.1:{free_port()}/x"

@@ -10,25 +10,26 @@ import numpy as np
 import pytest
 
 from tests.synthetic import make_record, repeated_runs, run_levels, run_windows
-from workbench import compare, stats
+from workbench.analyse import stats
+from workbench.compare import runs
 from workbench.errors import WorkbenchError
 
 
 def windows(rng, scale=1.0, count=20, size=200):
-    return compare.WindowSet.from_samples(
+    return runs.WindowSet.from_samples(
         [rng.lognormal(np.log(2.0 * scale), 0.5, size) for _ in range(count)])
 
 
 def test_a_20_percent_shift_is_slower_and_its_mirror_faster():
     rng = np.random.default_rng(0)
     a, b = windows(rng), windows(rng, scale=1.2)
-    rows = compare.compare_windows(a, b)
+    rows = runs.compare_windows(a, b)
     assert [r["verdict"] for r in rows] == ["slower"] * 3
     for r in rows:
         assert r["ci_low"] <= r["ratio"] <= r["ci_high"] and r["ci_low"] > 1.0
         assert r["p_value"] < 0.002 and r["unit"] == "windows"
     assert rows[0]["ratio"] == pytest.approx(1.2, abs=0.05)
-    assert [r["verdict"] for r in compare.compare_windows(b, a)] == ["faster"] * 3
+    assert [r["verdict"] for r in runs.compare_windows(b, a)] == ["faster"] * 3
 
 
 @pytest.mark.slow
@@ -36,7 +37,7 @@ def test_same_distribution_false_positive_rate_is_below_one_percent():
     rng = np.random.default_rng(1)
     trials, false_positives, verdicts = 300, 0, set()
     for _ in range(trials):
-        rows = compare.compare_windows(windows(rng, count=12, size=100),
+        rows = runs.compare_windows(windows(rng, count=12, size=100),
                                        windows(rng, count=12, size=100), n_boot=0)
         false_positives += any(r["verdict"] in ("slower", "faster") for r in rows)
         verdicts |= {r["verdict"] for r in rows}
@@ -46,7 +47,7 @@ def test_same_distribution_false_positive_rate_is_below_one_percent():
 
 def test_a_small_but_significant_shift_is_no_change():
     rng = np.random.default_rng(2)
-    rows = compare.compare_windows(windows(rng, count=30, size=500),
+    rows = runs.compare_windows(windows(rng, count=30, size=500),
                                    windows(rng, scale=1.05, count=30, size=500), n_boot=200)
     assert all(r["p_value"] < 0.002 for r in rows[:1])  # detectable ...
     assert [r["verdict"] for r in rows] == ["no change"] * 3  # ... but under the 10 % factor
@@ -58,7 +59,7 @@ def test_a_shift_the_interval_shows_but_the_test_does_not_is_inconclusive():
     Mann-Whitney p 0.16 over 10 windows a side was called "no change". Here windows whose
     level drifts (a shared machine) give B/A 0.34, interval [0.17, 0.90], p 0.08."""
     a, b = run_windows(seed=24, window_sd=0.9), run_windows(seed=25, scale=0.35, window_sd=0.9)
-    p95 = compare.compare_windows(a, b)[1]
+    p95 = runs.compare_windows(a, b)[1]
     assert p95["ratio"] == pytest.approx(0.343, abs=0.001) and p95["ci_high"] < 1 / 1.1
     assert 0.002 < p95["p_value"] < 0.2 and p95["a_windows"] == p95["b_windows"] == 10
     assert p95["verdict"] == "inconclusive"
@@ -69,11 +70,11 @@ def test_a_shift_the_interval_shows_but_the_test_does_not_is_inconclusive():
 
 def test_an_interval_wider_than_the_factor_is_inconclusive_and_says_how_many_runs():
     rng = np.random.default_rng(11)
-    a = compare.WindowSet.from_samples([rng.lognormal(np.log(2), 0.5, 200) for _ in range(12)],
+    a = runs.WindowSet.from_samples([rng.lognormal(np.log(2), 0.5, 200) for _ in range(12)],
                                        run=[0] * 6 + [1] * 6)
-    b = compare.WindowSet.from_samples([rng.lognormal(np.log(2), 0.5, 200) for _ in range(12)],
+    b = runs.WindowSet.from_samples([rng.lognormal(np.log(2), 0.5, 200) for _ in range(12)],
                                        run=[0] * 6 + [1] * 6)
-    p99 = compare.compare_windows(a, b, n_boot=400)[2]
+    p99 = runs.compare_windows(a, b, n_boot=400)[2]
     assert p99["unit"] == "runs" and p99["verdict"] == "inconclusive"
     assert p99["ci_low"] < 1 / 1.1 < p99["ratio"] < 1.1  # inside, but the interval is not
     # two runs a side leave the t two degrees of freedom: the interval is wide, and its
@@ -94,20 +95,20 @@ def test_power_and_false_positives_between_two_30_s_runs():
     """
     slower = {"p50": 0, "p95": 0, "p99": 0}
     for i in range(100):
-        rows = compare.compare_windows(run_windows(seed=2 * i),
+        rows = runs.compare_windows(run_windows(seed=2 * i),
                                        run_windows(seed=2 * i + 1, scale=1.3), n_boot=0)
         for r in rows:
             slower[r["stat"]] += r["verdict"] == "slower"
     assert min(slower.values()) >= 95  # power at least 95 %
     claims = 0
     for i in range(200):
-        rows = compare.compare_windows(run_windows(seed=1000 + 2 * i),
+        rows = runs.compare_windows(run_windows(seed=1000 + 2 * i),
                                        run_windows(seed=1001 + 2 * i), n_boot=0)
         claims += any(r["verdict"] in ("slower", "faster") for r in rows)
     assert claims <= 2  # false positives at most 1 %
     shown = 0
     for i in range(50):
-        rows = compare.compare_windows(run_windows(seed=1000 + 2 * i),
+        rows = runs.compare_windows(run_windows(seed=1000 + 2 * i),
                                        run_windows(seed=1001 + 2 * i), n_boot=200, seed=i)
         assert {r["verdict"] for r in rows} <= {"no change", "inconclusive"}
         shown += {r["verdict"] for r in rows} == {"no change"}
@@ -122,10 +123,10 @@ def per_run_pool(count: int, run_sd: float, scale: float = 1.0, first_seed: int 
     levels = run_levels(first_seed, count, run_sd)
     per_run, per_window = [], []
     for i in range(count):
-        values, (m,) = compare._dense([run_windows(seed=first_seed + i,
+        values, (m,) = runs._dense([run_windows(seed=first_seed + i,
                                                    scale=scale * levels[i])])
-        per_run.append(stats.percentiles_from_counts(m.sum(axis=0), values, compare.STATS)[0])
-        per_window.append(stats.percentiles_from_counts(m, values, compare.STATS))
+        per_run.append(stats.percentiles_from_counts(m.sum(axis=0), values, runs.STATS)[0])
+        per_window.append(stats.percentiles_from_counts(m, values, runs.STATS))
     return np.array(per_run), np.array(per_window)
 
 
@@ -174,7 +175,7 @@ def test_repeated_runs_with_run_to_run_drift_keep_the_false_alarm_rate():
 def test_compare_tests_repeated_runs_with_welch_on_per_run_percentiles():
     """compare_windows' run rows are Welch's t on the logs of each run's percentile."""
     a, b = repeated_runs(range(0, 3)), repeated_runs(range(10, 14), scale=1.3)
-    rows = compare.compare_windows(a, b, n_boot=0)
+    rows = runs.compare_windows(a, b, n_boot=0)
     pa, _ = per_run_pool(3, 0.15)
     pb, _ = per_run_pool(4, 0.15, scale=1.3, first_seed=10)
     from scipy import stats as sps
@@ -197,17 +198,17 @@ def test_power_of_repeated_runs_and_the_runs_it_asks_for():
     89 %; with 0.15, 4 runs a side in 3 %, and the 15 runs a side to_settle asks for
     (:func:`stats.runs_for_power`, aiming at 80 %) in 88 %."""
     rng = np.random.default_rng(30)
-    for run_sd, runs, least in ((0.05, 4, 0.6), (0.05, 5, 0.85), (0.15, 4, 0.0)):
+    for run_sd, n_runs, least in ((0.05, 4, 0.6), (0.05, 5, 0.85), (0.15, 4, 0.0)):
         pa, _ = per_run_pool(60, run_sd, first_seed=1000)
         pb, _ = per_run_pool(60, run_sd, scale=1.3, first_seed=2000)
         slower = 0
         for _ in range(100):
-            a, b = rng.choice(60, runs, replace=False), rng.choice(60, runs, replace=False)
+            a, b = rng.choice(60, n_runs, replace=False), rng.choice(60, n_runs, replace=False)
             for j in range(3):
                 t = stats.welch_log(pa[a, j], pb[b, j])
                 slower += stats.verdict(t["ratio"], t["p_value"], t["ci_low"], t["ci_high"],
                                         1.1, 0.002) == "slower"
-        assert slower >= least * 300, (run_sd, runs, slower)
+        assert slower >= least * 300, (run_sd, n_runs, slower)
     sd = np.log(pa[:, 1]).std(ddof=1)
     need = stats.runs_for_power(np.log(1.3), sd, 0.002)
     assert need == 15
@@ -223,7 +224,7 @@ def test_power_of_repeated_runs_and_the_runs_it_asks_for():
 
 def test_run_windows_are_the_windows_a_record_keeps():
     fast = run_windows(seed=5)
-    kept = compare.WindowSet.from_records([make_record(seed=5)], "heartbeat")
+    kept = runs.WindowSet.from_records([make_record(seed=5)], "heartbeat")
     assert len(fast.windows) == len(kept.windows) == 10
     for (idx_a, counts_a), (idx_b, counts_b) in zip(fast.windows, kept.windows, strict=True):
         np.testing.assert_array_equal(idx_a, idx_b)
@@ -235,7 +236,7 @@ def test_the_windows_it_asks_for_give_the_test_its_power():
     """Noether's count for a 30 % shift under window-to-window drift (sd 0.2 in log), from the
     true effect size, reaches 80 % power in simulation (measured 85 % over 100 pairs)."""
     def p95s(ws):
-        values, (counts,) = compare._dense([ws])
+        values, (counts,) = runs._dense([ws])
         return stats.percentiles_from_counts(counts, values, (95.0,))[:, 0]
 
     need = stats.units_for_power(p95s(run_windows(seed=99, duration_s=2000, window_sd=0.2)),
@@ -244,7 +245,7 @@ def test_the_windows_it_asks_for_give_the_test_its_power():
     assert need == 25
     detected = 0
     for i in range(100):  # runs of 250 s: 25 windows of 10 s a side
-        rows = compare.compare_windows(
+        rows = runs.compare_windows(
             run_windows(seed=10_000 + 2 * i, duration_s=10 * need, window_sd=0.2),
             run_windows(seed=10_001 + 2 * i, scale=1.3, duration_s=10 * need, window_sd=0.2),
             n_boot=0)
@@ -254,7 +255,7 @@ def test_the_windows_it_asks_for_give_the_test_its_power():
 
 def test_too_few_windows_cannot_claim_anything():
     rng = np.random.default_rng(3)
-    rows = compare.compare_windows(windows(rng, count=3), windows(rng, scale=2.0, count=3))
+    rows = runs.compare_windows(windows(rng, count=3), windows(rng, scale=2.0, count=3))
     assert {r["verdict"] for r in rows} == {"insufficient data"}
     assert rows[0]["to_settle"].startswith("at least 7 windows a side: with 3 and 3 the test "
                                            "can never reach p < 0.002; 3 runs like these")
@@ -262,11 +263,11 @@ def test_too_few_windows_cannot_claim_anything():
 
 def test_repeated_runs_are_tested_run_by_run():
     rng = np.random.default_rng(4)
-    a = compare.WindowSet.from_samples([rng.lognormal(np.log(2), 0.5, 200) for _ in range(12)],
+    a = runs.WindowSet.from_samples([rng.lognormal(np.log(2), 0.5, 200) for _ in range(12)],
                                        run=[0] * 4 + [1] * 4 + [2] * 4)
-    b = compare.WindowSet.from_samples(
+    b = runs.WindowSet.from_samples(
         [rng.lognormal(np.log(2.6), 0.5, 200) for _ in range(12)], run=[0] * 6 + [1] * 6)
-    rows = compare.compare_windows(a, b, n_boot=200)
+    rows = runs.compare_windows(a, b, n_boot=200)
     assert {r["unit"] for r in rows} == {"runs"}
     assert [(r["a_units"], r["b_units"]) for r in rows] == [(3, 2)] * 3
     assert all(r["ci_low"] > 1.0 for r in rows)
@@ -280,12 +281,12 @@ def test_records_compare_per_endpoint_with_an_all_row():
     tags = ("directory", "new-nonce")
     a = make_record("20261126T120000Z_acme_burst_aaaaaaaa", tags=tags, seed=1, n=6000)
     b = make_record("20261126T130000Z_acme_burst_bbbbbbbb", tags=tags, seed=2, n=6000, scale=1.3)
-    result = compare.compare([a], [b])
+    result = runs.compare([a], [b])
     assert result.comparable and result.verdict == "slower"
     assert list(result.table["endpoint"].unique()) == ["all", "directory", "new-nonce"]
     assert set(result.table["verdict"]) == {"slower"}
     assert result.table["a_windows"].iloc[0] == 10  # a 60 s run in 6 s windows
-    same = compare.compare([a], [make_record("20261126T140000Z_x_cccccccc", tags=tags, seed=3,
+    same = runs.compare([a], [make_record("20261126T140000Z_x_cccccccc", tags=tags, seed=3,
                                              n=6000)])
     # 300 requests per endpoint and window cannot pin p99 within 10 %: those rows, and so the
     # comparison, are inconclusive, and say how many windows would settle them
@@ -301,12 +302,12 @@ def test_different_machines_parameters_or_fixtures_are_not_comparable():
     a = make_record(seed=1)
     other = make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2, scale=1.3,
                         machine="arm64-8c-32g-99999999", fingerprint="9999999999999999")
-    result = compare.compare([a], [other])
+    result = runs.compare([a], [other])
     assert result.verdict == "not comparable" and not result.comparable
     assert "different machines" in result.reasons[0] and result.table.empty
-    forced = compare.compare([a], [other], force=True)
+    forced = runs.compare([a], [other], force=True)
     assert forced.forced and forced.verdict == "slower"
-    reasons = compare.comparability([a], [make_record(seed=2, fleet_size=5000, rate=50.0)])
+    reasons = runs.comparability([a], [make_record(seed=2, fleet_size=5000, rate=50.0)])
     assert any("different parameters (duration_s, fleet_size, rate)" in r for r in reasons)
     assert any("different fixture sizes" in r for r in reasons)
 
@@ -349,7 +350,7 @@ def test_trend_is_in_commit_order():
         make_record("20261202T120000Z_agent_storm_00000004", commit="b" * 40, seed=4,
                     started_at="2026-12-02T12:00:00+00:00", commit_date="2026-11-24T09:00:00Z"),
     ]
-    df = compare.trend(records)
+    df = runs.trend(records)
     assert df["commit"].tolist() == ["a" * 12, "b" * 12, "c" * 12]
     assert df["position"].tolist() == [0, 1, 2]
     assert (df["p95_lo"] <= df["p95"]).all() and (df["p99"] <= df["p99_hi"]).all()
@@ -357,9 +358,9 @@ def test_trend_is_in_commit_order():
 
 def test_bad_compare_input_is_refused():
     with pytest.raises(WorkbenchError, match="at least one record"):
-        compare.compare([], [make_record()])
+        runs.compare([], [make_record()])
     with pytest.raises(WorkbenchError, match="--factor must be above 1"):
-        compare.compare([make_record()], [make_record()], factor=0.9)
+        runs.compare([make_record()], [make_record()], factor=0.9)
 
 
 @pytest.mark.slow
@@ -414,7 +415,7 @@ def test_a_machine_that_calibrated_slower_is_not_comparable_unless_forced():
     beside each record says so instead of blaming the target."""
     a = make_record(seed=1)
     b = make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2, scale=1.5, speed=1.5)
-    result = compare.compare([a], [b])
+    result = runs.compare([a], [b])
     assert result.verdict == "not comparable" and result.table.empty
     assert result.reasons == ["the machine measured 1.50 x slower on B than on A (calibration "
                               "B/A: cpu_ms 1.50, loopback_ms 1.50; tolerance 10%); to compare "
@@ -422,28 +423,28 @@ def test_a_machine_that_calibrated_slower_is_not_comparable_unless_forced():
                               "`workbench ab`"]
     assert result.calibration["ratios"] == pytest.approx({"cpu_ms": 1.5, "loopback_ms": 1.5})
     assert "verdict     not comparable: the machine measured 1.50 x slower" in result.text()
-    faster = compare.compare([b], [a])
+    faster = runs.compare([b], [a])
     assert "the machine measured 1.50 x faster on B" in faster.reasons[0]
-    forced = compare.compare([a], [b], force=True)
+    forced = runs.compare([a], [b], force=True)
     assert forced.forced and forced.verdict == "slower"
     assert "B/A cpu_ms 1.500, loopback_ms 1.500 (beyond 10%)" in forced.text()
-    within = compare.compare([a], [make_record("20261126T140000Z_agent_storm_cccccccc",
+    within = runs.compare([a], [make_record("20261126T140000Z_agent_storm_cccccccc",
                                                seed=3, speed=1.08)])
     assert within.comparable and "(within 10%)" in within.calibration_text()
-    assert not compare.compare([a], [b], calibration_tolerance=0.6).reasons
+    assert not runs.compare([a], [b], calibration_tolerance=0.6).reasons
 
 
 def test_records_without_calibration_are_not_comparable_unless_forced():
     old = make_record(seed=1, speed=None)  # as a migrated record of schema 2 says
     new = make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2)
-    result = compare.compare([old], [new])
+    result = runs.compare([old], [new])
     assert result.verdict == "not comparable"
     assert result.reasons[0].startswith("no calibration in 1 record(s) "
                                         "(20261126T120000Z_agent_storm_1a2b3c4d; ")
     assert "`workbench ab`" in result.reasons[0]
     assert result.calibration["A"].startswith("none (")
     assert result.calibration_text().endswith("B/A none (a side has no calibration)")
-    assert compare.compare([old], [new], force=True).verdict in ("no change", "inconclusive")
+    assert runs.compare([old], [new], force=True).verdict in ("no change", "inconclusive")
 
 
 @pytest.mark.slow  # CLI processes
@@ -475,9 +476,9 @@ def test_runs_over_different_protocols_are_not_comparable_unless_forced():
     a = make_record(seed=1)
     b = make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2, scale=1.3) | {
         "protocol": "h2"}
-    result = compare.compare([a], [b])
+    result = runs.compare([a], [b])
     assert result.verdict == "not comparable"
     assert result.reasons == ["different protocols: h1, h2"]
-    assert compare.compare([a], [b], force=True).verdict == "slower"
+    assert runs.compare([a], [b], force=True).verdict == "slower"
     imported = b | {"protocol": None}
-    assert "different protocols: h1, unknown" in compare.comparability([a], [imported])
+    assert "different protocols: h1, unknown" in runs.comparability([a], [imported])

@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workbench import connectors, scenarios
+from workbench import scenarios
 from workbench.errors import WorkbenchError
-from workbench.ports import free_ports
+from workbench.target import connectors
+from workbench.target.ports import free_ports
 
 SCENARIO = scenarios.get("connector_handshake")
 
@@ -97,7 +98,7 @@ def test_its_capacity_reads_as_connections_a_minute_against_the_harness():
 
 
 def test_the_phase_table_is_none_for_a_run_that_reused_connections():
-    from workbench import analysis
+    from workbench.analyse import analysis
 
     frame = analysis.with_derived(pd.DataFrame({
         "intended_ns": [1, 2], "send_ns": [1, 2], "end_ns": [5, 6], "status": [200, 200],

@@ -17,8 +17,8 @@ import pytest
 from cryptography import x509
 
 from tests.loopback import free_port
-from workbench import connectors
 from workbench.errors import WorkbenchError
+from workbench.target import connectors
 
 F5_OFFSET = connectors.TYPES.index("f5")
 

@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.loopback import LoopbackServer, free_port
-from workbench import hdr
+from workbench.analyse import hdr
 from workbench.driver import DriveSpec, RequestTemplate, drive, schedule_offsets_ns
 from workbench.errors import WorkbenchError
 
@@ -140,7 +140,7 @@ def test_429_shapes_are_told_apart_and_bulk_totals_add_up(tmp_path):
 
 
 def test_hdr_percentiles_use_the_same_nearest_rank_as_the_exact_analysis():
-    from workbench import hdr
+    from workbench.analyse import hdr
 
     rng = np.random.default_rng(7)
     for n in (1, 7, 100, 1670, 5001):

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 from hdrh.histogram import HdrHistogram
 
-from workbench import hdr
+from workbench.analyse import hdr
 from workbench.driver import DriveSpec, RequestTemplate, merge_reports, run_shard
 from workbench.errors import WorkbenchError
 

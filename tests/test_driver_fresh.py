@@ -13,10 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.loopback import free_port
-from workbench import analysis, tlsca
+from workbench.analyse import analysis
 from workbench.driver import DriveSpec, RequestTemplate, run_shard
 from workbench.driver.recorder import PHASE_COLUMNS
 from workbench.errors import WorkbenchError
+from workbench.target import tlsca
 
 
 class CountingTlsServer:

@@ -17,7 +17,7 @@ import pytest
 from tests.test_driver_engine import err, fetch
 from workbench.driver import http1
 from workbench.driver.http1 import HttpEngine
-from workbench.ports import free_port
+from workbench.target.ports import free_port
 
 OK_HEAD = b"HTTP/1.1 200 OK\r\n"
 CASES = {

@@ -25,19 +25,19 @@ import h2.settings
 import pytest
 
 from tests.loopback import free_port
-from workbench import target
 from workbench.driver.http2 import Http2Engine
 from workbench.driver.http2_codec import decode_header_block, encode_header_block
 from workbench.driver.outcomes import ERR
 from workbench.driver.shard import loop_factory, run_shard
 from workbench.driver.spec import DriveSpec, RequestTemplate
+from workbench.target import embedded
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory) -> tuple[str, str, str]:
-    ca, cert, key = target.ensure_tls(tmp_path_factory.mktemp("h2tls"))
+    ca, cert, key = embedded.ensure_tls(tmp_path_factory.mktemp("h2tls"))
     return str(ca), str(cert), str(key)
 
 

@@ -188,13 +188,13 @@ def test_spec_json_is_a_versioned_envelope_and_an_unversioned_one_is_refused(tmp
 
 def test_compare_reads_records_not_the_drivers_files(tmp_path):
     from tests.synthetic import make_record
-    from workbench import compare
+    from workbench.compare import runs
 
     run = tmp_path / "runs" / "20261126T120000Z_agent_storm_1a2b3c4d"
     fake_run(run)  # result.json and requests.parquet, but no record yet
     jsonio.write_json(run / "spec.json", OPEN.document())
     with pytest.raises(WorkbenchError, match="is a run without a record.json"):
-        compare.load_records([run])
+        runs.load_records([run])
     jsonio.write_json(run / "record.json", make_record())
-    assert [r["run_id"] for r in compare.load_records([tmp_path / "runs"])] == [
+    assert [r["run_id"] for r in runs.load_records([tmp_path / "runs"])] == [
         "20261126T120000Z_agent_storm_1a2b3c4d"]  # the folder walk skips spec and result

@@ -12,7 +12,8 @@ import pytest
 from hdrh.log import HistogramLogReader
 
 from tests.synthetic import T0, make_record, requests_frame
-from workbench import analysis, exports, hdr, stats
+from workbench.analyse import analysis, hdr, stats
+from workbench.report import exports
 
 TOKEN = "tok-3f9a1c-distinctive"
 PASSWORD = "pw-7Qz-distinctive"

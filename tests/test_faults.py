@@ -23,12 +23,14 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.loopback import LoopbackServer, free_port
-from workbench import analysis, scenarios, target
+from workbench import scenarios
+from workbench.analyse import analysis
 from workbench.driver import DriveSpec, RequestTemplate, drive
 from workbench.scenarios import _fleet
+from workbench.target import embedded
 
 
-def heartbeat_spec(info: target.TargetInfo, rate: float, duration_s: float, **kw) -> DriveSpec:
+def heartbeat_spec(info: embedded.TargetInfo, rate: float, duration_s: float, **kw) -> DriveSpec:
     templates = tuple(RequestTemplate("POST", f"/api/v1/agents/{agent}/heartbeat", "heartbeat")
                       for agent in _fleet.agent_ids(50))
     return DriveSpec(base_url=info.url, templates=templates, rate=rate, duration_s=duration_s,
@@ -46,12 +48,12 @@ def assert_consistent(result: dict, out: Path) -> None:
 def own_target(tmp_path):
     """A target of this test's own: these tests kill it."""
     state = tmp_path / "state"
-    info = target.up(state, port=free_port())
+    info = embedded.up(state, port=free_port())
     storm = scenarios.get("agent_storm")
     storm.seed(info.dsn, storm.params_for("smoke", {"fleet_size": 50}))
-    token = target.read_token(state)
+    token = embedded.read_token(state)
     yield state, info, token
-    target.down(state)
+    embedded.down(state)
 
 
 def later(seconds: float, action) -> threading.Thread:
@@ -115,7 +117,7 @@ def test_target_restarted_mid_run_recovers_and_the_gap_shows_per_window(own_targ
         os.kill(info.pid, signal.SIGKILL)
 
     def restart() -> None:
-        target.up(state, port=info.port)
+        embedded.up(state, port=info.port)
         marks["back_ns"] = time.time_ns()
 
     restarter = []
@@ -142,7 +144,7 @@ def test_database_stopped_under_the_standin_gives_5xx_and_a_clean_end(own_target
     marks = {}
 
     def stop() -> None:
-        target._stop_postgres(pgdata)
+        embedded._stop_postgres(pgdata)
         marks["stopped_ns"] = time.time_ns()
 
     stopper = []

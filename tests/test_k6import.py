@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import baseline, k6import
+from workbench.compare import baseline, k6import
 from workbench.errors import WorkbenchError
 
 DATA = Path(__file__).parent / "data"

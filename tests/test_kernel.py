@@ -15,7 +15,7 @@ import papermill
 import psutil
 import pytest
 
-from workbench.kernel import Kernel
+from workbench.run.kernel import Kernel
 
 
 def notebook(path: Path, *sources: str) -> Path:

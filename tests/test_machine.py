@@ -1,6 +1,6 @@
 """The machine facts a record carries."""
 
-from workbench.machine import machine_name
+from workbench.report.machine import machine_name
 
 
 def test_the_machine_name_says_what_hardware_measured():

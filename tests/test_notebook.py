@@ -13,8 +13,10 @@ import nbformat
 import pandas as pd
 import pytest
 
-from workbench import launcher, notebook, report, scenarios
+from workbench import scenarios
 from workbench.paths import project_root
+from workbench.report import notebook, view
+from workbench.run import launcher
 
 # in this order; run.notes() after drive when it has notes
 STEPS = ["run.seed()", "run.drive()", "run.summary()", "run.figures()", "run.record()",
@@ -103,7 +105,7 @@ def test_figures_display_each_figure_once_as_its_png(monkeypatch):
     small, wide = plt.figure(figsize=(2, 1)), plt.figure(figsize=(4, 1))
     notebook.Figures([small, wide])._ipython_display_()
     assert [image.format for image in shown] == ["png", "png"]
-    assert [image.data for image in shown] == [report.figure_png(small), report.figure_png(wide)]
+    assert [image.data for image in shown] == [view.figure_png(small), view.figure_png(wide)]
     assert [image.data[16:24] for image in shown] == [  # PNG's IHDR width, height at 100 dpi
         (200).to_bytes(4, "big") + (100).to_bytes(4, "big"),
         (400).to_bytes(4, "big") + (100).to_bytes(4, "big")]

@@ -13,7 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from workbench import machine
+from workbench.report import machine
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,5 +1,5 @@
-"""Paired rounds of an interleaved A/B (workbench.paired): the statistics ``workbench ab`` will
-stop and judge by. Rates are measured over many seeded sessions on a simulated machine that
+"""Paired rounds of an interleaved A/B (workbench.compare.paired): the statistics ``workbench ab``
+will stop and judge by. Rates are measured over many seeded sessions on a simulated machine that
 drifts (a trend, a random walk and a sudden step), so they are deterministic and cannot flake."""
 
 import math
@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from workbench import paired, stats
+from workbench.analyse import stats
+from workbench.compare import paired
 
 
 def session(rng: np.random.Generator, shift: float, rounds: int = paired.MAX_PAIRS,

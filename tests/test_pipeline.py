@@ -8,13 +8,15 @@ import nbformat
 import pyarrow.parquet as pq
 import pytest
 
-from workbench import launcher, run, target
 from workbench.paths import notebooks_dir
+from workbench.run import launcher
+from workbench.run.scenario import Run, write_preflight
+from workbench.target import embedded
 
 
 def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
         embedded_env, embedded_target_state, monkeypatch, tmp_path):
-    token = target.read_token(embedded_target_state)
+    token = embedded.read_token(embedded_target_state)
     monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
     step_summary = tmp_path / "step_summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))  # as GitHub Actions sets it
@@ -32,7 +34,7 @@ def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
     assert record["passed"] == all(t["ok"] for t in record["thresholds"])
     assert code == (0 if record["passed"] else 99)
     assert record["target"]["kind"] == "stand-in"
-    assert record["target"]["commit"] == target.workbench_commit()
+    assert record["target"]["commit"] == embedded.workbench_commit()
     assert record["endpoints"]["heartbeat"]["requests"] == 501 - result["dropped"]  # sent
     assert {t["threshold"] for t in record["thresholds"]} == {"p(99)<1000", "p(95)<500",
                                                               "rate<0.001"}
@@ -100,18 +102,19 @@ def test_a_canonical_notebook_with_smoke_sized_parameters_is_recorded_as_custom(
 
 def test_a_run_folder_preflighted_for_the_same_run_is_not_checked_again(embedded_env, tmp_path,
                                                                         monkeypatch):
-    from workbench import preflight, scenarios
+    from workbench import scenarios
+    from workbench.target import preflight
 
     spec = scenarios.get("acme_orders")
     params = spec.defaults("smoke")
-    identity = preflight.preflight(preflight.resolve_target(), target.read_token(),
+    identity = preflight.preflight(preflight.resolve_target(), embedded.read_token(),
                                    **spec.preflight_args(params))
-    run.write_preflight(tmp_path, "acme_orders", params, identity)
+    write_preflight(tmp_path, "acme_orders", params, identity)
 
     def no_second_check(*args, **kwargs):
         raise AssertionError("preflight ran twice")
 
     monkeypatch.setattr(preflight, "preflight", no_second_check)
-    assert run.Run("acme_orders", params, run_dir=tmp_path).identity == identity
+    assert Run("acme_orders", params, run_dir=tmp_path).identity == identity
     with pytest.raises(AssertionError, match="preflight ran twice"):  # other parameters
-        run.Run("acme_orders", params | {"alg": "EdDSA"}, run_dir=tmp_path)
+        Run("acme_orders", params | {"alg": "EdDSA"}, run_dir=tmp_path)

@@ -2,7 +2,7 @@
 
 import socket
 
-from workbench import ports
+from workbench.target import ports
 
 
 def test_a_free_port_is_below_the_ephemeral_range_and_bindable():

@@ -94,7 +94,7 @@ def test_a_drive_records_the_scheduling_each_shard_got(tmp_path):
 
 
 def test_the_record_keeps_what_the_driver_got():
-    from workbench.record import validity_section
+    from workbench.report.record import validity_section
 
     fifo = {"policy": "fifo", "priority": 10, "cpus": [0], "notes": []}
     reported = {"checks": [], "valid": True, "invalid_reasons": [],

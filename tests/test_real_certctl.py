@@ -18,8 +18,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from workbench import launcher, preflight, scenarios, seed
+from workbench import scenarios, seed
+from workbench.run import launcher
 from workbench.scenarios import _fleet
+from workbench.target import preflight
 
 BASE = os.environ.get("CERTCTL_BASE", "").rstrip("/")
 TOKEN = os.environ.get("CERTCTL_TOKEN", "")

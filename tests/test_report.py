@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from workbench import notebook, report
 from workbench.driver.launch import PROGRESS_METADATA, LiveLine, format_progress
+from workbench.report import notebook, view
 
 
 @pytest.mark.parametrize(("value", "shown"), [
@@ -20,7 +20,7 @@ from workbench.driver.launch import PROGRESS_METADATA, LiveLine, format_progress
     (None, "–"), (math.inf, "–"), (True, "yes"), ("text", "text"),
 ])
 def test_numbers_read_as_a_person_reads_them(value, shown):
-    assert report.number(value) == shown
+    assert view.number(value) == shown
 
 
 def _record(passed: bool = True, valid: bool = True, offered: float | None = 167.0) -> dict:
@@ -44,21 +44,21 @@ def _record(passed: bool = True, valid: bool = True, offered: float | None = 167
 
 
 def test_the_verdict_says_passed_valid_target_load_and_endpoint_percentiles_in_colour():
-    shown = report.Verdict(_record())._repr_html_()
+    shown = view.Verdict(_record())._repr_html_()
     assert shown.index("PASSED") < shown.index("heartbeat")
     assert "· " in shown and ">valid<" in shown
     assert "certctl v2.0.71 (commit aad95d3) at u" in shown
     assert "offered 167 req/s, achieved 167 req/s for 300 s; 50,100 scheduled" in shown
-    assert f"color:{report.PASS}" in shown and "5.78" in shown and "(&lt; 500)" in shown
+    assert f"color:{view.PASS}" in shown and "5.78" in shown and "(&lt; 500)" in shown
     assert "NaN" not in shown and "nan" not in shown
 
 
 def test_a_breached_invalid_verdict_is_red_and_says_why():
-    verdict = report.Verdict(_record(passed=False, valid=False, offered=None))
+    verdict = view.Verdict(_record(passed=False, valid=False, offered=None))
     shown = verdict._repr_html_()
     assert "BREACHED (1 of 2 thresholds)" in shown
     assert "INVALID: schedule lag p99 3.2 ms" in shown
-    assert f'color:{report.FAIL};font-weight:bold">612' in shown  # the breaching percentile
+    assert f'color:{view.FAIL};font-weight:bold">612' in shown  # the breaching percentile
     assert "closed loop, 50 VUs" in shown and "NaN" not in shown
     text = repr(verdict)
     assert text.startswith("BREACHED (1 of 2 thresholds) · INVALID") and "FAIL" in text
@@ -68,7 +68,7 @@ def test_tables_round_fold_intervals_and_show_dicts_as_lines():
     frame = pd.DataFrame({"count": [501], "p50": [1.834567], "p50_lo": [1.81], "p50_hi": [1.88],
                           "offered": [np.nan], "driver": [{"engine": "h1", "cpu": 0.123456}]},
                          index=pd.Index(["heartbeat"], name="endpoint"))
-    shown = report.frame_html(frame)
+    shown = view.frame_html(frame)
     assert "p50_lo" not in shown and "[1.81, 1.88]" in shown and ">1.83<" in shown
     assert ">501<" in shown and "NaN" not in shown and "nan" not in shown
     assert "engine=h1<br>cpu=0.123" in shown and "overflow-x:auto" in shown
@@ -161,7 +161,7 @@ def test_in_a_notebook_progress_is_one_display_updated_in_place(monkeypatch):
 
 
 def test_the_combined_report_opens_on_its_verdict_one_row_per_scenario_and_endpoint(tmp_path):
-    from workbench import suite
+    from workbench.run import suite
 
     rows = [
         {"scenario": "agent_storm", "endpoint": "heartbeat", "requests": 501.0, "failed": 0.0,

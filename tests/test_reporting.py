@@ -10,8 +10,12 @@ import matplotlib.pyplot as plt
 import pytest
 
 from tests.loopback import LoopbackServer
-from workbench import adhoc, preflight, reporting, run, scenarios
+from workbench import scenarios
 from workbench.driver import DriveSpec, RequestTemplate, drive, load_result
+from workbench.report import reporting
+from workbench.run import adhoc
+from workbench.run.scenario import Run, write_preflight
+from workbench.target import preflight
 
 EXTRA = "an extra figure, registered in one line"
 
@@ -35,7 +39,7 @@ def _extra(m: reporting.Measured) -> plt.Figure:
 
 
 def _scenario_run(source, spec: DriveSpec, run_dir, monkeypatch,
-                  thresholds: dict | None = None) -> run.Run:
+                  thresholds: dict | None = None) -> Run:
     """A scenario's Run over a copy of the drive's folder, its preflight already written (as
     ``workbench run`` leaves it), its result read as ``Run.drive`` leaves it."""
     shutil.copytree(source, run_dir)
@@ -43,8 +47,8 @@ def _scenario_run(source, spec: DriveSpec, run_dir, monkeypatch,
     params = scenarios.get("api_tier").params_for("smoke", {"duration_s": 1.0})
     identity = {"url": spec.base_url, "kind": "unknown", "version": None, "commit": None,
                 "modified": None, "dsn": None, "warnings": []}
-    run.write_preflight(run_dir, "api_tier", params, identity)
-    r = run.Run("api_tier", {"duration_s": 1.0}, thresholds, run_dir=run_dir,
+    write_preflight(run_dir, "api_tier", params, identity)
+    r = Run("api_tier", {"duration_s": 1.0}, thresholds, run_dir=run_dir,
                 target=preflight.Target(spec.base_url, None, False, False))
     r.result = load_result(run_dir)
     return r

@@ -6,8 +6,10 @@ from datetime import datetime
 import numpy as np
 import pytest
 
-from workbench import launcher, run, target
 from workbench.cli import print_summary
+from workbench.run import launcher
+from workbench.run.scenario import Run
+from workbench.target import embedded
 from workbench.telemetry import load_telemetry, prometheus
 
 
@@ -18,7 +20,7 @@ def _epoch_ns(iso: str) -> int:
 def test_a_smoke_run_samples_postgres_host_and_the_standin_every_second(embedded_env,
                                                                         embedded_target_state,
                                                                         monkeypatch, capsys):
-    token = target.read_token(embedded_target_state)
+    token = embedded.read_token(embedded_target_state)
     monkeypatch.setenv("CERTCTL_TOKEN", token)
     # and the target's own metrics, scraped with its token (what `run --scrape certctl` sets)
     monkeypatch.setenv(prometheus.SCRAPE_ENV, json.dumps(["certctl"]))
@@ -71,13 +73,13 @@ def test_a_smoke_run_samples_postgres_host_and_the_standin_every_second(embedded
 
 def test_a_sampler_that_cannot_start_never_breaks_the_run(embedded_env, embedded_target_state,
                                                           monkeypatch, tmp_path, capsys):
-    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    monkeypatch.setenv("CERTCTL_TOKEN", embedded.read_token(embedded_target_state))
 
     def refuse(self, *args, **kwargs):
         raise OSError("no processes left")
 
     monkeypatch.setattr("workbench.telemetry.TelemetrySampler.start", refuse)
-    r = run.Run("agent_storm", {"duration_s": 1.0, "fleet_size": 50}, run_dir=tmp_path / "r")
+    r = Run("agent_storm", {"duration_s": 1.0, "fleet_size": 50}, run_dir=tmp_path / "r")
     r.seed()
     outcome = r.drive()
     assert outcome["status"] == "completed"
@@ -90,8 +92,8 @@ def test_a_sampler_that_cannot_start_never_breaks_the_run(embedded_env, embedded
 
 def test_a_sampler_that_dies_mid_run_keeps_what_it_sampled(embedded_env, embedded_target_state,
                                                            monkeypatch, tmp_path):
-    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
-    r = run.Run("agent_storm", {"duration_s": 3.0, "fleet_size": 50}, run_dir=tmp_path / "r")
+    monkeypatch.setenv("CERTCTL_TOKEN", embedded.read_token(embedded_target_state))
+    r = Run("agent_storm", {"duration_s": 3.0, "fleet_size": 50}, run_dir=tmp_path / "r")
     r.seed()
     original = r.start_telemetry
 

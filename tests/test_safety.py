@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from workbench import launcher, seed
+from workbench import seed
 from workbench.errors import WorkbenchError
+from workbench.run import launcher
 
 TOKEN = "tok-Distinctive-9f8e7d6c5b4a-NEVER-WRITE"
 PASSWORD = "pw-Distinctive-0a1b2c3d-NEVER-WRITE"
@@ -183,7 +184,7 @@ def _workbench(*args, env=None, timeout=120):
                                  f"Bearer {TOKEN}", f"{TOKEN}\u00e9", f"{TOKEN}=x", " "])
 def test_a_token_outside_rfc6750_is_refused_before_any_request_and_never_echoed(bad,
                                                                                 monkeypatch):
-    from workbench import preflight
+    from workbench.target import preflight
 
     monkeypatch.setenv(preflight.TOKEN_ENV, bad)
     target = preflight.Target(url="https://127.0.0.1:9", ca_file=None, insecure=False,
@@ -195,7 +196,7 @@ def test_a_token_outside_rfc6750_is_refused_before_any_request_and_never_echoed(
 
 @pytest.mark.parametrize("good", [TOKEN, "YWxhZGRpbjpvcGVuc2VzYW1l==", "a.b_c~d+e/f"])
 def test_rfc6750_tokens_are_accepted(good, monkeypatch):
-    from workbench import preflight
+    from workbench.target import preflight
 
     monkeypatch.setenv(preflight.TOKEN_ENV, good)
     assert preflight.token_for(preflight.Target(url="https://db.example.test", ca_file=None,
@@ -243,7 +244,7 @@ def test_drive_never_sends_the_token_over_plain_http_off_this_machine(url, tmp_p
 
 
 def test_a_scenario_target_over_plain_http_off_this_machine_gets_no_token(monkeypatch):
-    from workbench import preflight
+    from workbench.target import preflight
 
     monkeypatch.setenv(preflight.TOKEN_ENV, TOKEN)
     target = preflight.resolve_target("http://10.255.255.1:8080")
@@ -265,7 +266,7 @@ def test_drive_never_sends_the_token_unverified_off_this_machine(tmp_path):
                                          ("https://127.0.0.1:8443", True),
                                          ("https://localhost:8443", True)])
 def test_an_insecure_target_gets_the_token_only_on_this_machine(url, allowed, monkeypatch):
-    from workbench import preflight
+    from workbench.target import preflight
 
     monkeypatch.setenv(preflight.TOKEN_ENV, TOKEN)
     target = preflight.resolve_target(url, insecure=True)
@@ -296,7 +297,7 @@ def test_drive_never_sends_the_token_to_a_dask_scheduler_in_clear_off_this_machi
     ("tcp://localhost:8786", True), ("tcp://[::1]:8786", True), ("inproc://10.0.0.1/1/2", True),
     ("tcp://10.255.255.1:8786", False), ("tcp://127.0.0.1.example.test:8786", False)])
 def test_the_token_goes_to_a_scheduler_only_over_tls_or_on_this_machine(address, allowed):
-    from workbench import preflight
+    from workbench.target import preflight
 
     if allowed:
         preflight.check_cluster_destination(address)

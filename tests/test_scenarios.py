@@ -15,11 +15,14 @@ import papermill
 import pytest
 import sqlalchemy as sa
 
-from workbench import analysis, preflight, scenarios, suite, target
+from workbench import scenarios
+from workbench.analyse import analysis
 from workbench.driver import DriveSpec
 from workbench.errors import WorkbenchError
 from workbench.paths import notebooks_dir
+from workbench.run import suite
 from workbench.scenarios import acme_burst, bulk_renewal
+from workbench.target import embedded, preflight
 
 # --- registry ----------------------------------------------------------------------------------
 
@@ -282,7 +285,7 @@ def test_strict_refuses_before_any_load_in_one_line(trapped_database, embedded_e
 
 def test_each_scenario_is_refused_only_for_the_traps_that_spoil_it(trapped_database,
                                                                    embedded_env):
-    target_, token = preflight.resolve_target(), target.read_token()
+    target_, token = preflight.resolve_target(), embedded.read_token()
     checks = scenarios.get("agent_storm").preflight_args(
         scenarios.get("agent_storm").defaults("smoke"))
     with pytest.raises(WorkbenchError) as refused:
@@ -294,7 +297,7 @@ def test_each_scenario_is_refused_only_for_the_traps_that_spoil_it(trapped_datab
 
 def test_without_strict_the_warnings_are_printed_and_the_run_goes_ahead(
         trapped_database, embedded_env):
-    token = target.read_token()
+    token = embedded.read_token()
     identity = preflight.preflight(preflight.resolve_target(), token)
     assert len(identity["warnings"]) == 3
 
@@ -304,7 +307,7 @@ def test_without_strict_the_warnings_are_printed_and_the_run_goes_ahead(
 
 def test_run_all_smoke_seeds_once_runs_every_scenario_and_writes_one_report(
         embedded_env, embedded_target_state, tmp_path, monkeypatch):
-    token = target.read_token(embedded_target_state)
+    token = embedded.read_token(embedded_target_state)
     monkeypatch.setenv("CERTCTL_TOKEN", token)  # as an operator would; must never be written
     out = subprocess.run([sys.executable, "-m", "workbench.cli", "run", "all", "--profile",
                           "smoke", "-p", "duration_s", "2"], capture_output=True, text=True,

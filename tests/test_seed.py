@@ -229,7 +229,7 @@ def test_api_tier_reset_removes_only_its_certificates(embedded_target):
 
 def test_missing_parent_rows_are_refused_with_the_fix(embedded_target):
     """A fresh certctl-shaped database without the demo seed's teams, owners, ..."""
-    from workbench.standin import schema_sql
+    from workbench.target.standin import schema_sql
 
     admin = sa.create_engine(embedded_target.dsn, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.loopback import LoopbackServer
-from workbench import hdr
+from workbench.analyse import hdr
 from workbench.driver import DriveSpec, RequestTemplate, drive, launch
 from workbench.errors import WorkbenchError
 

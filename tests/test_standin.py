@@ -16,10 +16,10 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from workbench import target
 from workbench.errors import WorkbenchError
-from workbench.standin.server import parse_heartbeat_metadata
-from workbench.target import TargetInfo
+from workbench.target import embedded
+from workbench.target.embedded import TargetInfo
+from workbench.target.standin.server import parse_heartbeat_metadata
 
 HEARTBEAT = "/api/v1/agents/{}/heartbeat"
 AGENT_COLUMNS = "status, last_heartbeat_at, hostname, os, architecture, ip_address, version"
@@ -85,7 +85,7 @@ def test_health_ready_version_and_auth_info_shapes(
     version = client.get("/api/v1/version").json()
     assert version == {
         "version": version["version"],
-        "commit": target.workbench_commit(),
+        "commit": embedded.workbench_commit(),
         "modified": False,
         "build_time": "",
         "go_version": "",
@@ -319,15 +319,15 @@ def test_heartbeat_body_decodes_like_go(body: bytes, expected: dict[str, str] | 
 def test_up_is_idempotent_and_status_reports_running(
     embedded_target: TargetInfo, embedded_target_state: Path
 ) -> None:
-    assert target.up(embedded_target_state, port=embedded_target.port) == embedded_target
-    assert target.read_info(embedded_target_state) == embedded_target
-    state = target.status(embedded_target_state)
+    assert embedded.up(embedded_target_state, port=embedded_target.port) == embedded_target
+    assert embedded.read_info(embedded_target_state) == embedded_target
+    state = embedded.status(embedded_target_state)
     assert state["url"] == embedded_target.url
     assert (state["kind"], state["pid"]) == ("stand-in", embedded_target.pid)
     assert state["alive"] and state["ready"] and state["pg_running"]
     assert state["dsn"] == embedded_target.dsn
     info_json = json.loads((embedded_target_state / "target.json").read_text())
-    token = target.read_token(embedded_target_state)
+    token = embedded.read_token(embedded_target_state)
     assert token not in json.dumps(info_json)
     assert token not in (embedded_target_state / "standin.log").read_text()
     assert (embedded_target_state / "token").stat().st_mode & 0o777 == 0o600
@@ -337,7 +337,7 @@ def test_up_refuses_a_port_taken_by_another_program(
     embedded_target: TargetInfo, tmp_path: Path
 ) -> None:
     with pytest.raises(WorkbenchError, match="--port"):
-        target.up(tmp_path, port=embedded_target.port)
+        embedded.up(tmp_path, port=embedded_target.port)
     assert not (tmp_path / "pg").exists()  # refused before starting anything
 
 
@@ -349,13 +349,13 @@ def test_a_server_started_by_an_earlier_command_is_stopped_even_when_init_never_
     import subprocess
     import sys
 
-    from workbench import target
+    from workbench.target import embedded
 
     orphan = int(subprocess.run(
         [sys.executable, "-c", "import subprocess; print(subprocess.Popen(['sleep', '300'], "
                                "start_new_session=True, stdout=subprocess.DEVNULL, "
                                "stderr=subprocess.DEVNULL).pid)"],
         capture_output=True, text=True, check=True).stdout)
-    assert target.running(orphan) is not None
-    target._stop_pid(orphan, lambda pid: True, timeout_s=30.0)
-    assert target.running(orphan) is None
+    assert embedded.running(orphan) is not None
+    embedded._stop_pid(orphan, lambda pid: True, timeout_s=30.0)
+    assert embedded.running(orphan) is None

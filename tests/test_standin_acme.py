@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 from workbench import scenarios
 from workbench.scenarios import acme_burst
-from workbench.standin import acme
-from workbench.target import TargetInfo
+from workbench.target.embedded import TargetInfo
+from workbench.target.standin import acme
 
 PROFILE = "prof-standard-tls"
 BASE = f"/acme/profile/{PROFILE}"

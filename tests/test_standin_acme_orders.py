@@ -21,11 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from tests.loopback import free_port
-from workbench import jws, preflight, scenarios
+from workbench import jws, scenarios
 from workbench.scenarios import acme_orders
-from workbench.standin import acme_orders as standin_orders
-from workbench.standin.core import config_from_env
-from workbench.target import TargetInfo
+from workbench.target import preflight
+from workbench.target.embedded import TargetInfo
+from workbench.target.standin import acme_orders as standin_orders
+from workbench.target.standin.core import config_from_env
 
 PROFILE = "prof-standard-tls"
 BASE = f"/acme/profile/{PROFILE}"
@@ -346,7 +347,7 @@ def limited(embedded_target: TargetInfo, embedded_target_state: Path) -> Iterato
     env = os.environ | {"CERTCTL_ACME_SERVER_RATE_LIMIT_ORDERS_PER_HOUR": "7",
                         "CERTCTL_ACME_SERVER_RATE_LIMIT_CONCURRENT_ORDERS": "5"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "workbench.standin", "--dsn", embedded_target.dsn,
+        [sys.executable, "-m", "workbench.target.standin", "--dsn", embedded_target.dsn,
          "--port", str(port), "--cert", str(tls / "server.pem"),
          "--key", str(tls / "server-key.pem"), "--token-file",
          str(embedded_target_state / "token")],

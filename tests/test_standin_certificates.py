@@ -12,9 +12,9 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from workbench.standin.certificates import common_name_problem
-from workbench.standin.godecode import GoDecodeError, decode_struct
-from workbench.target import TargetInfo
+from workbench.target.embedded import TargetInfo
+from workbench.target.standin.certificates import common_name_problem
+from workbench.target.standin.godecode import GoDecodeError, decode_struct
 
 CERTS = "/api/v1/certificates"
 BULK = "/api/v1/certificates/bulk-renew"

@@ -20,7 +20,7 @@ from workbench import scenarios
 from workbench.driver.http2 import Http2Engine
 from workbench.driver.shard import loop_factory
 from workbench.scenarios import _fleet, acme_burst
-from workbench.target import TargetInfo
+from workbench.target.embedded import TargetInfo
 
 PROFILE = "/acme/profile/prof-standard-tls"
 # differ per response by design (time, identity, fresh nonce), never by protocol

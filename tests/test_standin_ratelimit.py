@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from tests.loopback import free_port
-from workbench import preflight, target
-from workbench.standin.core import RateLimit, config_from_env
-from workbench.standin.ratelimit import KeyedRateLimiter
-from workbench.target import TargetInfo
+from workbench.target import embedded, preflight
+from workbench.target.embedded import TargetInfo
+from workbench.target.standin.core import RateLimit, config_from_env
+from workbench.target.standin.ratelimit import KeyedRateLimiter
 
 # Small: the bucket empties in a handful of requests. The refill (one token per 1,000 s) is too
 # slow to land inside a test however busy the machine; each test gets a fresh stand-in, so
@@ -60,7 +60,7 @@ def limited(embedded_target: TargetInfo, embedded_target_state: Path) -> Iterato
     env = os.environ | {"CERTCTL_RATE_LIMIT_RPS": str(LIMITED_RPS),
                         "CERTCTL_RATE_LIMIT_BURST": str(LIMITED_BURST)}
     process = subprocess.Popen(
-        [sys.executable, "-m", "workbench.standin", "--dsn", embedded_target.dsn,
+        [sys.executable, "-m", "workbench.target.standin", "--dsn", embedded_target.dsn,
          "--port", str(port), "--cert", str(tls / "server.pem"),
          "--key", str(tls / "server-key.pem"), "--token-file",
          str(embedded_target_state / "token"), "--rate-limit", "on"],
@@ -121,4 +121,4 @@ def test_preflight_warns_about_the_limiter_and_strict_refuses(limited, target_to
 def test_the_embedded_target_runs_without_the_limiter(embedded_target, embedded_target_state):
     unlimited = preflight.Target(url=embedded_target.url, ca_file=embedded_target.ca_file,
                                  insecure=False, embedded=True)
-    assert preflight.trap_warnings(unlimited, target.read_token(embedded_target_state)) == []
+    assert preflight.trap_warnings(unlimited, embedded.read_token(embedded_target_state)) == []

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from workbench import hdr, stats
+from workbench.analyse import hdr, stats
 
 
 @pytest.mark.parametrize("n,p,rank", [(100, 95, 95), (100, 99, 99), (1000, 99.9, 999),

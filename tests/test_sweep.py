@@ -5,14 +5,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from workbench import sweep, target
 from workbench.cli import main
+from workbench.run import sweep
+from workbench.target import embedded
 
 
 def test_a_sweep_runs_once_per_size_and_draws_latency_against_it(embedded_env,
                                                                  embedded_target_state,
                                                                  monkeypatch, capsys):
-    monkeypatch.setenv("CERTCTL_TOKEN", target.read_token(embedded_target_state))
+    monkeypatch.setenv("CERTCTL_TOKEN", embedded.read_token(embedded_target_state))
     code = main(["run", "agent_storm", "--fixture-sizes", "120,30", "-p", "duration_s", "1"])
     out = capsys.readouterr().out
     assert code in (0, 99)  # the SLO verdict is the machine's; the sweep ran either way

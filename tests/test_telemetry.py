@@ -20,7 +20,8 @@ import pytest
 import sqlalchemy as sa
 
 from tests.synthetic import T0, requests_frame
-from workbench import analysis, scenarios, telemetry
+from workbench import scenarios, telemetry
+from workbench.analyse import analysis
 from workbench.errors import WorkbenchError
 from workbench.scenarios import bulk_renewal
 from workbench.telemetry import sampler as sampler_module
@@ -520,7 +521,7 @@ def test_telemetry_windows_share_the_latency_windows_edges():
 
 def test_the_latency_and_telemetry_figure_shares_one_time_axis(close_figures):
     requests = requests_frame(np.full(3000, 2.0), rate=100.0)
-    from workbench import plots
+    from workbench.report import plots
 
     fig = plots.latency_and_telemetry(requests, synthetic_telemetry(T0), "agent_storm",
                                       "stand-in", "2026-12-03")

@@ -14,8 +14,9 @@ import pandas as pd
 import pytest
 
 from tests.synthetic import T0, requests_frame
-from workbench import report, telemetry
+from workbench import telemetry
 from workbench.errors import WorkbenchError
+from workbench.report import view
 from workbench.telemetry import prometheus
 from workbench.telemetry.prometheus import ScrapeSource, parse_option, parse_options
 from workbench.telemetry.sources import SourceError
@@ -293,7 +294,7 @@ def test_the_record_keeps_recognised_and_certctl_series_the_parquet_everything()
 
 
 def test_the_figure_draws_a_scraped_host_and_database_beside_the_local_ones():
-    from workbench import plots
+    from workbench.report import plots
 
     requests = requests_frame(np.full(1000, 2.0), rate=100.0)
     t = T0 + np.arange(10) * 10**9
@@ -329,9 +330,9 @@ def test_the_report_says_which_sources_a_remote_target_had():
         "postgres": {"enabled": True, "samples": 12, "failed": 0},
         "certctl_metrics": {"enabled": True, "samples": 6, "failed": 1, "kind": "prometheus",
                             "url": "https://certctl:8443/api/v1/metrics/prometheus"}}
-    text = report.telemetry_text({"telemetry": {"sampler": {"sources": sources}}})
+    text = view.telemetry_text({"telemetry": {"sampler": {"sources": sources}}})
     assert text == ("postgres (12 samples), certctl_metrics (6 samples, 1 failed, scraped from "
                     "https://certctl:8443/api/v1/metrics/prometheus); not sampled: host: the "
                     "target is not on this host (scrape its node_exporter: --scrape URL)")
-    assert report.telemetry_text({"telemetry": None}) is None
+    assert view.telemetry_text({"telemetry": None}) is None
     assert json.dumps(sources)  # as the record holds it

@@ -36,6 +36,6 @@ def test_long_text_is_cut_and_says_so():
                                "standin": False}),
 ])
 def test_what_a_target_says_it_is_is_kept_printable_and_short(body, said):
-    from workbench.preflight import target_identity
+    from workbench.target.preflight import target_identity
 
     assert target_identity(body) == said

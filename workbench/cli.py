@@ -66,7 +66,7 @@ def _version() -> str:
 
 
 def cmd_target(args) -> int:
-    from workbench import connectors, target
+    from workbench.target import connectors, embedded
 
     certctl_only = [flag for flag, given in (("--keygen-mode", args.keygen_mode),
                                              ("--certctl-env", args.certctl_env)) if given]
@@ -80,16 +80,16 @@ def cmd_target(args) -> int:
             raise WorkbenchError(f"{certctl_only[0]} goes with `workbench target up --certctl "
                                  "PATH` (or --certctl-bin FILE)")
         else:
-            info = target.up(port=args.port)
+            info = embedded.up(port=args.port)
             print(f"stand-in certctl at {info.url} (CA file {info.ca_file}); database {info.dsn}")
         if args.connectors:
             connectors.print_up(connectors.up(first_port=args.port + 1))
     elif args.action == "down":
         connectors.down()
-        target.down()
+        embedded.down()
         print("stopped every server the workbench started and PostgreSQL (data and builds kept)")
     else:
-        state = target.status()
+        state = embedded.status()
         for server in ([state] if state["kind"] else []) + state["instances"]:
             print(_server_line(server))
         if not state["kind"]:
@@ -112,7 +112,7 @@ def _target_up_certctl(args) -> int:
     """``target up --certctl PATH``: build (cached per commit) and run certctl as the target."""
     import time
 
-    from workbench import certctl
+    from workbench.target import certctl
 
     if args.certctl and args.certctl_bin:
         raise WorkbenchError("--certctl PATH builds from a checkout, --certctl-bin FILE runs a "
@@ -153,12 +153,12 @@ def run_summary(run_dir: Path) -> dict:
     """A run's outcome as data: counts, load, latency, lag, validity, thresholds, target and
     where its files are. ``--json`` prints it; :func:`print_summary` words it."""
     from workbench.driver.result import RESULT_FILE, load_result
-    from workbench.record import RECORD_FILE
+    from workbench.report.record import RECORD_FILE
 
     summary: dict = {"run_dir": str(run_dir), "result": None, "record": None, "report": None}
     if not (run_dir / RESULT_FILE).exists():
         return summary
-    from workbench.baseline import load_record
+    from workbench.compare.baseline import load_record
     from workbench.scenarios import result_warnings
     from workbench.telemetry import read_sidecar
 
@@ -256,7 +256,8 @@ def _check_capacity_flags(args, shards: bool = False) -> None:
 def check_run(args) -> dict:
     """Every rule of ``workbench run`` that needs no target: the scenario, profile, each -p
     value, thresholds, sizes and the options that exclude each other. Returns the overrides."""
-    from workbench import scenarios, thresholds
+    from workbench import scenarios
+    from workbench.analyse import thresholds
 
     overrides = {name: argtypes.param_value(name, value) for name, value in args.param}
     _check_capacity_flags(args, shards=True)
@@ -300,7 +301,7 @@ def cmd_run(args) -> Outcome:
     in one kernel started as soon as the input is checked: its imports overlap this process's
     and the preflight."""
     overrides = check_run(args)
-    from workbench import kernel
+    from workbench.run import kernel
     from workbench.seed import ALLOW_REMOTE_ENV  # imported by the checks already
 
     # the kernel reads these from its environment (a parameter would change every notebook)
@@ -318,14 +319,14 @@ def cmd_run(args) -> Outcome:
 
 
 def _run(args, overrides: dict, notebook_kernel) -> Outcome:
-    from workbench import launcher
+    from workbench.run import launcher
 
     if args.fixture_sizes:
         return _run_sweep(args, overrides, notebook_kernel)
     if args.find_capacity:
         return _run_capacity(args, overrides, notebook_kernel)
     if args.scenario == "all":
-        from workbench import suite
+        from workbench.run import suite
 
         suite_dir, code = suite.run_all(args.profile, args.target, args.ca_file, args.insecure,
                                         overrides, strict=args.strict,
@@ -350,7 +351,7 @@ def _read_json(path: Path) -> dict:
 
 def _run_sweep(args, overrides: dict, notebook_kernel) -> Outcome:
     """``--fixture-sizes``: the scenario once per size, then latency against size."""
-    from workbench import sweep
+    from workbench.run import sweep
 
     sweep_dir, code = sweep.run_sweep(args.scenario, args.profile, args.fixture_sizes,
                                       args.target, args.ca_file, args.insecure, overrides,
@@ -361,7 +362,7 @@ def _run_sweep(args, overrides: dict, notebook_kernel) -> Outcome:
 
 def _run_capacity(args, overrides: dict, notebook_kernel) -> Outcome:
     """``run SCENARIO --find-capacity``: the capacity notebook through papermill."""
-    from workbench import launcher
+    from workbench.run import launcher
 
     driver = {"shards": args.shards, "auto_shard": args.auto_shard or None}
     run_dir, code, conclusion = launcher.execute_capacity(
@@ -384,7 +385,8 @@ def cmd_seed(args) -> int:
         sized = ", ".join(n for n in scenarios.names() if scenarios.get(n).size_param)
         raise WorkbenchError(f"{spec.name} has no sized fixture; scenarios with one: {sized}")
     spec.params_for(args.profile, {spec.size_param: args.size})  # bad size: refused, no write
-    from workbench import preflight, seed
+    from workbench import seed
+    from workbench.target import preflight
 
     if args.allow_remote_db:
         os.environ[seed.ALLOW_REMOTE_ENV] = "1"
@@ -407,7 +409,7 @@ def cmd_seed(args) -> int:
 def check_drive(args):
     """Every rule of ``workbench drive`` that needs no target; returns the DriveSpec of its
     first (or only) run, validated, and the parsed thresholds."""
-    from workbench import thresholds
+    from workbench.analyse import thresholds
 
     _check_capacity_flags(args)
     if args.find_capacity:
@@ -439,8 +441,9 @@ def _drive_spec(args, rate: float, duration_s: float):
     """The DriveSpec of ``workbench drive``'s arguments at one rate and duration."""
     from urllib.parse import urlsplit
 
-    from workbench import driver, preflight
+    from workbench import driver
     from workbench.driver.spec import is_secret_header
+    from workbench.target import preflight
 
     parts = urlsplit(args.url)
     base = f"{parts.scheme}://{parts.netloc}"
@@ -471,8 +474,9 @@ def cmd_drive(args) -> Outcome:
     spec, thresholds = check_drive(args)
     if args.find_capacity:
         return _drive_capacity(args, spec)
-    from workbench import calibration, driver
+    from workbench import driver
     from workbench.driver.launch import LiveLine
+    from workbench.report import calibration
 
     out = args.out or runs_dir() / f"adhoc_{secrets.token_hex(4)}"
     live = LiveLine()
@@ -498,8 +502,8 @@ def _record_drive(out: Path, spec, thresholds: dict[str, list[str]],
                   calibration: dict | None = None) -> bool | None:
     """record.json, the exports and report.html of a drive; whether its thresholds held.
     A drive that left no result records nothing (None; the error above says why)."""
-    from workbench import adhoc
     from workbench.driver.result import RESULT_FILE
+    from workbench.run import adhoc
 
     if not (out / RESULT_FILE).exists():
         return None
@@ -514,10 +518,10 @@ def _drive_capacity(args, spec) -> Outcome:
     from dataclasses import replace
     from datetime import UTC, datetime
 
-    from workbench import capacity_run
-    from workbench.capacity import RATE, SearchOptions
+    from workbench.capacity import runner
+    from workbench.capacity.search import RATE, SearchOptions
 
-    thresholds = capacity_run.parse_threshold_options(args.threshold)
+    thresholds = runner.parse_threshold_options(args.threshold)
     options = SearchOptions(**({"start": DRIVE_CAPACITY_START, "ceiling": DRIVE_CAPACITY_CEILING}
                                | _capacity_given(args)), unit=RATE)
     options.validate()
@@ -526,7 +530,7 @@ def _drive_capacity(args, spec) -> Outcome:
     context = {"kind": "adhoc", "target_url": args.url, "method": args.method,
                "thresholds": list(args.threshold), "max_error_rate": args.max_error_rate,
                "date": datetime.now(UTC).isoformat(timespec="seconds")}
-    result = capacity_run.search_steps(
+    result = runner.search_steps(
         spec, out, thresholds, options, max_error_rate=args.max_error_rate, context=context,
         echo=lambda line: print(line, file=sys.stderr, flush=True), shards=args.shards,
         auto_shard=args.auto_shard)
@@ -534,8 +538,8 @@ def _drive_capacity(args, spec) -> Outcome:
     if result.spread_line():
         print(result.spread_line())
     print(f"  capacity.json: {out / 'capacity.json'}; figures: "
-          f"{', '.join(str(out / f) for f in capacity_run.FIGURES)}")
-    return Outcome(capacity_run.exit_code(result.verdict),
+          f"{', '.join(str(out / f) for f in runner.FIGURES)}")
+    return Outcome(runner.exit_code(result.verdict),
                    {"run_dir": str(out)} | _read_json(out / "capacity.json"))
 
 
@@ -543,7 +547,7 @@ def _drive_capacity(args, spec) -> Outcome:
 
 
 def cmd_baseline_commit(args) -> int:
-    from workbench import baseline
+    from workbench.compare import baseline
 
     root = project_root()
     dest = baseline.commit(Path(args.run_dir), root, force=args.force)
@@ -552,7 +556,7 @@ def cmd_baseline_commit(args) -> int:
 
 
 def cmd_baseline_render(args) -> int:
-    from workbench import baseline
+    from workbench.compare import baseline
 
     root = project_root()
     if args.check:
@@ -574,9 +578,9 @@ def cmd_compare(args) -> Outcome:
     else:
         raise WorkbenchError("compare takes two records (workbench compare A B) or two sets "
                              "(workbench compare A1 A2 ... --vs B1 B2 ...)")
-    from workbench import compare
+    from workbench.compare import runs
 
-    result = compare.compare_paths(a, b, factor=args.factor, alpha=args.alpha, force=args.force,
+    result = runs.compare_paths(a, b, factor=args.factor, alpha=args.alpha, force=args.force,
                                    n_boot=args.resamples,
                                    calibration_tolerance=args.calibration_tolerance)
     if not result.comparable and not args.force:
@@ -593,7 +597,7 @@ def cmd_compare(args) -> Outcome:
 
 def _ab_load(args):
     """The load of ``ab``/``history``: a scenario, or a path at ``--rate`` (drive-style)."""
-    from workbench import ab
+    from workbench.compare import ab
 
     drive_only = [flag for flag, given in (
         ("--rate", args.rate is not None), ("--method", args.method is not None),
@@ -615,7 +619,7 @@ def _ab_load(args):
 
 
 def _ab_options(args, run_s: float):
-    from workbench import ab
+    from workbench.compare import ab
 
     return ab.Options(
         round_s=args.duration if args.duration is not None else run_s,
@@ -627,7 +631,7 @@ def _ab_options(args, run_s: float):
 
 def cmd_ab(args) -> Outcome:
     """Two targets interleaved in ABBA rounds, judged on the pairs, until settled."""
-    from workbench import ab
+    from workbench.compare import ab
 
     load, options = _ab_load(args), _ab_options(args, ab.ROUND_S)
     echo = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -642,7 +646,7 @@ def cmd_ab(args) -> Outcome:
 
 def cmd_history(args) -> Outcome:
     """The load at each commit of a range, or ``--bisect GOOD BAD``."""
-    from workbench import ab, history
+    from workbench.compare import ab, history
 
     if args.bisect and args.steps:
         raise WorkbenchError("--steps thins a REV_RANGE; --bisect chooses its own commits")
@@ -752,7 +756,7 @@ def add_ab_parsers(sub) -> None:
 
 
 def cmd_import_k6(args) -> int:
-    from workbench import k6import
+    from workbench.compare import k6import
 
     run_dir = k6import.import_summary(args.summary, args.scenario, machine=args.machine,
                                       commit=args.commit, version=args.target_version,
@@ -765,7 +769,7 @@ def cmd_import_k6(args) -> int:
 
 def cmd_notebooks_render(args) -> int:
     """Write the scenario and capacity notebooks and README's scenario table."""
-    from workbench import launcher
+    from workbench.run import launcher
 
     stale = launcher.render_all(project_root(), check=args.check)
     names = ", ".join(str(path.relative_to(project_root())) for path in stale)

@@ -21,7 +21,7 @@ new connection per request, its phases timed), ``http2_codec`` (HTTP/2 frames an
 (what to drive; the executor registry), ``schedule`` (intended times), ``recorder`` (columns,
 Parquet, histograms), ``scripted`` (what a script sees), ``executors`` (one per file, one
 lifecycle), ``result`` (file shapes, merge, validity), ``shard`` (one shard in a process),
-``launch`` (the parent: processes, progress, Dask). ``workbench.hdr`` holds the histogram
+``launch`` (the parent: processes, progress, Dask). ``workbench.analyse.hdr`` holds the histogram
 format.
 """
 

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from workbench import hdr
+from workbench.analyse import hdr
 from workbench.driver.engine import MAX_KEPT_TOTAL, ContentTypes, Done, find_header
 from workbench.driver.outcomes import ERR, classify_exception
 

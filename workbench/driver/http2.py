@@ -39,7 +39,7 @@ import time
 from collections import deque
 from urllib.parse import urlsplit
 
-from workbench import hdr
+from workbench.analyse import hdr
 from workbench.driver.engine import MAX_KEPT_TOTAL, ContentTypes, Done
 from workbench.driver.http1 import ssl_context
 from workbench.driver.http2_codec import (

@@ -41,7 +41,8 @@ from typing import IO
 
 import pyarrow.parquet as pq
 
-from workbench import hdr, jsonio
+from workbench import jsonio
+from workbench.analyse import hdr
 from workbench.driver import limits
 from workbench.driver.result import (
     REQUESTS_FILE,
@@ -59,7 +60,7 @@ from workbench.driver.result import (
 from workbench.driver.shard import run_shard
 from workbench.driver.spec import DriveSpec, executor_type
 from workbench.errors import WorkbenchError
-from workbench.kernel import PROGRESS_ENV  # `workbench run`'s kernel also writes the line
+from workbench.run.kernel import PROGRESS_ENV  # `workbench run`'s kernel also writes the line
 
 START_MARGIN_NS = 100_000_000  # children are warm and waiting; the start line needs < 1 ms
 # Open-loop requests/s to give one driver process: it holds 2,000/s with schedule-lag p99 well
@@ -99,7 +100,7 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
     """
     spec.validate()
     if cluster and spec.token_env:  # the parent side only: keeps preflight out of the shards
-        from workbench.preflight import check_cluster_destination
+        from workbench.target.preflight import check_cluster_destination
 
         check_cluster_destination(cluster)
     out_dir = Path(out_dir)

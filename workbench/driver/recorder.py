@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from workbench import hdr
+from workbench.analyse import hdr
 from workbench.driver.outcomes import DROPPED, ERROR_CLASSES
 from workbench.untrusted import printable
 

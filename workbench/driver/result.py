@@ -33,7 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
-from workbench import hdr
+from workbench.analyse import hdr
 from workbench.driver.outcomes import ERROR_CLASSES
 from workbench.driver.spec import DriveSpec, executor_type
 from workbench.errors import WorkbenchError

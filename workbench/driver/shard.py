@@ -22,7 +22,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from workbench import hdr, jsonio
+from workbench import jsonio
+from workbench.analyse import hdr
 from workbench.driver import limits
 from workbench.driver.engine import Engine
 from workbench.driver.executors.base import Progress, StartInstant

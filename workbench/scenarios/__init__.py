@@ -7,8 +7,8 @@ run by :func:`workbench.seed.load_fixture`), the certctl traps and probes prefli
 it, and the notes its report shows beside the latency. Modules whose name starts with ``_`` hold
 pieces several scenarios share (``_acme``: ACME's iteration; ``_fleet``: the seeded agent fleet).
 
-What only a scenario knows reaches the core through its hooks, so :mod:`workbench.run`,
-:mod:`workbench.capacity_run` and the notebooks name no scenario: ``warnings`` (what it says is
+What only a scenario knows reaches the core through its hooks, so :mod:`workbench.run.scenario`,
+:mod:`workbench.capacity.runner` and the notebooks name no scenario: ``warnings`` (what it says is
 wrong with a run, from its result), ``backlog`` (the work its requests leave queued in the
 target, and whether and how it drains after the timed phase), ``sized_to_load`` (how its
 fixture scales with a capacity step's load) and ``capacity_text`` (what a capacity means in
@@ -16,7 +16,8 @@ words). docs/adding-a-scenario.md says when each is needed.
 
 Nothing else lists the scenarios: :func:`names` imports every module of this package (as
 papermill registers its engines and k6 its executors by name), and the notebooks
-(:mod:`workbench.notebook`), README's scenario table and ``workbench run all`` read the registry.
+(:mod:`workbench.report.notebook`), README's scenario table and ``workbench run all`` read the
+registry.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from workbench.errors import WorkbenchError
 if TYPE_CHECKING:  # pandas only where a table is made: every driver process imports the
     import pandas as pd  # module of a scripted scenario, and so this package
 
-    from workbench.preflight import Probe, Target
+    from workbench.target.preflight import Probe, Target
 
 # The executors a scenario drives, by the registry's names (what each means: its class)
 ARRIVAL_RATE = ConstantArrivalRate.name  # open loop: ``rate`` iterations per second
@@ -381,7 +382,7 @@ class Scenario:
                insecure: bool) -> Target:
         """Where this scenario's load goes: certctl (``url``, else the embedded stand-in), or
         the scenario's own target."""
-        from workbench import preflight
+        from workbench.target import preflight
 
         if self.own_target is not None:
             return self.own_target.resolve(params, url, ca_file, insecure)
@@ -389,14 +390,14 @@ class Scenario:
 
     def token(self, target: Target) -> str:
         """The API token its requests carry: certctl's, or none for a target of its own."""
-        from workbench import preflight
+        from workbench.target import preflight
 
         return "" if self.own_target is not None else preflight.token_for(target)
 
     def check_target(self, target: Target, token: str, params: Mapping,
                      strict: bool = False) -> dict:
         """Preflight before any load: the target's identity, with warnings (see preflight)."""
-        from workbench import preflight
+        from workbench.target import preflight
 
         if self.own_target is not None:
             return self.own_target.check(target, params)

@@ -49,7 +49,7 @@ from workbench.untrusted import printable
 if TYPE_CHECKING:  # tables only: every driver process imports this module for its script
     import pandas as pd
 
-    from workbench.preflight import Probe
+    from workbench.target.preflight import Probe
 
 CONTACT = "mailto:loadtest-acme@example.test"  # marks the scenario's accounts for the reset
 IDENTIFIER_DOMAIN = "loadtest.example.test"

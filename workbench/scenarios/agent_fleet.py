@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from workbench import hdr
+from workbench.analyse import hdr
 from workbench.driver import RequestTemplate
 from workbench.scenarios import (
     AGENT_CONNECTION,

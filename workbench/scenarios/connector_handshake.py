@@ -7,7 +7,6 @@ from collections.abc import Mapping
 
 import httpx
 
-from workbench import connectors, preflight
 from workbench.driver import RequestTemplate
 from workbench.errors import WorkbenchError
 from workbench.scenarios import (
@@ -22,6 +21,7 @@ from workbench.scenarios import (
     Param,
     Scenario,
 )
+from workbench.target import connectors, preflight
 
 HARNESS_RATE = 100 / 60  # certctl's harness: 100 new connections a minute per target type
 # certctl's k6 thresholds, per target_type tag (the F5 mock's looser), and its error limit

@@ -7,7 +7,7 @@ the host's CPU and the target process's CPU and memory, and what Prometheus targ
 sampler process (:class:`TelemetrySampler`) writes ``telemetry.parquet`` and
 ``telemetry.json`` into the run folder; :func:`load_telemetry` and :func:`telemetry_windows`
 line the samples up with the latency analysis's windows, and
-:func:`workbench.plots.latency_and_telemetry` draws both on one time axis.
+:func:`workbench.report.plots.latency_and_telemetry` draws both on one time axis.
 :func:`wait_for_drain` samples the job backlog until it is empty.
 """
 

@@ -1,8 +1,8 @@
 """Telemetry as DataFrames: load a run's samples, cut them into the latency analysis's windows.
 
 Pure functions apart from :func:`load_telemetry`. Windows use the edges of
-:func:`workbench.analysis.windows`: seconds from the run's first intended start ``t0_ns`` (the
-``intended_ns`` minimum of its requests), window ``k`` covering ``[k * seconds, (k + 1) *
+:func:`workbench.analyse.analysis.windows`: seconds from the run's first intended start ``t0_ns``
+(the ``intended_ns`` minimum of its requests), window ``k`` covering ``[k * seconds, (k + 1) *
 seconds)`` and labelled ``k * seconds``, so a telemetry window and a latency window with the
 same label cover the same instants.
 """

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from workbench.capacity import AGENTS
+from workbench.capacity.search import AGENTS
 from workbench.driver import schedule
 from workbench.driver.engine import Engine
 from workbench.driver.executors.base import Executor, Progress

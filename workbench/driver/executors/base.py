@@ -32,7 +32,7 @@ from typing import ClassVar
 import numpy as np
 import psutil
 
-from workbench import hdr
+from workbench.analyse import hdr
 from workbench.driver.engine import Engine
 from workbench.driver.outcomes import DROPPED, OK, classify_status
 from workbench.driver.recorder import NO_PHASES, Recorder

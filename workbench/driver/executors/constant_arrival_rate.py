@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from workbench.capacity import RATE
+from workbench.capacity.search import RATE
 from workbench.driver.executors.arrival_rate import ArrivalRateExecutor
 from workbench.driver.spec import DriveSpec, is_positive, register_executor
 

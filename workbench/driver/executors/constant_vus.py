@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from workbench.capacity import VUS
+from workbench.capacity.search import VUS
 from workbench.driver.engine import Engine
 from workbench.driver.executors.base import Executor, Progress, local_share
 from workbench.driver.recorder import Recorder

@@ -1,0 +1,3 @@
+from workbench.target.standin.server import main
+
+raise SystemExit(main())
