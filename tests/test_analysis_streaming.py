@@ -184,3 +184,31 @@ def test_memory_does_not_grow_with_the_number_of_requests(tmp_path, monkeypatch)
     large = _peak_bytes(write_run(tmp_path / "large", 60_000, 0, True, 100_000), 3.0)
     # the whole frame held ~100 B per request (5 MB more here); one float each would be 400 kB
     assert large - small < 50_000 * 4, (small, large)
+
+
+def test_sparse_histograms_match_one_histogram_per_key_and_merge_only_what_a_chunk_touches():
+    """Per-window histograms from shuffled chunks encode as one dense histogram per window
+    would; a chunk's merge allocates for the windows it touches, not for every window held."""
+    from workbench.analyse import hdr
+
+    rng = np.random.default_rng(7)
+    keys = np.repeat(np.arange(300), 2_000)
+    values = rng.lognormal(np.log(3_000), 1.0, keys.size).astype(np.int64)
+    sparse = hdr.SparseHistograms()
+    order = rng.permutation(keys.size)
+    for part in np.array_split(order, 40):
+        sparse.add(keys[part], values[part])
+    encoded = sparse.encode()
+    for key in (0, 150, 299):
+        dense = hdr.new()
+        hdr.record_array(dense, values[keys == key])
+        assert encoded[key] == hdr.encode(dense)
+    assert sorted(encoded) == list(range(300))
+
+    # one more chunk touching a single window: its peak is that window's, not all 300 held
+    tracemalloc.start()
+    sparse.add(np.full(2_000, 5), values[:2_000])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    held = sum(b.nbytes + c.nbytes for b, c, _, _ in sparse._keys.values())
+    assert peak < held / 4, (peak, held)

@@ -70,15 +70,15 @@ def bucket_index(hist: HdrHistogram, v: np.ndarray) -> np.ndarray:
 
 class SparseHistograms:
     """Many histograms (one per integer key, e.g. a time window) built from values streamed in
-    chunks, holding only their non-empty buckets: a run's windows would otherwise take a full
-    counts array each. :meth:`encode` gives each key's encoding, as :func:`record_array` on
-    all its values would."""
+    chunks, holding only each key's non-empty buckets: a run's windows would otherwise take a
+    full counts array each. A chunk merges into the keys it touches only (a few windows), so
+    the work and the temporaries of a merge do not grow with the run's length. :meth:`encode`
+    gives each key's encoding, as :func:`record_array` on all its values would."""
 
     def __init__(self) -> None:
         self._template = new()
-        self._parts: list[tuple[np.ndarray, np.ndarray]] = []
-        self._low: dict[int, int] = {}
-        self._high: dict[int, int] = {}
+        self._keys: dict[int, tuple[np.ndarray, np.ndarray, int, int]] = {}  # buckets, counts,
+        # lowest and highest value
 
     def add(self, keys: np.ndarray, values_us: np.ndarray) -> None:
         """Record ``values_us[i]`` under ``keys[i]``."""
@@ -86,39 +86,34 @@ class SparseHistograms:
             return
         v = np.clip(values_us.astype(np.int64, copy=False), 0,
                     self._template.highest_trackable_value)
-        packed = keys.astype(np.int64) * self._template.counts_len + bucket_index(
-            self._template, v)
-        self._parts.append(np.unique(packed, return_counts=True))
-        for key in np.unique(keys):
-            mine = v[keys == key]
-            self._low[int(key)] = min(self._low.get(int(key), int(mine.min())), int(mine.min()))
-            self._high[int(key)] = max(self._high.get(int(key), 0), int(mine.max()))
-        if len(self._parts) > 4:  # fold, so the parts stay as small as the buckets in use
-            self._parts = [self._folded()]
-
-    def _folded(self) -> tuple[np.ndarray, np.ndarray]:
-        packed = np.concatenate([p for p, _ in self._parts])
-        counts = np.concatenate([c for _, c in self._parts])
-        unique, inverse = np.unique(packed, return_inverse=True)
-        return unique, np.bincount(inverse.reshape(-1), weights=counts).astype(np.int64)
+        keys = keys.astype(np.int64, copy=False)
+        order = np.argsort(keys, kind="stable")
+        keys, v = keys[order], v[order]
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
+        for begin, end in zip(starts, np.r_[starts[1:], len(keys)], strict=True):
+            mine = v[begin:end]
+            buckets, counts = np.unique(bucket_index(self._template, mine), return_counts=True)
+            key, low, high = int(keys[begin]), int(mine.min()), int(mine.max())
+            held = self._keys.get(key)
+            if held is not None:
+                merged, inverse = np.unique(np.r_[held[0], buckets], return_inverse=True)
+                counts = np.bincount(inverse.reshape(-1), weights=np.r_[held[1], counts]
+                                     ).astype(np.int64)
+                buckets, low, high = merged, min(low, held[2]), max(high, held[3])
+            self._keys[key] = (buckets, counts, low, high)
 
     def encode(self) -> dict[int, str]:
         """Each key's histogram, encoded (:func:`encode`)."""
-        if not self._parts:
-            return {}
-        packed, counts = self._folded()
-        n = self._template.counts_len
-        key, index = packed // n, packed % n
         out = {}
-        for k in np.unique(key):
+        for key in sorted(self._keys):
+            buckets, counts, low, high = self._keys[key]
             hist = new()
-            mine = key == k
-            np.ctypeslib.as_array(hist.counts)[index[mine]] += counts[mine].astype(
+            np.ctypeslib.as_array(hist.counts)[buckets] += counts.astype(
                 np.ctypeslib.as_array(hist.counts).dtype)
-            hist.total_count += int(counts[mine].sum())
-            hist.min_value = min(hist.min_value, self._low[int(k)])
-            hist.max_value = max(hist.max_value, self._high[int(k)])
-            out[int(k)] = encode(hist)
+            hist.total_count += int(counts.sum())
+            hist.min_value = min(hist.min_value, low)
+            hist.max_value = max(hist.max_value, high)
+            out[key] = encode(hist)
         return out
 
 
