@@ -193,14 +193,14 @@ def load_fixture(dsn: str, fixture: str, params: Mapping, count: tuple[str, str]
     return {"fixture": fixture, **params, count[0]: counted, "seconds": round(seconds, 3)}
 
 
-SETTLE = (("vacuum_s", "VACUUM (ANALYZE)"), ("checkpoint_s", "CHECKPOINT"))
+SETTLE = (("vacuum", "VACUUM (ANALYZE)"), ("checkpoint", "CHECKPOINT"))
 
 
 def settle(dsn: str, allow_remote: bool = False) -> dict:
     """Leave the database as every measured step should find it: ``VACUUM (ANALYZE)`` (the dead
     rows of the last seed or step vacuumed now, not by autovacuum inside the next step) and a
     ``CHECKPOINT`` (none half-done when the step starts). A role that may not checkpoint skips
-    it (said in the result). Returns the seconds each took."""
+    it (said in the result). Returns the seconds each took, or why it was skipped."""
     engine = engine_for(dsn, allow_remote).execution_options(isolation_level="AUTOCOMMIT")
     took: dict[str, float | str] = {}
     try:

@@ -362,7 +362,10 @@ class ScenarioCapacity:
 
     def prepare(self, load: float, step_s: float) -> dict:
         """Before a step: the fixture sized to its load (seeded when the size changes, reset
-        when the scenario changes it and a step already ran); returns its sizes."""
+        when the scenario changes it and a step already ran), then settled; returns its
+        sizes."""
+        from workbench import seed
+
         r = self.run
         params = self.step_params(load, step_s)
         sizes = r.scenario.fixture_sizes(params)
@@ -374,12 +377,10 @@ class ScenarioCapacity:
                       f"{float(seeded.get('seconds', 0)):.1f} s", flush=True)
             elif self._steps and r.scenario.fixture_reset is not None:
                 r.scenario.reset(r.target.dsn, params)
-            from workbench import seed
-
             # every step starts from a settled database, whatever the step before it left
             took = seed.settle(r.target.dsn)
             print("[capacity] settled the database: " + ", ".join(
-                f"{k[:-2]} {v if isinstance(v, str) else f'{v:.1f} s'}" for k, v in took.items()),
+                f"{k} {v if isinstance(v, str) else f'{v:.1f} s'}" for k, v in took.items()),
                 flush=True)
         self._steps += 1
         return sizes

@@ -336,12 +336,18 @@ def _search_once(run_step: RunStep, options: SearchOptions,
 
     passing: Step | None = None
     failing: Step | None = None
-    load = options.first
-    while failing is None:  # the ramp
-        current = step(load)
-        if current.driver_bound:
-            return outcome(DRIVER_BOUND, passing, None, current.limiting)
-        if current.passed:
+
+    def climb(load: float, up: Callable[[float], float]) -> Capacity | None:
+        """Step up from ``load`` (each next load ``up(load)``) until a step fails (None: the
+        bracket is set), or return what ended the climb: the driver, the ceiling, the budget."""
+        nonlocal passing, failing
+        while True:
+            current = step(load)
+            if current.driver_bound:
+                return outcome(DRIVER_BOUND, passing, None, current.limiting)
+            if not current.passed:
+                failing = current
+                return None
             passing = current
             if load >= options.ceiling:
                 return outcome(NOT_REACHED, passing, None, None)
@@ -349,20 +355,21 @@ def _search_once(run_step: RunStep, options: SearchOptions,
                 result = outcome(NOT_REACHED, passing, None, None)
                 result.budget_spent = True
                 return result
-            load = options.next_load(load)
-        else:
-            failing = current
+            load = up(load)
+
+    ended = climb(options.first, options.next_load)  # the ramp
+    if ended is not None:
+        return ended
     if passing is None:
         return outcome(BELOW_START, None, failing, failing.limiting)
 
     while len(steps) < options.max_steps:
-        if failing is None:  # the load above held at longer steps: the answer lies higher
+        if failing is None:  # the load above held at longer steps: climb by the tolerance
             if passing.load >= options.ceiling:
                 return outcome(NOT_REACHED, passing, None, None)
-            current = step(options.above(passing.load))
-            if current.driver_bound:
-                return outcome(DRIVER_BOUND, passing, None, current.limiting)
-            passing, failing = (current, None) if current.passed else (passing, current)
+            ended = climb(options.above(passing.load), options.above)
+            if ended is not None:
+                return ended
             continue
         mid = None
         if failing.load / passing.load > 1 + options.tolerance:
