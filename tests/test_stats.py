@@ -35,6 +35,21 @@ def test_interval_equals_scipy_quantile_test(n, p):
     np.testing.assert_array_equal(ours, (ci.low, ci.high))
 
 
+@pytest.mark.parametrize("p", [*stats.PERCENTILES, 0.1, 10, 99.99, 99.999, 100])
+@pytest.mark.parametrize("confidence", [0.95, 0.99, 0.5])
+def test_binomial_quantile_equals_scipy_stats(p, confidence):
+    """The bisection over ``scipy.special.bdtr`` is ``scipy.stats.binom.ppf``, rank for rank,
+    for every n up to 3,000 and a spread of n up to 2e7, at both ends of the interval."""
+    ns = np.concatenate([np.arange(1, 3001),
+                         np.unique(np.logspace(3.5, np.log10(2e7), 400).astype(np.int64))])
+    for y in ((1 - confidence) / 2, (1 + confidence) / 2):
+        ours = stats.binom_ppf(y, ns, p / 100)
+        theirs = sps.binom.ppf(y, ns, p / 100).astype(np.int64)
+        wrong = np.flatnonzero(ours != theirs)
+        assert wrong.size == 0, (f"n={ns[wrong[:5]].tolist()}: {ours[wrong[:5]].tolist()} "
+                                 f"!= scipy {theirs[wrong[:5]].tolist()}")
+
+
 def test_unidentifiable_bounds_are_missing():
     lo, hi = stats.ci_ranks(np.array([100, 10, 0]), 99.9)
     assert hi.tolist() == [0, 0, 0]  # 100 samples cannot bound p99.9 from above

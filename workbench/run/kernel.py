@@ -31,7 +31,7 @@ START_TIMEOUT_S = 60.0
 RESET = "get_ipython().run_line_magic('reset', '-f')"  # between notebooks
 PRELOAD_TIMEOUT_S = 600.0  # a loaded machine imports slowly; past this papermill waits on
 # what the notebooks import, up to their figures: loaded before their cells run
-PRELOAD = "import workbench.run.scenario, workbench.report.plots, scipy.stats"
+PRELOAD = "import workbench.run.scenario, workbench.report.plots"
 CAPACITY_PRELOAD = PRELOAD + ", workbench.capacity.runner"  # a capacity search's notebook's too
 # "tty" or "lines": the kernel writes the driver's live line to the command's terminal too
 # (workbench.driver.launch.LiveLine reads it; this module imports nothing heavy, so both can)
