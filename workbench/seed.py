@@ -9,7 +9,6 @@ database and runs the file.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 import time
@@ -21,6 +20,7 @@ from sqlalchemy.engine import make_url
 
 from workbench.errors import WorkbenchError
 from workbench.paths import seed_dir
+from workbench.target.ports import is_loopback
 
 MAX_FIXTURE = 1_000_000  # the largest size benchmarks/bench_seeding.py measures
 
@@ -47,16 +47,6 @@ def redact_dsn(dsn: str) -> str:
         return url.render_as_string(hide_password=True).replace(":***@", "@")
     except Exception:  # noqa: BLE001 - an unparseable DSN is still never echoed
         return "<unparseable DSN>"
-
-
-def is_loopback(host: str | None) -> bool:
-    """Whether ``host`` is this machine: a loopback address, ``localhost`` or a Unix socket."""
-    if not host or host.startswith("/") or host == "localhost":
-        return True  # Unix socket or local name
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 ALLOW_REMOTE_ENV = "WORKBENCH_ALLOW_REMOTE_DB"  # set by --allow-remote-db; reaches the kernel

@@ -39,12 +39,10 @@ from urllib.parse import quote
 
 import httpx
 import psutil
-import psycopg
 
 from workbench import jsonio
 from workbench.errors import WorkbenchError
 from workbench.paths import project_root, state_dir
-from workbench.target import tlsca
 
 DATABASE = "certctl"
 STANDIN, CERTCTL = "stand-in", "certctl"  # a target's kind, as records name it
@@ -411,6 +409,8 @@ def create_database(socket_dir: Path, database: str, fresh: bool = False) -> Non
     """Create ``database`` on the embedded PostgreSQL if missing (``fresh``: drop it first)."""
     if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
         raise WorkbenchError(f"database name {database!r}: lower-case letters, digits and _")
+    import psycopg  # here, not at the top: `workbench drive` reads this module's state only
+
     with psycopg.connect(postgres_url(socket_dir, "postgres"), autocommit=True) as conn:
         if fresh:
             conn.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
@@ -459,6 +459,8 @@ def ensure_tls(tls_dir: Path) -> tuple[Path, Path, Path]:
     the connector daemons' certificates) and the stand-in's ECDSA P-256 certificate for localhost
     and 127.0.0.1, issued once and again only near its end, so clients can trust ``ca.pem``
     across restarts."""
+    from workbench.target import tlsca  # cryptography: only where certificates are made
+
     ca_file, _ = tlsca.ensure_ca(tls_dir)
     cert_file, key_file = tlsca.issue(tls_dir, "localhost", tls_dir / "server.pem",
                                       tls_dir / "server-key.pem")
@@ -467,6 +469,8 @@ def ensure_tls(tls_dir: Path) -> tuple[Path, Path, Path]:
 
 def _ensure_token(path: Path) -> Path:
     if not path.exists():
+        from workbench.target import tlsca
+
         tlsca.write_private(path, (secrets.token_urlsafe(32) + "\n").encode())
     return path
 

@@ -8,6 +8,7 @@ already in use", seen under load). Below the range only another server choosing 
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import socket
 from pathlib import Path
@@ -53,3 +54,13 @@ def free_ports(count: int) -> int:
             continue
         return first
     raise OSError(f"no {count} consecutive free ports found on 127.0.0.1")
+
+
+def is_loopback(host: str | None) -> bool:
+    """Whether ``host`` is this machine: a loopback address, ``localhost`` or a Unix socket."""
+    if not host or host.startswith("/") or host == "localhost":
+        return True  # Unix socket or local name
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -18,10 +18,10 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from workbench import argtypes, seed
+from workbench import argtypes
 from workbench.errors import WorkbenchError
-from workbench.seed import redact_dsn
 from workbench.target import embedded
+from workbench.target.ports import is_loopback
 from workbench.untrusted import printable
 
 TOKEN_ENV = "CERTCTL_TOKEN"
@@ -56,6 +56,8 @@ class Target:
 
     @property
     def safe_dsn(self) -> str | None:
+        from workbench.seed import redact_dsn
+
         return redact_dsn(self.dsn) if self.dsn else None
 
     def verify(self) -> ssl.SSLContext | bool:
@@ -154,7 +156,7 @@ def check_token_destination(url: str, insecure: bool = False) -> None:
     """Refuse to send the token where others could read it: plain ``http://``, or ``https://``
     without checking the certificate (``insecure``), only to this machine."""
     parts = urlsplit(url)
-    if parts.hostname and seed.is_loopback(parts.hostname):
+    if parts.hostname and is_loopback(parts.hostname):
         return
     if parts.scheme != "https":
         raise WorkbenchError(f"refusing to send {TOKEN_ENV} over plain HTTP to {parts.hostname}"
@@ -170,7 +172,7 @@ def check_cluster_destination(address: str) -> None:
     """Refuse to ship the token to a Dask scheduler in clear: it travels as a task argument,
     so only over Dask's TLS (``tls://``) or to a scheduler on this machine (or in-process)."""
     parts = urlsplit(address)
-    on_this_machine = bool(parts.hostname) and seed.is_loopback(parts.hostname)
+    on_this_machine = bool(parts.hostname) and is_loopback(parts.hostname)
     if parts.scheme in ("tls", "inproc") or on_this_machine:
         return
     raise WorkbenchError(f"refusing to send {TOKEN_ENV} to the Dask scheduler at {address} "
@@ -256,6 +258,8 @@ def check_database(target: Target, parents: bool = True) -> None:
     if not target.dsn:
         raise WorkbenchError(f"no database to seed: export {DSN_ENV}=<SQLAlchemy DSN of the "
                              "target's database>, e.g. postgresql+psycopg://certctl@127.0.0.1/certctl")
+    from workbench import seed  # SQLAlchemy: only where a database is checked
+
     engine = seed.engine_for(target.dsn)
     try:
         seed.check_database(engine, parents)
@@ -326,6 +330,9 @@ def _acme_warning(client: httpx.Client, token: str, profile: str) -> str | None:
 def database_warnings(dsn: str, traps: Sequence[str] = TRAPS) -> list[str]:
     """Traps visible in certctl's database: issuers, fixture parents, scheduler traces."""
     import sqlalchemy as sa
+
+    from workbench import seed
+    from workbench.seed import redact_dsn
 
     try:
         engine = seed.engine_for(dsn, allow_remote=True)  # read-only queries

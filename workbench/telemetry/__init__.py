@@ -13,18 +13,24 @@ line the samples up with the latency analysis's windows, and
 
 import importlib
 
+# certctl's job statuses (contract 8.4); always reported, as 0 when absent, so plots stay whole;
+# here, not in .sources, so that a figure names them without loading psycopg.
+JOB_STATUSES = ("Pending", "AwaitingCSR", "AwaitingApproval", "Running", "Completed", "Failed",
+                "Cancelled")
+
 # Names are imported on first use (PEP 562): the sampler's own process (``python -m
 # workbench.telemetry``) then loads what it samples with, not pandas, to take its first sample.
 _FROM = {"drain": ("DRAIN_STATUSES", "Drain", "wait_for_drain"),
          "frames": ("load_telemetry", "record_summary", "telemetry_windows"),
          "process": ("TelemetrySampler",),
          "prometheus": ("ScrapeSource",),
-         "sampler": ("PARQUET_FILE", "SIDECAR_FILE", "Sampler", "build_sources", "read_sidecar"),
-         "sources": ("JOB_STATUSES", "HostSource", "JobsSource", "PostgresSource",
+         "files": ("PARQUET_FILE", "SIDECAR_FILE", "read_sidecar"),
+         "sampler": ("Sampler", "build_sources"),
+         "sources": ("HostSource", "JobsSource", "PostgresSource",
                      "ProcessSource", "SourceError")}
 _MODULE = {name: module for module, names in _FROM.items() for name in names}
 
-__all__ = sorted(_MODULE)
+__all__ = sorted([*_MODULE, "JOB_STATUSES"])
 
 
 def __getattr__(name: str):

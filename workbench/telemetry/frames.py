@@ -16,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from workbench.errors import WorkbenchError
+from workbench.telemetry.files import PARQUET_FILE
 from workbench.telemetry.prometheus import recorded
-from workbench.telemetry.sampler import PARQUET_FILE, SPOOL_FILE, read_spool
+from workbench.telemetry.sampler import SPOOL_FILE, read_spool
 
 COLUMNS = ("t_ns", "source", "metric", "value")
 WINDOW_COLUMNS = ("samples", "mean", "min", "max")

@@ -24,13 +24,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from workbench.errors import WorkbenchError
+from workbench.telemetry.files import SIDECAR_FILE, read_sidecar
 from workbench.telemetry.sampler import (
     LOG_FILE,
-    SIDECAR_FILE,
     Sampler,
     build_sources,
     finalize,
-    read_sidecar,
     statement_timeout_ms,
     write_json,
 )

@@ -38,6 +38,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workbench.telemetry.files import PARQUET_FILE, SIDECAR_FILE
 from workbench.telemetry.sources import (
     HostSource,
     JobsSource,
@@ -50,7 +51,6 @@ from workbench.telemetry.sources import (
 )
 
 SCHEMA_VERSION = 1
-PARQUET_FILE, SIDECAR_FILE = "telemetry.parquet", "telemetry.json"
 SPOOL_FILE, LOG_FILE = "telemetry.spool.csv", "telemetry.log"
 SOURCES = ("postgres", "certctl", "host", "target_process")
 COST_SOURCE = "sampler"
@@ -379,11 +379,3 @@ def finalize(out_dir: Path, status: str) -> dict:
     sidecar["ended_at"] = sidecar.get("ended_at") or _iso(time.time_ns())
     write_json(sidecar_path, sidecar)
     return sidecar
-
-
-def read_sidecar(out_dir: str | Path) -> dict | None:
-    """``telemetry.json`` of a run folder, or None."""
-    try:
-        return json.loads((Path(out_dir) / SIDECAR_FILE).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None

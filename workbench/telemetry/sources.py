@@ -28,10 +28,9 @@ from urllib.parse import urlsplit
 import psutil
 import psycopg
 
+from workbench.telemetry import JOB_STATUSES
+
 APPLICATION_NAME = "workbench-telemetry"  # the sampler's own sessions, left out of its counts
-# certctl's job statuses (contract 8.4); always reported, as 0 when absent, so plots stay whole.
-JOB_STATUSES = ("Pending", "AwaitingCSR", "AwaitingApproval", "Running", "Completed", "Failed",
-                "Cancelled")
 CONNECTION_STATES = ("active", "idle", "idle_in_transaction", "idle_in_transaction_aborted")
 WAIT_TYPES = ("Lock", "LWLock", "IO", "IPC", "Client", "BufferPin", "Timeout", "Activity")
 COUNTERS = ("xact_commit", "xact_rollback", "tup_returned", "tup_fetched", "tup_inserted",
