@@ -169,6 +169,47 @@ def test_while_starting_runs_beside_the_started_driver_and_the_load_waits_for_it
     assert result["scheduled"] == result["completed"]
 
 
+def test_when_ready_runs_once_every_driver_waits_at_the_start_line(tmp_path):
+    """The machine's calibration goes here: after the drivers' start-up (their imports, their
+    warm-up, their core claimed), while they sit idle, and before the load."""
+    seen: list = []
+
+    def while_starting() -> None:
+        seen.append(("starting", time.time_ns()))
+
+    def when_ready() -> None:
+        [child] = [p for p in psutil.Process(os.getpid()).children()
+                   if "workbench.driver" in p.cmdline()]
+        seen.append(("ready", time.time_ns(), child.status(), child.cpu_times()))
+        time.sleep(0.2)  # idle: it takes no CPU while it waits
+        seen.append(("idle", child.cpu_times()))
+
+    with LoopbackServer() as srv:
+        result = drive(_spec(srv.url, "/status/200"), tmp_path, echo=lambda _: None,
+                       while_starting=while_starting, when_ready=when_ready)
+    assert [step[0] for step in seen] == ["starting", "ready", "idle"]
+    (_, _, status, before), (_, after) = seen[1], seen[2]
+    assert status == psutil.STATUS_SLEEPING  # waiting for its start line
+    assert (after.user + after.system) - (before.user + before.system) < 0.05
+    assert result["t0_epoch_ns"] > seen[1][1]  # the load began after it
+    assert result["scheduled"] == result["completed"]
+
+
+def test_a_failing_when_ready_sends_no_load_and_leaves_no_driver(tmp_path):
+    def when_ready() -> None:
+        raise RuntimeError("at the start line")
+
+    with LoopbackServer() as srv:
+        with pytest.raises(RuntimeError, match="at the start line"):
+            drive(_spec(srv.url, "/status/200"), tmp_path, echo=lambda _: None,
+                  when_ready=when_ready)
+    # the drivers saw their start line closed without a start: they sent nothing
+    if (tmp_path / "requests.parquet").exists():
+        assert pq.read_metadata(tmp_path / "requests.parquet").num_rows == 0
+    assert not [p for p in psutil.Process(os.getpid()).children()
+                if "workbench.driver" in p.cmdline()]
+
+
 def test_a_failing_while_starting_sends_no_load_and_leaves_no_driver(tmp_path):
     def while_starting() -> None:
         raise RuntimeError("before the load")

@@ -86,7 +86,8 @@ def auto_shards(spec: DriveSpec) -> int:
 def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
           echo: Callable[[str], None] = print, *, shards: int | None = None,
           cluster: str | None = None,
-          while_starting: Callable[[], object] | None = None) -> DriveResult:
+          while_starting: Callable[[], object] | None = None,
+          when_ready: Callable[[], object] | None = None) -> DriveResult:
     """Run ``spec`` in separate driver processes and return its result (``result.json``).
 
     ``env`` adds variables for the children only (the token travels this way, never in a
@@ -94,7 +95,10 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
     scheduler address (``tcp://HOST:8786``) to run the shards on instead. Progress lines go to
     ``echo``. ``while_starting`` runs while the processes start (imports, warm-up), and the
     load starts after it returns: the caller's own work before the load (the machine's
-    calibration, the telemetry's start) costs no time of its own. Interrupting the caller
+    calibration, the telemetry's start) costs no time of its own. ``when_ready`` runs once
+    every process is ready and idle at the start line (pinned to its core, holding its core's
+    lock), just before the load starts: work that needs a quiet machine, such as the machine's
+    calibration, and must not take a core while a driver chooses one. Interrupting the caller
     interrupts the driver, which still writes everything it recorded, and then re-raises
     ``KeyboardInterrupt``.
     """
@@ -112,8 +116,9 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
     if shards is not None and (not isinstance(shards, int) or shards < 1):
         raise WorkbenchError(f"shards must be a positive number of processes, got {shards!r}")
     if cluster:
-        if while_starting is not None:
-            while_starting()
+        for before_load in (while_starting, when_ready):
+            if before_load is not None:
+                before_load()
         drive_on_cluster(spec, out_dir, cluster, shards=shards, env=env, echo=echo)
         return load_result(out_dir)
     n = shards or auto_shards(spec)
@@ -133,7 +138,7 @@ def drive(spec: DriveSpec, out_dir: Path, env: dict[str, str] | None = None,
                 p.kill()
                 p.wait()
             raise
-    interrupted = _supervise(procs, echo, spec.run_s)
+    interrupted = _supervise(procs, echo, spec.run_s, when_ready)
     if n == 1:
         if not (out_dir / RESULT_FILE).exists():
             raise WorkbenchError(f"the driver exited with code {procs[0].returncode} and wrote "
@@ -283,8 +288,9 @@ class _Progress:
 
 
 def _supervise(procs: list[subprocess.Popen], echo: Callable[[str], None],
-               planned_s: float) -> bool:
-    """Start the children together, relay their lines, stop them on interrupt.
+               planned_s: float, when_ready: Callable[[], object] | None = None) -> bool:
+    """Start the children together (after ``when_ready``, once all are ready), relay their
+    lines, stop them on interrupt.
 
     Returns whether the caller was interrupted (the children then flushed and exited).
     """
@@ -327,6 +333,8 @@ def _supervise(procs: list[subprocess.Popen], echo: Callable[[str], None],
                     ready.add(k)
                     if len(ready) == len(procs) and not started:
                         started = True
+                        if when_ready is not None:
+                            when_ready()
                         at = time.time_ns() + START_MARGIN_NS
                         for p in procs:
                             _send(p.stdin, f"start {at}\n")

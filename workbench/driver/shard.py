@@ -125,6 +125,10 @@ def run_shard(spec: DriveSpec, out_dir: Path, shard: int = 0, shards: int = 1, *
     return report
 
 
+class NoStartLine(Exception):
+    """The parent closed the start line without a start: the shard sends no load."""
+
+
 def _die_with_parent(parent_pid: int) -> None:
     """Get SIGTERM (and so flush and exit) if the parent dies; Linux only, else a no-op."""
     try:
@@ -185,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
         async def wait_line() -> int | None:
             print("@ready", file=sys.stderr, flush=True)
             line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-            return int(line.split()[1]) if line.startswith("start ") else None
+            if not line.startswith("start "):  # the parent gave up before the load: send none
+                raise NoStartLine("no start line came (the parent stopped before the load)")
+            return int(line.split()[1])
 
     async def start() -> int | None:
         at = await wait_line() if wait_line else None
