@@ -190,9 +190,13 @@ def parts(t: Traced) -> dict[str, float]:
                                        K + "run.suite.write_report"),
         }
     else:  # workbench drive: no notebook
+        measure, imports = (K + "report.calibration.measure",), (K + "cli._import_report_path",)
+        within = {what: t.total(*names) - t.alone(names, drive)  # inside the driver's call
+                  for what, names in (("calibration", measure), ("imports", imports))}
         out |= {
-            "calibration, beyond the driver's start": calibration,
-            "driver, outside the timed phase": driver - timed,
+            "calibration (both readings)": t.total(*measure),
+            "imports while the driver starts": within["imports"],
+            "driver, outside the timed phase and the above": driver - timed - sum(within.values()),
             "TIMED PHASE": timed,
             "target identification": t.total(K + "run.adhoc.identify"),
             "analysis and record": t.total(K + "run.adhoc.build_record"),

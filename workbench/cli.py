@@ -62,6 +62,19 @@ def _version() -> str:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the installed version, looked up only when asked (importlib.metadata
+    scans every installed package: 20-30 ms of every command otherwise)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS,
+                 help="show the version and exit"):
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        parser._print_message(f"{parser.prog} {_version()}\n", sys.stdout)
+        parser.exit()
+
+
 # --- target ---------------------------------------------------------------------------------
 
 
@@ -159,16 +172,21 @@ def run_summary(run_dir: Path) -> dict:
     if not (run_dir / RESULT_FILE).exists():
         return summary
     from workbench.compare.baseline import load_record
-    from workbench.scenarios import result_warnings
     from workbench.telemetry import read_sidecar
 
     r = load_result(run_dir)
+    if r.get("scenario") == "adhoc":  # no scenario to warn: its registry (SQLAlchemy) not loaded
+        warnings = []
+    else:
+        from workbench.scenarios import result_warnings
+
+        warnings = result_warnings(r)
     summary |= {k: r[k] for k in ("scenario", "status", "scheduled", "completed", "failed",
                                   "dropped", "offered_rate", "achieved_rate", "error_rate",
                                   "latency_ms", "schedule_lag_ms", "valid", "invalid_reasons")}
     summary |= {"result": str(run_dir / RESULT_FILE), "vus": r["driver"]["vus"],
                 "driver_cpu_fraction": r["driver"]["cpu_fraction"],
-                "warnings": result_warnings(r), "telemetry": read_sidecar(run_dir)}
+                "warnings": warnings, "telemetry": read_sidecar(run_dir)}
     if (run_dir / RECORD_FILE).exists():
         record = load_record(run_dir / RECORD_FILE)
         summary |= {"record": str(run_dir / RECORD_FILE), "passed": record["passed"],
@@ -480,13 +498,16 @@ def cmd_drive(args) -> Outcome:
 
     out = args.out or runs_dir() / f"adhoc_{secrets.token_hex(4)}"
     live = LiveLine()
-    before = calibration.measure()  # the machine, before and after the timed phase
+    before: dict = {}  # the machine, read at the start line (the driver idle) and after the load
+
     try:
-        driver.drive(spec, out, echo=live, shards=args.shards, cluster=args.cluster)
+        driver.drive(spec, out, echo=live, shards=args.shards, cluster=args.cluster,
+                     while_starting=_import_report_path,
+                     when_ready=lambda: before.update(calibration.measure()))
     except KeyboardInterrupt:
         live.close()
         # the driver flushed what it recorded
-        _record_drive(out, spec, thresholds, calibration.section(before, None))
+        _record_drive(out, spec, thresholds, calibration.section(before or None, None))
         print_summary(out)
         raise
     live.close()
@@ -496,6 +517,13 @@ def cmd_drive(args) -> Outcome:
     print_summary(summary)
     code = exitcodes.FAILED if passed is None else exitcodes.verdict(passed)
     return Outcome(code, summary)
+
+
+def _import_report_path() -> None:
+    """What the record and report of a drive import (pandas, the analysis, Matplotlib: 0.5-1 s),
+    imported while the driver's processes start, before the load: that time is spent anyway."""
+    import workbench.report.plots  # noqa: F401
+    import workbench.run.adhoc  # noqa: F401
 
 
 def _record_drive(out: Path, spec, thresholds: dict[str, list[str]],
@@ -857,7 +885,7 @@ def build_parser() -> Parser:
                formatter_class=argparse.RawDescriptionHelpFormatter,
                epilog="exit codes: 0 passed, 99 threshold breached, 2 bad input or unfit "
                       "target, 1 anything else, 130 interrupted (README: Exit codes)")
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action=_VersionAction)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("target", help="the target the workbench runs: the stand-in, or a "

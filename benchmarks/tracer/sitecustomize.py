@@ -24,7 +24,7 @@ _PATH = os.environ.get("WORKBENCH_TRACE")
 
 # module -> attribute paths to time ("Class.method" for a method)
 TRACED = {
-    "workbench.cli": ("main",),
+    "workbench.cli": ("main", "_import_report_path"),
     "workbench.report.calibration": ("measure",),
     "workbench.driver.launch": ("drive",),
     "workbench.run.adhoc": ("identify", "build_record", "report_html"),

@@ -26,6 +26,7 @@ words a run folder for a terminal.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import subprocess
@@ -272,7 +273,8 @@ def html_page(heading: str, rec: Mapping, m: Measured,
               extra: Mapping[str, pd.DataFrame | pd.Series] | None = None) -> str:
     """A report page without a notebook: the verdict, the figures, then the details tables
     (the standard ones, then ``extra``)."""
-    images = "".join(view.figure_html(f) for f in figures(m))
+    images = "".join(view.png_html(png) for png in view.pngs(
+        [functools.partial(draw, m) for draw in FIGURES]))
     details = Tables({**tables(m), **(extra or {})})
     return view.page(heading, [view.Section("", view.Verdict(rec)._repr_html_()),
                                  view.Section("Figures", images),
