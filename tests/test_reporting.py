@@ -97,3 +97,50 @@ def test_a_scenario_run_and_a_drive_record_one_drive_alike(driven, tmp_path, mon
     for folder in (drive_dir, run_dir):
         assert {"record.json", "junit.xml", "latency.hgrm", "latency.hlog"} <= {
             p.name for p in folder.iterdir()}
+
+
+_PNGS = """
+import os, sys
+from pathlib import Path
+import matplotlib.pyplot as plt
+from workbench.report import view
+
+folder, parent, fail = Path(sys.argv[1]), os.getpid(), sys.argv[2] == "fail"
+
+def draw(k):
+    def figure():
+        if k == 2:
+            return None  # nothing to draw: no image
+        if fail and os.getpid() != parent:
+            raise RuntimeError("the child cannot draw")
+        (folder / f"{os.getpid()}-{k}").touch()
+        fig, ax = plt.subplots()
+        ax.plot([0, 1], [0, k])
+        ax.set_title(f"figure {k}")
+        return fig
+    return figure
+
+draws = [draw(k) for k in range(5)]
+got = view.pngs(draws)
+want = [png for png in view._drawn(draws) if png is not None]
+assert len(got) == 4 and got == want, "not the sequential images in order"
+print(len({p.name.split("-")[0] for p in folder.iterdir()}))
+"""
+
+
+@pytest.mark.parametrize("child", ["draws", "fail"])
+def test_figures_drawn_in_two_processes_are_the_sequential_ones_in_order(tmp_path, child):
+    """In a process of its own (a pytest worker has threads, where pngs() does not fork):
+    half the figures are drawn by a forked child, the images are those drawn one by one, in
+    order, and what the child fails to draw is drawn by the parent."""
+    import os
+    import subprocess
+    import sys
+
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core: pngs() draws everything in this process")
+    done = subprocess.run([sys.executable, "-c", _PNGS, str(tmp_path), child],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    drew = int(done.stdout.split()[-1])
+    assert drew == (2 if child == "draws" else 1)  # processes that drew a figure
