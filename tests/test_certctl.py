@@ -142,6 +142,25 @@ def test_a_source_that_cannot_be_built_is_refused(tmp_path, source, needle):
         certctl.build(path, state=tmp_path)
 
 
+def test_a_clone_git_cannot_diff_is_refused_with_the_fix(repo, tmp_path):
+    """A clone missing an object (seen: a snapshot without a large binary) cannot name a build
+    of its working tree: one line saying so and what to do, not git's traceback."""
+    work = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", "--no-local", str(repo[0]), str(work)], check=True)
+    blob = subprocess.run(["git", "-C", str(work), "rev-parse", "HEAD:go.mod"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    for pack in (work / ".git" / "objects" / "pack").glob("*.pack"):  # as loose objects
+        moved = pack.rename(tmp_path / pack.name)
+        pack.with_suffix(".idx").unlink()
+        with moved.open("rb") as objects:
+            subprocess.run(["git", "-C", str(work), "unpack-objects", "-q"], stdin=objects,
+                           check=True)
+    (work / ".git" / "objects" / blob[:2] / blob[2:]).unlink()
+    (work / "go.mod").write_text((work / "go.mod").read_text() + "// local\n")
+    with pytest.raises(WorkbenchError, match="git cannot diff its working tree.*clone it again"):
+        certctl.build(work, state=tmp_path)
+
+
 def test_an_unknown_revision_is_refused_by_name(repo, tmp_path):
     with pytest.raises(WorkbenchError, match="no commit 'v9.9.9'"):
         certctl.build(repo[0], "v9.9.9", state=tmp_path)

@@ -210,8 +210,15 @@ def local_changes(src: Path) -> bytes:
     empty when clean: what a dirty build's cache key hashes."""
     if not git(src, "status", "--porcelain", "--untracked-files=all"):
         return b""
-    diff = subprocess.run(["git", "-C", str(src), "diff", "HEAD", "--binary"],
-                          capture_output=True, check=True).stdout
+    done = subprocess.run(["git", "-C", str(src), "diff", "HEAD", "--binary"],
+                          capture_output=True)
+    if done.returncode != 0:  # bytes, not text: git() cannot read it
+        said = done.stderr.decode(errors="replace").strip().splitlines()
+        raise WorkbenchError(f"--certctl {src}: git cannot diff its working tree against HEAD "
+                             f"({said[-1] if said else f'exit {done.returncode}'}), so a build "
+                             "of it cannot be named; repair the clone (git fsck) or clone it "
+                             "again, or build a commit of it with certctl:REV")
+    diff = done.stdout
     untracked = git(src, "ls-files", "--others", "--exclude-standard", "-z").split("\0")
     parts = [diff] + [name.encode() + b"\0" + (src / name).read_bytes()
                       for name in sorted(untracked) if name and (src / name).is_file()]
