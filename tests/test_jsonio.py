@@ -69,3 +69,23 @@ def test_a_temporary_name_already_taken_is_never_opened(tmp_path, monkeypatch):
     write_json(tmp_path / "result.json", {"a": 1})
     assert victim.read_text() == "keep me" and planted.is_symlink()
     assert json.loads((tmp_path / "result.json").read_text()) == {"a": 1}
+
+
+def test_replacing_writes_through_its_descriptor_whole_or_not_at_all(tmp_path):
+    """For writers that open by name (pyarrow): the new content reaches the path only when
+    the block ends, and a failed block leaves the old file and no temporary behind."""
+    from pathlib import Path
+
+    from workbench.jsonio import replacing
+
+    path = tmp_path / "requests.parquet"
+    path.write_text("old")
+    with replacing(path) as name:
+        assert name.startswith("/proc/self/fd/")
+        Path(name).write_text("new")
+        assert path.read_text() == "old"
+    assert path.read_text() == "new" and sorted(tmp_path.iterdir()) == [path]
+    with pytest.raises(RuntimeError), replacing(path) as name:
+        Path(name).write_text("half")
+        raise RuntimeError("mid-write")
+    assert path.read_text() == "new" and sorted(tmp_path.iterdir()) == [path]

@@ -347,3 +347,26 @@ def test_a_spec_json_whose_secret_header_is_not_in_the_environment_is_refused(mo
         monkeypatch.delenv(name)
     with pytest.raises(WorkbenchError, match="secret kept out of spec.json"):
         DriveSpec.from_json(text).validate()
+
+
+@pytest.mark.parametrize("shards", [1, 2])
+def test_a_link_planted_at_the_old_temporary_names_is_never_written_through(tmp_path, shards):
+    """The driver wrote requests.parquet through ``requests.parquet.tmp`` (and a shard merge
+    likewise): a link planted there sent the run's requests over the link's target. (The
+    command refuses an output folder holding files; ``drive()`` writes into the run folder
+    it is given.)"""
+    from tests.loopback import LoopbackServer
+    from workbench.driver import DriveSpec, RequestTemplate, drive
+
+    run, victim = tmp_path / "run", tmp_path / "victim"
+    victim.write_text("untouched")
+    run.mkdir()
+    (run / "requests.parquet.tmp").symlink_to(victim)
+    with LoopbackServer() as srv:
+        spec = DriveSpec(base_url=srv.url, templates=(RequestTemplate("GET", "/status/200",
+                                                                       "get"),),
+                         rate=20, duration_s=1.0)
+        result = drive(spec, run, echo=lambda _: None, shards=shards)
+    assert result["completed"] == 20
+    assert victim.read_text() == "untouched"
+    assert not [p.name for p in run.iterdir() if p.name.endswith(".tmp") and not p.is_symlink()]

@@ -6,13 +6,16 @@ through :func:`write_json`, so each has the same layout (:func:`dumps`) and no r
 half a file: the text goes to a temporary file in the same folder, is flushed to disk, and then
 takes its name in one step. The temporary name is unguessable and created exclusively, never
 through a link, so nothing planted in a shared folder is written through or moved into place.
+Other writers (Parquet) get the same temporary file through :func:`replacing`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +46,7 @@ def write_text(path: Path, text: str, *, exclusive: bool = False, mode: int | No
     as a Markdown table or an HTML report, is whole or absent, never half-written."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = _create_temporary(path, 0o666 if mode is None else mode)
+    fd, tmp = create_temporary(path, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "w") as fh:
             if mode is not None:
@@ -62,7 +65,23 @@ def write_text(path: Path, text: str, *, exclusive: bool = False, mode: int | No
         tmp.unlink(missing_ok=True)
 
 
-def _create_temporary(path: Path, mode: int) -> tuple[int, Path]:
+@contextlib.contextmanager
+def replacing(path: Path) -> Iterator[str]:
+    """A file name to write ``path``'s new content to, for a writer that opens files by name
+    (pyarrow): ``/proc/self/fd/N`` of a temporary file created as :func:`write_text`'s is, so
+    that the writer reaches that file whatever happens to its name meanwhile. The file takes
+    ``path``'s name when the block ends, and is removed if it raises."""
+    path = Path(path)
+    fd, tmp = create_temporary(path, 0o666)
+    try:
+        yield f"/proc/self/fd/{fd}"
+        os.replace(tmp, path)
+    finally:
+        os.close(fd)
+        tmp.unlink(missing_ok=True)
+
+
+def create_temporary(path: Path, mode: int) -> tuple[int, Path]:
     """A new file beside ``path`` under an unguessable name: created here, never a name
     someone else made (``O_EXCL``) and never through a link (``O_NOFOLLOW``)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -405,19 +405,18 @@ def merge_shard_dirs(spec: DriveSpec, out_dir: Path, shard_dirs: list[Path],
 
 def concat_parquet(parts: list[Path], dest: Path) -> None:
     """Append every row group of ``parts`` to ``dest``, one group in memory at a time."""
-    tmp = dest.with_name(dest.name + ".tmp")
-    writer = None
-    try:
-        for part in parts:
-            pf = pq.ParquetFile(part)
-            if writer is None:
-                writer = pq.ParquetWriter(tmp, pf.schema_arrow)
-            for i in range(pf.num_row_groups):
-                writer.write_table(pf.read_row_group(i))
-    finally:
-        if writer is not None:
-            writer.close()
-    tmp.replace(dest)
+    with jsonio.replacing(dest) as tmp:
+        writer = None
+        try:
+            for part in parts:
+                pf = pq.ParquetFile(part)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, pf.schema_arrow)
+                for i in range(pf.num_row_groups):
+                    writer.write_table(pf.read_row_group(i))
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 # -- Dask -----------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ so a server varying a header or a problem type per response cannot grow the driv
 from __future__ import annotations
 
 import json
+import os
 import threading
 from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,6 +38,7 @@ import numpy as np
 
 from workbench.analyse import hdr
 from workbench.driver.outcomes import DROPPED, ERROR_CLASSES
+from workbench.jsonio import create_temporary
 from workbench.untrusted import printable
 
 if TYPE_CHECKING:  # imported when the first chunk is written, not at start-up
@@ -133,7 +135,7 @@ class Recorder:
         self._writer = None  # pyarrow.parquet.ParquetWriter, opened on the first chunk
         self._sink = None  # warm_up's in-memory file while it runs
         self._lock = threading.Lock()
-        self._tmp = parquet_path.with_name(parquet_path.name + ".tmp")
+        self._tmp: tuple[int, Path] | None = None  # the file written, until it takes its name
 
     def _new_columns(self) -> None:
         self._cols = tuple(array(code) for _, code, _ in _COLUMNS)
@@ -327,8 +329,15 @@ class Recorder:
         with self._lock:
             if self._writer is None:
                 self._writer = pq.ParquetWriter(
-                    self._tmp if self._sink is None else self._sink, table.schema)
+                    self._temporary() if self._sink is None else self._sink, table.schema)
             self._writer.write_table(table)
+
+    def _temporary(self) -> str:
+        """The file the requests are written to (an unguessable name beside the final one,
+        created exclusively, never through a link: :func:`workbench.jsonio.create_temporary`),
+        by its descriptor, so that the writer reaches that file whatever its name becomes."""
+        self._tmp = create_temporary(self.path, 0o666)
+        return f"/proc/self/fd/{self._tmp[0]}"
 
     def close(self) -> None:
         """Fold and write everything left, close the file and give it its final name."""
@@ -341,9 +350,13 @@ class Recorder:
 
         with self._lock:
             if self._writer is None:
-                self._writer = pq.ParquetWriter(self._tmp, schema(self.tags, self.phased))
+                self._writer = pq.ParquetWriter(self._temporary(),
+                                                schema(self.tags, self.phased))
             self._writer.close()
-        self._tmp.replace(self.path)
+        assert self._tmp is not None
+        fd, tmp = self._tmp
+        os.close(fd)
+        tmp.replace(self.path)
 
     # -- summaries ------------------------------------------------------------------------
     def error_counts(self) -> dict[str, dict[str, int]]:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
-import os
 import ssl
 import threading
 import time
@@ -38,6 +37,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from workbench import jsonio
 from workbench.telemetry.files import PARQUET_FILE, SIDECAR_FILE
 from workbench.telemetry.sources import (
     HostSource,
@@ -154,16 +154,14 @@ def read_spool(path: Path):
 
 def write_parquet(table: pa.Table, path: Path) -> None:
     """Long-format telemetry to Parquet; written then renamed."""
-    tmp = path.with_suffix(".parquet.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with jsonio.replacing(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def write_json(path: Path, data: dict) -> None:
     """``data`` as JSON at ``path``, written beside it then renamed (never half a file)."""
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
+    with jsonio.replacing(path) as tmp:  # no fsync: the sampler writes it while the load runs
+        Path(tmp).write_text(json.dumps(data, indent=1) + "\n")
 
 
 class _SourceLog:
