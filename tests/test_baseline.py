@@ -217,6 +217,18 @@ def test_database_facts_are_read_from_the_target_database(embedded_target):
     assert "s3cret-pw" not in json.dumps(unreachable)
 
 
+def test_table_sizes_are_read_from_the_target_database(embedded_target):
+    from workbench.run.scenario import database_facts, table_sizes
+
+    tables = table_sizes(embedded_target.dsn)
+    assert {"agents", "audit_events", "managed_certificates"} <= set(tables)
+    assert all(set(t) == {"rows", "dead_rows", "bytes"} and t["bytes"] > 0
+               for t in tables.values())
+    assert database_facts(embedded_target.dsn, tables)["tables_before_load"] == tables
+    assert table_sizes(None) is None
+    assert table_sizes("postgresql+psycopg://loadtest:pw@127.0.0.1:1/certctl") is None
+
+
 def test_commit_date_of_the_measured_commit():
     from workbench.paths import project_root
     from workbench.report.reporting import commit_date

@@ -482,3 +482,28 @@ def test_runs_over_different_protocols_are_not_comparable_unless_forced():
     assert runs.compare([a], [b], force=True).verdict == "slower"
     imported = b | {"protocol": None}
     assert "different protocols: h1, unknown" in runs.comparability([a], [imported])
+
+
+def test_a_database_that_grew_between_the_sides_is_named_not_refused():
+    """The same build over a database ten times fuller: the verdict stands, and the summary
+    says in which tables the loads found the database apart (rows or dead rows, 2 x and
+    10,000 or more); records that read no table sizes say so."""
+    def with_tables(rec: dict, audit: int, dead: int) -> dict:
+        rec["database"] = {"server_version": "16.4", "settings": {}, "tables_before_load": {
+            "audit_events": {"rows": audit, "dead_rows": 0, "bytes": audit * 400},
+            "agents": {"rows": 600, "dead_rows": dead, "bytes": 500_000},
+            "jobs": {"rows": 9_000, "dead_rows": 0, "bytes": 90_000}}}
+        return rec
+
+    a = with_tables(make_record(seed=1), 12_000, 600)
+    b = with_tables(make_record("20261126T130000Z_agent_storm_bbbbbbbb", seed=2), 130_000, 0)
+    result = runs.compare([a], [b])
+    assert result.comparable and result.database == ["audit_events 12,000 / 130,000 rows"]
+    assert "database    differs, A / B: audit_events 12,000 / 130,000 rows" in result.text()
+    assert result.as_dict()["database"] == result.database
+    alike = runs.compare([a], [with_tables(make_record(seed=3), 20_000, 900)])
+    assert alike.database == [] and "alike" in alike.summary()["database"]
+    unread = runs.compare([a], [make_record(seed=4)])
+    assert unread.database is None and "unknown" in unread.summary()["database"]
+    grown = with_tables(make_record(seed=5), 12_000, 50_000)  # a reseed left dead rows
+    assert runs.database_differences([a], [grown]) == ["agents 600 / 50,000 dead rows"]

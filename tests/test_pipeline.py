@@ -34,6 +34,9 @@ def test_agent_storm_smoke_runs_through_papermill_and_leaves_report_and_record(
     assert record["passed"] == all(t["ok"] for t in record["thresholds"])
     assert code == (0 if record["passed"] else 99)
     assert record["target"]["kind"] == "stand-in"
+    # the database as the load found it: the fleet seeded, before the load wrote anything
+    tables = record["database"]["tables_before_load"]
+    assert tables["agents"]["rows"] >= 200 and tables["agents"]["bytes"] > 0
     assert record["target"]["commit"] == embedded.workbench_commit()
     assert record["endpoints"]["heartbeat"]["requests"] == 501 - result["dropped"]  # sent
     assert {t["threshold"] for t in record["thresholds"]} == {"p(99)<1000", "p(95)<500",

@@ -133,6 +133,39 @@ def comparability(a: Sequence[Mapping], b: Sequence[Mapping]) -> list[str]:
     return reasons
 
 
+TABLE_RATIO, TABLE_ROWS = 2.0, 10_000  # a table this many times larger, and this large: named
+
+
+def _side_tables(records: Sequence[Mapping]) -> dict[str, dict[str, float]] | None:
+    """One side's tables: each count the median over its records; None if one has none."""
+    tables = [((r.get("database") or {}).get("tables_before_load")) for r in records]
+    if not tables or not all(tables):
+        return None
+    names = set.intersection(*(set(t) for t in tables))
+    return {name: {key: float(np.median([t[name][key] for t in tables]))
+                   for key in ("rows", "dead_rows")} for name in names}
+
+
+def database_differences(a: Sequence[Mapping], b: Sequence[Mapping]) -> list[str] | None:
+    """The target database's tables in which the two sides' loads found it apart (rows or dead
+    rows at least :data:`TABLE_RATIO` times more on one side, and at least
+    :data:`TABLE_ROWS` of them), largest first; None when a side's records read none.
+
+    Said, not refused: the same certctl build answers slower over a larger ``audit_events``
+    (it grows a row a request), and a database that grew between the sides explains a
+    difference the verdict would otherwise put on certctl."""
+    ta, tb = _side_tables(a), _side_tables(b)
+    if ta is None or tb is None:
+        return None
+    found = []
+    for name in set(ta) & set(tb):
+        for key, what in (("rows", "rows"), ("dead_rows", "dead rows")):
+            x, y = ta[name][key], tb[name][key]
+            if max(x, y) >= TABLE_ROWS and max(x, y) >= TABLE_RATIO * max(min(x, y), 1):
+                found.append((max(x, y), f"{name} {x:,.0f} / {y:,.0f} {what}"))
+    return [text for _, text in sorted(found, reverse=True)]
+
+
 # --- windows as bucket counts ---------------------------------------------------------------
 
 
@@ -351,6 +384,7 @@ class Comparison:
     targets: str = ""  # what each side measured, for figure titles
     dates: str = ""  # when each side ran
     calibration: dict = field(default_factory=dict)  # A, B, ratios, tolerance, reason
+    database: list[str] | None = None  # the tables the sides' databases differ in (A / B)
 
     def units(self) -> set[str]:
         """The units the rows were tested over: ``runs``, ``windows`` or both."""
@@ -392,11 +426,21 @@ class Comparison:
         return (f"A {c['A']}\nB {c['B']}\nB/A "
                 + (f"{ratios} ({judged})" if ratios else "none (a side has no calibration)"))
 
+    def database_text(self) -> str:
+        """Whether the sides' loads found the target database alike, in a line."""
+        if self.database is None:
+            return "unknown (a side's records have no table sizes)"
+        if not self.database:
+            return "alike (no table 2 x larger on one side)"
+        return ("differs, A / B: " + "; ".join(self.database[:5])
+                + (f"; {len(self.database) - 5} more" if len(self.database) > 5 else ""))
+
     def summary(self) -> pd.Series:
         """The comparison's header: what was compared, under which rule, and the verdict."""
         return pd.Series({
             "scenario": self.scenario, "A": ", ".join(self.a_runs), "B": ", ".join(self.b_runs),
             "calibration": self.calibration_text(),
+            "database": self.database_text(),
             "comparable": "yes" if self.comparable else
             "no (forced: " + "; ".join(self.reasons) + ")" if self.forced else "no",
             "forced": self.forced,
@@ -411,7 +455,8 @@ class Comparison:
         return {"scenario": self.scenario, "a": self.a_runs, "b": self.b_runs,
                 "comparable": self.comparable, "reasons": self.reasons, "forced": self.forced,
                 "factor": self.factor, "alpha": self.alpha, "confidence": self.confidence,
-                "verdict": self.verdict, "rows": rows.to_dict(orient="records")}
+                "verdict": self.verdict, "database": self.database,
+                "rows": rows.to_dict(orient="records")}
 
     def text(self) -> str:
         """A plain-text report for the terminal."""
@@ -521,7 +566,8 @@ def compare(a: Sequence[Mapping], b: Sequence[Mapping], factor: float = FACTOR,
     targets, dates = _describe(a, b)
     return Comparison(scenario, [r["run_id"] for r in a], [r["run_id"] for r in b], comparable,
                       reasons, force and not comparable, factor, alpha, confidence, table,
-                      verdict, curves, targets, dates, calibrated)
+                      verdict, curves, targets, dates, calibrated,
+                      database_differences(a, b))
 
 
 def compare_paths(a: str | Path | Sequence[str | Path], b: str | Path | Sequence[str | Path],

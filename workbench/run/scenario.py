@@ -116,6 +116,7 @@ class Run:
         self._telemetry: pd.DataFrame | None = None
         self.drain: dict | None = None  # the backlog drain after the timed phase, if any
         self.calibration: dict | None = None  # the machine measured around the timed phase
+        self.tables: dict | None = None  # the target database's tables as the load found them
         self._drain_curve: pd.DataFrame | None = None
 
     def _preflight(self) -> dict:
@@ -151,6 +152,7 @@ class Run:
         spec = self.drive_spec()
         live = LiveLine()  # one updating line here; nothing of it in the report
 
+        self.tables = table_sizes(self.target.dsn)  # what the load found, before it wrote
         self.calibration = calibration.section(calibration.measure(self.target.dsn), None)
 
         def before_load() -> None:  # while the driver's processes start
@@ -390,7 +392,8 @@ class Run:
             r, self.scenario.executor_settings(self.params)["max_vus"],
             profile={"profile": self.profile, "profile_base": self.profile_base,
                      "profile_differs": self.profile_differs},
-            run={"target_exit": self.target_exit}, database=database_facts(self.target.dsn),
+            run={"target_exit": self.target_exit},
+            database=database_facts(self.target.dsn, self.tables),
             fixtures={"sizes": self.scenario.fixture_sizes(self.params),
                       "seeded": self.fixtures, "warnings": m.warnings},
             telemetry=self.telemetry_section(), calibration=self.calibration)
@@ -440,8 +443,43 @@ def target_pid_from_env() -> int | None:
 DB_SETTINGS = ("shared_buffers", "max_connections", "synchronous_commit")
 
 
-def database_facts(dsn: str | None) -> dict | None:
-    """``server_version`` and key settings read from the target's database, or None without one.
+TABLE_SIZES = """
+SELECT c.relname, coalesce(s.n_live_tup, greatest(c.reltuples, 0)::bigint),
+       coalesce(s.n_dead_tup, 0), pg_total_relation_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') ORDER BY c.relname"""
+
+
+def table_sizes(dsn: str | None) -> dict | None:
+    """Every table of the target database's ``public`` schema (certctl's): live and dead rows
+    (the statistics collector's counts: estimates, which may trail an open session's last
+    seconds of writes; a ``count(*)`` of millions of rows would cost each run seconds) and
+    bytes with its indexes and TOAST, or None without
+    a database or when it cannot be read. A load's latency depends on them: certctl's
+    ``audit_events`` gains a row a request and was seen at 3.6 million rows, 1.5 GB, and dead
+    rows left by a reseed are vacuumed during the next load; :func:`workbench.compare.runs`
+    names the tables two sides' databases differ in."""
+    if not dsn:
+        return None
+    import sqlalchemy as sa
+
+    try:
+        engine = seed.engine_for(dsn, allow_remote=True)  # read-only
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text(TABLE_SIZES)).all()
+        finally:
+            engine.dispose()
+    except (WorkbenchError, sa.exc.SQLAlchemyError):
+        return None
+    return {name: {"rows": int(live), "dead_rows": int(dead), "bytes": int(size)}
+            for name, live, dead, size in rows}
+
+
+def database_facts(dsn: str | None, tables: Mapping | None = None) -> dict | None:
+    """``server_version`` and key settings read from the target's database, or None without one;
+    ``tables``: its tables as the load found them (:func:`table_sizes`, read before the load).
 
     Read-only (``SHOW``), so a remote database is fine; an unreachable one is recorded as such
     rather than failing the run that already happened. The DSN itself is never recorded here.
@@ -462,4 +500,5 @@ def database_facts(dsn: str | None) -> dict | None:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         return {"server_version": None, "settings": {}, "error": seed.redact_dsn(reason)
                 if "://" in reason else reason}
-    return {"server_version": facts.pop("server_version"), "settings": facts}
+    return {"server_version": facts.pop("server_version"), "settings": facts,
+            "tables_before_load": dict(tables) if tables else None}
