@@ -50,6 +50,8 @@ def test_agent_storm_capacity_seeds_the_fleet_each_load_means_and_opens_on_its_v
     assert record["calibration"]["measured"] and record["calibration"]["after"]["postgres"][
         "commits"] > 0
     assert [s["fixture"] for s in record["steps"]] == [s["fixture"] for s in doc["steps"]]
+    # the database as the search found it, before its first step seeded or loaded it
+    assert record["database"]["tables_before_search"]["agents"]["bytes"] > 0
     # the report opens on the verdict sentence, then the hockey stick, then the steps; the
     # run's repr and the search's log come after, as details
     html = (run_dir / "report.html").read_text()

@@ -340,6 +340,7 @@ class ScenarioCapacity:
         self.result: Capacity | None = None
         self._sizes: dict | None = None  # the fixture as last seeded
         self._steps = 0
+        self.tables: dict | None = None  # the target database's tables as the search found it
 
     def __repr__(self) -> str:
         driver = ", ".join(f"{k}={v}" for k, v in self.driver.items()) or "shards as needed"
@@ -391,6 +392,11 @@ class ScenarioCapacity:
 
         r = self.run
         started_at = _now()
+        from workbench.run.scenario import table_sizes
+
+        # a knee moves with the database (certctl's audit_events grows a row a request): its
+        # tables as the search found them, before any step wrote
+        self.tables = table_sizes(r.target.dsn)
         # the machine before the first step and after the last: once a search, not per step
         before = calibration.measure(r.target.dsn)
         base = {"kind": "scenario", "scenario": r.scenario.name, "run_id": r.run_id,
@@ -426,6 +432,7 @@ class ScenarioCapacity:
             "run_id": r.run_id, "scenario": r.scenario.name, "profile": r.profile,
             "parameters": r.params, "target": target, **reporting.environment(),
             "run": {"started_at": started_at, "ended_at": _now()},
+            "database": {"tables_before_search": self.tables} if self.tables else None,
             **({"calibration": calibration} if calibration else {})})
         path = r.dir / records.CAPACITY_RECORD_FILE
         jsonio.write_json(path, record)
