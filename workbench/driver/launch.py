@@ -404,7 +404,10 @@ def merge_shard_dirs(spec: DriveSpec, out_dir: Path, shard_dirs: list[Path],
 
 
 def concat_parquet(parts: list[Path], dest: Path) -> None:
-    """Append every row group of ``parts`` to ``dest``, one group in memory at a time."""
+    """Append every row group of ``parts`` (one or more) to ``dest``, one group in memory at
+    a time."""
+    if not parts:
+        raise ValueError("no Parquet files to concatenate")
     with jsonio.replacing(dest) as tmp:
         writer = None
         try:
