@@ -112,8 +112,13 @@ def test_the_command_line_says_a_slower_commit_is_slower(repo, env, tmp_path):
     assert "B is slower than A after " in done.stdout, done.stderr[-3000:]
     doc = json.loads((tmp_path / "ab" / ab.AB_FILE).read_text())
     assert (doc["verdict"], doc["stopped"]) == ("slower", "settled")
-    directory = {r["stat"]: r for r in doc["rows"] if r["endpoint"] == "adhoc"}
-    assert directory["p50"]["verdict"] == "slower" and directory["p50"]["ratio"] > 10
+    # ab stops at the first row that says slower (paired.settled): which percentile that is
+    # depends on the machine's noise (seen: p99 first, p50 still inconclusive under a loaded
+    # test run); every row that says slower says it by the commit's 10 x and none disagrees
+    rows = [r for r in doc["rows"] if r["endpoint"] == "adhoc"]
+    slower = [r for r in rows if r["verdict"] == "slower"]
+    assert slower and all(r["ratio"] > 10 for r in slower), rows
+    assert not [r for r in rows if r["verdict"] in ("faster", "no change")], rows
     record = json.loads(next((tmp_path / "ab").glob("01B_*/record.json")).read_text())
     assert record["target"]["commit"] == two and record["calibration"]["measured"]
     assert record["parameters"]["path"] == DIRECTORY.path
