@@ -26,8 +26,8 @@ so a server varying a header or a problem type per response cannot grow the driv
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
 import threading
 from array import array
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,7 +38,7 @@ import numpy as np
 
 from workbench.analyse import hdr
 from workbench.driver.outcomes import DROPPED, ERROR_CLASSES
-from workbench.jsonio import create_temporary
+from workbench.jsonio import replacing
 from workbench.untrusted import printable
 
 if TYPE_CHECKING:  # imported when the first chunk is written, not at start-up
@@ -135,7 +135,7 @@ class Recorder:
         self._writer = None  # pyarrow.parquet.ParquetWriter, opened on the first chunk
         self._sink = None  # warm_up's in-memory file while it runs
         self._lock = threading.Lock()
-        self._tmp: tuple[int, Path] | None = None  # the file written, until it takes its name
+        self._file = contextlib.ExitStack()  # the file written, until close gives it its name
 
     def _new_columns(self) -> None:
         self._cols = tuple(array(code) for _, code, _ in _COLUMNS)
@@ -333,11 +333,10 @@ class Recorder:
             self._writer.write_table(table)
 
     def _temporary(self) -> str:
-        """The file the requests are written to (an unguessable name beside the final one,
-        created exclusively, never through a link: :func:`workbench.jsonio.create_temporary`),
-        by its descriptor, so that the writer reaches that file whatever its name becomes."""
-        self._tmp = create_temporary(self.path, 0o666)
-        return f"/proc/self/fd/{self._tmp[0]}"
+        """The file the requests are written to, until :meth:`close` gives it its name: an
+        unguessable one beside it, created exclusively and opened by its descriptor
+        (:func:`workbench.jsonio.replacing`)."""
+        return self._file.enter_context(replacing(self.path))
 
     def close(self) -> None:
         """Fold and write everything left, close the file and give it its final name."""
@@ -353,10 +352,7 @@ class Recorder:
                 self._writer = pq.ParquetWriter(self._temporary(),
                                                 schema(self.tags, self.phased))
             self._writer.close()
-        assert self._tmp is not None
-        fd, tmp = self._tmp
-        os.close(fd)
-        tmp.replace(self.path)
+        self._file.close()
 
     # -- summaries ------------------------------------------------------------------------
     def error_counts(self) -> dict[str, dict[str, int]]:
