@@ -230,21 +230,26 @@ def commit(run_dir: Path, root: Path, force: bool = False) -> Path:
                              "to commit it anyway")
     if not force and not record["passed"]:
         raise WorkbenchError("the run breached its thresholds; use --force to commit it anyway")
+    return _file(root, record)
+
+
+def _file(root: Path, record: dict, kind: str | None = None, summary: str | None = None
+          ) -> Path:
+    """File ``record`` under baselines/ (``kind``: its kind's folder, see
+    :func:`baseline_path`), regenerate the tables and git commit both, the message naming what
+    was measured (``summary`` first): all or nothing, so a retry never finds a half-filed
+    record. The work tree must be clean, and a record is never filed over another."""
     _check_tree(root)
-    dest = baseline_path(root, record)
+    dest = baseline_path(root, record, kind=kind)
     if dest.exists():
         raise WorkbenchError(f"{dest.relative_to(root)} already exists; records are immutable")
     sha12 = (record["target"].get("commit") or "unknown")[:12]
-    message = (f"baseline: {record['scenario']} on {record['machine']['name']}\n\n"
-               f"Measured {record['target']['kind']} at commit {sha12} "
-               f"({record['target'].get('version')}) on {record['run']['started_at']}.\n"
-               f"Workbench {record['workbench']['git_sha']}; run {record['run_id']}.")
-    return _file(root, dest, record, message)
-
-
-def _file(root: Path, dest: Path, record: dict, message: str) -> Path:
-    """Write ``record`` at ``dest``, regenerate the tables and git commit both: all or nothing,
-    so a retry never finds a half-filed record."""
+    message = "\n".join([
+        f"{kind or 'baseline'}: {record['scenario']} on {record['machine']['name']}", "",
+        *([summary] if summary else []),
+        f"Measured {record['target']['kind']} at commit {sha12} "
+        f"({record['target'].get('version')}) on {record['run']['started_at']}.",
+        f"Workbench {record['workbench']['git_sha']}; run {record['run_id']}."])
     readme = root / "baselines" / "README.md"
     previous = readme.read_text() if readme.exists() else None
     rel = [str(dest.relative_to(root)), "baselines/README.md"]
@@ -295,14 +300,4 @@ def commit_capacity(run_dir: Path, root: Path, force: bool = False) -> Path:
         raise WorkbenchError(f"the capacity search ended {record['verdict']!r} "
                              f"({record.get('sentence')}); it is a bound, not a capacity. Use "
                              "--force to commit it anyway")
-    _check_tree(root)
-    dest = baseline_path(root, record, kind="capacity")
-    if dest.exists():
-        raise WorkbenchError(f"{dest.relative_to(root)} already exists; records are immutable")
-    sha12 = (record["target"].get("commit") or "unknown")[:12]
-    message = (f"capacity: {record['scenario']} on {record['machine']['name']}\n\n"
-               f"{record.get('sentence')}\nMeasured {record['target']['kind']} at commit "
-               f"{sha12} ({record['target'].get('version')}) on "
-               f"{record['run']['started_at']}.\nWorkbench {record['workbench']['git_sha']}; "
-               f"run {record['run_id']}.")
-    return _file(root, dest, record, message)
+    return _file(root, record, kind="capacity", summary=record.get("sentence"))
